@@ -1,0 +1,72 @@
+"""The one interface every coder implements: LLM coders and baselines alike.
+
+Data flows one way: documents -> ``Predictor.fit`` -> a fitted coder ->
+``Predictor.predict`` -> :class:`DocumentPrediction` -> metrics. A prediction
+lists the codes the coder *asserts*, best first, each with a score in [0, 1]
+and the evidence it relied on (character pieces into the document's text).
+Ranking metrics (MAP) read the order, set metrics (F1) read the whole list.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icdcoder.data.schema import Document, Evidence
+
+
+@dataclass
+class CodePrediction:
+    code: str
+    system: str
+    score: float
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+@dataclass
+class DocumentPrediction:
+    doc_id: str
+    codes: list[CodePrediction] = field(default_factory=list)
+    #: counts of model output that was dropped (invented codes, quotes not in the note, ...)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def ranked(self, systems: set[str] | frozenset[str] | None = None) -> list[CodePrediction]:
+        """Predictions sorted by score (stable), optionally filtered by system."""
+        chosen = [p for p in self.codes if systems is None or p.system in systems]
+        return sorted(chosen, key=lambda p: -p.score)
+
+
+@dataclass
+class FitReport:
+    """What training cost: recorded in every run's metadata and in the bench table."""
+
+    wall_seconds: float = 0.0
+    train_tokens: int = 0
+    peak_rss_mb: float = 0.0
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+
+class Predictor(abc.ABC):
+    """A coder: fit on training documents, predict codes with evidence."""
+
+    #: short registry name, e.g. ``"dictionary"``
+    name: str = "predictor"
+
+    @abc.abstractmethod
+    def fit(self, train: Sequence[Document], dev: Sequence[Document] | None = None) -> FitReport:
+        """Train on ``train``; ``dev`` may be used for thresholds and model selection only."""
+
+    @abc.abstractmethod
+    def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
+        """Code each document; one prediction per document, in order."""
+
+    @abc.abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write everything ``load`` needs into ``directory``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, directory: str | Path) -> Predictor:
+        """Restore a coder written by ``save``."""

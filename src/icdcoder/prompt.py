@@ -1,0 +1,138 @@
+"""The one prompt/answer format shared by SFT, RL (GRPO/PHI) and inference.
+
+A prompt shows a piece of a note (a span or a whole document), optionally a
+list of candidate codes with short descriptions (retrieval), and, during PHI
+training only, hints. The answer is one line per code::
+
+    N44.8 | teste derecho aumentado de tamaño
+    BW03ZZZ | Rx tórax
+
+or the single line ``NONE``. Every code must come with a verbatim quote from the
+note; the parser checks both and drops (and counts) what fails.
+
+No chat template is used: the instruct models' default system prompts cost
+more tokens than the spans themselves, and the format is learned by SFT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+NONE_ANSWER = "NONE"
+ANSWER_MARKER = "Answer:\n"
+_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9.]{1,9})\s*\|\s*(.*?)\s*$")
+
+#: resolve(code) -> (canonical code, system) or None when the code is not in the ontology
+CodeResolver = Callable[[str], "tuple[str, str] | None"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A code offered to the model in the prompt, with a short description."""
+
+    code: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AnswerItem:
+    """One parsed, validated answer line: a code and where its quote sits in the source."""
+
+    code: str
+    system: str
+    quote: str
+    start: int
+    end: int
+
+
+@dataclass
+class ParsedAnswer:
+    items: list[AnswerItem] = field(default_factory=list)
+    #: why lines were dropped: malformed, duplicate, unknown_code, no_quote, quote_not_found
+    dropped: Counter = field(default_factory=Counter)
+    #: True when every non-empty line was NONE or a well-formed ``CODE | quote`` line
+    well_formed: bool = True
+    said_none: bool = False
+
+
+def build_prompt(
+    text: str,
+    candidates: Sequence[Candidate] = (),
+    hints: Sequence[Candidate] = (),
+) -> str:
+    """The prompt for one span or document; the completion starts right after it."""
+    parts = ["Assign ICD-10 codes. Quote the evidence.", f"Text: {text.strip()}"]
+    if candidates:
+        parts.append("Candidates:\n" + "\n".join(f"{c.code} {c.description}" for c in candidates))
+    if hints:
+        parts.append("Hint, codes likely present:\n" + "\n".join(f"{c.code} {c.description}" for c in hints))
+    return "\n".join(parts) + "\n" + ANSWER_MARKER
+
+
+def format_answer(items: Sequence[tuple[str, str]]) -> str:
+    """The target completion for ``(code, quote)`` pairs; ``NONE`` when there are none."""
+    if not items:
+        return NONE_ANSWER
+    return "\n".join(f"{code} | {' '.join(quote.split())}" for code, quote in items)
+
+
+def find_quote(quote: str, source: str) -> tuple[int, int] | None:
+    """Locate ``quote`` in ``source``: exact, then case-insensitive, then whitespace-tolerant."""
+    if not quote:
+        return None
+    position = source.find(quote)
+    if position >= 0:
+        return position, position + len(quote)
+    position = source.lower().find(quote.lower())
+    if position >= 0:
+        return position, position + len(quote)
+    words = quote.split()
+    if not words:
+        return None
+    pattern = r"\s+".join(re.escape(word) for word in words)
+    match = re.search(pattern, source, flags=re.IGNORECASE)
+    return (match.start(), match.end()) if match else None
+
+
+def parse_answer(completion: str, source: str, resolve: CodeResolver) -> ParsedAnswer:
+    """Parse an untrusted completion against the text it was asked about.
+
+    Never raises: malformed lines, codes not in the ontology, repeated codes and
+    quotes that do not occur in ``source`` are dropped and counted.
+    """
+    parsed = ParsedAnswer()
+    seen: set[str] = set()
+    for raw in completion.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.upper() == NONE_ANSWER:
+            parsed.said_none = True
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            parsed.dropped["malformed"] += 1
+            parsed.well_formed = False
+            continue
+        resolved = resolve(match.group(1))
+        if resolved is None:
+            parsed.dropped["unknown_code"] += 1
+            continue
+        code, system = resolved
+        quote = match.group(2).strip().strip('"')
+        if not quote:
+            parsed.dropped["no_quote"] += 1
+            continue
+        if code in seen:
+            parsed.dropped["duplicate"] += 1
+            continue
+        span = find_quote(quote, source)
+        if span is None:
+            parsed.dropped["quote_not_found"] += 1
+            continue
+        seen.add(code)
+        parsed.items.append(AnswerItem(code, system, source[span[0] : span[1]], span[0], span[1]))
+    return parsed
