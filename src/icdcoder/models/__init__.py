@@ -1,1 +1,1 @@
-"""models"""
+"""Causal LM backbones: hub ids, local folders, and GGUF files shipped in PyPI packages."""

