@@ -1,4 +1,40 @@
-"""PLACEHOLDER: replaced by the owner of this area."""
+"""``icdcoder evaluate``: score prediction files against gold; prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def evaluate() -> None:
+    """Score predictions against gold annotations."""
+
+
+@app.command("codiesp")
+def codiesp(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder holding <split>/<split>{D,P,X}.tsv.")],
+    split: Annotated[str, typer.Option("--split", help="Split to score against, e.g. dev.")],
+    pred_dir: Annotated[Path, typer.Option("--pred-dir", help="Folder with D.tsv, P.tsv, X.tsv.")],
+    train_dir: Annotated[
+        Optional[Path],
+        typer.Option("--train-dir", help="Training split folder, for unseen codes (default: DATA_DIR/train)."),
+    ] = None,
+    valid_codes_d: Annotated[
+        Optional[Path], typer.Option("--valid-codes-d", help="Official valid diagnosis codes (TSV, code first).")
+    ] = None,
+    valid_codes_p: Annotated[
+        Optional[Path], typer.Option("--valid-codes-p", help="Official valid procedure codes (TSV, code first).")
+    ] = None,
+) -> None:
+    """Score a CodiEsp submission (D/P: MAP, P/R/F1; X: evidence P/R/F1) and print the JSON contract."""
+    from icdcoder.evaluate.codiesp import score_submission, valid_code_sets
+
+    valid = valid_code_sets((("D", valid_codes_d), ("P", valid_codes_p)))
+    result = score_submission(data_dir, split, pred_dir, train_dir=train_dir, valid_codes=valid)
+    typer.echo(json.dumps(result, ensure_ascii=False))
