@@ -1,5 +1,6 @@
 """Datasets: raw files -> canonical :class:`~icdcoder.data.schema.Document` objects."""
 
+from icdcoder.data.codiesp import alignment_report, codiesp_stats, load_codiesp, load_codiesp_labels
 from icdcoder.data.schema import (
     CODE_SYSTEMS,
     DIAGNOSIS_SYSTEMS,
@@ -17,7 +18,11 @@ __all__ = [
     "Document",
     "Evidence",
     "GoldCode",
+    "alignment_report",
+    "codiesp_stats",
     "iter_documents",
+    "load_codiesp",
+    "load_codiesp_labels",
     "load_documents",
     "save_documents",
 ]

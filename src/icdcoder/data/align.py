@@ -1,0 +1,328 @@
+"""Sentence alignment of a Spanish note with its English machine translation.
+
+CodiEsp ships the English translation one sentence a line without offsets, so
+evidence found in Spanish has to be carried over sentence by sentence. We
+segment the Spanish note into sentences and align them with the English lines
+by dynamic programming over beads (1-1, 1-2, 2-1, 1-0, 0-1). A bead's cost is
+
+* a Gale-Church length cost: translated length is roughly proportional to the
+  source length, with variance growing with length (the ratio is estimated per
+  document, so a terse translation does not skew every bead);
+* a prior on the bead type (most pairs are 1-1);
+* anchors: numbers (decimal comma or point), number+unit pairs and
+  capitalised tokens or abbreviations that survive translation (``HHF35``,
+  ``Brucella``) make a bead cheaper when shared and dearer when a number is
+  on one side only.
+
+English lines without any letter (``1.`` that the translator emits for blank
+Spanish lines) are fillers: they are left out of the alignment.
+All functions here are pure; they know nothing of files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Span = tuple[int, int]
+
+# Bead shapes (source sentences, target lines) and their prior probabilities (Gale & Church 1993).
+BEAD_PRIORS: dict[tuple[int, int], float] = {(1, 1): 0.89, (1, 0): 0.01, (0, 1): 0.01, (2, 1): 0.045, (1, 2): 0.045}
+LENGTH_VARIANCE = 6.8
+SHARED_ANCHOR_BONUS = 1.0
+SHARED_COGNATE_BONUS = 0.5
+COGNATE_PREFIX = 5
+UNMATCHED_NUMBER_PENALTY = 0.5
+
+# Periods after these do not end a sentence. The units are here because the translator's own splitter
+# keeps "13 cm. Local invasion" on one line; following it lifts all-1-1 train documents from 78% to 89%
+# (benchmarks/alignment_coverage.py).
+_ABBREVIATIONS = frozenset(
+    "dr dra sr sra sres srta aprox ej p.ej vs núm nº fig figs cap pág dcha dcho izq izqda izda ud uds vol art ref "
+    "etc máx mín tto trat".split()
+    + "cm mm g gr mg kg dl ml mg/dl g/dl seg".split()
+)
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'»)\]]*(?=\s+[\"'«(¿¡\-–]?[A-ZÁÉÍÓÚÑÜ0-9])")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_UNIT = re.compile(
+    r"(\d+(?:[.,]\d+)*)\s*(%|mg|g|kg|mcg|µg|ng|ml|dl|l|mm|cm|m|mmhg|meq|mmol|ui|u|h)\b", re.IGNORECASE
+)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def _previous_word(text: str, end: int) -> str:
+    match = re.search(r"([^\s(]+)$", text[max(0, end - 40) : end])
+    return match.group(1).lower().rstrip(".") if match else ""
+
+
+def _is_abbreviation(text: str, period_at: int) -> bool:
+    """A period after a known abbreviation or a single letter does not end a sentence.
+
+    Single letters (``T.A.``, ``40 C.``) follow the translator's splitter, which keeps them inside the sentence.
+    """
+    if text[period_at] != ".":
+        return False
+    word = _previous_word(text, period_at)
+    last = word.split(".")[-1]
+    return word in _ABBREVIATIONS or last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())
+
+
+def _strip(text: str, start: int, end: int) -> Span | None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if end > start else None
+
+
+def segment_sentences(text: str) -> list[Span]:
+    """Sentence spans ``[start, end)`` of a Spanish note: line breaks, then sentence-final punctuation."""
+    spans: list[Span] = []
+    for line in re.finditer(r"[^\n]+", text):
+        start = line.start()
+        for end_mark in _SENTENCE_END.finditer(text, line.start(), line.end()):
+            if _is_abbreviation(text, end_mark.start()):
+                continue
+            span = _strip(text, start, end_mark.end())
+            if span:
+                spans.append(span)
+            start = end_mark.end()
+        span = _strip(text, start, line.end())
+        if span:
+            spans.append(span)
+    return spans
+
+
+def _normalise_number(number: str) -> str:
+    return number.replace(",", ".")
+
+
+def _strip_accents(word: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFD", word) if not unicodedata.combining(ch))
+
+
+def numbers(text: str) -> frozenset[str]:
+    """The numbers in ``text``, decimal comma read as a point (``40,2`` == ``40.2``)."""
+    return frozenset(_normalise_number(n) for n in _NUMBER.findall(text))
+
+
+def numbers_agree(source: str, target: str) -> bool | None:
+    """Whether two aligned texts hold the same numbers; ``None`` when neither holds any.
+
+    Numbers survive translation almost always, so this is a check of an
+    alignment that does not depend on how it was made.
+    """
+    source_numbers, target_numbers = numbers(source), numbers(target)
+    if not source_numbers and not target_numbers:
+        return None
+    return source_numbers == target_numbers
+
+
+def anchors(sentence: str) -> frozenset[str]:
+    """Tokens likely to survive translation.
+
+    ``#``-prefixed: numbers and number+unit pairs; plain: capitalised tokens and
+    abbreviations (``HHF35``, ``Brucella``); ``~``-prefixed: cognates, the first
+    letters of long words without accents (``ceftriaxona``/``ceftriaxone``).
+    """
+    found = {"#" + number for number in numbers(sentence)}
+    found |= {f"#{_normalise_number(n)} {unit.lower()}" for n, unit in _UNIT.findall(sentence)}
+    words = _WORD.findall(sentence)
+    for position, word in enumerate(words):
+        mixed_case = any(ch.isupper() for ch in word[1:])
+        proper_name = position > 0 and word[0].isupper() and len(word) > 2
+        if (mixed_case or proper_name) and not word.isdigit():
+            found.add(word.lower())
+        if len(word) > COGNATE_PREFIX and word.isalpha():
+            found.add("~" + _strip_accents(word.lower())[:COGNATE_PREFIX])
+    return frozenset(found)
+
+
+def length_cost(source_length: int, target_length: int, ratio: float, variance: float = LENGTH_VARIANCE) -> float:
+    """Gale-Church: -log P(length difference) under a normal model of target = ratio * source."""
+    if source_length == 0 and target_length == 0:
+        return 0.0
+    mean_length = (source_length + target_length / ratio) / 2
+    delta = (target_length - ratio * source_length) / math.sqrt(max(mean_length, 1.0) * variance)
+    return -math.log(max(math.erfc(abs(delta) / math.sqrt(2)), 1e-300))
+
+
+def anchor_cost(source: frozenset[str], target: frozenset[str]) -> float:
+    """Cheaper when anchors are shared, dearer when a number appears on one side only."""
+    shared = source & target
+    cognates = sum(1 for token in shared if token.startswith("~"))
+    unmatched_numbers = sum(1 for token in source ^ target if token.startswith("#") and " " not in token)
+    return (
+        UNMATCHED_NUMBER_PENALTY * unmatched_numbers
+        - SHARED_ANCHOR_BONUS * (len(shared) - cognates)
+        - SHARED_COGNATE_BONUS * cognates
+    )
+
+
+@dataclass(frozen=True)
+class Bead:
+    """Aligned source sentence indices with target line indices, and the bead's cost."""
+
+    source: tuple[int, ...]
+    target: tuple[int, ...]
+    cost: float
+
+    @property
+    def kind(self) -> str:
+        return f"{len(self.source)}-{len(self.target)}"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One or two consecutive sentences on one side of a bead: total length and anchors."""
+
+    length: int
+    anchors: frozenset[str]
+
+
+def _groups(sentences: Sequence[str], size: int) -> list[_Group]:
+    """``result[i]`` describes ``sentences[i : i + size]`` (only where that many remain)."""
+    found = [anchors(sentence) for sentence in sentences]
+    return [
+        _Group(sum(map(len, sentences[i : i + size])), frozenset().union(*found[i : i + size]))
+        for i in range(len(sentences) - size + 1)
+    ]
+
+
+_EMPTY = _Group(0, frozenset())
+
+
+def align_sentences(source: Sequence[str], target: Sequence[str]) -> list[Bead]:
+    """Minimum-cost monotone alignment of source sentences with target sentences."""
+    n, m = len(source), len(target)
+    total_source = sum(map(len, source))
+    ratio = sum(map(len, target)) / total_source if total_source and m else 1.0
+    source_groups = {size: _groups(source, size) for size in (1, 2)}
+    target_groups = {size: _groups(target, size) for size in (1, 2)}
+    priors = {shape: -math.log(p) for shape, p in BEAD_PRIORS.items()}
+    best = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    back: list[list[tuple[int, int, float] | None]] = [[None] * (m + 1) for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if best[i][j] == math.inf:
+                continue
+            for (di, dj), prior in priors.items():
+                if i + di > n or j + dj > m:
+                    continue
+                src = source_groups[di][i] if di else _EMPTY
+                tgt = target_groups[dj][j] if dj else _EMPTY
+                cost = prior + length_cost(src.length, tgt.length, ratio) + anchor_cost(src.anchors, tgt.anchors)
+                if best[i][j] + cost < best[i + di][j + dj]:
+                    best[i + di][j + dj] = best[i][j] + cost
+                    back[i + di][j + dj] = (di, dj, cost)
+    beads = []
+    i, j = n, m
+    while i or j:
+        di, dj, cost = back[i][j]  # type: ignore[misc]
+        beads.append(Bead(tuple(range(i - di, i)), tuple(range(j - dj, j)), cost))
+        i, j = i - di, j - dj
+    return beads[::-1]
+
+
+def is_filler_line(line: str) -> bool:
+    """A translated line carrying no words (``1.``, empty): not a sentence."""
+    return not any(ch.isalpha() for ch in line)
+
+
+def line_spans(lines: Sequence[str]) -> list[Span]:
+    """Character spans of each line in ``"\\n".join(lines)``."""
+    spans, offset = [], 0
+    for line in lines:
+        spans.append((offset, offset + len(line)))
+        offset += len(line) + 1
+    return spans
+
+
+@dataclass(frozen=True)
+class AlignedDocument:
+    """A source text, its target lines, and the sentence alignment between them."""
+
+    source_text: str
+    source_spans: tuple[Span, ...]
+    target_lines: tuple[str, ...]
+    target_units: tuple[int, ...]  # indices of the target lines that take part (fillers excluded)
+    beads: tuple[Bead, ...]
+
+    @property
+    def target_text(self) -> str:
+        return "\n".join(self.target_lines)
+
+    def bead_kinds(self) -> Counter:
+        return Counter(bead.kind for bead in self.beads)
+
+    @property
+    def all_one_to_one(self) -> bool:
+        return bool(self.beads) and all(bead.kind == "1-1" for bead in self.beads)
+
+    def number_agreement(self) -> tuple[int, int]:
+        """``(agreeing, checked)`` over beads with text on both sides and a number on either side."""
+        agreeing = checked = 0
+        for bead in self.beads:
+            if not bead.source or not bead.target:
+                continue
+            source = " ".join(self.source_text[slice(*self.source_spans[i])] for i in bead.source)
+            verdict = numbers_agree(source, " ".join(self.target_lines[j] for j in bead.target))
+            if verdict is not None:
+                checked += 1
+                agreeing += verdict
+        return agreeing, checked
+
+    def quality(self) -> dict[str, str]:
+        """Per-document alignment quality, as strings for ``Document.meta``."""
+        kinds = self.bead_kinds()
+        mean_cost = sum(bead.cost for bead in self.beads) / max(len(self.beads), 1)
+        return {
+            "alignment_beads": " ".join(f"{kind}:{kinds[kind]}" for kind in sorted(kinds)),
+            "alignment_one_to_one": str(self.all_one_to_one).lower(),
+            "alignment_mean_cost": f"{mean_cost:.3f}",
+            "alignment_filler_lines": str(len(self.target_lines) - len(self.target_units)),
+        }
+
+
+def align_document(source_text: str, target_lines: Sequence[str]) -> AlignedDocument:
+    """Segment the source into sentences and align them with the non-filler target lines."""
+    source_spans = segment_sentences(source_text)
+    units = tuple(index for index, line in enumerate(target_lines) if not is_filler_line(line))
+    beads = align_sentences(
+        [source_text[start:end] for start, end in source_spans], [target_lines[index] for index in units]
+    )
+    remapped = tuple(Bead(bead.source, tuple(units[t] for t in bead.target), bead.cost) for bead in beads)
+    return AlignedDocument(source_text, tuple(source_spans), tuple(target_lines), units, remapped)
+
+
+def _merge_lines(line_indices: Sequence[int], spans: Sequence[Span]) -> tuple[Span, ...]:
+    """One piece per run of consecutive lines (the newlines between them included)."""
+    pieces: list[Span] = []
+    previous = None
+    for index in sorted(set(line_indices)):
+        start, end = spans[index]
+        if previous is not None and index == previous + 1:
+            pieces[-1] = (pieces[-1][0], end)
+        else:
+            pieces.append((start, end))
+        previous = index
+    return tuple(pieces)
+
+
+def project_pieces(aligned: AlignedDocument, pieces: Sequence[Span]) -> tuple[Span, ...]:
+    """Target pieces (whole lines) holding the translation of the source pieces; ``()`` when unaligned."""
+    sentence_to_lines: dict[int, tuple[int, ...]] = {}
+    for bead in aligned.beads:
+        for sentence in bead.source:
+            sentence_to_lines[sentence] = bead.target
+    lines: list[int] = []
+    for piece_start, piece_end in pieces:
+        for sentence, (start, end) in enumerate(aligned.source_spans):
+            if piece_start < end and piece_end > start:
+                lines.extend(sentence_to_lines.get(sentence, ()))
+    return _merge_lines(lines, line_spans(aligned.target_lines))
