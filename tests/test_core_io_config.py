@@ -83,3 +83,14 @@ def test_documents_round_trip_and_reject_evidence_outside_text(tmp_path: Path):
         load_documents(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="ends past the text"):
         Document.model_validate(bad)
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path: Path):
+    import os
+
+    target = tmp_path / "perm.txt"
+    with atomic_write(target) as handle:
+        handle.write("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

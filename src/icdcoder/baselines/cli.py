@@ -1,6 +1,42 @@
-"""PLACEHOLDER: replaced by the owner of this area."""
+"""``icdcoder train baseline``: train a registered baseline on CodiEsp and save it.
+
+Heavy imports (scikit-learn, the coders) happen inside the command so that
+``icdcoder --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+DEFAULT_DATA_DIR = Path(os.environ.get("ICDCODER_CODIESP_DIR", "../shared/data/codiesp"))
 
 
-def train_baseline() -> None:
-    """Train a baseline."""
-    raise NotImplementedError
+def train_baseline(
+    name: str = typer.Argument(..., help="Registered system name: tfidf, dictionary, laat, plm, prompt."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings of the system (configs/baselines/)."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="CodiEsp folder holding train/ and dev/."),
+    lang: str = typer.Option("es", "--lang", help="es: Spanish notes; en: English machine translation."),
+    train_split: str = typer.Option("train", "--train-split", help="Split to train on."),
+    tune_split: str = typer.Option("dev", "--tune-split", help="Split for thresholds / model selection ('' = none)."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the trained system into."),
+) -> None:
+    """Train a baseline; prints {"system", "out", "fit_report"} as JSON."""
+    from dataclasses import asdict
+
+    from icdcoder.baselines.base import build_predictor
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.errors import InputError
+    from icdcoder.registry import predictor_class
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be 'es' or 'en', not {lang!r}")
+    predictor = build_predictor(predictor_class(name), config)
+    train = load_codiesp(data_dir, train_split, language=lang)
+    tune = load_codiesp(data_dir, tune_split, language=lang) if tune_split else None
+    report = predictor.fit(train, tune)
+    predictor.save(out)
+    typer.echo(json.dumps({"system": name, "out": str(out), "fit_report": asdict(report)}, ensure_ascii=False))
