@@ -1,9 +1,178 @@
-"""PLACEHOLDER: replaced by the owner of this area."""
+"""``icdcoder predict codiesp`` (code a split, write D/P/X.tsv) and ``icdcoder code`` (code one note).
+
+Without ``--model`` the shipped default coder (``icdcoder/models/default``) is used.
+Heavy imports (torch, transformers) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-predict_app = typer.Typer(no_args_is_help=True)
+from icdcoder.errors import InputError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+predict_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
-def code() -> None:
-    """Code one note."""
-    raise NotImplementedError
+@predict_app.callback()
+def predict() -> None:
+    """Code a dataset split with a saved coder."""
+
+
+def load_predictor(model: Path | None, system: str):
+    """The coder saved in ``model`` (default: the shipped model) under registry name ``system``."""
+    from icdcoder.registry import predictor_class
+
+    directory = model if model is not None else DEFAULT_MODEL_DIR
+    if not Path(directory).is_dir():
+        raise InputError("model folder not found", path=directory)
+    return predictor_class(system).load(directory)
+
+
+@predict_app.command("codiesp")
+def predict_codiesp(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder (official layout).")],
+    split: Annotated[str, typer.Option("--split", help="Split to code, e.g. dev.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where D.tsv, P.tsv and X.tsv are written.")],
+    lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
+    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    limit: Annotated[int | None, typer.Option("--limit", help="Code only the first N notes (quick checks).")] = None,
+) -> None:
+    """Code every note of a CodiEsp split; prints row counts as JSON."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.evaluate.codiesp import write_submission
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be es or en (got '{lang}')")
+    documents = load_codiesp(data_dir, split, language=lang)
+    if limit is not None:
+        documents = documents[:limit]
+    predictor = load_predictor(model, system)
+    predictions = predictor.predict(documents)
+    rows = write_submission(out_dir, predictions)
+    dropped: dict[str, int] = {}
+    for prediction in predictions:
+        for reason, count in prediction.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    typer.echo(json.dumps({"documents": len(documents), "rows": rows, "dropped": dropped, "out_dir": str(out_dir)}))
+
+
+@predict_app.command("tune")
+def tune(
+    model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder; its coder.json is updated.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder (official layout).")],
+    split: Annotated[str, typer.Option("--split", help="Split to tune on (dev; never test).")] = "dev",
+    lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Also write D/P/X.tsv with the tuned settings.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="JSONL cache of per-segment outputs (resumable).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Tune on the first N notes only.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+) -> None:
+    """Tune fusion weights and thresholds of a span coder on a split; prints the result as JSON.
+
+    The LLM runs once per segment (cached); the grid over weights and thresholds
+    re-aggregates the cached outputs. Its table is the fusion ablation.
+    """
+    import torch
+    from rich.progress import Progress
+
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.evaluate.codiesp import write_submission
+    from icdcoder.infer.coder import SpanLLMPredictor, aggregate
+
+    if threads:
+        torch.set_num_threads(threads)
+    documents = load_codiesp(data_dir, split, language=lang)[:limit]
+    coder = SpanLLMPredictor.load(model)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"coding {split}", total=len(documents))
+        outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
+    result = coder.tune(documents, outputs)
+    summary = {
+        "split": split,
+        "documents": len(documents),
+        "segments": sum(o.segments for o in outputs),
+        "llm_segments": sum(o.llm_segments for o in outputs),
+        "best_settings": result["best_settings"],
+    }
+    coder.write_settings(model, extra={"tuning": {**summary, "table": result["table"]}})
+    if out_dir is not None:
+        write_submission(out_dir, [aggregate(o, coder.settings) for o in outputs])
+        summary["out_dir"] = str(out_dir)
+    typer.echo(json.dumps(summary))
+
+
+def read_note(source: str) -> str:
+    """The note text from a file path or ``-`` (stdin); empty or undecodable input is an error."""
+    from icdcoder.io import read_text
+
+    if source == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"not valid UTF-8 (byte {err.start})", path="<stdin>") from None
+    else:
+        text = read_text(source)
+    if not text.strip():
+        raise InputError("the note is empty", path=source if source != "-" else "<stdin>")
+    return text
+
+
+def _describe(code: str, system: str) -> str:
+    from icdcoder.ontology import load_ontology
+
+    ontology = load_ontology()
+    return ontology.describe(code, system) if ontology.get(code, system) else ""
+
+
+def code(
+    file: Annotated[str, typer.Argument(help="A plain-text note, or - for stdin.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Code one note: codes with description, confidence and evidence."""
+    from icdcoder.data.schema import Document
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be es or en (got '{lang}')")
+    text = read_note(file)
+    predictor = load_predictor(model, system)
+    document = Document(id="note", text=text, language=lang)
+    prediction = predictor.predict([document])[0]
+    rows = [
+        {
+            "code": p.code,
+            "system": p.system,
+            "description": _describe(p.code, p.system),
+            "confidence": round(p.score, 4),
+            "evidence": [{"start": e.start, "end": e.end, "quote": e.text_in(text)} for e in p.evidence],
+        }
+        for p in prediction.ranked()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"codes": rows, "dropped": prediction.dropped}, ensure_ascii=False))
+        return
+    _print_table(rows)
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} codes")
+    for column in ("code", "description", "confidence", "evidence"):
+        table.add_column(column)
+    for row in rows:
+        evidence = "; ".join(f"{e['start']}-{e['end']} \"{e['quote']}\"" for e in row["evidence"])
+        table.add_row(row["code"], row["description"], f"{row['confidence']:.2f}", evidence)
+    Console().print(table)

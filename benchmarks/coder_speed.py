@@ -1,0 +1,61 @@
+"""Notes per second of a saved coder on a ~400-word note (CPU, and GPU when one is present).
+
+    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1]
+
+Prints one JSON line per device: notes/s, segments per note, segments sent to the LLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_note.txt"
+
+
+def four_hundred_words(text: str) -> str:
+    """Repeat the sample note until it holds about 400 words (a typical CodiEsp case report)."""
+    words = text.split()
+    repeats = max(1, round(400 / max(len(words), 1)))
+    return "\n".join([text.strip()] * repeats)
+
+
+def main() -> None:
+    import torch
+
+    from icdcoder.data.schema import Document
+    from icdcoder.infer.cli import DEFAULT_MODEL_DIR
+    from icdcoder.infer.coder import SpanLLMPredictor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--notes", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
+    documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
+    coder = SpanLLMPredictor.load(args.model)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        if coder.model is not None:
+            coder.model.to(device)
+            coder._generator = None
+        coder.predict(documents[:1])  # warm-up
+        started = time.perf_counter()
+        outputs = coder.segment_outputs(documents)
+        elapsed = time.perf_counter() - started
+        print(json.dumps({
+            "device": device,
+            "threads": args.threads,
+            "words_per_note": len(text.split()),
+            "notes_per_second": round(len(documents) / elapsed, 3),
+            "segments_per_note": sum(o.segments for o in outputs) / len(outputs),
+            "llm_segments_per_note": sum(o.llm_segments for o in outputs) / len(outputs),
+        }))
+
+
+if __name__ == "__main__":
+    main()

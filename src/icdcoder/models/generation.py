@@ -1,0 +1,144 @@
+"""Batched generation backends with a confidence per answer line.
+
+The HF backend runs greedy ``generate`` with left padding and ``output_scores``;
+the log-probability of every generated token is kept, and a line's confidence is
+``exp(mean log-prob)`` of the tokens that wrote it. A vLLM backend is used only
+when ``import vllm`` works (never required).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Generation:
+    """One completion and the confidence of each of its lines (aligned with ``text.splitlines()``)."""
+
+    text: str
+    line_confidences: list[float] = field(default_factory=list)
+
+
+def line_confidences(token_texts: Sequence[str], token_logprobs: Sequence[float], text: str) -> list[float]:
+    """Mean-log-prob confidence per line of ``text`` from per-token texts and log-probs.
+
+    A token that holds a newline closes the line it is in; tokens that are only
+    whitespace after the last newline belong to no line.
+    """
+    n_lines = len(text.splitlines())
+    sums = [0.0] * max(n_lines, 1)
+    counts = [0] * max(n_lines, 1)
+    line = 0
+    for piece, logprob in zip(token_texts, token_logprobs):
+        if line < len(sums) and piece.strip():
+            sums[line] += logprob
+            counts[line] += 1
+        line += piece.count("\n")
+    return [math.exp(s / c) if c else 0.0 for s, c in zip(sums, counts)][:n_lines]
+
+
+class HFGenerator:
+    """Greedy batched generation with any ``transformers`` causal LM (optionally with a logits processor)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_new_tokens: int = 48, max_prompt_tokens: int = 512):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        logits_processor_factory: Callable[[Sequence[str], int], object] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        """Complete every prompt; batches are formed from prompts of similar length."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = [prompts[i] for i in chunk]
+            processor = logits_processor_factory(batch, 0) if logits_processor_factory else None
+            for index, generation in zip(chunk, self._generate_batch(batch, processor)):
+                results[index] = generation
+            if progress:
+                progress(len(chunk))
+        return [r if r is not None else Generation("") for r in results]
+
+    def _generate_batch(self, prompts: Sequence[str], processor) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        self.tokenizer.padding_side = "left"
+        encoded = self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens
+        ).to(self.model.device)
+        if processor is not None:
+            processor.prompt_length = encoded["input_ids"].shape[1]
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=LogitsProcessorList([processor]) if processor is not None else None,
+            )
+        new_tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
+        step_logprobs = torch.stack(output.scores, dim=1).float().log_softmax(-1)
+        chosen = step_logprobs.gather(-1, new_tokens[:, : step_logprobs.shape[1]].unsqueeze(-1)).squeeze(-1)
+        return [self._to_generation(ids, logprobs) for ids, logprobs in zip(new_tokens.tolist(), chosen.tolist())]
+
+    def _to_generation(self, ids: list[int], logprobs: list[float]) -> Generation:
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        kept = []
+        for token_id, logprob in zip(ids, logprobs):
+            if token_id in (eos, pad):
+                break
+            kept.append((token_id, logprob))
+        token_ids = [t for t, _ in kept]
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        pieces = [self.tokenizer.decode([t], skip_special_tokens=True) for t in token_ids]
+        return Generation(text, line_confidences(pieces, [lp for _, lp in kept], text))
+
+
+def vllm_available() -> bool:
+    """True when the optional vLLM package can be imported (GPU machines)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    """The same interface on vLLM (greedy, per-token log-probs); only built when vLLM is installed."""
+
+    def __init__(self, model_path: str, max_new_tokens: int = 48, adapter_path: str | None = None):
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        self.llm = LLM(model=model_path, enable_lora=adapter_path is not None)
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=0)
+        self.lora = LoRARequest("coder", 1, adapter_path) if adapter_path else None
+
+    def generate(self, prompts: Sequence[str], logits_processor_factory=None, progress=None) -> list[Generation]:
+        outputs = self.llm.generate(list(prompts), self.params, lora_request=self.lora, use_tqdm=False)
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            pieces, logprobs = [], []
+            for token_id, entry in zip(completion.token_ids, completion.logprobs or []):
+                item = entry[token_id]
+                pieces.append(item.decoded_token or "")
+                logprobs.append(item.logprob)
+            results.append(Generation(completion.text, line_confidences(pieces, logprobs, completion.text)))
+        if progress:
+            progress(len(prompts))
+        return results

@@ -1,0 +1,124 @@
+"""Turn a corpus into SFT examples: spans, documents, expansion, candidates -> a ``datasets.Dataset``.
+
+Every prompt/completion pair goes through ``icdcoder.spans.to_prompt_completion``
+(which uses ``icdcoder.prompt``), so SFT, RL and inference read the same format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from icdcoder.data.schema import Document
+from icdcoder.prompt import Candidate
+from icdcoder.train.config import DataSettings
+
+#: systems the LLM coder writes (CodiEsp D and P)
+CODER_SYSTEMS = ("icd10cm", "icd10pcs")
+
+
+def load_training_documents(settings: DataSettings) -> list[Document]:
+    """The documents named by ``settings`` (CodiEsp folder, split, language)."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.errors import InputError
+
+    if settings.data_dir is None:
+        raise InputError("field 'data.data_dir': a CodiEsp folder is needed to build training examples")
+    documents = load_codiesp(settings.data_dir, settings.split, language=settings.lang)
+    if settings.max_documents is not None:
+        documents = documents[: settings.max_documents]
+    return documents
+
+
+def fit_retriever(documents: Sequence[Document], ontology):
+    """The candidate retriever used for training prompts and, later, inference."""
+    from icdcoder.spans import CandidateRetriever
+
+    retriever = CandidateRetriever()
+    retriever.fit(list(documents), ontology)
+    return retriever
+
+
+def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
+    """The retriever's short description, non-leaky for ``doc_id``; empty for codes it does not know."""
+    if (code, system) not in retriever.code_index:
+        return ""
+    return retriever.short_description((code, system), doc_id)
+
+
+def _with_candidates(examples: list, retriever, k: int, gold_share: float, rng: random.Random) -> list:
+    """Attach non-leaky retrieved candidates.
+
+    With probability ``gold_share`` the gold codes are put among them (at random
+    positions), otherwise taken out, so the model learns both to pick from the
+    list and to write a code it was not offered.
+    """
+    retrieved = retriever.retrieve_many(
+        [example.text for example in examples], k=k, exclude_doc_ids=[example.doc_id or None for example in examples]
+    )
+    result = []
+    for example, found in zip(examples, retrieved):
+        gold = sorted({(code, system) for code, system, _quote in example.targets})
+        candidates = [Candidate(c.code, c.description) for c in found if (c.code, c.system) not in gold]
+        if gold and rng.random() < gold_share:
+            candidates = candidates[: max(k - len(gold), 0)]
+            for code, system in gold:
+                candidates.insert(rng.randint(0, len(candidates)), Candidate(code, _describe(retriever, code, system, example.doc_id or None)))
+        result.append(dataclasses.replace(example, candidates=tuple(candidates[: max(k, len(gold))])))
+    return result
+
+
+def build_examples(documents: Sequence[Document], settings: DataSettings, ontology, retriever=None, seed: int = 0) -> list:
+    """All training examples the settings ask for, mixed and capped."""
+    from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, label_space, mix_examples
+
+    documents = list(documents)
+    span_examples: list = []
+    if settings.spans:
+        span_examples = build_span_examples(
+            documents,
+            max_words=settings.span_max_words,
+            context_words=settings.span_context_words,
+            negative_ratio=settings.negative_ratio,
+            seed=seed,
+        )
+    if settings.expansion:
+        codes = label_space(ontology, documents, mode=settings.expansion_label_space)
+        span_examples = span_examples + expand_from_ontology(
+            ontology, codes, documents, per_code_cap=settings.expansion_per_code_cap, seed=seed
+        )
+    doc_examples: list = []
+    if settings.document_ratio > 0:
+        doc_examples = build_document_examples(documents, max_words=settings.document_max_words)
+    if span_examples and doc_examples:
+        examples = mix_examples(span_examples, doc_examples, doc_ratio=settings.document_ratio, schedule=settings.mix_schedule, seed=seed)
+    else:
+        examples = list(span_examples or doc_examples)
+        random.Random(seed).shuffle(examples)
+    examples = [e for e in examples if all(system in CODER_SYSTEMS for _c, system, _q in e.targets)]
+    if settings.max_examples is not None:
+        examples = examples[: settings.max_examples]
+    if settings.candidates_k > 0 and retriever is not None:
+        examples = _with_candidates(examples, retriever, settings.candidates_k, settings.gold_in_candidates, random.Random(seed + 1))
+    return examples
+
+
+def provenance_counts(examples: Sequence) -> dict[str, int]:
+    """How many examples came from each source (span, span:negative, document, expansion:...)."""
+    return dict(Counter(example.provenance for example in examples))
+
+
+def to_dataset(examples: Sequence, eos_token: str):
+    """A ``datasets.Dataset`` of prompt/completion pairs; every completion ends with EOS."""
+    from datasets import Dataset
+
+    from icdcoder.spans import to_prompt_completion
+
+    rows = {"prompt": [], "completion": []}
+    for example in examples:
+        pair = to_prompt_completion(example)
+        rows["prompt"].append(pair["prompt"])
+        rows["completion"].append(pair["completion"] + eos_token)
+    return Dataset.from_dict(rows)

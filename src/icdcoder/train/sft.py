@@ -1,0 +1,264 @@
+"""Supervised fine-tuning with TRL's ``SFTTrainer`` (LoRA via peft), loss on the completion only.
+
+The output folder is a complete coder folder for :class:`icdcoder.infer.coder.SpanLLMPredictor`:
+``model/`` (adapter + tokenizer, loadable by ``load_causal_lm`` anywhere), ``retriever/``,
+``coder.json``, plus ``run_meta.json`` (tokens, wall time, memory, example counts, config)
+and ``checkpoints/`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from icdcoder.io import atomic_write
+from icdcoder.predictor import FitReport
+from icdcoder.train.config import SftConfig
+
+log = logging.getLogger(__name__)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and finished children) in MiB."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / 1024.0
+
+
+def _use_bf16(setting: bool | str) -> bool:
+    import torch
+
+    if setting == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(setting)
+
+
+def _peft_config(config: SftConfig):
+    if not config.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        layers_to_transform=config.lora.layers_to_transform,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _trainer_args(config: SftConfig, checkpoint_dir: Path):
+    import torch
+    from trl import SFTConfig as TrlSftConfig
+
+    return TrlSftConfig(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a share of the steps
+        lr_scheduler_type=config.lr_scheduler,
+        max_length=config.max_length,
+        packing=config.packing,
+        completion_only_loss=True,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=_use_bf16(config.bf16),
+        seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def _wall_clock_stop(minutes: float):
+    """A callback that ends training cleanly once ``minutes`` of wall time have passed."""
+    from transformers import TrainerCallback
+
+    deadline = time.time() + minutes * 60
+
+    class WallClockStop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() >= deadline:
+                log.info("wall-clock budget of %.1f min reached at step %d", minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return WallClockStop()
+
+
+def _checkpoint_step(checkpoint: str | bool) -> int:
+    """The global step a checkpoint folder was saved at (0 when not resuming)."""
+    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+
+
+def _count_tokens(dataset) -> int:
+    """Tokens of one pass over the tokenised training set (prompt + completion + EOS)."""
+    return int(sum(len(ids) for ids in dataset["input_ids"]))
+
+
+def _save_adapter(model, tokenizer, directory: Path, base_name: str, half: bool) -> None:
+    """Save the trained adapter (or full model) so ``load_causal_lm(directory)`` works anywhere."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        for peft_config in model.peft_config.values():
+            peft_config.base_model_name_or_path = base_name
+        if half:
+            model = model.to(torch.float16)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def _as_trainable(model):
+    """GGUF weights are de-quantised on load, but the model stays flagged as quantised; clear the flag."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+    return model
+
+
+def _checkpoint_to_resume(checkpoint_dir: Path, resume: bool) -> str | bool:
+    if not resume:
+        return False
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else False
+
+
+def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
+    """Build examples, train, save the coder folder; returns what the run cost."""
+    import torch
+    from trl import SFTTrainer
+
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
+    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.train.data import build_examples, fit_retriever, load_training_documents, provenance_counts, to_dataset
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    started = time.time()
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if ontology is None and (config.data.candidates_k > 0 or config.data.expansion):
+        from icdcoder.ontology import load_ontology
+
+        ontology = load_ontology()
+    if documents is None:
+        documents = load_training_documents(config.data)
+    retriever = fit_retriever(documents, ontology) if config.data.candidates_k > 0 else None
+    examples = build_examples(documents, config.data, ontology, retriever=retriever, seed=config.seed)
+    log.info("built %d training examples from %d documents", len(examples), len(documents))
+
+    model, tokenizer = load_causal_lm(config.backbone)
+    model = _as_trainable(model)
+    dataset = to_dataset(examples, tokenizer.eos_token)
+    checkpoint_dir = output_dir / "checkpoints"
+    trainer = SFTTrainer(
+        model=model,
+        args=_trainer_args(config, checkpoint_dir),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config),
+        callbacks=[_wall_clock_stop(config.max_wall_minutes)] if config.max_wall_minutes else None,
+    )
+    tokens_per_epoch = _count_tokens(trainer.train_dataset)
+    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    wall = time.time() - started
+    seen_tokens = _tokens_seen(trainer, tokens_per_epoch)
+
+    if not trainer.is_world_process_zero():
+        return FitReport(wall_seconds=wall, train_tokens=seen_tokens, peak_rss_mb=peak_rss_mb())
+    settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
+    coder = SpanLLMPredictor(settings)
+    coder.attach(trainer.model, tokenizer, retriever, ontology=ontology)
+    coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
+    report = FitReport(
+        wall_seconds=wall,
+        train_tokens=seen_tokens,
+        peak_rss_mb=peak_rss_mb(),
+        extra={
+            "examples": len(examples),
+            "tokens_per_epoch": tokens_per_epoch,
+            "steps": trainer.state.global_step,
+            "steps_this_run": trainer.state.global_step - _checkpoint_step(checkpoint),
+            "resumed_from": str(checkpoint) if checkpoint else "",
+        },
+    )
+    _write_run_meta(output_dir, config, report, provenance_counts(examples), len(documents))
+    return report
+
+
+def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str | Path | None = None, ontology=None) -> Path:
+    """Turn a training checkpoint (e.g. of an interrupted run) into a complete coder folder.
+
+    The adapter is re-saved (half precision if configured) with ``config.backbone`` as its
+    base, the retriever is re-fitted on the training documents, and ``coder.json`` comes
+    from ``config.coder_config``.
+    """
+    from peft import PeftModel
+
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
+    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.train.data import fit_retriever, load_training_documents
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "adapter_config.json").is_file():
+        from icdcoder.errors import InputError
+
+        raise InputError("not an adapter checkpoint (no adapter_config.json)", path=checkpoint)
+    output_dir = Path(output_dir or config.output_dir)
+    base, tokenizer = load_causal_lm(config.backbone)
+    model = PeftModel.from_pretrained(_as_trainable(base), str(checkpoint))
+    if ontology is None:
+        from icdcoder.ontology import load_ontology
+
+        ontology = load_ontology()
+    retriever = fit_retriever(load_training_documents(config.data), ontology) if config.data.candidates_k > 0 else None
+    settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
+    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
+    return output_dir
+
+
+def _tokens_seen(trainer, tokens_per_epoch: int) -> int:
+    """Training tokens actually processed: TRL's running count when logged, else epochs x tokens."""
+    logged = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+    if logged:
+        return int(max(logged))
+    return int(tokens_per_epoch * (trainer.state.epoch or 0))
+
+
+def _write_run_meta(output_dir: Path, config: SftConfig, report: FitReport, provenance: dict[str, int], n_documents: int) -> None:
+    import torch
+
+    meta = {
+        "train_tokens": report.train_tokens,
+        "tokens_per_epoch": report.extra.get("tokens_per_epoch"),
+        "wall_seconds": round(report.wall_seconds, 1),
+        "peak_rss_mb": round(report.peak_rss_mb, 1),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "steps": report.extra.get("steps"),
+        "steps_this_run": report.extra.get("steps_this_run"),
+        "resumed_from": report.extra.get("resumed_from") or None,
+        "documents": n_documents,
+        "examples": report.extra.get("examples"),
+        "examples_by_provenance": provenance,
+        "config": json.loads(config.model_dump_json()),
+    }
+    with atomic_write(output_dir / "run_meta.json") as handle:
+        json.dump(meta, handle, indent=2, ensure_ascii=False)

@@ -1,0 +1,106 @@
+"""``icdcoder code`` and ``icdcoder predict codiesp`` on a tiny coder folder (tiny random model + made-up corpus)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_infer_support import NOTES, make_codiesp
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_codiesp(tmp_path_factory.mktemp("codiesp"))
+
+
+@pytest.fixture(scope="module")
+def coder_dir(tmp_path_factory, tiny_lm_dir, corpus, ontology) -> Path:
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.train.data import fit_retriever
+
+    model, tokenizer = load_causal_lm(str(tiny_lm_dir))
+    retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
+    settings = CoderSettings(batch_size=8, max_new_tokens=8, threads=1, llm_weight=0.0, surface_bonus=1.0,
+                             threshold={"icd10cm": 0.5, "icd10pcs": 0.5})
+    folder = tmp_path_factory.mktemp("coder")
+    SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology).save(folder)
+    return folder
+
+
+def _icdcoder(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """The real command line in a fresh process (used where the one-line error handling matters)."""
+    return subprocess.run([sys.executable, "-m", "icdcoder.cli", *args], capture_output=True, text=True, cwd=REPO, input=stdin)
+
+
+def _in_process(*args: str, stdin: str | None = None):
+    """The same commands in this process (no second torch import: keeps the file fast)."""
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+
+    return CliRunner().invoke(app, list(args), input=stdin, catch_exceptions=False)
+
+
+def test_code_prints_json_with_evidence_inside_the_note(tmp_path, coder_dir):
+    note = tmp_path / "note.txt"
+    note.write_text(NOTES[0][1], encoding="utf-8")
+    result = _in_process("code", str(note), "--model", str(coder_dir), "--json")
+    assert result.exit_code == 0, result.output[-2000:]
+    payload = json.loads(result.stdout)
+    codes = {row["code"]: row for row in payload["codes"]}
+    assert "I10" in codes and codes["I10"]["description"]
+    for row in payload["codes"]:
+        for evidence in row["evidence"]:
+            assert NOTES[0][1][evidence["start"] : evidence["end"]] == evidence["quote"]
+
+
+def test_code_reads_stdin_and_prints_a_table(coder_dir):
+    result = _in_process("code", "-", "--model", str(coder_dir), stdin=NOTES[1][1])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "N39.0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "file not found"), (b"   \n", "empty"), (b"\xff\xfe bad", "UTF-8")],
+)
+def test_code_bad_input_is_one_line(tmp_path, coder_dir, content, message):
+    note = tmp_path / "note.txt"
+    if content is not None:
+        note.write_bytes(content)
+    result = _icdcoder("code", str(note), "--model", str(coder_dir))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
+    out = tmp_path / "pred"
+    result = _in_process("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(out), "--model", str(coder_dir))
+    assert result.exit_code == 0, result.output[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["documents"] == len(NOTES)
+    for name in ("D.tsv", "P.tsv", "X.tsv"):
+        assert (out / name).is_file()
+    d_rows = (out / "D.tsv").read_text().splitlines()
+    assert d_rows and all(len(row.split("\t")) == 2 for row in d_rows)
+    assert "S0001-1\ti10" in d_rows
+    scored = _in_process("evaluate", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--pred-dir", str(out))
+    assert scored.exit_code == 0, scored.output[-2000:]
+    assert json.loads(scored.stdout)["D"]["micro_f1"] > 0.5
+
+
+def test_predict_with_an_unknown_system_or_missing_model_is_one_line(tmp_path, corpus, coder_dir):
+    result = _icdcoder("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(tmp_path), "--model",
+                       str(coder_dir), "--system", "nope")
+    assert result.returncode == 2 and "unknown system" in result.stderr
+    result = _icdcoder("code", "-", "--model", str(tmp_path / "missing"), stdin="dolor")
+    assert result.returncode == 2 and "model folder not found" in result.stderr

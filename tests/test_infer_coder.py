@@ -1,0 +1,143 @@
+"""The span LLM coder on the tiny random model: generation never crashes, constrained decoding yields
+valid codes, fit/predict/save/load round-trips with evidence inside the note, fusion tuning works."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_infer_support import NOTES, make_codiesp
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_lm_dir):
+    import torch
+
+    from icdcoder.models.loading import load_causal_lm
+
+    torch.set_num_threads(1)
+    return load_causal_lm(str(tiny_lm_dir))
+
+
+@pytest.fixture(scope="module")
+def corpus_docs(tmp_path_factory):
+    from icdcoder.data.codiesp import load_codiesp
+
+    root = make_codiesp(tmp_path_factory.mktemp("codiesp"))
+    return load_codiesp(root, "train")
+
+
+@pytest.fixture(scope="module")
+def retriever(corpus_docs, ontology):
+    from icdcoder.train.data import fit_retriever
+
+    return fit_retriever(corpus_docs, ontology)
+
+
+def test_line_confidences_align_with_lines():
+    from icdcoder.models.generation import line_confidences
+
+    pieces = ["I10", " |", " hip", "\n", "E11", ".9", " | dm"]
+    logprobs = [-0.1, -0.1, -0.1, -5.0, -1.0, -1.0, -1.0]
+    text = "".join(pieces)
+    confidences = line_confidences(pieces, logprobs, text)
+    assert len(confidences) == 2
+    assert confidences[0] == pytest.approx(0.9048, abs=1e-3)  # exp(-0.1): the newline token belongs to no line
+    assert confidences[1] == pytest.approx(0.3679, abs=1e-3)
+
+
+def test_generation_and_parsing_never_crash_on_garbage(tiny_model, ontology):
+    from icdcoder.models.generation import HFGenerator
+    from icdcoder.prompt import build_prompt, parse_answer
+
+    model, tokenizer = tiny_model
+    generator = HFGenerator(model, tokenizer, batch_size=3, max_new_tokens=12)
+    sources = ["dolor torácico", "", "ñ" * 300, "I10 | NONE\n\n|||"]
+    generations = generator.generate([build_prompt(s) for s in sources])
+    assert len(generations) == len(sources)
+    for source, generation in zip(sources, generations):
+        parsed = parse_answer(generation.text, source, lambda c: ontology.resolve(c, systems=("icd10cm", "icd10pcs")))
+        assert all(source[i.start : i.end] for i in parsed.items)
+        assert len(generation.line_confidences) == len(generation.text.splitlines())
+        assert all(0.0 <= c <= 1.0 for c in generation.line_confidences)
+
+
+def test_constrained_decoding_yields_valid_codes_and_verbatim_quotes(tiny_model, ontology):
+    from icdcoder.models.constrained import constraint_factory
+    from icdcoder.models.generation import HFGenerator
+    from icdcoder.prompt import build_prompt, parse_answer
+
+    model, tokenizer = tiny_model
+    codes = ["I10", "E11.9", "R07.9", "N39.0", "BW03ZZZ"]
+    sources = [note[1][:120] for note in NOTES[:3]]
+    prompts = [build_prompt(s) for s in sources]
+    generator = HFGenerator(model, tokenizer, batch_size=3, max_new_tokens=16)
+    generations = generator.generate(prompts, logits_processor_factory=constraint_factory(tokenizer, codes, dict(zip(prompts, sources))))
+    resolve = lambda c: ontology.resolve(c, systems=("icd10cm", "icd10pcs"))  # noqa: E731
+    for source, generation in zip(sources, generations):
+        lines = [line for line in generation.text.splitlines() if line.strip()]
+        assert lines, "constrained decoding must write at least one line"
+        for line in lines:
+            if line == "NONE":
+                continue
+            head, _, quote = line.partition("|")
+            assert head.strip() in codes, line
+            if quote.strip():  # a line cut by max_new_tokens can end right after the separator
+                assert quote.strip() in source
+        parsed = parse_answer(generation.text, source, resolve)
+        assert parsed.dropped.get("unknown_code", 0) == 0 and parsed.dropped.get("malformed", 0) == 0
+
+
+def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, corpus_docs, ontology):
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+
+    model, tokenizer = tiny_model
+    settings = CoderSettings(batch_size=4, max_new_tokens=12, threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
+    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    predictions = coder.predict(corpus_docs)
+    assert [p.doc_id for p in predictions] == [d.id for d in corpus_docs]
+    by_id = {d.id: d for d in corpus_docs}
+    for prediction in predictions:
+        text = by_id[prediction.doc_id].text
+        assert prediction.codes, "retrieval fusion gives every made-up note some codes"
+        for code in prediction.codes:
+            assert code.system in ("icd10cm", "icd10pcs") and 0.0 <= code.score <= 1.0
+            for evidence in code.evidence:
+                assert 0 <= evidence.start < evidence.end <= len(text)
+    # the surface form of a training code is found, with its evidence, in the note that holds it
+    first = predictions[0]
+    hypertension = [c for c in first.codes if c.code == "I10"]
+    assert hypertension and by_id[first.doc_id].text[hypertension[0].evidence[0].start : hypertension[0].evidence[0].end].lower() == "hipertensión arterial"
+
+    coder.save(tmp_path / "coder")
+    assert (tmp_path / "coder" / "model" / "config.json").is_file() or (tmp_path / "coder" / "model" / "adapter_config.json").is_file()
+    loaded = SpanLLMPredictor.load(tmp_path / "coder")
+    assert loaded.settings == coder.settings
+    again = loaded.predict(corpus_docs[:1])
+    assert [(c.code, c.score) for c in again[0].codes] == [(c.code, c.score) for c in predictions[0].codes]
+
+
+def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):
+    from icdcoder.evaluate.metrics import micro_prf
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, aggregate
+
+    coder = SpanLLMPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology)
+    outputs = coder.segment_outputs(corpus_docs)
+    result = coder.tune(corpus_docs, outputs)
+    assert result["table"] and set(result["best_settings"]) >= {"llm_weight", "threshold"}
+
+    def f1(settings):
+        predictions = [aggregate(o, settings) for o in outputs]
+        gold = {d.id: {g.code for g in d.codes} for d in corpus_docs}
+        return micro_prf(gold, {p.doc_id: [c.code for c in p.codes] for p in predictions})["micro_f1"]
+
+    everything = coder.settings.model_copy(update={"threshold": {"icd10cm": 0.0, "icd10pcs": 0.0}})
+    assert f1(coder.settings) >= f1(everything)
+    assert f1(coder.settings) > 0.5
+
+
+def test_load_rejects_a_folder_without_coder_json(tmp_path):
+    from icdcoder.errors import InputError
+    from icdcoder.infer.coder import SpanLLMPredictor
+
+    with pytest.raises(InputError, match="coder.json"):
+        SpanLLMPredictor.load(tmp_path)

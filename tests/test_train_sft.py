@@ -1,0 +1,97 @@
+"""SFT on the tiny random model: runs, writes run_meta.json with a token count, resumes, saves a loadable coder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_infer_support import make_codiesp
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _smoke_config(tmp_path: Path, tiny_lm_dir: Path, corpus: Path, **extra):
+    from icdcoder.config import load_config
+    from icdcoder.train.config import SftConfig
+
+    overrides = {
+        "backbone": str(tiny_lm_dir),
+        "output_dir": str(tmp_path / "run"),
+        "data": {"data_dir": str(corpus)},
+        **extra,
+    }
+    return load_config(REPO / "configs/sft/smoke.yaml", SftConfig, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_codiesp(tmp_path_factory.mktemp("codiesp"))
+
+
+def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.train.sft import run_sft
+
+    config = _smoke_config(tmp_path, tiny_lm_dir, corpus)
+    report = run_sft(config, ontology=ontology)
+    run = tmp_path / "run"
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert meta["train_tokens"] > 0 and meta["train_tokens"] == report.train_tokens
+    assert meta["steps"] == 4
+    assert sum(meta["examples_by_provenance"].values()) == meta["examples"] > 0
+    assert meta["config"]["backbone"] == str(tiny_lm_dir)
+    adapter = json.loads((run / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
+    assert (run / "retriever" / "retriever.json").is_file() and (run / "coder.json").is_file()
+    coder = SpanLLMPredictor.load(run)
+    assert coder.model is not None and coder.retriever is not None
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_lm_dir, corpus, ontology):
+    from icdcoder.train.sft import run_sft
+
+    first = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=2)
+    run_sft(first, ontology=ontology)
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    second = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=4)
+    run_sft(second, resume=True, ontology=ontology)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # the resumed run trained only steps 3-4: its log starts after step 2
+    assert min(entry["step"] for entry in state["log_history"]) == 1
+    assert json.loads((tmp_path / "run" / "run_meta.json").read_text())["steps"] == 4
+
+
+def test_cli_overrides_and_bad_config_errors(tmp_path, tiny_lm_dir, corpus):
+    from icdcoder.errors import InputError
+    from icdcoder.train.cli import parse_overrides
+
+    assert parse_overrides(["data.candidates_k=3", "lora.r=4", "backbone=x"]) == {
+        "data": {"candidates_k": 3}, "lora": {"r": 4}, "backbone": "x"
+    }
+    with pytest.raises(InputError, match="--set"):
+        parse_overrides(["novalue"])
+    result = subprocess.run(
+        [sys.executable, "-m", "icdcoder.cli", "train", "sft", "--config", str(REPO / "configs/sft/smoke.yaml"),
+         "--set", "lora.rank=3"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "lora.rank" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.train.sft import export_checkpoint, run_sft
+
+    config = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=2)
+    run_sft(config, ontology=ontology)
+    exported = export_checkpoint(config, tmp_path / "run" / "checkpoints" / "checkpoint-2", tmp_path / "exported", ontology=ontology)
+    adapter = json.loads((exported / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
+    coder = SpanLLMPredictor.load(exported)
+    assert coder.model is not None and coder.retriever is not None
