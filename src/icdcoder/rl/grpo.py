@@ -100,7 +100,7 @@ def load_policy(start: StartingPoint, config: GrpoConfig) -> Policy:
         from icdcoder.errors import InputError
 
         raise InputError("full fine-tuning with beta > 0 needs 'init' to be a transformers model folder (TRL reloads the reference from it)")
-    return Policy(model, tokenizer, _new_lora(config), start.model_path)
+    return Policy(model, tokenizer, config.lora.to_peft(), start.model_path)
 
 
 def _allow_training(model) -> None:
@@ -110,20 +110,6 @@ def _allow_training(model) -> None:
         model.is_quantized = False
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
-
-
-def _new_lora(config: GrpoConfig):
-    if not config.lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
 
 
 def save_policy(model, tokenizer, directory: Path, base_name: str) -> None:

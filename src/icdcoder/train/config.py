@@ -22,6 +22,21 @@ class LoraSettings(StrictModel):
     #: stops back-propagation there, roughly halving the cost of a step.
     layers_to_transform: list[int] | None = None
 
+    def to_peft(self):
+        """The peft ``LoraConfig`` for these settings, or None for a full fine-tune."""
+        if not self.enabled:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            layers_to_transform=self.layers_to_transform,
+            task_type="CAUSAL_LM",
+        )
+
 
 class DataSettings(StrictModel):
     """Which examples to build from the corpus, and how the prompts look."""

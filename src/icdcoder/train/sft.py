@@ -36,21 +36,6 @@ def _use_bf16(setting: bool | str) -> bool:
     return bool(setting)
 
 
-def _peft_config(config: SftConfig):
-    if not config.lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        layers_to_transform=config.lora.layers_to_transform,
-        task_type="CAUSAL_LM",
-    )
-
-
 def _trainer_args(config: SftConfig, checkpoint_dir: Path):
     import torch
     from trl import SFTConfig as TrlSftConfig
@@ -172,7 +157,7 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
         args=_trainer_args(config, checkpoint_dir),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=_peft_config(config),
+        peft_config=config.lora.to_peft(),
         callbacks=[_wall_clock_stop(config.max_wall_minutes)] if config.max_wall_minutes else None,
     )
     tokens_per_epoch = _count_tokens(trainer.train_dataset)
