@@ -42,7 +42,7 @@ from icdcoder.predictor import FitReport
 from icdcoder.prompt import Candidate, build_prompt, find_quote
 from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
-from icdcoder.train.sft import peak_rss_mb
+from icdcoder.train.sft import peak_rss_mb, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,6 @@ def trainer_class():
     return ZeroAdvantageFilteringTrainer
 
 
-def _use_bf16(setting) -> bool:
-    import torch
-
-    if setting == "auto":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return bool(setting)
-
-
 def _use_vllm(setting) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -275,7 +267,7 @@ def grpo_arguments(config: GrpoConfig, checkpoint_dir: Path, max_steps: int, rew
         reward_weights=reward_weights,
         use_vllm=use_vllm,
         vllm_mode="colocate",
-        bf16=_use_bf16(config.bf16),
+        bf16=use_bf16(config.bf16),
         seed=config.seed,
         save_strategy="steps",
         save_steps=config.save_steps,

@@ -28,7 +28,8 @@ def peak_rss_mb() -> float:
     return usage / 1024.0
 
 
-def _use_bf16(setting: bool | str) -> bool:
+def use_bf16(setting: bool | str) -> bool:
+    """Resolve the ``bf16`` setting: ``"auto"`` means bf16 exactly when a CUDA device supports it."""
     import torch
 
     if setting == "auto":
@@ -53,7 +54,7 @@ def _trainer_args(config: SftConfig, checkpoint_dir: Path):
         packing=config.packing,
         completion_only_loss=True,
         gradient_checkpointing=config.gradient_checkpointing,
-        bf16=_use_bf16(config.bf16),
+        bf16=use_bf16(config.bf16),
         seed=config.seed,
         save_strategy="steps",
         save_steps=config.save_steps,
