@@ -10,6 +10,8 @@ Ranking metrics (MAP) read the order, set metrics (F1) read the whole list.
 from __future__ import annotations
 
 import abc
+import resource
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,13 @@ class FitReport:
     train_tokens: int = 0
     peak_rss_mb: float = 0.0
     extra: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (for :class:`FitReport`)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 class Predictor(abc.ABC):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -21,7 +19,7 @@ from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import DIAGNOSIS_SYSTEMS, Document
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
-from icdcoder.predictor import FitReport, Predictor
+from icdcoder.predictor import FitReport, Predictor, peak_rss_mb
 
 META_FILE = "meta.json"
 
@@ -38,13 +36,6 @@ CODE_GROUPS: dict[str, frozenset[str]] = {
 def code_group(system: str) -> str:
     """``"diagnosis"`` or ``"procedure"`` for a code system."""
     return "diagnosis" if system in DIAGNOSIS_SYSTEMS else "procedure"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from pydantic import Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from icdcoder.baselines.base import peak_rss_mb
+from icdcoder.predictor import peak_rss_mb
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import DIAGNOSIS_SYSTEMS, Document, Evidence
 from icdcoder.errors import InputError

@@ -64,7 +64,8 @@ class BenchConfig(StrictModel):
 
 def run_system(spec: SystemSpec, settings: BenchConfig) -> dict[str, Any]:
     """Train or load, predict, score one system; returns its result record (raises on failure)."""
-    from icdcoder.baselines.base import build_predictor, peak_rss_mb
+    from icdcoder.baselines.base import build_predictor
+    from icdcoder.predictor import peak_rss_mb
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import score_submission, write_submission
     from icdcoder.evaluate.metrics import code_frequencies, evaluate

@@ -42,7 +42,8 @@ from icdcoder.predictor import FitReport
 from icdcoder.prompt import Candidate, build_prompt, find_quote
 from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
-from icdcoder.train.sft import peak_rss_mb, use_bf16
+from icdcoder.predictor import peak_rss_mb
+from icdcoder.train.sft import use_bf16
 
 log = logging.getLogger(__name__)
 

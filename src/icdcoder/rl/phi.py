@@ -52,7 +52,7 @@ from icdcoder.rl.grpo import (
     write_run_meta,
 )
 from icdcoder.rl.rewards import RewardScorer
-from icdcoder.train.sft import peak_rss_mb
+from icdcoder.predictor import peak_rss_mb
 
 log = logging.getLogger(__name__)
 

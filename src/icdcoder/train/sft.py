@@ -14,18 +14,10 @@ import time
 from pathlib import Path
 
 from icdcoder.io import atomic_write
-from icdcoder.predictor import FitReport
+from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.train.config import SftConfig
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (and finished children) in MiB."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return usage / 1024.0
 
 
 def use_bf16(setting: bool | str) -> bool:
