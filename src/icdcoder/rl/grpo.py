@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from icdcoder.data.schema import Document
 from icdcoder.io import atomic_write, write_jsonl
@@ -398,13 +399,23 @@ def write_run_meta(output_dir: Path, config, report: FitReport, extra: dict) -> 
         json.dump(meta, handle, indent=2, ensure_ascii=False)
 
 
-def run_grpo(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
-    """Build prompts, train with GRPO, write the coder folder; returns what the run cost."""
+class RunInputs(NamedTuple):
+    """What every RL run (GRPO, PHI) starts from."""
+
+    output_dir: Path
+    documents: list[Document]
+    ontology: Any
+    start: StartingPoint
+    retriever: Any
+    examples: list
+
+
+def prepare_run(config: GrpoConfig, documents=None, ontology=None) -> RunInputs:
+    """Threads, output folder, ontology, documents, starting model, retriever and prompts of a run."""
     import torch
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    started = time.time()
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if ontology is None:
@@ -419,6 +430,13 @@ def run_grpo(config: GrpoConfig, resume: bool = False, documents=None, ontology=
         from icdcoder.errors import InputError
 
         raise InputError("no training prompts could be built from the documents", path=config.documents_jsonl or config.data.data_dir)
+    return RunInputs(output_dir, documents, ontology, start, retriever, examples)
+
+
+def run_grpo(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
+    """Build prompts, train with GRPO, write the coder folder; returns what the run cost."""
+    started = time.time()
+    output_dir, documents, ontology, start, retriever, examples = prepare_run(config, documents, ontology)
     log.info("GRPO on %d prompts from %d documents", len(examples), len(documents))
     scorer = RewardScorer(code_resolver(ontology), config.reward, training_frequencies(documents))
     policy = load_policy(start, config)

@@ -39,11 +39,9 @@ from icdcoder.rl.config import GrpoConfig, PhiSettings
 from icdcoder.rl.grpo import (
     RlExample,
     StartingPoint,
-    build_rl_examples,
     code_resolver,
-    load_documents_for,
     load_policy,
-    prepare_retriever,
+    prepare_run,
     run_grpo_round,
     summarise_history,
     to_dataset,
@@ -217,26 +215,9 @@ def _round_start(output_dir: Path, round_index: int, init: str) -> StartingPoint
 
 def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
     """R rounds of (hint-free pass -> hint pool -> GRPO round); the last round's model becomes the coder folder."""
-    import torch
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
     started = time.time()
     settings = config.phi
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if ontology is None:
-        from icdcoder.ontology import load_ontology
-
-        ontology = load_ontology()
-    documents = list(documents) if documents is not None else load_documents_for(config)
-    init = StartingPoint.from_init(config.init)
-    retriever = prepare_retriever(init, config, documents, ontology)
-    examples = build_rl_examples(documents, config, ontology, retriever)
-    if not examples:
-        from icdcoder.errors import InputError
-
-        raise InputError("no training prompts could be built from the documents", path=config.documents_jsonl or config.data.data_dir)
+    output_dir, documents, ontology, init, retriever, examples = prepare_run(config, documents, ontology)
     frequencies = training_frequencies(documents)
     resolve = code_resolver(ontology)
     scorer = RewardScorer(resolve, config.reward, frequencies)
