@@ -269,3 +269,63 @@ def test_ontology_terms_are_surface_forms_for_english_notes():
     assert [(h.code, h.system) for h in hits] == [("R50.9", "icd10cm")]
     assert [e.text_in(text) for e in hits[0].evidence] == ["PYREXIA", "fever"]
     assert hits[0].score == pytest.approx(1 - (1 - 0.5) ** 2)  # two unseen forms at the prior, noisy-or
+
+
+def test_description_variants_drop_trailing_qualifiers():
+    from icdcoder.baselines.dictionary import description_variants
+
+    assert description_variants("Undescended testicle, unspecified, bilateral") == {"Undescended testicle"}
+    assert description_variants("Diverticulosis of large intestine without perforation or abscess") == {
+        "Diverticulosis of large intestine"
+    }
+    assert description_variants("Iron deficiency") == set()
+
+
+class _TwoCodeOntology(_FakeOntology):
+    """Two codes whose shortened descriptions collide: the shorter description keeps the variant."""
+
+    def codes(self, system: str):
+        return ["Q53.9", "Q53.20"] if system == "icd10cm" else []
+
+    def get(self, code: str, system: str):
+        from types import SimpleNamespace
+
+        names = {"Q53.9": "Undescended testicle, unspecified", "Q53.20": "Undescended testicle, unspecified, bilateral"}
+        return SimpleNamespace(description=names[code], inclusion_terms=())
+
+
+def test_a_shortened_description_goes_to_the_most_general_code():
+    index = SurfaceFormIndex.build([Document(id="en1", text="Nothing.", language="en")], ontology=_TwoCodeOntology())
+    assert set(index.entries[("undescended", "testicle")].hits) == {"icd10cm:Q53.9"}
+
+
+def _english_note(doc_id: str, sentence: str, code: str) -> Document:
+    """An English note whose evidence is the whole sentence (as projected CodiEsp evidence is)."""
+    text = f"{sentence} The patient went home."
+    evidence = (Evidence(pieces=((0, len(sentence)),)),)
+    return Document(id=doc_id, text=text, language="en", codes=(GoldCode(code=code, system="icd10cm", evidence=evidence),))
+
+
+def test_evidence_phrases_keep_only_phrases_that_recur_with_their_code():
+    train = [
+        _english_note("a", "He was admitted with a bladder stone and pain.", "N21.0"),
+        _english_note("b", "Imaging showed a bladder stone again.", "N21.0"),
+        _english_note("c", "He was admitted with a cough.", "R05"),
+    ]
+    config = DictionaryConfig(ontology_terms="never", evidence_phrases=3, max_form_tokens=3)
+    index = SurfaceFormIndex.build(train, config=config)
+    assert "icd10cm:N21.0" in index.entries[("bladder", "stone")].hits  # in both N21.0 notes
+    assert ("pain",) not in index.entries  # once only
+    assert ("he", "was", "admitted") not in index.entries  # recurs, but with different codes
+    hits = index.code_hits("Known bladder stone.")
+    assert [h.code for h in hits] == ["N21.0"]
+
+
+def test_trained_and_untrained_pairs_are_read_apart():
+    train = [Document(id="en1", text="Fever since Monday.", language="en",
+                      codes=(GoldCode(code="R50.9", system="icd10cm", evidence=()),))]
+    index = SurfaceFormIndex.build(train, ontology=_FakeOntology())
+    text = "Fever and pyrexia."
+    assert [e.text_in(text) for e in index.code_hits(text, trained=True)[0].evidence] == ["Fever"]
+    assert [e.text_in(text) for e in index.code_hits(text, trained=False)[0].evidence] == ["pyrexia"]
+    assert len(index.code_hits(text)[0].evidence) == 2

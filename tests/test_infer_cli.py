@@ -104,3 +104,26 @@ def test_predict_with_an_unknown_system_or_missing_model_is_one_line(tmp_path, c
     assert result.returncode == 2 and "unknown system" in result.stderr
     result = _icdcoder("code", "-", "--model", str(tmp_path / "missing"), stdin="dolor")
     assert result.returncode == 2 and "model folder not found" in result.stderr
+
+
+def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
+    import shutil
+
+    from test_infer_support import write_translations
+
+    write_translations(make_codiesp(tmp_path / "codiesp"), "train")
+    model = tmp_path / "coder"
+    shutil.copytree(coder_dir, model)
+    built = _in_process("train", "lexicons", "--model", str(model), "--data-dir", str(tmp_path / "codiesp"))
+    assert built.exit_code == 0, built.output[-2000:]
+    assert set(json.loads(built.stdout)["surface_forms"]) == {"lexicon", "english_lexicon"}
+    settings = json.loads((model / "coder.json").read_text())
+    settings["settings"].update(ontology_weight=1.0, retrieval_weight=0.0, threshold={"icd10cm": 0.1, "icd10pcs": 0.1})
+    (model / "coder.json").write_text(json.dumps(settings))
+    note, english = tmp_path / "note.txt", tmp_path / "note_en.txt"
+    note.write_text("Paciente con fiebre alta.", encoding="utf-8")
+    english.write_text("Patient with high fever.", encoding="utf-8")
+    plain = json.loads(_in_process("code", str(note), "--model", str(model), "--json").stdout)
+    assert "R50.9" not in {row["code"] for row in plain["codes"]}
+    read = json.loads(_in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout)
+    assert "R50.9" in {row["code"] for row in read["codes"]}

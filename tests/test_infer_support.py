@@ -34,6 +34,27 @@ NOTES = [
 ]
 
 
+#: made-up English translations of NOTES, one line per Spanish sentence
+TRANSLATIONS = {
+    "S0001-1": "58-year-old man with arterial hypertension and type 2 diabetes mellitus.\n"
+    "He comes for oppressive chest pain.\nA chest X-ray is performed without alterations.",
+    "S0002-1": "40-year-old woman with urinary tract infection by Escherichia coli.\n"
+    "History of arterial hypertension.\nAntibiotic treatment is prescribed.",
+    "S0003-1": "Patient with poorly controlled type 2 diabetes mellitus and atypical chest pain.\n"
+    "A chest X-ray is requested.\nThe evolution is favorable.",
+    "S0004-1": "7-year-old boy with recurrent urinary tract infection.\nNo other history of interest.\n"
+    "A normal chest X-ray is performed.",
+}
+
+
+def write_translations(root: Path, split: str) -> None:
+    """Add ``root/split/text_files_en`` with TRANSLATIONS."""
+    folder = root / split / "text_files_en"
+    folder.mkdir(parents=True, exist_ok=True)
+    for doc_id, english in TRANSLATIONS.items():
+        (folder / f"{doc_id}.txt").write_text(english + "\n", encoding="utf-8")
+
+
 def write_split(root: Path, split: str, notes=NOTES) -> None:
     """Write ``root/split`` with text_files/*.txt and {split}{D,P,X}.tsv rows for ``notes``."""
     folder = root / split
@@ -50,8 +71,13 @@ def write_split(root: Path, split: str, notes=NOTES) -> None:
         (folder / f"{split}{kind}.tsv").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def make_codiesp(root: Path) -> Path:
-    """A tiny CodiEsp-layout corpus: train = all notes, dev = the same notes (made up, no real text)."""
-    write_split(root, "train")
-    write_split(root, "dev")
+def make_codiesp(root: Path, english: bool = False) -> Path:
+    """A tiny CodiEsp-layout corpus: train = all notes, dev = the same notes (made up, no real text).
+
+    ``english``: with ``text_files_en`` translations too.
+    """
+    for split in ("train", "dev"):
+        write_split(root, split)
+        if english:
+            write_translations(root, split)
     return root

@@ -20,7 +20,7 @@ from icdcoder.errors import InputError
 from icdcoder.infer.cli import code, predict_app
 from icdcoder.ontology.cli import app as codes_app
 from icdcoder.rl.cli import train_grpo, train_phi
-from icdcoder.train.cli import train_sft
+from icdcoder.train.cli import train_lexicons, train_sft
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 train_app = typer.Typer(no_args_is_help=True, help="Train a coder.")
@@ -34,6 +34,7 @@ app.command("code")(code)
 app.command("bench")(bench)
 train_app.command("baseline")(train_baseline)
 train_app.command("sft")(train_sft)
+train_app.command("lexicons")(train_lexicons)
 train_app.command("grpo")(train_grpo)
 train_app.command("phi")(train_phi)
 

@@ -52,6 +52,8 @@ from icdcoder.baselines.base import (
     tune_threshold,
     write_meta,
 )
+from pydantic import Field
+
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
@@ -63,6 +65,7 @@ _TOKEN = re.compile(r"\w+")
 #: English qualifiers dropped from ontology descriptions to get the words a note would use
 _ONTOLOGY_NOISE = re.compile(r",?\s*\b(unspecified|not elsewhere classified|NEC|NOS)\b", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\s*[\(\[][^\)\]]*[\)\]]")
+_WITHOUT_CLAUSE = re.compile(r"\s+without\b.*$", re.IGNORECASE)
 
 
 class DictionaryConfig(StrictModel):
@@ -72,10 +75,18 @@ class DictionaryConfig(StrictModel):
     #: add ontology descriptions + inclusion terms: "auto" = when the training notes are not Spanish
     ontology_terms: Literal["auto", "always", "never"] = "auto"
     ontology_systems: list[str] = ["icd10cm"]
+    #: also shortened ontology descriptions (see ``description_variants``), each kept for its most general code
+    ontology_variants: bool = True
     #: longest form kept, in tokens (English CodiEsp evidence is whole sentences: useless as a form)
     max_form_tokens: int = 10
     #: shortest form kept, in characters of its normalized words
     min_form_chars: int = 3
+    #: for sentence-level evidence (English CodiEsp): also every phrase of up to this many words
+    #: inside an evidence, kept for a code only if it matched in >= ``phrase_min_hits`` of its
+    #: notes with a reliability >= ``phrase_min_reliability`` (most phrases are not about the code)
+    evidence_phrases: int = Field(0, ge=0)
+    phrase_min_hits: int = Field(2, ge=1)
+    phrase_min_reliability: float = Field(0.7, ge=0.0, le=1.0)
     #: smoothing of the reliability ratio towards ``prior``
     prior: float = 0.5
     prior_weight: float = 1.0
@@ -166,12 +177,18 @@ class SurfaceFormIndex:
     ) -> SurfaceFormIndex:
         """Collect forms from ``documents`` (and ``ontology`` terms if given), then count reliabilities on them."""
         index = cls(config)
+        phrases: set[tuple[tuple[str, ...], str]] = set()
         if index.config.use_training_evidence:
             index._add_forms(_evidence_forms(documents, index.config.fold_plurals))
+            if index.config.evidence_phrases:
+                phrases = set(_evidence_phrases(documents, index.config.fold_plurals, index.config.evidence_phrases))
+                phrases -= {(form, key) for form, entry in index.entries.items() for key in entry.hits}
+                index._add_forms(phrases)
         if ontology is not None:
-            index._add_forms(_ontology_forms(ontology, index.config.ontology_systems, index.config.fold_plurals))
+            config = index.config
+            index._add_forms(_ontology_forms(ontology, config.ontology_systems, config.fold_plurals, config.ontology_variants))
         index._count_on(documents)
-        index._prune()
+        index._prune(phrases)
         return index
 
     def _add_forms(self, pairs: Iterable[tuple[tuple[str, ...], str]]) -> None:
@@ -191,12 +208,17 @@ class SurfaceFormIndex:
                 for key in entry.hits.keys() & gold:
                     entry.hits[key] += 1
 
-    def _prune(self) -> None:
-        """Drop unreliable ``form -> code`` pairs and forms left without codes."""
+    def _prune(self, phrases: set[tuple[tuple[str, ...], str]] = frozenset()) -> None:
+        """Drop unreliable ``form -> code`` pairs, rare phrase pairs, and forms left without codes."""
+        config = self.config
         for form in list(self.entries):
             entry = self.entries[form]
-            floor = self.config.min_reliability
-            entry.hits = {key: n for key, n in entry.hits.items() if self.reliability(entry, key) >= floor}
+            entry.hits = {
+                key: n
+                for key, n in entry.hits.items()
+                if (form, key) not in phrases and self.reliability(entry, key) >= config.min_reliability
+                or n >= config.phrase_min_hits and self.reliability(entry, key) >= config.phrase_min_reliability
+            }
             if not entry.hits:
                 del self.entries[form]
         self._refresh_lengths()
@@ -234,8 +256,13 @@ class SurfaceFormIndex:
             if position + length <= len(norms) and tuple(norms[position : position + length]) in self.entries
         ]
 
-    def code_hits(self, text: str) -> list[CodeHit]:
-        """Codes the note's matches point to, best first, each with every occurrence as evidence."""
+    def code_hits(self, text: str, trained: bool | None = None) -> list[CodeHit]:
+        """Codes the note's matches point to, best first, each with every occurrence as evidence.
+
+        ``trained=True`` reads only ``form -> code`` pairs seen together in some training note,
+        ``False`` only the others (ontology terms no training note confirmed: the one way to
+        codes the training notes never carry).
+        """
         occurrences: dict[tuple[str, ...], list[FormMatch]] = defaultdict(list)
         for match in self.scan(text):
             occurrences[match.form].append(match)
@@ -244,7 +271,9 @@ class SurfaceFormIndex:
         forms: dict[str, list[str]] = defaultdict(list)
         for form, found in occurrences.items():
             entry = self.entries[form]
-            for key in entry.hits:
+            for key, count in entry.hits.items():
+                if trained is not None and (count > 0) != trained:
+                    continue
                 miss[key] *= 1.0 - self.reliability(entry, key)
                 evidence[key].extend(Evidence(pieces=((m.start, m.end),)) for m in found)
                 forms[key].append(" ".join(form))
@@ -280,19 +309,69 @@ def _evidence_forms(documents: Iterable[Document], fold_plurals: bool) -> Iterab
                 yield form_of(evidence.text_in(doc.text), fold_plurals), code_key(gold.code, gold.system)
 
 
-def _ontology_forms(
-    ontology: Any, systems: Sequence[str], fold_plurals: bool
+def _evidence_phrases(
+    documents: Iterable[Document], fold_plurals: bool, longest: int
 ) -> Iterable[tuple[tuple[str, ...], str]]:
-    """``(form, code key)`` from ontology descriptions and inclusion terms, with and without qualifiers."""
+    """``(phrase, code key)`` for every run of 1..``longest`` words inside each gold evidence."""
+    for doc in documents:
+        for gold in doc.codes:
+            key = code_key(gold.code, gold.system)
+            for evidence in gold.evidence:
+                words = form_of(evidence.text_in(doc.text), fold_plurals)
+                for size in range(1, longest + 1):
+                    for start in range(len(words) - size + 1):
+                        yield words[start : start + size], key
+
+
+def _bare(term: str) -> str:
+    """An ontology term without qualifiers notes do not write (unspecified, NOS, parentheses)."""
+    return _PARENTHESES.sub("", _ONTOLOGY_NOISE.sub("", term)).strip(" ,")
+
+
+def description_variants(description: str) -> set[str]:
+    """Shorter wordings of a description, as a note would write it.
+
+    ``"Diverticulosis of large intestine without perforation or abscess"`` ->
+    ``"Diverticulosis of large intestine"``; ``"Undescended testicle, unspecified, bilateral"``
+    -> ``"Undescended testicle"`` (the text before the first comma).
+    """
+    bare = _bare(description)
+    variants = {bare.split(",")[0].strip(), _WITHOUT_CLAUSE.sub("", bare).strip(" ,")}
+    return {variant for variant in variants if variant and variant != bare}
+
+
+def _ontology_forms(
+    ontology: Any, systems: Sequence[str], fold_plurals: bool, variants: bool = False
+) -> Iterable[tuple[tuple[str, ...], str]]:
+    """``(form, code key)`` from ontology descriptions and inclusion terms, with and without qualifiers.
+
+    With ``variants``, shortened descriptions too; a shortened form that is no code's own
+    term goes to the code(s) with the shortest description among those it came from
+    (``"undescended testicle"`` -> the unspecified code, not the bilateral one).
+    """
+    primary: set[tuple[str, ...]] = set()
+    shortened: dict[tuple[str, ...], list[tuple[int, str]]] = defaultdict(list)
     for system in systems:
         for code in ontology.codes(system):
             info = ontology.get(code, system)
             if info is None:
                 continue
+            key = code_key(code, system)
             for term in (info.description, *info.inclusion_terms):
-                bare = _PARENTHESES.sub("", _ONTOLOGY_NOISE.sub("", term)).strip(" ,")
-                for variant in {term, bare}:
-                    yield form_of(variant, fold_plurals), code_key(code, system)
+                for variant in {term, _bare(term)}:
+                    form = form_of(variant, fold_plurals)
+                    primary.add(form)
+                    yield form, key
+            if variants:
+                for variant in description_variants(info.description):
+                    shortened[form_of(variant, fold_plurals)].append((len(info.description), key))
+    for form, sources in shortened.items():
+        if form in primary:
+            continue
+        shortest = min(length for length, _ in sources)
+        for length, key in sources:
+            if length == shortest:
+                yield form, key
 
 
 class DictionaryPredictor(Predictor):

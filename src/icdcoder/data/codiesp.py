@@ -201,6 +201,17 @@ def _load_spanish(data_dir: str | Path, split: str) -> _SplitData:
     return _SplitData(documents, counts)
 
 
+def _with_translations(documents: list[Document], folder: Path) -> list[Document]:
+    """The documents with their English translation attached where ``folder`` has one."""
+    if not folder.is_dir():
+        log.info("no English translations in %s: coding from the Spanish text alone", folder)
+        return documents
+    return [
+        doc.model_copy(update={"translation": read_text(folder / f"{doc.id}.txt")}) if (folder / f"{doc.id}.txt").is_file() else doc
+        for doc in documents
+    ]
+
+
 def english_lines(path: Path) -> list[str]:
     """The lines of an English translation file (its trailing newline dropped)."""
     return read_text(path).splitlines()
@@ -243,10 +254,14 @@ def _aligned(
         yield doc, align_document(doc.text, english_lines(folder / f"{doc.id}.txt"))
 
 
-def load_codiesp(data_dir: str | Path, split: str, language: str = "es", *, progress: bool = False) -> list[Document]:
+def load_codiesp(
+    data_dir: str | Path, split: str, language: str = "es", *, progress: bool = False, with_translation: bool = False
+) -> list[Document]:
     """Load one CodiEsp split as canonical documents, sorted by id.
 
-    ``language="es"``: the Spanish notes with X character offsets as evidence.
+    ``language="es"``: the Spanish notes with X character offsets as evidence;
+    ``with_translation`` also fills ``Document.translation`` from ``text_files_en``
+    where the split has that folder (notes without a file keep an empty translation).
     ``language="en"``: the English translation with sentence-level evidence
     (``progress`` shows a bar on stderr while aligning).
     """
@@ -254,7 +269,7 @@ def load_codiesp(data_dir: str | Path, split: str, language: str = "es", *, prog
         raise InputError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     spanish = _load_spanish(data_dir, split).documents
     if language == "es":
-        return spanish
+        return _with_translations(spanish, split_dir(data_dir, split) / "text_files_en") if with_translation else spanish
     return [to_english(doc, aligned) for doc, aligned in _aligned(data_dir, split, spanish, progress)]
 
 

@@ -81,6 +81,8 @@ class Document(_Frozen):
     source: str = ""
     split: str = ""
     meta: dict[str, str] = {}
+    #: the note in English, when the dataset ships a translation (CodiEsp does); evidence offsets refer to ``text``
+    translation: str = ""
 
     @model_validator(mode="after")
     def _evidence_inside_text(self) -> Document:

@@ -73,7 +73,8 @@ def run_system(spec: SystemSpec, settings: BenchConfig) -> dict[str, Any]:
 
     cls = predictor_class(spec.system)
     train = load_codiesp(settings.data_dir, settings.train_split, language=settings.lang)
-    evaluated = load_codiesp(settings.data_dir, settings.split, language=settings.lang)
+    # Spanish notes come with their English translation where the split ships one (the span coder reads it)
+    evaluated = load_codiesp(settings.data_dir, settings.split, language=settings.lang, with_translation=settings.lang == "es")
     if spec.model is not None:
         predictor = cls.load(spec.model)
         fit_report = _stored_fit_report(spec.model)

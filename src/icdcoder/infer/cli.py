@@ -51,7 +51,7 @@ def predict_codiesp(
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    documents = load_codiesp(data_dir, split, language=lang)
+    documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")
     if limit is not None:
         documents = documents[:limit]
     predictor = load_predictor(model, system)
@@ -89,7 +89,7 @@ def tune(
 
     if threads:
         torch.set_num_threads(threads)
-    documents = load_codiesp(data_dir, split, language=lang)[:limit]
+    documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")[:limit]
     coder = SpanLLMPredictor.load(model)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
@@ -102,9 +102,10 @@ def tune(
         "llm_segments": sum(o.llm_segments for o in outputs),
         "best_settings": result["best_settings"],
     }
-    coder.write_settings(model, extra={"tuning": {**summary, "table": result["table"]}})
+    record = "tuning" if lang == coder.settings.language else f"tuning_{lang}"
+    coder.write_settings(model, extra={record: {**summary, "table": result["table"]}})
     if out_dir is not None:
-        write_submission(out_dir, [aggregate(o, coder.settings) for o in outputs])
+        write_submission(out_dir, [aggregate(o, coder.settings.for_language(lang)) for o in outputs])
         summary["out_dir"] = str(out_dir)
     typer.echo(json.dumps(summary))
 
@@ -138,6 +139,9 @@ def code(
     model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
+    translation: Annotated[
+        Path | None, typer.Option("--translation", help="The note's English translation (plain text), read for English code terms.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Code one note: codes with description, confidence and evidence."""
@@ -146,8 +150,9 @@ def code(
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
     text = read_note(file)
+    english = read_note(str(translation)) if translation is not None else ""
     predictor = load_predictor(model, system)
-    document = Document(id="note", text=text, language=lang)
+    document = Document(id="note", text=text, language=lang, translation=english)
     prediction = predictor.predict([document])[0]
     rows = [
         {

@@ -6,17 +6,25 @@
    retrieved candidates (with fused retrieval scores) and, for segments the
    cheap filter lets through, the LLM's parsed answer lines with a confidence
    each (``exp`` of the mean token log-prob of the line);
-2. :func:`aggregate` — per code, the best segment score
-   ``llm_weight * llm_confidence + retrieval_weight * retrieval_score + surface_bonus * surface_hit``
-   (normalised to [0, 1]), thresholded per system; evidence = the LLM's quotes,
-   else the training surface form found in the segment.
+2. :func:`aggregate` — per code, each signal's best value over the note's segments
+   (LLM confidence, retrieval score, training-surface hit, lexicon reliability),
+   combined as a weighted mean in [0, 1] and thresholded per system. Evidence is
+   the LLM's quote, else the lexicon's matched words, else the training surface
+   form found in the segment.
+
+The *lexicon* is the surface-form dictionary of the training evidence
+(:class:`icdcoder.baselines.dictionary.SurfaceFormIndex`): the reliability of
+each matched form, learned on the training notes, is a strong signal that
+retrieval's rank fusion flattens, so the coder reads it directly.
 
 ``tune`` runs stage 1 once on dev and grid-searches the weights and thresholds of stage 2.
-A saved coder is a folder: ``model/`` (adapter), ``retriever/``, ``coder.json``.
+A saved coder is a folder: ``model/`` (adapter), ``retriever/``, ``lexicon/`` (optional), ``coder.json``.
 """
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import logging
 import time
@@ -26,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
@@ -39,8 +47,25 @@ log = logging.getLogger(__name__)
 
 CODER_SYSTEMS = ("icd10cm", "icd10pcs")
 CODER_FILE = "coder.json"
+LEXICON_DIR = "lexicon"
+ENGLISH_LEXICON_DIR = "lexicon_en"
+LEXICON_FILE = "surface_forms.json.gz"
+#: the signals of a scored code, in the order evidence is preferred
+SIGNALS = ("llm", "lexical", "retrieval", "surface", "english", "ontology")
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
+
+
+class FusionOverride(StrictModel):
+    """Fusion weights and thresholds tuned for the notes of one language; unset fields keep the defaults."""
+
+    llm_weight: float | None = Field(None, ge=0.0)
+    retrieval_weight: float | None = Field(None, ge=0.0)
+    surface_bonus: float | None = Field(None, ge=0.0)
+    lexical_weight: float | None = Field(None, ge=0.0)
+    english_weight: float | None = Field(None, ge=0.0)
+    ontology_weight: float | None = Field(None, ge=0.0)
+    threshold: dict[str, float] | None = None
 
 
 class CoderSettings(StrictModel):
@@ -61,6 +86,11 @@ class CoderSettings(StrictModel):
     llm_weight: float = Field(0.5, ge=0.0)
     retrieval_weight: float = Field(0.5, ge=0.0)
     surface_bonus: float = Field(0.0, ge=0.0)
+    lexical_weight: float = Field(0.0, ge=0.0)
+    #: weights of the English lexicon, read on the note's English text (the note, or its translation):
+    #: its forms confirmed on training notes, and the ontology terms no training note confirmed
+    english_weight: float = Field(0.0, ge=0.0)
+    ontology_weight: float = Field(0.0, ge=0.0)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -68,6 +98,20 @@ class CoderSettings(StrictModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     #: SFT config used by ``fit`` (``configs/sft/*.yaml``)
     sft_config: Path | None = None
+    #: the language of the training notes; tuning on notes of another language fills ``by_language``
+    language: str = "es"
+    by_language: dict[str, FusionOverride] = {}
+
+    def for_language(self, language: str) -> CoderSettings:
+        """These settings with the fusion tuned for ``language`` notes, if any."""
+        override = self.by_language.get(language)
+        return self.model_copy(update=override.model_dump(exclude_none=True)) if override else self
+
+    def with_tuned(self, language: str, tuned: dict) -> CoderSettings:
+        """These settings with ``tuned`` fusion values recorded for ``language`` notes."""
+        if language == self.language:
+            return self.model_copy(update=tuned)
+        return self.model_copy(update={"by_language": {**self.by_language, language: FusionOverride(**tuned)}})
 
 
 def load_coder_settings(path: str | Path) -> CoderSettings:
@@ -76,13 +120,16 @@ def load_coder_settings(path: str | Path) -> CoderSettings:
 
 @dataclass
 class ScoredCode:
-    """One code as seen in one segment: retrieval score, LLM confidence, evidence."""
+    """One code as seen in one segment (or, for the lexicon, the whole note): its signals and evidence."""
 
     code: str
     system: str
     retrieval: float = 0.0
     surface: bool = False
     llm: float = 0.0
+    lexical: float = 0.0
+    english: float = 0.0
+    ontology: float = 0.0
     start: int = -1
     end: int = -1
 
@@ -98,33 +145,66 @@ class NoteOutputs:
     llm_segments: int = 0
 
 
-def fuse(item: ScoredCode, settings: CoderSettings) -> float:
-    """The fused score of one (segment, code) in [0, 1]."""
-    total = settings.llm_weight + settings.retrieval_weight + settings.surface_bonus
+def _weights(settings: CoderSettings) -> dict[str, float]:
+    return {
+        "llm": settings.llm_weight,
+        "lexical": settings.lexical_weight,
+        "retrieval": settings.retrieval_weight,
+        "surface": settings.surface_bonus,
+        "english": settings.english_weight,
+        "ontology": settings.ontology_weight,
+    }
+
+
+def fuse(signals: dict[str, float], settings: CoderSettings) -> float:
+    """The weighted mean of a code's signals, in [0, 1]."""
+    weights = _weights(settings)
+    total = sum(weights.values())
     if total <= 0:
         return 0.0
-    raw = settings.llm_weight * item.llm + settings.retrieval_weight * item.retrieval + settings.surface_bonus * item.surface
-    return raw / total
+    return sum(weights[name] * signals.get(name, 0.0) for name in SIGNALS) / total
+
+
+@dataclass
+class _CodeSignals:
+    """A code's best value of each signal over a note, with the evidence that came with it."""
+
+    best: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+
+    def add(self, item: ScoredCode) -> None:
+        span = [Evidence(pieces=((item.start, item.end),))] if item.end > item.start >= 0 else []
+        for name in SIGNALS:
+            value = float(getattr(item, name))
+            if value > self.best.get(name, 0.0):
+                self.best[name] = value
+                if span:
+                    self.evidence[name] = span
+            if value > 0 and span and name not in self.evidence:
+                self.evidence[name] = span
+
+    def preferred_evidence(self, weights: dict[str, float]) -> list[Evidence]:
+        """The evidence of the first signal (in ``SIGNALS`` order) that counts and has some."""
+        counted = [name for name in SIGNALS if weights[name] > 0 and name in self.evidence]
+        return self.evidence[counted[0]] if counted else next(iter(self.evidence.values()), [])
 
 
 def aggregate(outputs: NoteOutputs, settings: CoderSettings) -> DocumentPrediction:
-    """Rank a note's codes by their best segment score; keep those above their system's threshold."""
-    best: dict[tuple[str, str], tuple[float, list[Evidence]]] = {}
+    """Rank a note's codes by their fused signals; keep those above their system's threshold."""
+    signals: dict[tuple[str, str], _CodeSignals] = {}
     for item in outputs.scored:
-        key = (item.code, item.system)
-        score = fuse(item, settings)
-        evidence = [Evidence(pieces=((item.start, item.end),))] if item.end > item.start >= 0 else []
-        if key not in best or score > best[key][0]:
-            kept = evidence or (best[key][1] if key in best else [])
-            best[key] = (score, kept)
-        elif not best[key][1] and evidence:
-            best[key] = (best[key][0], evidence)
+        signals.setdefault((item.code, item.system), _CodeSignals()).add(item)
+    weights = _weights(settings)
     codes = []
     for system in CODER_SYSTEMS:
-        ranked = sorted(((s, k, e) for k, (s, e) in best.items() if k[1] == system), key=lambda x: (-x[0], x[1][0]))
+        ranked = sorted(
+            ((fuse(found.best, settings), code, found) for (code, sys_), found in signals.items() if sys_ == system),
+            key=lambda x: (-x[0], x[1]),
+        )
         threshold = settings.threshold.get(system, 0.5)
-        for score, (code, _), evidence in ranked[: settings.max_codes_per_system]:
+        for score, code, found in ranked[: settings.max_codes_per_system]:
             if score >= threshold and score > 0:
+                evidence = found.preferred_evidence(weights)
                 codes.append(CodePrediction(code=code, system=system, score=round(score, 6), evidence=evidence))
     return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped))
 
@@ -139,14 +219,17 @@ class SpanLLMPredictor(Predictor):
         self.model = None
         self.tokenizer = None
         self.retriever = None
+        self.lexicon = None
+        self.english_lexicon = None
         self._ontology = None
         self._generator = None
 
     # ------------------------------------------------------------------ assembly
 
-    def attach(self, model, tokenizer, retriever, ontology=None) -> SpanLLMPredictor:
-        """Use an already loaded model/tokenizer and fitted retriever."""
+    def attach(self, model, tokenizer, retriever, ontology=None, lexicon=None, english_lexicon=None) -> SpanLLMPredictor:
+        """Use an already loaded model/tokenizer, fitted retriever and (optional) lexicons."""
         self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
+        self.lexicon, self.english_lexicon = lexicon, english_lexicon
         self._ontology = ontology
         self._generator = None
         return self
@@ -243,6 +326,7 @@ class SpanLLMPredictor(Predictor):
             texts = [segment.text(document.text) for segment in segments]
             retrieved = self.retriever.retrieve_many(texts, k=max(settings.retrieval_k, settings.candidates_k)) if texts else []
             note = NoteOutputs(doc_id=document.id, segments=len(segments))
+            note.scored.extend(self._lexical_items(document))
             for segment, text, found in zip(segments, texts, retrieved):
                 found = [c for c in found if c.system in CODER_SYSTEMS]
                 note.scored.extend(self._retrieval_item(c, text, segment.start, scale) for c in found)
@@ -254,6 +338,30 @@ class SpanLLMPredictor(Predictor):
         if jobs:
             self._run_llm(jobs, outputs)
         return outputs
+
+    def _lexical_items(self, document: Document) -> list[ScoredCode]:
+        """The lexicons' codes for a whole note: the note-language lexicon on its text, the
+        English lexicon on its English text (the note itself, or its translation).
+
+        Evidence offsets exist only for matches in the note's own text.
+        """
+        items = []
+        if self.lexicon is not None:
+            for hit in self.lexicon.code_hits(document.text):
+                if hit.system in CODER_SYSTEMS:
+                    first = min(hit.evidence, key=lambda e: e.start)
+                    items.append(ScoredCode(hit.code, hit.system, lexical=hit.score, start=first.start, end=first.end))
+        english = document.text if document.language == "en" else document.translation
+        if self.english_lexicon is not None and english:
+            for signal, trained in (("english", True), ("ontology", False)):
+                for hit in self.english_lexicon.code_hits(english, trained=trained):
+                    if hit.system in CODER_SYSTEMS:
+                        item = ScoredCode(hit.code, hit.system, **{signal: hit.score})
+                        if english is document.text:
+                            first = min(hit.evidence, key=lambda e: e.start)
+                            item.start, item.end = first.start, first.end
+                        items.append(item)
+        return items
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:
         """A retrieval-only scored code, with the training surface form located in the segment if present."""
@@ -312,7 +420,7 @@ class SpanLLMPredictor(Predictor):
         with Progress(transient=True) as bar:
             task = bar.add_task("coding notes", total=len(documents))
             outputs = self.segment_outputs(documents, progress=lambda n: bar.advance(task, n))
-        predictions = [aggregate(note, self.settings) for note in outputs]
+        predictions = [aggregate(note, self.settings.for_language(doc.language)) for note, doc in zip(outputs, documents)]
         log.info(
             "coded %d notes (%d segments, %d to the LLM) in %.1f s",
             len(documents), sum(o.segments for o in outputs), sum(o.llm_segments for o in outputs), time.time() - started,
@@ -322,10 +430,18 @@ class SpanLLMPredictor(Predictor):
     # ------------------------------------------------------------------ tuning
 
     def tune(self, dev: Sequence[Document], outputs: list[NoteOutputs] | None = None) -> dict:
-        """Grid-search fusion weights and per-system thresholds on dev (micro-F1 + MAP of D and P)."""
-        outputs = outputs if outputs is not None else self.segment_outputs(list(dev))
-        result = tune_fusion(outputs, list(dev), self.settings)
-        self.settings = self.settings.model_copy(update=result["best_settings"])
+        """Grid-search fusion weights and per-system thresholds on dev (micro-F1 + MAP of D and P).
+
+        The result is kept for the language of the dev notes (see ``CoderSettings.by_language``).
+        """
+        dev = list(dev)
+        languages = {doc.language for doc in dev}
+        if len(languages) != 1:
+            raise InputError(f"tune on notes of one language at a time (got {', '.join(sorted(languages))})")
+        language = languages.pop()
+        outputs = outputs if outputs is not None else self.segment_outputs(dev)
+        result = tune_fusion(outputs, dev, self.settings.for_language(language))
+        self.settings = self.settings.with_tuned(language, result["best_settings"])
         return result
 
     # ------------------------------------------------------------------ persistence
@@ -342,14 +458,24 @@ class SpanLLMPredictor(Predictor):
                 self.tokenizer.save_pretrained(directory / "model")
         if self.retriever is not None:
             self.retriever.save(directory / "retriever")
+        self.save_lexicons(directory)
         self.write_settings(directory)
 
+    def save_lexicons(self, directory: str | Path) -> None:
+        """Write ``lexicon/`` and ``lexicon_en/``; a lexicon the coder lacks is removed from the folder."""
+        import shutil
+
+        for name, lexicon in ((LEXICON_DIR, self.lexicon), (ENGLISH_LEXICON_DIR, self.english_lexicon)):
+            if lexicon is not None:
+                save_lexicon(lexicon, Path(directory) / name)
+            elif (Path(directory) / name).is_dir():
+                shutil.rmtree(Path(directory) / name)
+
     def write_settings(self, directory: str | Path, extra: dict | None = None) -> None:
-        record = {"settings": json.loads(self.settings.model_dump_json()), **(extra or {})}
+        """Write ``coder.json``: the settings, keeping the file's other records; ``extra`` adds or replaces some."""
         path = Path(directory) / CODER_FILE
-        if path.is_file() and extra is None:
-            previous = json.loads(read_text(path))
-            record = {**previous, "settings": record["settings"]}
+        previous = json.loads(read_text(path)) if path.is_file() else {}
+        record = {**previous, **(extra or {}), "settings": json.loads(self.settings.model_dump_json())}
         with atomic_write(path) as handle:
             json.dump(record, handle, indent=2, ensure_ascii=False)
 
@@ -364,6 +490,10 @@ class SpanLLMPredictor(Predictor):
         try:
             record = json.loads(read_text(settings_path))
             settings = CoderSettings.model_validate(record["settings"])
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InputError(f"field 'settings.{where}': {first['msg']}", path=settings_path) from None
         except (json.JSONDecodeError, KeyError, ValueError) as err:
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
         coder = cls(settings)
@@ -371,7 +501,42 @@ class SpanLLMPredictor(Predictor):
         if (directory / "model").is_dir() and settings.use_llm:
             model, tokenizer = load_for_inference(directory / "model", settings.dtype)
         retriever = CandidateRetriever.load(directory / "retriever")
-        return coder.attach(model, tokenizer, retriever)
+        lexicons = [load_lexicon(directory / name) if (directory / name).is_dir() else None for name in (LEXICON_DIR, ENGLISH_LEXICON_DIR)]
+        return coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
+
+
+def build_lexicon(train: Sequence[Document], ontology=None):
+    """A surface-form index for the coder, with the ``dictionary`` baseline's default settings.
+
+    With ``ontology`` (English notes), its descriptions and inclusion terms are added,
+    and the short phrases inside the training evidence sentences: CodiEsp's English
+    evidence is whole projected sentences, too long to be forms themselves.
+    """
+    from icdcoder.baselines.dictionary import DictionaryConfig, SurfaceFormIndex
+
+    if ontology is None:
+        return SurfaceFormIndex.build(train, config=DictionaryConfig())
+    config = DictionaryConfig(ontology_systems=list(CODER_SYSTEMS), evidence_phrases=3)
+    return SurfaceFormIndex.build(train, ontology=ontology, config=config)
+
+
+def save_lexicon(lexicon, directory: str | Path) -> None:
+    """The index as gzipped JSON (ontology terms make the English one ~15 MB uncompressed)."""
+    with atomic_write(Path(directory) / LEXICON_FILE, mode="wb") as handle:
+        handle.write(gzip.compress(json.dumps(lexicon.to_json(), ensure_ascii=False).encode("utf-8"), mtime=0))
+
+
+def load_lexicon(directory: str | Path):
+    from icdcoder.baselines.dictionary import SurfaceFormIndex
+
+    path = Path(directory) / LEXICON_FILE
+    if not path.is_file():
+        raise InputError("lexicon file missing", path=path)
+    try:
+        data = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"unreadable lexicon ({type(err).__name__}: {str(err).splitlines()[0]})", path=path) from None
+    return SurfaceFormIndex.from_json(data, path)
 
 
 def load_for_inference(model_dir: str | Path, dtype: str = "float32"):
@@ -425,33 +590,42 @@ def _best_threshold(scored: dict[str, list[tuple[float, str]]], gold: dict[str, 
 
 
 def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
-    """Grid over (llm_weight, surface_bonus) with retrieval_weight = 1; per-system thresholds.
+    """Grid over the signal weights with retrieval_weight = 1; per-system thresholds.
 
-    Returns the best settings and the whole table: the rows with ``llm_weight = 0``
-    are the retrieval-only ablation.
+    Returns the best settings and the whole table: rows with a weight at 0 are the
+    ablation without that signal (LLM, lexicon, English lexicon, ontology terms).
+    The surface bonus stays 0: retrieval already counts the training surface forms.
     """
-    grid_llm = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0] if any(o.llm_segments for o in outputs) else [0.0]
-    grid_surface = [0.0, 0.5, 1.0, 2.0]
+    has_llm = any(o.llm_segments for o in outputs)
+    has_lexicon = any(item.lexical > 0 for o in outputs for item in o.scored)
+    has_english = any(item.english > 0 for o in outputs for item in o.scored)
+    has_ontology = any(item.ontology > 0 for o in outputs for item in o.scored)
+    grid = itertools.product(
+        [0.0, 0.25, 0.5, 1.0, 2.0, 4.0] if has_llm else [0.0],
+        [0.0, 1.0, 2.0, 4.0, 8.0] if has_lexicon else [0.0],
+        [0.0, 1.0, 2.0, 4.0, 8.0] if has_english else [0.0],
+        [0.0, 1.0, 2.0, 4.0, 8.0] if has_ontology else [0.0],
+    )
     table, best = [], None
-    for llm_weight in grid_llm:
-        for surface_bonus in grid_surface:
-            trial = settings.model_copy(
-                update={"llm_weight": llm_weight, "retrieval_weight": 1.0, "surface_bonus": surface_bonus,
-                        "threshold": {s: 0.0 for s in CODER_SYSTEMS}}
-            )
-            predictions = [aggregate(o, trial) for o in outputs]
-            row: dict = {"llm_weight": llm_weight, "surface_bonus": surface_bonus}
-            thresholds = {}
-            for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-                gold = _gold_by_system(dev, system)
-                scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
-                found = _best_threshold(scored, gold)
-                thresholds[system] = found["threshold"]
-                row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
-            table.append(row)
-            objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
-            if best is None or objective > best[0]:
-                best = (objective, {"llm_weight": llm_weight, "retrieval_weight": 1.0, "surface_bonus": surface_bonus, "threshold": thresholds})
+    for llm_weight, lexical_weight, english_weight, ontology_weight in grid:
+        weights = {
+            "llm_weight": llm_weight, "lexical_weight": lexical_weight, "english_weight": english_weight,
+            "ontology_weight": ontology_weight, "retrieval_weight": 1.0, "surface_bonus": 0.0,
+        }
+        trial = settings.model_copy(update={**weights, "threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
+        predictions = [aggregate(o, trial) for o in outputs]
+        row: dict = {k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}
+        thresholds = {}
+        for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
+            gold = _gold_by_system(dev, system)
+            scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
+            found = _best_threshold(scored, gold)
+            thresholds[system] = found["threshold"]
+            row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
+        table.append(row)
+        objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
+        if best is None or objective > best[0]:
+            best = (objective, {**weights, "threshold": thresholds})
     return {"best_settings": best[1], "table": table}
 
 

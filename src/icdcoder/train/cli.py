@@ -54,3 +54,27 @@ def train_sft(
         **report.extra,
     }
     typer.echo(json.dumps(summary))
+
+
+def train_lexicons(
+    model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder; its lexicons are (re)built.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder holding the training split.")] = Path(
+        "../shared/data/codiesp"
+    ),
+    split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
+    lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
+) -> None:
+    """Build a coder's lexicons from training notes (no LLM training); then re-tune with ``predict tune``."""
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.ontology import load_ontology
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.data import fit_lexicons, load_training_documents
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be es or en (got '{lang}')")
+    coder = SpanLLMPredictor.load(model)
+    settings = DataSettings(data_dir=data_dir, split=split, lang=lang)
+    coder.lexicon, coder.english_lexicon = fit_lexicons(load_training_documents(settings), settings, load_ontology())
+    coder.save_lexicons(model)
+    sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}
+    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes}))

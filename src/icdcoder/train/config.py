@@ -67,6 +67,8 @@ class DataSettings(StrictModel):
     max_examples: int | None = Field(None, ge=1)
     #: cap on the number of documents read (smoke runs)
     max_documents: int | None = Field(None, ge=1)
+    #: give the saved coder its lexicons (training surface forms; English: ontology terms and evidence phrases)
+    lexicons: bool = True
 
 
 class SftConfig(StrictModel):

@@ -41,6 +41,29 @@ def fit_retriever(documents: Sequence[Document], ontology):
     return retriever
 
 
+def fit_lexicons(documents: Sequence[Document], settings: DataSettings, ontology):
+    """The coder's lexicons: ``(note-language lexicon or None, English lexicon or None)``.
+
+    Spanish notes get a lexicon of the training evidence, plus an English lexicon
+    (ontology terms and phrases of the projected evidence, reliabilities counted on the
+    English translations of the same training notes) when the split ships translations.
+    English notes get the English lexicon only. ``settings.lexicons = false``: none.
+    """
+    from icdcoder.data.codiesp import load_codiesp, split_dir
+    from icdcoder.infer.coder import build_lexicon
+
+    if not settings.lexicons:
+        return None, None
+    if settings.lang == "en":
+        return None, build_lexicon(documents, ontology)
+    lexicon = build_lexicon(documents)
+    if settings.data_dir is None or not (split_dir(settings.data_dir, settings.split) / "text_files_en").is_dir():
+        return lexicon, None
+    wanted = {doc.id for doc in documents}
+    english = [doc for doc in load_codiesp(settings.data_dir, settings.split, language="en") if doc.id in wanted]
+    return lexicon, build_lexicon(english, ontology)
+
+
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
     """The retriever's short description, non-leaky for ``doc_id``; empty for codes it does not know."""
     if (code, system) not in retriever.code_index:

@@ -124,17 +124,16 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
 
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import build_examples, fit_retriever, load_training_documents, provenance_counts, to_dataset
+    from icdcoder.train.data import build_examples, fit_lexicons, fit_retriever, load_training_documents, provenance_counts, to_dataset
 
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.time()
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if ontology is None and (config.data.candidates_k > 0 or config.data.expansion):
-        from icdcoder.ontology import load_ontology
-
-        ontology = load_ontology()
+    needs_ontology = config.data.candidates_k > 0 or config.data.expansion or config.data.lexicons
+    if ontology is None and needs_ontology:
+        ontology = _load_ontology()
     if documents is None:
         documents = load_training_documents(config.data)
     retriever = fit_retriever(documents, ontology) if config.data.candidates_k > 0 else None
@@ -162,8 +161,10 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     if not trainer.is_world_process_zero():
         return FitReport(wall_seconds=wall, train_tokens=seen_tokens, peak_rss_mb=peak_rss_mb())
     settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
+    settings = settings.model_copy(update={"language": config.data.lang})
+    lexicon, english_lexicon = fit_lexicons(documents, config.data, ontology)
     coder = SpanLLMPredictor(settings)
-    coder.attach(trainer.model, tokenizer, retriever, ontology=ontology)
+    coder.attach(trainer.model, tokenizer, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english_lexicon)
     coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
     report = FitReport(
         wall_seconds=wall,
@@ -192,7 +193,7 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
 
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import fit_retriever, load_training_documents
+    from icdcoder.train.data import fit_lexicons, fit_retriever, load_training_documents
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "adapter_config.json").is_file():
@@ -202,15 +203,23 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
     output_dir = Path(output_dir or config.output_dir)
     base, tokenizer = load_causal_lm(config.backbone)
     model = PeftModel.from_pretrained(_as_trainable(base), str(checkpoint))
-    if ontology is None:
-        from icdcoder.ontology import load_ontology
-
-        ontology = load_ontology()
-    retriever = fit_retriever(load_training_documents(config.data), ontology) if config.data.candidates_k > 0 else None
+    ontology = ontology or _load_ontology()
+    documents = load_training_documents(config.data)
+    retriever = fit_retriever(documents, ontology) if config.data.candidates_k > 0 else None
+    lexicon, english_lexicon = fit_lexicons(documents, config.data, ontology)
     settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
-    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    settings = settings.model_copy(update={"language": config.data.lang})
+    coder = SpanLLMPredictor(settings).attach(
+        model, tokenizer, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english_lexicon
+    )
     coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
     return output_dir
+
+
+def _load_ontology():
+    from icdcoder.ontology import load_ontology
+
+    return load_ontology()
 
 
 def _tokens_seen(trainer, tokens_per_epoch: int) -> int:

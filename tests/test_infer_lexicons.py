@@ -1,0 +1,108 @@
+"""The coder's lexicon signals: additive fusion, per-language settings, the English lexicon read on a
+note's translation (or on an English note), and lexicon files that round-trip or fail in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_infer_support import make_codiesp
+
+from icdcoder.data.schema import Document
+from icdcoder.errors import InputError
+from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate
+
+NO_THRESHOLD = {"icd10cm": 0.0, "icd10pcs": 0.0}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_codiesp(tmp_path_factory.mktemp("codiesp"), english=True)
+
+
+@pytest.fixture(scope="module")
+def lexicons(corpus, ontology):
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.data import fit_lexicons, load_training_documents
+
+    settings = DataSettings(data_dir=corpus)
+    return fit_lexicons(load_training_documents(settings), settings, ontology)
+
+
+@pytest.fixture(scope="module")
+def coder(corpus, lexicons, ontology):
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.train.data import fit_retriever
+
+    retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
+    settings = CoderSettings(use_llm=False, retrieval_weight=0.0, ontology_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD)
+    lexicon, english = lexicons
+    return SpanLLMPredictor(settings).attach(None, None, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english)
+
+
+def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
+    note = NoteOutputs(doc_id="n", scored=[
+        ScoredCode("I10", "icd10cm", retrieval=0.5, start=0, end=4),
+        ScoredCode("I10", "icd10cm", lexical=0.9, start=10, end=20),
+        ScoredCode("R52", "icd10cm", retrieval=1.0, start=30, end=35),
+    ])
+    settings = CoderSettings(llm_weight=0.0, retrieval_weight=1.0, lexical_weight=3.0, threshold=NO_THRESHOLD)
+    codes = {c.code: c for c in aggregate(note, settings).codes}
+    assert codes["I10"].score == pytest.approx((1.0 * 0.5 + 3.0 * 0.9) / 4.0)
+    assert codes["R52"].score == pytest.approx(1.0 / 4.0)
+    assert [(e.start, e.end) for e in codes["I10"].evidence] == [(10, 20)]
+    without_lexicon = settings.model_copy(update={"lexical_weight": 0.0})
+    assert [(e.start, e.end) for e in aggregate(note, without_lexicon).codes[1].evidence] == [(0, 4)]
+
+
+def test_settings_are_tuned_per_language():
+    settings = CoderSettings(language="es", english_weight=0.5)
+    tuned = settings.with_tuned("en", {"english_weight": 2.0, "threshold": {"icd10cm": 0.1, "icd10pcs": 0.2}})
+    assert tuned.english_weight == 0.5 and tuned.for_language("es") == tuned
+    assert tuned.for_language("en").english_weight == 2.0
+    assert tuned.for_language("en").threshold == {"icd10cm": 0.1, "icd10pcs": 0.2}
+    assert tuned.with_tuned("es", {"english_weight": 3.0}).english_weight == 3.0
+
+
+def test_english_lexicon_reads_the_translation_of_a_spanish_note(coder):
+    spanish = "Paciente con fiebre alta."
+    alone = coder.predict([Document(id="a", text=spanish, language="es")])[0]
+    assert "R50.9" not in {c.code for c in alone.codes}
+    translated = coder.predict([Document(id="b", text=spanish, language="es", translation="Patient with high fever.")])[0]
+    fever = [c for c in translated.codes if c.code == "R50.9"]
+    assert fever and fever[0].evidence == []  # the words are in the translation, not in the note
+
+
+def test_english_lexicon_reads_an_english_note_with_evidence(coder):
+    text = "Patient with high fever and arterial hypertension."
+    prediction = coder.predict([Document(id="c", text=text, language="en")])[0]
+    found = {c.code: c for c in prediction.codes}
+    assert "R50.9" in found and [e.text_in(text) for e in found["R50.9"].evidence] == ["fever"]
+
+
+def test_ontology_terms_and_trained_forms_are_separate_signals(coder):
+    outputs = coder.segment_outputs([Document(id="d", text="x", language="es", translation="Fever and arterial hypertension.")])[0]
+    by_code = {}
+    for item in outputs.scored:
+        by_code.setdefault(item.code, set()).update(name for name in ("english", "ontology") if getattr(item, name) > 0)
+    assert "ontology" in by_code["R50.9"]  # fever never occurs in the training notes
+    assert "english" in by_code["I10"]  # training notes confirm "arterial hypertension" -> I10
+
+
+def test_saved_lexicons_round_trip_and_a_corrupt_one_fails_in_one_line(coder, tmp_path):
+    coder.save(tmp_path / "coder")
+    loaded = SpanLLMPredictor.load(tmp_path / "coder")
+    assert len(loaded.lexicon) == len(coder.lexicon) and len(loaded.english_lexicon) == len(coder.english_lexicon)
+    note = Document(id="e", text="Hipertensión arterial.", language="es", translation="Arterial hypertension and fever.")
+    assert loaded.predict([note])[0] == coder.predict([note])[0]
+    (tmp_path / "coder" / "lexicon_en" / "surface_forms.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(InputError, match="unreadable lexicon") as caught:
+        SpanLLMPredictor.load(tmp_path / "coder")
+    assert "\n" not in str(caught.value) and "surface_forms.json.gz" in str(caught.value)
+
+
+def test_codiesp_loader_attaches_translations_only_when_asked(corpus):
+    from icdcoder.data.codiesp import load_codiesp
+
+    assert all(doc.translation == "" for doc in load_codiesp(corpus, "dev"))
+    documents = load_codiesp(corpus, "dev", with_translation=True)
+    assert documents[0].translation.startswith("58-year-old man") and all(doc.translation for doc in documents)
