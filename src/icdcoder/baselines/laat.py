@@ -27,16 +27,16 @@ from icdcoder.baselines.neural_common import (
     decode_predictions,
     fingerprint,
     fit_report,
-    load_weights,
     read_json,
-    save_weights,
+    restore_trained,
+    save_trained,
     seed_everything,
     train_label_attention,
     word_tokens,
     write_json,
 )
 from icdcoder.baselines.word_vectors import WordVectorSettings, load_or_train_word_vectors
-from icdcoder.baselines.base import fit_report_from_meta, read_meta, write_meta
+from icdcoder.baselines.base import read_meta
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
@@ -149,15 +149,8 @@ class LaatPredictor(Predictor):
                                   self._examples(documents), self.labels, self.thresholds, self.settings.train)
 
     def save(self, directory: str | Path) -> None:
-        if self.network is None or self.labels is None:
-            raise InputError("nothing to save: the laat model is not trained")
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_weights(folder / "model.pt", self.network)
+        folder = save_trained(self, directory)
         write_json(folder / "vocab.json", self.vocabulary)
-        write_json(folder / "labels.json", self.labels.to_json())
-        write_meta(folder, self.name, self.settings, self.report or FitReport(),
-                   thresholds=self.thresholds, history=self.history)
 
     @classmethod
     def load(cls, directory: str | Path) -> LaatPredictor:
@@ -166,10 +159,6 @@ class LaatPredictor(Predictor):
         predictor = cls(LaatSettings.model_validate(meta["config"]))
         predictor._set_vocabulary(read_json(folder / "vocab.json")[2:])
         predictor.labels = LabelSpace.from_json(read_json(folder / "labels.json"))
-        predictor.thresholds = meta["thresholds"]
-        predictor.history = meta.get("history", [])
-        predictor.report = fit_report_from_meta(meta)
         predictor.network = predictor._build_network()
-        load_weights(folder / "model.pt", predictor.network)
-        predictor.network.eval()
+        restore_trained(predictor, folder, meta)
         return predictor

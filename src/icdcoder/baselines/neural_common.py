@@ -518,3 +518,30 @@ def load_weights(path: Path, module: nn.Module) -> None:
     if not path.is_file():
         raise InputError("missing weights in saved model folder", path=path)
     module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def save_trained(predictor: Any, directory: str | Path) -> Path:
+    """The files every label-attention baseline saves: weights, label space, and meta (settings,
+    thresholds, training history and cost). Returns the folder, for the baseline's own extra files."""
+    from icdcoder.baselines.base import write_meta
+
+    if predictor.network is None or predictor.labels is None:
+        raise InputError(f"nothing to save: the {predictor.name} model is not trained")
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(folder / "model.pt", predictor.network)
+    write_json(folder / "labels.json", predictor.labels.to_json())
+    write_meta(folder, predictor.name, predictor.settings, predictor.report or FitReport(),
+               thresholds=predictor.thresholds, history=predictor.history)
+    return folder
+
+
+def restore_trained(predictor: Any, folder: Path, meta: dict[str, Any]) -> None:
+    """Fill a predictor whose network is built (same shape) from the files of :func:`save_trained`."""
+    from icdcoder.baselines.base import fit_report_from_meta
+
+    load_weights(folder / "model.pt", predictor.network)
+    predictor.network.eval()
+    predictor.thresholds = meta["thresholds"]
+    predictor.history = meta.get("history", [])
+    predictor.report = fit_report_from_meta(meta)

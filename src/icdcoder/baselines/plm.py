@@ -31,15 +31,14 @@ from icdcoder.baselines.neural_common import (
     decode_predictions,
     fingerprint,
     fit_report,
-    load_weights,
     progress_bar,
     read_json,
-    save_weights,
+    restore_trained,
+    save_trained,
     seed_everything,
     train_label_attention,
-    write_json,
 )
-from icdcoder.baselines.base import fit_report_from_meta, read_meta, write_meta
+from icdcoder.baselines.base import read_meta
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
@@ -210,16 +209,9 @@ class PlmPredictor(Predictor):
 
     def save(self, directory: str | Path) -> None:
         """Weights of the head (and of a fine-tuned encoder) plus the encoder folder itself."""
-        if self.network is None or self.labels is None:
-            raise InputError("nothing to save: the plm model is not trained")
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = save_trained(self, directory)
         self.network.encoder.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "encoder")
-        save_weights(folder / "model.pt", self.network)
-        write_json(folder / "labels.json", self.labels.to_json())
-        write_meta(folder, self.name, self.settings, self.report or FitReport(),
-                   thresholds=self.thresholds, history=self.history)
 
     @classmethod
     def load(cls, directory: str | Path) -> PlmPredictor:
@@ -229,9 +221,5 @@ class PlmPredictor(Predictor):
         predictor.labels = LabelSpace.from_json(read_json(folder / "labels.json"))
         encoder = predictor._load_encoder(str(folder / "encoder"))
         predictor.network = PlmNetwork(encoder, predictor.settings, len(predictor.labels))
-        load_weights(folder / "model.pt", predictor.network)
-        predictor.network.eval()
-        predictor.thresholds = meta["thresholds"]
-        predictor.history = meta.get("history", [])
-        predictor.report = fit_report_from_meta(meta)
+        restore_trained(predictor, folder, meta)
         return predictor

@@ -44,7 +44,7 @@ from icdcoder.prompt import Candidate, build_prompt, find_quote
 from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
 from icdcoder.predictor import peak_rss_mb
-from icdcoder.train.sft import use_bf16
+from icdcoder.train.sft import common_trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -250,16 +250,11 @@ def _use_vllm(setting) -> bool:
 
 
 def grpo_arguments(config: GrpoConfig, checkpoint_dir: Path, max_steps: int, reward_weights: list[float]):
-    import torch
     from trl import GRPOConfig as TrlGrpoConfig
 
-    use_vllm = _use_vllm(config.use_vllm)
     return TrlGrpoConfig(
-        output_dir=str(checkpoint_dir),
+        **common_trainer_arguments(config, checkpoint_dir),
         max_steps=max_steps,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -267,17 +262,8 @@ def grpo_arguments(config: GrpoConfig, checkpoint_dir: Path, max_steps: int, rew
         loss_type=config.loss_type,
         scale_rewards=config.scale_rewards,
         reward_weights=reward_weights,
-        use_vllm=use_vllm,
+        use_vllm=_use_vllm(config.use_vllm),
         vllm_mode="colocate",
-        bf16=use_bf16(config.bf16),
-        seed=config.seed,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
         log_completions=False,
     )
 

@@ -29,32 +29,40 @@ def use_bf16(setting: bool | str) -> bool:
     return bool(setting)
 
 
-def _trainer_args(config: SftConfig, checkpoint_dir: Path):
+def common_trainer_arguments(config, checkpoint_dir: Path) -> dict:
+    """The ``TrainingArguments`` SFT and GRPO share, from the fields both configs have."""
     import torch
+
+    return {
+        "output_dir": str(checkpoint_dir),
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.per_device_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "bf16": use_bf16(config.bf16),
+        "seed": config.seed,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "logging_steps": config.logging_steps,
+        "report_to": "none",
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+    }
+
+
+def _trainer_args(config: SftConfig, checkpoint_dir: Path):
     from trl import SFTConfig as TrlSftConfig
 
     return TrlSftConfig(
-        output_dir=str(checkpoint_dir),
+        **common_trainer_arguments(config, checkpoint_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a share of the steps
         lr_scheduler_type=config.lr_scheduler,
         max_length=config.max_length,
         packing=config.packing,
         completion_only_loss=True,
         gradient_checkpointing=config.gradient_checkpointing,
-        bf16=use_bf16(config.bf16),
-        seed=config.seed,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
         disable_tqdm=False,
     )
 
