@@ -175,10 +175,13 @@ def test_laat_learns_keyword_and_round_trips(tmp_path: Path) -> None:
 
 def test_laat_resumes_from_checkpoint(tmp_path: Path) -> None:
     checkpoints = str(tmp_path / "ckpt")
-    LaatPredictor(laat_settings(tmp_path, epochs=2, checkpoint_dir=checkpoints)).fit(TRAIN, DEV)
+    first = LaatPredictor(laat_settings(tmp_path, epochs=2, checkpoint_dir=checkpoints)).fit(TRAIN, DEV)
     assert (tmp_path / "ckpt" / "last.pt").is_file()
     resumed = LaatPredictor(laat_settings(tmp_path, epochs=3, checkpoint_dir=checkpoints))
-    resumed.fit(TRAIN, DEV)
+    report = resumed.fit(TRAIN, DEV)
+    # the cost of a resumed fit includes the epochs the first run trained
+    assert 0 < report.extra["resumed_seconds"] <= first.wall_seconds
+    assert report.wall_seconds > report.extra["resumed_seconds"]
     straight = LaatPredictor(laat_settings(tmp_path, epochs=3))
     straight.fit(TRAIN, DEV)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]

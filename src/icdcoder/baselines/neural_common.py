@@ -279,6 +279,8 @@ class TrainOutcome:
     history: list[dict[str, float]]
     best_epoch: int
     epochs_run: int
+    #: training seconds spent by earlier runs this one resumed from
+    resumed_seconds: float = 0.0
 
 
 def _selection_score(metric: str, probabilities: np.ndarray, targets: np.ndarray, diagnosis: np.ndarray) -> float:
@@ -311,16 +313,17 @@ def train_label_attention(
                                   lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loss_function = nn.BCEWithLogitsLoss()
     diagnosis = labels.diagnosis_mask()
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stale": 0}
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stale": 0, "seconds": 0.0}
     checkpoint = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if checkpoint is not None:
         best_weights = _resume(checkpoint, run_id, module, optimizer, state) or best_weights
+    resumed_seconds = state["seconds"]  # the wall-clock cap and the reported cost count every run
     with progress_bar() as progress:
         task = progress.add_task("epochs", total=settings.epochs, completed=state["epoch"])
         started = time.perf_counter()
         while state["epoch"] < settings.epochs and state["stale"] < settings.patience:
-            if settings.max_train_minutes and time.perf_counter() - started > 60 * settings.max_train_minutes:
+            if settings.max_train_minutes and resumed_seconds + time.perf_counter() - started > 60 * settings.max_train_minutes:
                 break
             epoch = state["epoch"] + 1
             loss = _train_one_epoch(module, forward, collate, train_examples, train_targets, optimizer,
@@ -334,6 +337,7 @@ def train_label_attention(
                 score = -loss
             state["history"].append(record)
             state["epoch"] = epoch
+            state["seconds"] = resumed_seconds + time.perf_counter() - started
             # a tie keeps the later (longer trained) weights but does not reset the patience
             state["stale"] = 0 if score > state["best_score"] else state["stale"] + 1
             if score >= state["best_score"]:
@@ -347,7 +351,7 @@ def train_label_attention(
     if dev is not None:
         probabilities = collect_probabilities(module, forward, dev[0], collate, settings.batch_size)
         thresholds = tune_thresholds(probabilities, dev[1], diagnosis)
-    return TrainOutcome(thresholds, state["history"], state["best_epoch"], state["epoch"])
+    return TrainOutcome(thresholds, state["history"], state["best_epoch"], state["epoch"], resumed_seconds)
 
 
 def _parameter_groups(module: nn.Module, default: float, by_prefix: dict[str, float]) -> list[dict[str, Any]]:
@@ -421,11 +425,13 @@ def _resume(
 
 
 def fit_report(started: float, train_tokens: int, outcome: TrainOutcome, extra: dict[str, Any]) -> FitReport:
+    """The cost of a fit; a resumed fit adds the training seconds of the runs it continued."""
     return FitReport(
-        wall_seconds=round(time.perf_counter() - started, 2),
+        wall_seconds=round(time.perf_counter() - started + outcome.resumed_seconds, 2),
         train_tokens=train_tokens,
         peak_rss_mb=round(peak_rss_mb(), 1),
-        extra={"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, **extra},
+        extra={"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+               "resumed_seconds": round(outcome.resumed_seconds, 2), **extra},
     )
 
 
