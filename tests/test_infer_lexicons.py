@@ -106,3 +106,16 @@ def test_codiesp_loader_attaches_translations_only_when_asked(corpus):
     assert all(doc.translation == "" for doc in load_codiesp(corpus, "dev"))
     documents = load_codiesp(corpus, "dev", with_translation=True)
     assert documents[0].translation.startswith("58-year-old man") and all(doc.translation for doc in documents)
+
+
+def test_retrieval_also_reads_the_translation_when_asked(coder):
+    shared = coder.settings
+    retrieval_only = coder.settings.model_copy(update={"retrieval_weight": 1.0, "english_weight": 0.0, "ontology_weight": 0.0})
+    note = Document(id="f", text="Paciente estable.", language="es", translation="Acute cystitis without hematuria.")
+    best = {}
+    for flag in (False, True):
+        coder.settings = retrieval_only.model_copy(update={"retrieve_on_translation": flag})
+        scores = [item.retrieval for item in coder.segment_outputs([note])[0].scored if item.code == "N30.00"]
+        best[flag] = max(scores, default=0.0)
+    coder.settings = shared
+    assert best[True] > best[False]

@@ -87,6 +87,8 @@ class CoderSettings(StrictModel):
     retrieval_weight: float = Field(0.5, ge=0.0)
     surface_bonus: float = Field(0.0, ge=0.0)
     lexical_weight: float = Field(0.0, ge=0.0)
+    #: also retrieve candidates for the segments of a note's English translation (when it has one)
+    retrieve_on_translation: bool = True
     #: weights of the English lexicon, read on the note's English text (the note, or its translation):
     #: its forms confirmed on training notes, and the ontology terms no training note confirmed
     english_weight: float = Field(0.0, ge=0.0)
@@ -334,10 +336,28 @@ class SpanLLMPredictor(Predictor):
                 if llm_on and top >= settings.min_retrieval_score:
                     jobs.append((note_index, text, segment.start, [c.as_candidate() for c in found[: settings.candidates_k]]))
                     note.llm_segments += 1
+            if settings.retrieve_on_translation and document.translation and document.language != "en":
+                note.scored.extend(self._translation_retrieval_items(document.translation))
             outputs.append(note)
         if jobs:
             self._run_llm(jobs, outputs)
         return outputs
+
+    def _translation_retrieval_items(self, translation: str) -> list[ScoredCode]:
+        """Retrieval on the segments of a note's English translation: the ontology descriptions the
+        retriever searches are English, so codes training never showed are found there more often.
+        No evidence offsets: the words are not in the note."""
+        from icdcoder.spans import segment_note
+
+        settings, scale = self.settings, self._retrieval_scale()
+        texts = [segment.text(translation) for segment in segment_note(translation, max_words=settings.segment_max_words)]
+        found = self.retriever.retrieve_many(texts, k=settings.retrieval_k) if texts else []
+        return [
+            ScoredCode(c.code, c.system, retrieval=min(c.score / scale, 1.0))
+            for candidates in found
+            for c in candidates
+            if c.system in CODER_SYSTEMS
+        ]
 
     def _lexical_items(self, document: Document) -> list[ScoredCode]:
         """The lexicons' codes for a whole note: the note-language lexicon on its text, the
