@@ -44,6 +44,9 @@ def predict_codiesp(
     model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     limit: Annotated[int | None, typer.Option("--limit", help="Code only the first N notes (quick checks).")] = None,
+    translation: Annotated[
+        bool, typer.Option("--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it.")
+    ] = True,
 ) -> None:
     """Code every note of a CodiEsp split; prints row counts as JSON."""
     from icdcoder.data.codiesp import load_codiesp
@@ -51,7 +54,7 @@ def predict_codiesp(
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")
+    documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es")
     if limit is not None:
         documents = documents[:limit]
     predictor = load_predictor(model, system)
