@@ -42,6 +42,7 @@ def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, c
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["train_tokens"] > 0 and meta["train_tokens"] == report.train_tokens
     assert meta["steps"] == 4
+    assert 0 < meta["steps_seconds"] <= meta["wall_seconds"]
     assert sum(meta["examples_by_provenance"].values()) == meta["examples"] > 0
     assert meta["config"]["backbone"] == str(tiny_lm_dir)
     adapter = json.loads((run / "model" / "adapter_config.json").read_text())
@@ -49,6 +50,7 @@ def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, c
     assert (run / "retriever" / "retriever.json").is_file() and (run / "coder.json").is_file()
     coder = SpanLLMPredictor.load(run)
     assert coder.model is not None and coder.retriever is not None
+    assert coder.lexicon is not None and coder.settings.language == "es"  # the run's lexicon travels with the coder
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_lm_dir, corpus, ontology):

@@ -162,7 +162,9 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     )
     tokens_per_epoch = _count_tokens(trainer.train_dataset)
     checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    steps_started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
+    steps_seconds = time.time() - steps_started
     wall = time.time() - started
     seen_tokens = _tokens_seen(trainer, tokens_per_epoch)
 
@@ -183,6 +185,7 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
             "tokens_per_epoch": tokens_per_epoch,
             "steps": trainer.state.global_step,
             "steps_this_run": trainer.state.global_step - _checkpoint_step(checkpoint),
+            "steps_seconds": round(steps_seconds, 1),
             "resumed_from": str(checkpoint) if checkpoint else "",
         },
     )
@@ -249,6 +252,8 @@ def _write_run_meta(output_dir: Path, config: SftConfig, report: FitReport, prov
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
         "steps": report.extra.get("steps"),
         "steps_this_run": report.extra.get("steps_this_run"),
+        #: wall time of the optimizer steps alone (wall_seconds adds data preparation and saving)
+        "steps_seconds": report.extra.get("steps_seconds"),
         "resumed_from": report.extra.get("resumed_from") or None,
         "documents": n_documents,
         "examples": report.extra.get("examples"),
