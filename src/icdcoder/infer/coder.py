@@ -158,9 +158,8 @@ def _weights(settings: CoderSettings) -> dict[str, float]:
     }
 
 
-def fuse(signals: dict[str, float], settings: CoderSettings) -> float:
+def fuse(signals: dict[str, float], weights: dict[str, float]) -> float:
     """The weighted mean of a code's signals, in [0, 1]."""
-    weights = _weights(settings)
     total = sum(weights.values())
     if total <= 0:
         return 0.0
@@ -191,16 +190,27 @@ class _CodeSignals:
         return self.evidence[counted[0]] if counted else next(iter(self.evidence.values()), [])
 
 
-def aggregate(outputs: NoteOutputs, settings: CoderSettings) -> DocumentPrediction:
-    """Rank a note's codes by their fused signals; keep those above their system's threshold."""
+def collect_signals(outputs: NoteOutputs) -> dict[tuple[str, str], _CodeSignals]:
+    """Each ``(code, system)`` of a note with its best value of every signal (independent of the weights)."""
     signals: dict[tuple[str, str], _CodeSignals] = {}
     for item in outputs.scored:
         signals.setdefault((item.code, item.system), _CodeSignals()).add(item)
+    return signals
+
+
+def aggregate(
+    outputs: NoteOutputs, settings: CoderSettings, signals: dict[tuple[str, str], _CodeSignals] | None = None
+) -> DocumentPrediction:
+    """Rank a note's codes by their fused signals; keep those above their system's threshold.
+
+    ``signals``: the note's :func:`collect_signals`, when the caller aggregates it under many settings.
+    """
+    signals = collect_signals(outputs) if signals is None else signals
     weights = _weights(settings)
     codes = []
     for system in CODER_SYSTEMS:
         ranked = sorted(
-            ((fuse(found.best, settings), code, found) for (code, sys_), found in signals.items() if sys_ == system),
+            ((fuse(found.best, weights), code, found) for (code, sys_), found in signals.items() if sys_ == system),
             key=lambda x: (-x[0], x[1]),
         )
         threshold = settings.threshold.get(system, 0.5)
@@ -626,6 +636,7 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
         [0.0, 1.0, 2.0, 4.0, 8.0] if has_english else [0.0],
         [0.0, 1.0, 2.0, 4.0, 8.0] if has_ontology else [0.0],
     )
+    collected = [collect_signals(o) for o in outputs]  # the same for every row of the grid
     table, best = [], None
     for llm_weight, lexical_weight, english_weight, ontology_weight in grid:
         weights = {
@@ -633,7 +644,7 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
             "ontology_weight": ontology_weight, "retrieval_weight": 1.0, "surface_bonus": 0.0,
         }
         trial = settings.model_copy(update={**weights, "threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
-        predictions = [aggregate(o, trial) for o in outputs]
+        predictions = [aggregate(o, trial, found) for o, found in zip(outputs, collected)]
         row: dict = {k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}
         thresholds = {}
         for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
