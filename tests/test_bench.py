@@ -136,3 +136,23 @@ def test_only_runs_the_named_systems_and_tabulates_the_rest(data_dir, tmp_path):
     assert not (tmp_path / "results" / "tiny" / "tfidf.json").exists()
     unknown = run_bench(config, "--only", "nothing")
     assert isinstance(unknown.exception, InputError) and "nothing" in str(unknown.exception)
+
+
+def test_table_reads_results_another_bench_stored_meanwhile(data_dir, tmp_path, monkeypatch):
+    config = write_config(tmp_path / "bench.yaml", data_dir, tmp_path / "results", SYSTEMS[:2])
+    assert run_bench(config, "--only", "dictionary").exit_code == 0
+    stored = tmp_path / "results" / "tiny" / "dictionary.json"
+    finished = stored.read_text(encoding="utf-8")
+    stored.unlink()
+    run_system = bench_module.run_system
+
+    def run_while_another_bench_finishes_dictionary(spec, settings):
+        stored.write_text(finished, encoding="utf-8")
+        return run_system(spec, settings)
+
+    monkeypatch.setattr(bench_module, "run_system", run_while_another_bench_finishes_dictionary)
+    result = run_bench(config, "--only", "tfidf")
+    assert result.exit_code == 0, result.output
+    assert '"ok": 2, "failed": 0, "skipped": 0' in result.output
+    table = (tmp_path / "results" / "tiny.md").read_text(encoding="utf-8")
+    assert "| dictionary |" in table and "skipped" not in table

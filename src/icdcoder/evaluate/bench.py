@@ -290,6 +290,7 @@ def bench(
             progress.update(task, description=f"bench: {spec.name}")
             results.append(_result_for(spec, settings, bench_dir / f"{spec.name}.json", force, only))
             progress.advance(task)
+    results = [_stored_result(bench_dir / f"{spec.name}.json", result) for spec, result in zip(settings.systems, results)]
     table = markdown_table(results, settings, config)
     outputs = {suffix: Path(settings.output_dir) / f"{settings.name}.{suffix}" for suffix in ("json", "md", "png")}
     with atomic_write(outputs["json"]) as handle:
@@ -302,6 +303,14 @@ def bench(
     typer.echo(table)
     summary = {status: sum(r["status"] == status for r in results) for status in ("ok", "failed", "skipped")}
     typer.echo(json.dumps({**summary, **{key: str(path) for key, path in outputs.items()}}))
+
+
+def _stored_result(cache: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """A system's result as stored now, since another bench on the same folder may have finished
+    it meanwhile; a run that failed here is reported as failed."""
+    if result["status"] == "failed" or not cache.is_file():
+        return result
+    return json.loads(cache.read_text(encoding="utf-8"))
 
 
 def _result_for(spec: SystemSpec, settings: BenchConfig, cache: Path, force: bool, only: list[str]) -> dict[str, Any]:
