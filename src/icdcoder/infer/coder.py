@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
@@ -50,22 +50,27 @@ CODER_FILE = "coder.json"
 LEXICON_DIR = "lexicon"
 ENGLISH_LEXICON_DIR = "lexicon_en"
 LEXICON_FILE = "surface_forms.json.gz"
-#: the signals of a scored code, in the order evidence is preferred
-SIGNALS = ("llm", "lexical", "retrieval", "surface", "english", "ontology")
+#: each signal of a scored code (a ``ScoredCode`` field) with its weight field in ``CoderSettings``,
+#: in the order evidence is preferred; a new signal is one entry here and those two fields
+SIGNAL_WEIGHTS = {
+    "llm": "llm_weight",
+    "lexical": "lexical_weight",
+    "retrieval": "retrieval_weight",
+    "surface": "surface_bonus",
+    "english": "english_weight",
+    "ontology": "ontology_weight",
+}
+SIGNALS = tuple(SIGNAL_WEIGHTS)
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
 
-
-class FusionOverride(StrictModel):
-    """Fusion weights and thresholds tuned for the notes of one language; unset fields keep the defaults."""
-
-    llm_weight: float | None = Field(None, ge=0.0)
-    retrieval_weight: float | None = Field(None, ge=0.0)
-    surface_bonus: float | None = Field(None, ge=0.0)
-    lexical_weight: float | None = Field(None, ge=0.0)
-    english_weight: float | None = Field(None, ge=0.0)
-    ontology_weight: float | None = Field(None, ge=0.0)
-    threshold: dict[str, float] | None = None
+#: fusion weights and thresholds tuned for the notes of one language; unset fields keep the defaults
+FusionOverride = create_model(
+    "FusionOverride",
+    __base__=StrictModel,
+    threshold=(dict[str, float] | None, None),
+    **{name: (float | None, Field(None, ge=0.0)) for name in SIGNAL_WEIGHTS.values()},
+)
 
 
 class CoderSettings(StrictModel):
@@ -148,14 +153,7 @@ class NoteOutputs:
 
 
 def _weights(settings: CoderSettings) -> dict[str, float]:
-    return {
-        "llm": settings.llm_weight,
-        "lexical": settings.lexical_weight,
-        "retrieval": settings.retrieval_weight,
-        "surface": settings.surface_bonus,
-        "english": settings.english_weight,
-        "ontology": settings.ontology_weight,
-    }
+    return {signal: getattr(settings, name) for signal, name in SIGNAL_WEIGHTS.items()}
 
 
 def fuse(signals: dict[str, float], weights: dict[str, float]) -> float:
@@ -327,20 +325,15 @@ class SpanLLMPredictor(Predictor):
 
     def _chunk_outputs(self, documents: Sequence[Document]) -> list[NoteOutputs]:
         """Retrieval for every segment of the notes; the LLM for segments past the cheap filter."""
-        from icdcoder.spans import segment_note
-
         settings = self.settings
         scale = self._retrieval_scale()
         llm_on = settings.use_llm and self.model is not None
         outputs, jobs = [], []  # jobs: (note index, segment text, segment start, candidates)
         for note_index, document in enumerate(documents):
-            segments = segment_note(document.text, max_words=settings.segment_max_words)
-            texts = [segment.text(document.text) for segment in segments]
-            retrieved = self.retriever.retrieve_many(texts, k=max(settings.retrieval_k, settings.candidates_k)) if texts else []
-            note = NoteOutputs(doc_id=document.id, segments=len(segments))
+            retrieved = self._retrieve_segments(document.text, k=max(settings.retrieval_k, settings.candidates_k))
+            note = NoteOutputs(doc_id=document.id, segments=len(retrieved))
             note.scored.extend(self._lexical_items(document))
-            for segment, text, found in zip(segments, texts, retrieved):
-                found = [c for c in found if c.system in CODER_SYSTEMS]
+            for segment, text, found in retrieved:
                 note.scored.extend(self._retrieval_item(c, text, segment.start, scale) for c in found)
                 top = found[0].score / scale if found else 0.0
                 if llm_on and top >= settings.min_retrieval_score:
@@ -353,20 +346,27 @@ class SpanLLMPredictor(Predictor):
             self._run_llm(jobs, outputs)
         return outputs
 
+    def _retrieve_segments(self, text: str, k: int) -> list[tuple]:
+        """``(segment, segment text, candidates of the coded systems)`` for each segment of ``text``."""
+        from icdcoder.spans import segment_note
+
+        segments = segment_note(text, max_words=self.settings.segment_max_words)
+        texts = [segment.text(text) for segment in segments]
+        retrieved = self.retriever.retrieve_many(texts, k=k) if texts else []
+        return [
+            (segment, segment_text, [c for c in found if c.system in CODER_SYSTEMS])
+            for segment, segment_text, found in zip(segments, texts, retrieved)
+        ]
+
     def _translation_retrieval_items(self, translation: str) -> list[ScoredCode]:
         """Retrieval on the segments of a note's English translation: the ontology descriptions the
         retriever searches are English, so codes training never showed are found there more often.
         No evidence offsets: the words are not in the note."""
-        from icdcoder.spans import segment_note
-
-        settings, scale = self.settings, self._retrieval_scale()
-        texts = [segment.text(translation) for segment in segment_note(translation, max_words=settings.segment_max_words)]
-        found = self.retriever.retrieve_many(texts, k=settings.retrieval_k) if texts else []
+        scale = self._retrieval_scale()
         return [
             ScoredCode(c.code, c.system, retrieval=min(c.score / scale, 1.0))
-            for candidates in found
-            for c in candidates
-            if c.system in CODER_SYSTEMS
+            for _, _, found in self._retrieve_segments(translation, k=self.settings.retrieval_k)
+            for c in found
         ]
 
     def _lexical_items(self, document: Document) -> list[ScoredCode]:
@@ -377,21 +377,13 @@ class SpanLLMPredictor(Predictor):
         """
         items = []
         if self.lexicon is not None:
-            for hit in self.lexicon.code_hits(document.text):
-                if hit.system in CODER_SYSTEMS:
-                    first = min(hit.evidence, key=lambda e: e.start)
-                    items.append(ScoredCode(hit.code, hit.system, lexical=hit.score, start=first.start, end=first.end))
+            items.extend(_hit_item(hit, "lexical", with_offsets=True) for hit in self.lexicon.code_hits(document.text))
         english = document.text if document.language == "en" else document.translation
         if self.english_lexicon is not None and english:
             for signal, trained in (("english", True), ("ontology", False)):
-                for hit in self.english_lexicon.code_hits(english, trained=trained):
-                    if hit.system in CODER_SYSTEMS:
-                        item = ScoredCode(hit.code, hit.system, **{signal: hit.score})
-                        if english is document.text:
-                            first = min(hit.evidence, key=lambda e: e.start)
-                            item.start, item.end = first.start, first.end
-                        items.append(item)
-        return items
+                hits = self.english_lexicon.code_hits(english, trained=trained)
+                items.extend(_hit_item(hit, signal, with_offsets=english is document.text) for hit in hits)
+        return [item for item in items if item.system in CODER_SYSTEMS]
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:
         """A retrieval-only scored code, with the training surface form located in the segment if present."""
@@ -533,6 +525,15 @@ class SpanLLMPredictor(Predictor):
         retriever = CandidateRetriever.load(directory / "retriever")
         lexicons = [load_lexicon(directory / name) if (directory / name).is_dir() else None for name in (LEXICON_DIR, ENGLISH_LEXICON_DIR)]
         return coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
+
+
+def _hit_item(hit, signal: str, with_offsets: bool) -> ScoredCode:
+    """A lexicon hit as a scored code; its evidence is the first match, when the matches are in the note."""
+    item = ScoredCode(hit.code, hit.system, **{signal: hit.score})
+    if with_offsets:
+        first = min(hit.evidence, key=lambda e: e.start)
+        item.start, item.end = first.start, first.end
+    return item
 
 
 def build_lexicon(train: Sequence[Document], ontology=None):
