@@ -141,3 +141,25 @@ def test_load_rejects_a_folder_without_coder_json(tmp_path):
 
     with pytest.raises(InputError, match="coder.json"):
         SpanLLMPredictor.load(tmp_path)
+
+
+def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.spans import segment_note
+
+    model, tokenizer = tiny_model
+    jobs_by_setting = {}
+    for window in (None, 12):
+        coder = SpanLLMPredictor(CoderSettings(llm_window_words=window, segment_max_words=6)).attach(model, tokenizer, retriever, ontology=ontology)
+        jobs = []
+        coder._run_llm = lambda batch, _outputs, jobs=jobs: jobs.extend(batch)
+        outputs = coder.segment_outputs(corpus_docs[:1])
+        jobs_by_setting[window] = (jobs, outputs[0])
+    note = corpus_docs[0].text
+    windows = segment_note(note, max_words=12)
+    jobs, outputs = jobs_by_setting[12]
+    assert [(text, start) for _, text, start, _ in jobs] == [(w.text(note), w.start) for w in windows]
+    assert all(candidates == [] for *_, candidates in jobs) and outputs.llm_segments == len(windows)
+    span_jobs, span_outputs = jobs_by_setting[None]
+    assert len(span_jobs) > len(windows) and all(candidates for *_, candidates in span_jobs)
+    assert outputs.scored == span_outputs.scored  # retrieval and lexicons do not change

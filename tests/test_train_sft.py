@@ -44,6 +44,7 @@ def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, c
     assert meta["steps"] == 4
     assert 0 < meta["steps_seconds"] <= meta["wall_seconds"]
     assert sum(meta["examples_by_provenance"].values()) == meta["examples"] > 0
+    assert 0 <= meta["examples_cut"] <= meta["examples"]
     assert meta["config"]["backbone"] == str(tiny_lm_dir)
     adapter = json.loads((run / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
@@ -97,3 +98,14 @@ def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, 
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
     coder = SpanLLMPredictor.load(exported)
     assert coder.model is not None and coder.retriever is not None
+
+
+def test_examples_cut_at_max_length_are_counted_unless_packed():
+    from datasets import Dataset
+
+    from icdcoder.train.sft import _count_cut
+
+    tokenised = Dataset.from_dict({"input_ids": [[1, 2, 3], [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]})
+    assert _count_cut(tokenised, 5) == 2
+    assert _count_cut(tokenised, 6) == 0
+    assert _count_cut(tokenised, None) == 0  # packed: every row fills max_length by design

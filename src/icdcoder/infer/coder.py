@@ -77,6 +77,9 @@ class CoderSettings(StrictModel):
     """Inference settings (``configs/coder/*.yaml``); weights and thresholds are tuned on dev."""
 
     segment_max_words: int = Field(40, ge=5)
+    #: for document-level models: the LLM reads windows of this many words (no candidates) instead of
+    #: the retrieval segments; retrieval and the lexicons are unchanged
+    llm_window_words: int | None = Field(None, ge=5)
     #: candidates shown in the prompt
     candidates_k: int = Field(5, ge=0)
     #: candidates scored by retrieval for fusion (>= candidates_k)
@@ -324,7 +327,10 @@ class SpanLLMPredictor(Predictor):
         return [done[d.id] for d in documents]
 
     def _chunk_outputs(self, documents: Sequence[Document]) -> list[NoteOutputs]:
-        """Retrieval for every segment of the notes; the LLM for segments past the cheap filter."""
+        """Retrieval for every segment of the notes; the LLM for segments past the cheap filter
+        (or for each window of ``llm_window_words``)."""
+        from icdcoder.spans import segment_note
+
         settings = self.settings
         scale = self._retrieval_scale()
         llm_on = settings.use_llm and self.model is not None
@@ -336,9 +342,13 @@ class SpanLLMPredictor(Predictor):
             for segment, text, found in retrieved:
                 note.scored.extend(self._retrieval_item(c, text, segment.start, scale) for c in found)
                 top = found[0].score / scale if found else 0.0
-                if llm_on and top >= settings.min_retrieval_score:
+                if llm_on and not settings.llm_window_words and top >= settings.min_retrieval_score:
                     jobs.append((note_index, text, segment.start, [c.as_candidate() for c in found[: settings.candidates_k]]))
                     note.llm_segments += 1
+            if llm_on and settings.llm_window_words:
+                windows = segment_note(document.text, max_words=settings.llm_window_words)
+                jobs.extend((note_index, window.text(document.text), window.start, []) for window in windows)
+                note.llm_segments += len(windows)
             if settings.retrieve_on_translation and document.translation and document.language != "en":
                 note.scored.extend(self._translation_retrieval_items(document.translation))
             outputs.append(note)

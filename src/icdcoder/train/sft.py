@@ -94,6 +94,13 @@ def _count_tokens(dataset) -> int:
     return int(sum(len(ids) for ids in dataset["input_ids"]))
 
 
+def _count_cut(dataset, max_length: int | None) -> int:
+    """Training examples the trainer truncated to ``max_length`` (answers come last: they lose them); 0 when packed."""
+    if not max_length or "input_ids" not in dataset.column_names:
+        return 0
+    return sum(len(ids) >= max_length for ids in dataset["input_ids"])
+
+
 def _save_adapter(model, tokenizer, directory: Path, base_name: str, half: bool) -> None:
     """Save the trained adapter (or full model) so ``load_causal_lm(directory)`` works anywhere."""
     import torch
@@ -161,6 +168,10 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
         callbacks=[_wall_clock_stop(config.max_wall_minutes)] if config.max_wall_minutes else None,
     )
     tokens_per_epoch = _count_tokens(trainer.train_dataset)
+    cut = _count_cut(trainer.train_dataset, None if config.packing else config.max_length)
+    if cut:
+        log.warning("%d of %d training examples reach max_length=%d and were cut: their answers are lost in part or whole",
+                    cut, len(trainer.train_dataset), config.max_length)
     checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
     steps_started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -182,6 +193,7 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
         peak_rss_mb=peak_rss_mb(),
         extra={
             "examples": len(examples),
+            "examples_cut": cut,
             "tokens_per_epoch": tokens_per_epoch,
             "steps": trainer.state.global_step,
             "steps_this_run": trainer.state.global_step - _checkpoint_step(checkpoint),
@@ -257,6 +269,8 @@ def _write_run_meta(output_dir: Path, config: SftConfig, report: FitReport, prov
         "resumed_from": report.extra.get("resumed_from") or None,
         "documents": n_documents,
         "examples": report.extra.get("examples"),
+        #: examples the trainer truncated at max_length (their answers lost in part or whole)
+        "examples_cut": report.extra.get("examples_cut"),
         "examples_by_provenance": provenance,
         "config": json.loads(config.model_dump_json()),
     }
