@@ -1,27 +1,35 @@
-"""Document vs span vs mixed vs mixed+expansion SFT at a small, equal token budget.
+"""Span vs document (vs mixed, vs mixed + expansion) SFT: the experiment the span-centric method is about.
 
-    python benchmarks/span_vs_document.py --data-dir ../shared/data/codiesp --steps 150 --dev-notes 60
+On a GPU, the four configs of the paper's table at one step budget:
 
-Each variant (configs/sft/{document,span,mixed,mixed_expansion}.yaml) trains for the same number of
-optimizer steps and batch size, then is tuned and scored on the first ``--dev-notes`` dev notes with
-the same fusion grid (``icdcoder predict tune``). Prints one JSON line per variant (train tokens, wall
-time, best D/P micro-F1 and MAP from the tuning table, with and without the LLM). Each command's
-log goes to ``<out>/<variant>/<command>.log``.
+    python benchmarks/span_vs_document.py --data-dir ../shared/data/codiesp --steps 150
 
-A batch is ``--micro-batch`` examples at a time, accumulated: 640-token document examples in
-micro-batches of 8 took ~19 GB of RAM in fp32 on CPU.
+On the 2-core CPU, the shipped model's recipe (configs/sft/default.yaml, span examples) against the same
+recipe on whole-note examples (configs/sft/document_cpu.yaml), reusing the shipped adapter for the span side:
+
+    python benchmarks/span_vs_document.py --data-dir ../shared/data/codiesp \\
+        --variants default document_cpu --reuse default=src/icdcoder/models/default
+
+Each variant is trained (``icdcoder train sft --config configs/sft/<variant>.yaml``) or reused, its LLM is
+switched on, and it is tuned on dev (``icdcoder predict tune``, stage-1 outputs cached per variant so an
+interrupted run resumes). Printed per variant, one JSON line: training tokens and wall time; the LLM's
+answers alone (D/P micro-F1 and MAP at their best threshold: what training taught); the best fusion with
+the retrieval and lexicon signals; and the best fusion without the LLM. ``<out>/table.md`` tabulates them.
+Each command's log goes to ``<out>/<variant>/<command>.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("document", "span", "mixed", "mixed_expansion")
+SCORES = ("D_f1", "D_map", "P_f1", "P_map")
 
 
 def run(command: list[str], log: Path) -> dict:
@@ -33,48 +41,107 @@ def run(command: list[str], log: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def best_rows(coder_dir: Path) -> dict:
-    """Best tuned D/P scores with the LLM and without it (llm_weight = 0)."""
-    table = json.loads((coder_dir / "coder.json").read_text())["tuning"]["table"]
+def train(variant: str, out: Path, args: argparse.Namespace) -> None:
+    overrides = {"output_dir": out, "data.data_dir": args.data_dir, "max_steps": args.steps}
+    if args.micro_batch:
+        overrides["per_device_batch_size"] = args.micro_batch
+        overrides["gradient_accumulation_steps"] = max(1, args.batch // args.micro_batch)
+    sets = [part for key, value in overrides.items() if value is not None for part in ("--set", f"{key}={value}")]
+    run(["train", "sft", "--config", f"configs/sft/{variant}.yaml", *sets, "--resume"], out / "train.log")
 
-    def score(row: dict) -> float:
-        return row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
 
-    with_llm = max(table, key=score)
-    without = max((row for row in table if row["llm_weight"] == 0), key=score)
-    keys = ("D_f1", "D_map", "P_f1", "P_map", "llm_weight")
-    return {"fused": {k: with_llm[k] for k in keys}, "retrieval_only": {k: without[k] for k in keys}}
+def reuse(source: Path, out: Path) -> None:
+    """Copy a trained coder folder (its tuning records are replaced by this run's)."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+
+
+def training_cost(coder_dir: Path) -> dict:
+    """Tokens and wall time from ``run_meta.json`` (train sft) or ``meta.json`` (a shipped model)."""
+    run_meta = coder_dir / "run_meta.json"
+    if run_meta.is_file():
+        meta = json.loads(run_meta.read_text())
+        return {"train_tokens": meta["train_tokens"], "wall_seconds": meta["wall_seconds"], "steps": meta.get("steps")}
+    report = json.loads((coder_dir / "meta.json").read_text())["fit_report"]
+    return {"train_tokens": report["train_tokens"], "wall_seconds": report["wall_seconds"], "steps": None}
+
+
+def switch_llm_on(coder_dir: Path) -> None:
+    path = coder_dir / "coder.json"
+    record = json.loads(path.read_text())
+    record["settings"]["use_llm"] = True
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+
+
+def scores(tuning: dict) -> dict:
+    """LLM alone, best fusion, best fusion without the LLM (llm_weight 0)."""
+    table = tuning["table"]
+
+    def objective(row: dict) -> float:
+        return sum(row[key] for key in SCORES)
+
+    def pick(row: dict) -> dict:
+        return {key: row[key] for key in SCORES}
+
+    fused = max(table, key=objective)
+    without = max((row for row in table if row["llm_weight"] == 0), key=objective)
+    return {
+        "llm_alone": pick(tuning["llm_alone"]),
+        "fused": {**pick(fused), "llm_weight": fused["llm_weight"]},
+        "without_llm": pick(without),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| variant | train tokens | train time | LLM alone D F1 / MAP | LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        alone, fused = row["llm_alone"], row["fused"]
+        lines.append(
+            f"| {row['variant']} | {row['train_tokens']:,} | {row['wall_seconds'] / 60:.0f} min "
+            f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
+            f"| {fused['D_f1']:.3f} / {fused['D_map']:.3f} | {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']} |"
+        )
+    without = rows[0]["without_llm"] if rows else None
+    if without:
+        lines.append(f"\nWithout the LLM (retrieval + lexicons): D {without['D_f1']:.3f} / {without['D_map']:.3f}, "
+                     f"P {without['P_f1']:.3f} / {without['P_map']:.3f}.")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--micro-batch", type=int, default=2)
-    parser.add_argument("--dev-notes", type=int, default=60)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="SFT config names under configs/sft/")
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=DIR", help="a trained coder folder instead of training")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps for every variant (default: each config's)")
+    parser.add_argument("--batch", type=int, default=8, help="examples per step, with --micro-batch")
+    parser.add_argument("--micro-batch", type=int, default=None, help="examples per forward pass (default: each config's)")
+    parser.add_argument("--dev-notes", type=int, default=None, help="tune on the first N dev notes (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "span_vs_document")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
+    reused = dict(item.split("=", 1) for item in args.reuse)
+    rows = []
     for variant in args.variants:
         out = args.out / variant
-        trained = run([
-            "train", "sft", "--config", f"configs/sft/{variant}.yaml",
-            "--set", f"output_dir={out}", "--set", f"data.data_dir={args.data_dir}",
-            "--set", f"max_steps={args.steps}", "--set", f"per_device_batch_size={args.micro_batch}",
-            "--set", f"gradient_accumulation_steps={max(1, args.batch // args.micro_batch)}", "--set", "threads=1",
-        ], out / "train.log")
+        if variant in reused:
+            reuse(Path(reused[variant]), out)
+        elif not (out / "coder.json").is_file():
+            train(variant, out, args)
+        switch_llm_on(out)
+        limit = ["--limit", str(args.dev_notes)] if args.dev_notes else []
         tuned = run([
             "predict", "tune", "--model", str(out), "--data-dir", args.data_dir, "--split", "dev",
-            "--limit", str(args.dev_notes), "--threads", "1",
+            "--cache", str(out / "stage1.jsonl"), "--threads", "1", *limit,
         ], out / "tune.log")
-        print(json.dumps({
-            "variant": variant,
-            "train_tokens": trained["train_tokens"],
-            "wall_seconds": trained["wall_seconds"],
-            "dev_notes": tuned["documents"],
-            **best_rows(out),
-        }), flush=True)
+        tuning = json.loads((out / "coder.json").read_text())["tuning"]
+        row = {"variant": variant, **training_cost(out), "dev_notes": tuned["documents"], "llm_segments": tuned["llm_segments"], **scores(tuning)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (args.out / "table.md").write_text(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -163,3 +163,25 @@ def test_document_models_read_whole_windows_without_candidates(tiny_model, retri
     span_jobs, span_outputs = jobs_by_setting[None]
     assert len(span_jobs) > len(windows) and all(candidates for *_, candidates in span_jobs)
     assert outputs.scored == span_outputs.scored  # retrieval and lexicons do not change
+
+
+def test_tuning_reports_what_the_llm_alone_is_worth():
+    from icdcoder.data.schema import Document, GoldCode
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, tune_fusion
+
+    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
+    # the LLM names the gold code; retrieval prefers a wrong one
+    outputs = [
+        NoteOutputs(doc_id=d.id, llm_segments=1, scored=[
+            ScoredCode("I10", "icd10cm", llm=0.9, retrieval=0.2),
+            ScoredCode("E11.9", "icd10cm", llm=0.1, retrieval=0.9),
+        ])
+        for d in dev
+    ]
+    result = tune_fusion(outputs, dev, CoderSettings())
+    assert result["llm_alone"]["D_f1"] == 1.0 and result["llm_alone"]["D_map"] == 1.0
+    without_llm = max(row["D_f1"] for row in result["table"] if row["llm_weight"] == 0)
+    assert without_llm < 1.0
+    for note in outputs:
+        note.llm_segments = 0
+    assert "llm_alone" not in tune_fusion(outputs, dev, CoderSettings())

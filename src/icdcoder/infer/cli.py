@@ -106,6 +106,8 @@ def tune(
         "best_settings": result["best_settings"],
     }
     record = "tuning" if lang == coder.settings.language else f"tuning_{lang}"
+    if "llm_alone" in result:
+        summary["llm_alone"] = result["llm_alone"]
     coder.write_settings(model, extra={record: {**summary, "table": result["table"]}})
     if out_dir is not None:
         write_submission(out_dir, [aggregate(o, coder.settings.for_language(lang)) for o in outputs])

@@ -654,21 +654,30 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
             "llm_weight": llm_weight, "lexical_weight": lexical_weight, "english_weight": english_weight,
             "ontology_weight": ontology_weight, "retrieval_weight": 1.0, "surface_bonus": 0.0,
         }
-        trial = settings.model_copy(update={**weights, "threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
-        predictions = [aggregate(o, trial, found) for o, found in zip(outputs, collected)]
-        row: dict = {k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}
-        thresholds = {}
-        for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-            gold = _gold_by_system(dev, system)
-            scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
-            found = _best_threshold(scored, gold)
-            thresholds[system] = found["threshold"]
-            row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
-        table.append(row)
+        row, thresholds = _tuned_row(outputs, collected, dev, settings.model_copy(update=weights))
+        table.append({**{k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}, **row})
         objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
         if best is None or objective > best[0]:
             best = (objective, {**weights, "threshold": thresholds})
-    return {"best_settings": best[1], "table": table}
+    result = {"best_settings": best[1], "table": table}
+    if has_llm:  # what the LLM's answers alone are worth: the measure of its training
+        alone = settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
+        result["llm_alone"] = _tuned_row(outputs, collected, dev, alone)[0]
+    return result
+
+
+def _tuned_row(outputs: list[NoteOutputs], collected: list, dev: list[Document], settings: CoderSettings) -> tuple[dict, dict]:
+    """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds."""
+    trial = settings.model_copy(update={"threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
+    predictions = [aggregate(o, trial, found) for o, found in zip(outputs, collected)]
+    row, thresholds = {}, {}
+    for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
+        gold = _gold_by_system(dev, system)
+        scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
+        found = _best_threshold(scored, gold)
+        thresholds[system] = found["threshold"]
+        row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
+    return row, thresholds
 
 
 def _read_cache(path: str | Path) -> dict[str, NoteOutputs]:
