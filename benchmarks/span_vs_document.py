@@ -51,10 +51,9 @@ def train(variant: str, out: Path, args: argparse.Namespace) -> None:
 
 
 def reuse(source: Path, out: Path) -> None:
-    """Copy a trained coder folder (its tuning records are replaced by this run's)."""
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source, out)
+    """Copy a trained coder folder (its tuning records are replaced by this run's; a stage-1 cache already in
+    ``out`` is kept)."""
+    shutil.copytree(source, out, dirs_exist_ok=True)
 
 
 def training_cost(coder_dir: Path) -> dict:

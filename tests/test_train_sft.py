@@ -109,3 +109,16 @@ def test_examples_cut_at_max_length_are_counted_unless_packed():
     assert _count_cut(tokenised, 5) == 2
     assert _count_cut(tokenised, 6) == 0
     assert _count_cut(tokenised, None) == 0  # packed: every row fills max_length by design
+
+
+def test_a_document_model_trained_without_candidates_still_codes_notes(tmp_path, tiny_lm_dir, corpus, ontology):
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.train.sft import run_sft
+
+    data = {"data_dir": str(corpus), "max_documents": 4, "spans": False, "document_ratio": 0.5, "candidates_k": 0}
+    run_sft(_smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=1, data=data), ontology=ontology)
+    coder = SpanLLMPredictor.load(tmp_path / "run")
+    assert coder.retriever is not None
+    prediction = coder.predict(load_codiesp(corpus, "train")[:1])[0]
+    assert prediction.doc_id

@@ -146,12 +146,10 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     started = time.time()
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    needs_ontology = config.data.candidates_k > 0 or config.data.expansion or config.data.lexicons
-    if ontology is None and needs_ontology:
-        ontology = _load_ontology()
+    ontology = ontology or _load_ontology()
     if documents is None:
         documents = load_training_documents(config.data)
-    retriever = fit_retriever(documents, ontology) if config.data.candidates_k > 0 else None
+    retriever = fit_retriever(documents, ontology)  # the saved coder retrieves even if the examples show no candidates
     examples = build_examples(documents, config.data, ontology, retriever=retriever, seed=config.seed)
     log.info("built %d training examples from %d documents", len(examples), len(documents))
 
@@ -228,7 +226,7 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
     model = PeftModel.from_pretrained(_as_trainable(base), str(checkpoint))
     ontology = ontology or _load_ontology()
     documents = load_training_documents(config.data)
-    retriever = fit_retriever(documents, ontology) if config.data.candidates_k > 0 else None
+    retriever = fit_retriever(documents, ontology)
     lexicon, english_lexicon = fit_lexicons(documents, config.data, ontology)
     settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
     settings = settings.model_copy(update={"language": config.data.lang})
