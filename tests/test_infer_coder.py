@@ -145,7 +145,7 @@ def test_load_rejects_a_folder_without_coder_json(tmp_path):
 
 def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
-    from icdcoder.spans import segment_note
+    from icdcoder.spans import note_windows
 
     model, tokenizer = tiny_model
     jobs_by_setting = {}
@@ -156,7 +156,7 @@ def test_document_models_read_whole_windows_without_candidates(tiny_model, retri
         outputs = coder.segment_outputs(corpus_docs[:1])
         jobs_by_setting[window] = (jobs, outputs[0])
     note = corpus_docs[0].text
-    windows = segment_note(note, max_words=12)
+    windows = note_windows(note, max_words=12)
     jobs, outputs = jobs_by_setting[12]
     assert [(text, start) for _, text, start, _ in jobs] == [(w.text(note), w.start) for w in windows]
     assert all(candidates == [] for *_, candidates in jobs) and outputs.llm_segments == len(windows)

@@ -68,3 +68,12 @@ def test_segment_text_and_bad_max_words():
     assert Segment(2, 5).text("abcdefg") == "cde"
     with pytest.raises(InputError, match="max_words"):
         segment_note("x", max_words=0)
+
+
+def test_note_windows_merge_whole_sentences_up_to_max_words():
+    from icdcoder.spans import note_windows
+
+    text = "Uno dos tres. Cuatro cinco.\nSeis siete ocho nueve. Diez."
+    windows = [w.text(text) for w in note_windows(text, max_words=6)]
+    assert windows == ["Uno dos tres. Cuatro cinco.", "Seis siete ocho nueve. Diez."]
+    assert [w.text(text) for w in note_windows(text, max_words=100)] == [text]

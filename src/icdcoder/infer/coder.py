@@ -329,7 +329,7 @@ class SpanLLMPredictor(Predictor):
     def _chunk_outputs(self, documents: Sequence[Document]) -> list[NoteOutputs]:
         """Retrieval for every segment of the notes; the LLM for segments past the cheap filter
         (or for each window of ``llm_window_words``)."""
-        from icdcoder.spans import segment_note
+        from icdcoder.spans import note_windows
 
         settings = self.settings
         scale = self._retrieval_scale()
@@ -346,7 +346,7 @@ class SpanLLMPredictor(Predictor):
                     jobs.append((note_index, text, segment.start, [c.as_candidate() for c in found[: settings.candidates_k]]))
                     note.llm_segments += 1
             if llm_on and settings.llm_window_words:
-                windows = segment_note(document.text, max_words=settings.llm_window_words)
+                windows = note_windows(document.text, max_words=settings.llm_window_words)
                 jobs.extend((note_index, window.text(document.text), window.start, []) for window in windows)
                 note.llm_segments += len(windows)
             if settings.retrieve_on_translation and document.translation and document.language != "en":

@@ -26,7 +26,7 @@ from icdcoder.spans.retrieval import (
     ScoredCandidate,
     build_codiesp_retriever,
 )
-from icdcoder.spans.segment import Segment, segment_note
+from icdcoder.spans.segment import Segment, note_windows, segment_note
 from icdcoder.spans.text import normalize_text
 from icdcoder.spans.translate import WordTranslator, parallel_sentences
 
@@ -49,6 +49,7 @@ __all__ = [
     "mix_examples",
     "normalize_text",
     "parallel_sentences",
+    "note_windows",
     "segment_note",
     "sentence_cue_score",
     "sparse_codes",

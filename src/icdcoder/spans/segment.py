@@ -157,3 +157,9 @@ def segment_note(text: str, max_words: int = 40) -> list[Segment]:
     for sentence in _sentences(text):
         segments.extend(_split_long(text, sentence, max_words))
     return segments
+
+
+def note_windows(text: str, max_words: int) -> list[Segment]:
+    """The note's sentences merged in reading order into windows of at most ``max_words`` words
+    (what a document-level model reads)."""
+    return _pack(text, segment_note(text, max_words=max_words), max_words)
