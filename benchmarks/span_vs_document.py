@@ -92,6 +92,10 @@ def scores(tuning: dict) -> dict:
     }
 
 
+def _minutes(seconds: float | None) -> str:
+    return "not recorded" if seconds is None else f"{seconds / 60:.0f} min"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| variant | train tokens | train time | LLM alone D F1 / MAP | LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
@@ -100,7 +104,7 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         alone, fused = row["llm_alone"], row["fused"]
         lines.append(
-            f"| {row['variant']} | {row['train_tokens']:,} | {row['wall_seconds'] / 60:.0f} min "
+            f"| {row['variant']} | {row['train_tokens']:,} | {_minutes(row['wall_seconds'])} "
             f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
             f"| {fused['D_f1']:.3f} / {fused['D_map']:.3f} | {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']} |"
         )

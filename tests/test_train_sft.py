@@ -98,6 +98,8 @@ def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, 
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
     coder = SpanLLMPredictor.load(exported)
     assert coder.model is not None and coder.retriever is not None
+    meta = json.loads((exported / "run_meta.json").read_text())
+    assert meta["steps"] == 2 and meta["train_tokens"] > 0 and meta["wall_seconds"] is None
 
 
 def test_examples_cut_at_max_length_are_counted_unless_packed():

@@ -234,7 +234,25 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
         model, tokenizer, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english_lexicon
     )
     coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
+    _write_export_meta(output_dir, config, checkpoint)
     return output_dir
+
+
+def _write_export_meta(output_dir: Path, config: SftConfig, checkpoint: Path) -> None:
+    """``run_meta.json`` for an exported checkpoint: its step and training tokens from the trainer state.
+    Wall time is unknown (``null``): a checkpoint does not record it."""
+    state_path = checkpoint / "trainer_state.json"
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    logged = [entry["num_tokens"] for entry in state.get("log_history", []) if "num_tokens" in entry]
+    meta = {
+        "train_tokens": int(max(logged)) if logged else None,
+        "wall_seconds": None,
+        "steps": state.get("global_step"),
+        "exported_from": str(checkpoint),
+        "config": json.loads(config.model_dump_json()),
+    }
+    with atomic_write(output_dir / "run_meta.json") as handle:
+        json.dump(meta, handle, indent=2, ensure_ascii=False)
 
 
 def _load_ontology():
