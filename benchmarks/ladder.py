@@ -18,6 +18,9 @@ reused (``--retrain`` to train again). The SFT rung has one checkpoint per
 (mean +- standard deviation over seeds) and writes ``runs-dir/ladder.json``.
 ``--span-eval N`` adds the RL objective on held-out data: greedy hint-free answers
 on N dev span prompts scored with :func:`icdcoder.rl.rewards.score_completion`.
+Coders are loaded with their LLM on (the shipped settings switch it off); note-level
+scores use each coder's tuned fusion weights, so with ``llm_weight: 0`` they do not
+see the LLM at all: read the span columns then.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
     rows = []
     if rung == "sft":
         for folder in args.sft:
-            coder = SpanLLMPredictor.load(folder)
+            coder = SpanLLMPredictor.load(folder, use_llm=True)
             rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder),
                          **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology)})
         return rows
@@ -173,7 +176,7 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
             train_seconds = coder.fit(train_docs).wall_seconds
         else:
             folder, train_seconds = train_rl_rung(rung, args, seed, train_docs, ontology)
-            coder = SpanLLMPredictor.load(folder)
+            coder = SpanLLMPredictor.load(folder, use_llm=True)
         rows.append({"seed": seed, "train_seconds": train_seconds,
                      **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology)})
     return rows

@@ -114,6 +114,10 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     assert loaded.settings == coder.settings
     again = loaded.predict(corpus_docs[:1])
     assert [(c.code, c.score) for c in again[0].codes] == [(c.code, c.score) for c in predictions[0].codes]
+    coder.settings = coder.settings.model_copy(update={"use_llm": False})
+    coder.write_settings(tmp_path / "coder")
+    assert SpanLLMPredictor.load(tmp_path / "coder").model is None
+    assert SpanLLMPredictor.load(tmp_path / "coder", use_llm=True).model is not None
 
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):

@@ -512,7 +512,8 @@ class SpanLLMPredictor(Predictor):
             json.dump(record, handle, indent=2, ensure_ascii=False)
 
     @classmethod
-    def load(cls, directory: str | Path) -> SpanLLMPredictor:
+    def load(cls, directory: str | Path, use_llm: bool | None = None) -> SpanLLMPredictor:
+        """A saved coder; ``use_llm`` overrides its setting (to study an adapter the shipped settings switch off)."""
         from icdcoder.spans import CandidateRetriever
 
         directory = Path(directory)
@@ -528,6 +529,8 @@ class SpanLLMPredictor(Predictor):
             raise InputError(f"field 'settings.{where}': {first['msg']}", path=settings_path) from None
         except (json.JSONDecodeError, KeyError, ValueError) as err:
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
+        if use_llm is not None:
+            settings = settings.model_copy(update={"use_llm": use_llm})
         coder = cls(settings)
         model, tokenizer = (None, None)
         if (directory / "model").is_dir() and settings.use_llm:
