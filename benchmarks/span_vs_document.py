@@ -98,13 +98,13 @@ def _minutes(seconds: float | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| variant | train tokens | train time | LLM alone D F1 / MAP | LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | train tokens | train time | answer lines dropped | LLM alone D F1 / MAP | LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         alone, fused = row["llm_alone"], row["fused"]
         lines.append(
-            f"| {row['variant']} | {row['train_tokens']:,} | {_minutes(row['wall_seconds'])} "
+            f"| {row['variant']} | {row['train_tokens']:,} | {_minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
             f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
             f"| {fused['D_f1']:.3f} / {fused['D_map']:.3f} | {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']} |"
         )
@@ -141,7 +141,8 @@ def main() -> None:
             "--cache", str(out / "stage1.jsonl"), "--threads", "1", *limit,
         ], out / "tune.log")
         tuning = json.loads((out / "coder.json").read_text())["tuning"]
-        row = {"variant": variant, **training_cost(out), "dev_notes": tuned["documents"], "llm_segments": tuned["llm_segments"], **scores(tuning)}
+        row = {"variant": variant, **training_cost(out), "dev_notes": tuned["documents"], "llm_segments": tuned["llm_segments"],
+               "dropped_lines": sum(tuned["dropped"].values()), **scores(tuning)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     (args.out / "table.md").write_text(markdown(rows))

@@ -127,3 +127,22 @@ def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
     assert "R50.9" not in {row["code"] for row in plain["codes"]}
     read = json.loads(_in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout)
     assert "R50.9" in {row["code"] for row in read["codes"]}
+
+
+def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, corpus, coder_dir):
+    import shutil
+
+    model = tmp_path / "coder"
+    shutil.copytree(coder_dir, model)
+    cache = tmp_path / "stage1.jsonl"
+    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache))
+    result = _in_process(*args)
+    assert result.exit_code == 0, result.output[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["documents"] == len(NOTES) and summary["llm_segments"] > 0
+    assert isinstance(summary["dropped"], dict) and set(summary["llm_alone"]) >= {"D_f1", "D_map", "P_f1", "P_map"}
+    record = json.loads((model / "coder.json").read_text())
+    assert record["tuning"]["table"] and record["settings"]["threshold"] == summary["best_settings"]["threshold"]
+    assert len(cache.read_text().splitlines()) == len(NOTES)
+    again = json.loads(_in_process(*args).stdout.strip().splitlines()[-1])  # from the cache: same answers, same tuning
+    assert again["best_settings"] == summary["best_settings"] and again["dropped"] == summary["dropped"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -103,6 +104,7 @@ def tune(
         "documents": len(documents),
         "segments": sum(o.segments for o in outputs),
         "llm_segments": sum(o.llm_segments for o in outputs),
+        "dropped": dict(sum((o.dropped for o in outputs), Counter())),
         "best_settings": result["best_settings"],
     }
     record = "tuning" if lang == coder.settings.language else f"tuning_{lang}"
