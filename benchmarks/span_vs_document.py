@@ -60,8 +60,8 @@ def training_cost(coder_dir: Path) -> dict:
     """Tokens and wall time from ``run_meta.json`` (train sft) or ``meta.json`` (a shipped model)."""
     run_meta = coder_dir / "run_meta.json"
     if run_meta.is_file():
-        meta = json.loads(run_meta.read_text())
-        return {"train_tokens": meta["train_tokens"], "wall_seconds": meta["wall_seconds"], "steps": meta.get("steps")}
+        meta = json.loads(run_meta.read_text())  # RL runs record no training tokens
+        return {"train_tokens": meta.get("train_tokens"), "wall_seconds": meta["wall_seconds"], "steps": meta.get("steps")}
     report = json.loads((coder_dir / "meta.json").read_text())["fit_report"]
     return {"train_tokens": report["train_tokens"], "wall_seconds": report["wall_seconds"], "steps": None}
 
@@ -92,6 +92,10 @@ def scores(tuning: dict) -> dict:
     }
 
 
+def _count(tokens: int | None) -> str:
+    return "not recorded" if tokens is None else f"{tokens:,}"
+
+
 def _minutes(seconds: float | None) -> str:
     return "not recorded" if seconds is None else f"{seconds / 60:.0f} min"
 
@@ -104,7 +108,7 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         alone, fused = row["llm_alone"], row["fused"]
         lines.append(
-            f"| {row['variant']} | {row['train_tokens']:,} | {_minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
+            f"| {row['variant']} | {_count(row['train_tokens'])} | {_minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
             f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
             f"| {fused['D_f1']:.3f} / {fused['D_map']:.3f} | {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']} |"
         )
