@@ -243,9 +243,8 @@ def _write_export_meta(output_dir: Path, config: SftConfig, checkpoint: Path) ->
     Wall time is unknown (``null``): a checkpoint does not record it."""
     state_path = checkpoint / "trainer_state.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
-    logged = [entry["num_tokens"] for entry in state.get("log_history", []) if "num_tokens" in entry]
     meta = {
-        "train_tokens": int(max(logged)) if logged else None,
+        "train_tokens": _logged_tokens(state.get("log_history", [])),
         "wall_seconds": None,
         "steps": state.get("global_step"),
         "exported_from": str(checkpoint),
@@ -263,10 +262,14 @@ def _load_ontology():
 
 def _tokens_seen(trainer, tokens_per_epoch: int) -> int:
     """Training tokens actually processed: TRL's running count when logged, else epochs x tokens."""
-    logged = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
-    if logged:
-        return int(max(logged))
-    return int(tokens_per_epoch * (trainer.state.epoch or 0))
+    logged = _logged_tokens(trainer.state.log_history)
+    return logged if logged is not None else int(tokens_per_epoch * (trainer.state.epoch or 0))
+
+
+def _logged_tokens(log_history: list[dict]) -> int | None:
+    """TRL's running count of training tokens in a trainer's log, if it logged one."""
+    logged = [entry["num_tokens"] for entry in log_history if "num_tokens" in entry]
+    return int(max(logged)) if logged else None
 
 
 def _write_run_meta(output_dir: Path, config: SftConfig, report: FitReport, provenance: dict[str, int], n_documents: int) -> None:
