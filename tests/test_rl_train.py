@@ -90,12 +90,15 @@ def test_grpo_resume_continues_from_the_last_checkpoint(tmp_path, tiny_lm_dir, d
 def test_grpo_continues_an_sft_coder_adapter_with_a_ref_copy(tmp_path, tiny_lm_dir, documents_jsonl):
     first = tmp_path / "first"
     run_cli("grpo", first, str(tiny_lm_dir), documents_jsonl, "--set", "max_steps=1")
+    (first / "lexicon").mkdir()
+    (first / "lexicon" / "surface_forms.json.gz").write_bytes(b"the SFT coder's lexicon")
     second = tmp_path / "second"
     summary = run_cli("grpo", second, str(first), documents_jsonl, "--set", "max_steps=1", "--set", "beta=0.1")
     assert summary["steps"] == 1
     adapter = json.loads((second / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)  # loadable anywhere, not the ref copy
     assert not (second / "model" / "ref").exists()
+    assert (second / "lexicon" / "surface_forms.json.gz").read_bytes() == b"the SFT coder's lexicon"  # travels with the coder
     assert any("kl" in entry for entry in map(json.loads, (second / "train_log.jsonl").read_text().splitlines()))
 
 

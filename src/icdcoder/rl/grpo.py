@@ -347,8 +347,8 @@ def prepare_retriever(start: StartingPoint, config: GrpoConfig, documents: Seque
 
 
 def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_dir: Path) -> None:
-    """Make ``output_dir`` a coder folder: the trained ``model/``, the retriever, the SFT coder's settings."""
-    from icdcoder.infer.coder import CODER_FILE, SpanLLMPredictor
+    """Make ``output_dir`` a coder folder: the trained ``model/``, the retriever, the SFT coder's settings and lexicons."""
+    from icdcoder.infer.coder import CODER_FILE, ENGLISH_LEXICON_DIR, LEXICON_DIR, SpanLLMPredictor
 
     if model_dir.resolve() != (output_dir / "model").resolve():
         if (output_dir / "model").exists():
@@ -359,6 +359,9 @@ def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_
     if start.coder_dir is not None and (start.coder_dir / CODER_FILE).is_file():
         with atomic_write(output_dir / CODER_FILE) as handle:
             handle.write((start.coder_dir / CODER_FILE).read_text(encoding="utf-8"))
+        for lexicon in (LEXICON_DIR, ENGLISH_LEXICON_DIR):
+            if (start.coder_dir / lexicon).is_dir():
+                shutil.copytree(start.coder_dir / lexicon, output_dir / lexicon, dirs_exist_ok=True)
     elif retriever is not None:
         SpanLLMPredictor().write_settings(output_dir)
 
