@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -61,11 +62,13 @@ def predict_codiesp(
     predictor = load_predictor(model, system)
     predictions = predictor.predict(documents)
     rows = write_submission(out_dir, predictions)
-    dropped: dict[str, int] = {}
-    for prediction in predictions:
-        for reason, count in prediction.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + count
+    dropped = dropped_totals(prediction.dropped for prediction in predictions)
     typer.echo(json.dumps({"documents": len(documents), "rows": rows, "dropped": dropped, "out_dir": str(out_dir)}))
+
+
+def dropped_totals(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Dropped model-output lines per reason, summed over notes."""
+    return dict(sum((Counter(count) for count in counts), Counter()))
 
 
 @predict_app.command("tune")
@@ -104,7 +107,7 @@ def tune(
         "documents": len(documents),
         "segments": sum(o.segments for o in outputs),
         "llm_segments": sum(o.llm_segments for o in outputs),
-        "dropped": dict(sum((o.dropped for o in outputs), Counter())),
+        "dropped": dropped_totals(o.dropped for o in outputs),
         "best_settings": result["best_settings"],
     }
     record = "tuning" if lang == coder.settings.language else f"tuning_{lang}"
