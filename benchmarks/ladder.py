@@ -15,12 +15,14 @@ The GRPO and PHI rungs are trained from the SFT coder folder with
 applied to both) into ``runs-dir/<rung>/seed<k>``; an existing finished run is
 reused (``--retrain`` to train again). The SFT rung has one checkpoint per
 ``--sft`` folder (give several folders for an SFT seed spread). Prints a table
-(mean +- standard deviation over seeds) and writes ``runs-dir/ladder.json``.
+(mean +- standard deviation over seeds) and writes ``runs-dir/ladder_<split>_<notes>.json`` (one file per evaluated note set).
 ``--span-eval N`` adds the RL objective on held-out data: greedy hint-free answers
 on N dev span prompts scored with :func:`icdcoder.rl.rewards.score_completion`.
-Coders are loaded with their LLM on (the shipped settings switch it off); note-level
-scores use each coder's tuned fusion weights, so with ``llm_weight: 0`` they do not
-see the LLM at all: read the span columns then.
+Coders are loaded with their LLM on (the shipped settings switch it off). Note-level
+scores of the SFT, GRPO and PHI rungs read the LLM's answers alone, each system's
+threshold tuned on the evaluated notes (the fused coder's retrieval and lexicons
+would hide what post-training changed); stage-1 outputs are cached under
+``runs-dir/note_outputs`` so an interrupted evaluation resumes.
 """
 
 from __future__ import annotations
@@ -145,11 +147,34 @@ def sft_train_seconds(folder: Path) -> float | None:
     return json.loads(meta.read_text()).get("wall_seconds") if meta.is_file() else None
 
 
-def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology) -> dict:
-    """Note-level CodiEsp scores and, when asked, span-level reward terms."""
+def llm_alone_predictions(coder, dev_docs, cache: Path) -> tuple[list, float | None]:
+    """The span coder's LLM answers alone (thresholds tuned on these notes), and seconds per note.
+
+    Stage-1 outputs go to ``cache`` as they are made, so an interrupted evaluation resumes;
+    a resumed evaluation is not timed (None).
+    """
+    from icdcoder.infer.coder import aggregate, llm_alone, with_tuned_thresholds
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    resumed = cache.is_file()
+    started = time.time()
+    outputs = coder.segment_outputs(dev_docs, cache=cache)
+    per_note = None if resumed else (time.time() - started) / max(len(dev_docs), 1)
+    settings = with_tuned_thresholds(outputs, dev_docs, llm_alone(coder.settings))
+    return [aggregate(o, settings) for o in outputs], per_note
+
+
+def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, label: str) -> dict:
+    """Note-level CodiEsp scores (a span coder's LLM alone) and, when asked, span-level reward terms."""
+    from icdcoder.infer.coder import SpanLLMPredictor
+
     row: dict = {}
     if not args.skip_notes:
-        predictions, per_note = predict_timed(coder, dev_docs)
+        if isinstance(coder, SpanLLMPredictor):
+            cache = args.runs_dir / "note_outputs" / f"{label}-{args.split}-{len(dev_docs)}.jsonl"
+            predictions, per_note = llm_alone_predictions(coder, dev_docs, cache)
+        else:
+            predictions, per_note = predict_timed(coder, dev_docs)
         row = {"predict_seconds_per_note": per_note, **scores(dev_docs, predictions, train_counts, label_space)}
     if args.span_eval and getattr(coder, "retriever", None) is not None:
         config = rl_settings(args.grpo_config, args.sft[0], 0, args.runs_dir / "span_eval", args.overrides, args.threads)
@@ -166,7 +191,7 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
         for folder in args.sft:
             coder = SpanLLMPredictor.load(folder, use_llm=True)
             rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder),
-                         **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology)})
+                         **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"sft-{folder.name}")})
         return rows
     for seed in args.seeds:
         if rung == "prompting":
@@ -178,7 +203,7 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
             folder, train_seconds = train_rl_rung(rung, args, seed, train_docs, ontology)
             coder = SpanLLMPredictor.load(folder, use_llm=True)
         rows.append({"seed": seed, "train_seconds": train_seconds,
-                     **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology)})
+                     **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"{rung}-seed{seed}")})
     return rows
 
 
@@ -204,14 +229,14 @@ def print_table(results: dict[str, list[dict]], title: str) -> None:
     Console(width=200).print(table)
 
 
-def earlier_results(path: Path, split: str, n_docs: int) -> dict[str, list[dict]]:
-    """Rows of other rungs from an earlier invocation on the same notes, so rungs can be run one at a time."""
+def earlier_results(path: Path, split: str, n_docs: int) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
+    """Rows and ``--set`` overrides of each rung from earlier invocations on the same notes, so rungs can be run one at a time."""
     if not path.is_file():
-        return {}
+        return {}, {}
     earlier = json.loads(path.read_text(encoding="utf-8"))
     if earlier.get("split") != split or earlier.get("n_docs") != n_docs:
-        return {}
-    return earlier.get("results", {})
+        return {}, {}
+    return earlier.get("results", {}), earlier.get("overrides", {})
 
 
 def main(argv=None) -> None:
@@ -224,18 +249,20 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     train_docs = load_codiesp(args.data_dir, "train", language=args.lang)
-    dev_docs = load_codiesp(args.data_dir, args.split, language=args.lang)
+    dev_docs = load_codiesp(args.data_dir, args.split, language=args.lang, with_translation=args.lang != "en")
     if args.max_docs:
         dev_docs = dev_docs[: args.max_docs]
     train_counts = code_frequencies(train_docs)
     label_space = sorted(train_counts)
     ontology = load_ontology()
-    results = earlier_results(args.runs_dir / "ladder.json", args.split, len(dev_docs))
+    results_path = args.runs_dir / f"ladder_{args.split}_{len(dev_docs)}.json"
+    results, overrides = earlier_results(results_path, args.split, len(dev_docs))
     for rung in args.rungs:
         results[rung] = run_rung(rung, args, dev_docs, train_docs, train_counts, label_space, ontology)
+        overrides[rung] = args.overrides
         args.runs_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(args.runs_dir / "ladder.json") as handle:
-            json.dump({"split": args.split, "n_docs": len(dev_docs), "overrides": args.overrides, "results": results}, handle, indent=2)
+        with atomic_write(results_path) as handle:
+            json.dump({"split": args.split, "n_docs": len(dev_docs), "overrides": overrides, "results": results}, handle, indent=2)
     print_table(results, f"CodiEsp {args.split} ({len(dev_docs)} notes, {args.lang}); label space = train codes")
 
 

@@ -189,3 +189,22 @@ def test_tuning_reports_what_the_llm_alone_is_worth():
     for note in outputs:
         note.llm_segments = 0
     assert "llm_alone" not in tune_fusion(outputs, dev, CoderSettings())
+
+
+def test_llm_alone_settings_with_tuned_thresholds_keep_only_the_llms_codes():
+    from icdcoder.data.schema import Document, GoldCode
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, aggregate, llm_alone, with_tuned_thresholds
+
+    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
+    outputs = [
+        NoteOutputs(doc_id=d.id, llm_segments=1, scored=[
+            ScoredCode("I10", "icd10cm", llm=0.9, retrieval=0.2),
+            ScoredCode("E11.9", "icd10cm", llm=0.1, retrieval=0.9, lexical=1.0),
+            ScoredCode("R52", "icd10cm", retrieval=1.0, english=1.0, ontology=1.0),
+        ])
+        for d in dev
+    ]
+    settings = with_tuned_thresholds(outputs, dev, llm_alone(CoderSettings(lexical_weight=2.0, english_weight=1.0)))
+    assert settings.llm_weight == 1.0 and settings.retrieval_weight == settings.lexical_weight == 0.0
+    assert 0.1 < settings.threshold["icd10cm"] <= 0.9  # keeps I10, drops the LLM's weak E11.9
+    assert [[c.code for c in aggregate(o, settings).codes] for o in outputs] == [["I10"]] * 3

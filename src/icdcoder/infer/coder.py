@@ -664,9 +664,19 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
             best = (objective, {**weights, "threshold": thresholds})
     result = {"best_settings": best[1], "table": table}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
-        alone = settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
-        result["llm_alone"] = _tuned_row(outputs, collected, dev, alone)[0]
+        result["llm_alone"] = _tuned_row(outputs, collected, dev, llm_alone(settings))[0]
     return result
+
+
+def llm_alone(settings: CoderSettings) -> CoderSettings:
+    """``settings`` with every signal but the LLM weighted 0: what an adapter's training taught it."""
+    return settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
+
+
+def with_tuned_thresholds(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> CoderSettings:
+    """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged."""
+    _, thresholds = _tuned_row(outputs, [collect_signals(o) for o in outputs], dev, settings)
+    return settings.model_copy(update={"threshold": thresholds})
 
 
 def _tuned_row(outputs: list[NoteOutputs], collected: list, dev: list[Document], settings: CoderSettings) -> tuple[dict, dict]:
