@@ -10,8 +10,8 @@ recipe on whole-note examples (configs/sft/document_cpu.yaml), reusing the shipp
     python benchmarks/span_vs_document.py --data-dir ../shared/data/codiesp \\
         --variants default document_cpu --reuse default=src/icdcoder/models/default
 
-Each variant is trained (``icdcoder train sft --config configs/sft/<variant>.yaml``) or reused, its LLM is
-switched on, and it is tuned on dev (``icdcoder predict tune``, stage-1 outputs cached per variant so an
+Each variant is trained (``icdcoder train sft --config configs/sft/<variant>.yaml``) or reused, and
+tuned on dev with its LLM on (``icdcoder predict tune --llm``, stage-1 outputs cached per variant so an
 interrupted run resumes). Printed per variant, one JSON line: training tokens and wall time; the LLM's
 answers alone (D/P micro-F1 and MAP at their best threshold: what training taught); the best fusion with
 the retrieval and lexicon signals; and the best fusion without the LLM. ``<out>/table.md`` tabulates them.
@@ -64,13 +64,6 @@ def training_cost(coder_dir: Path) -> dict:
         return {"train_tokens": meta.get("train_tokens"), "wall_seconds": meta["wall_seconds"], "steps": meta.get("steps")}
     report = json.loads((coder_dir / "meta.json").read_text())["fit_report"]
     return {"train_tokens": report["train_tokens"], "wall_seconds": report["wall_seconds"], "steps": None}
-
-
-def switch_llm_on(coder_dir: Path) -> None:
-    path = coder_dir / "coder.json"
-    record = json.loads(path.read_text())
-    record["settings"]["use_llm"] = True
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
 
 
 def scores(tuning: dict) -> dict:
@@ -138,11 +131,10 @@ def main() -> None:
             reuse(Path(reused[variant]), out)
         elif not (out / "coder.json").is_file():
             train(variant, out, args)
-        switch_llm_on(out)
         limit = ["--limit", str(args.dev_notes)] if args.dev_notes else []
         tuned = run([
             "predict", "tune", "--model", str(out), "--data-dir", args.data_dir, "--split", "dev",
-            "--cache", str(out / "stage1.jsonl"), "--threads", "1", *limit,
+            "--cache", str(out / "stage1.jsonl"), "--threads", "1", "--llm", *limit,
         ], out / "tune.log")
         tuning = json.loads((out / "coder.json").read_text())["tuning"]
         row = {"variant": variant, **training_cost(out), "dev_notes": tuned["documents"], "llm_segments": tuned["llm_segments"],

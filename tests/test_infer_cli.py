@@ -146,3 +146,15 @@ def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, co
     assert len(cache.read_text().splitlines()) == len(NOTES)
     again = json.loads(_in_process(*args).stdout.strip().splitlines()[-1])  # from the cache: same answers, same tuning
     assert again["best_settings"] == summary["best_settings"] and again["dropped"] == summary["dropped"]
+
+
+def test_predict_tune_no_llm_skips_the_model_and_saves_the_choice(tmp_path, corpus, coder_dir):
+    import shutil
+
+    model = tmp_path / "coder"
+    shutil.copytree(coder_dir, model)
+    result = _in_process("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--no-llm")
+    assert result.exit_code == 0, result.output[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["llm_segments"] == 0 and "llm_alone" not in summary
+    assert json.loads((model / "coder.json").read_text())["settings"]["use_llm"] is False

@@ -81,6 +81,9 @@ def tune(
     cache: Annotated[Path | None, typer.Option("--cache", help="JSONL cache of per-segment outputs (resumable).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Tune on the first N notes only.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    llm: Annotated[
+        bool | None, typer.Option("--llm/--no-llm", help="Run the coder's LLM or not (default: its saved use_llm); saved with the tuned weights.")
+    ] = None,
 ) -> None:
     """Tune fusion weights and thresholds of a span coder on a split; prints the result as JSON.
 
@@ -97,7 +100,7 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")[:limit]
-    coder = SpanLLMPredictor.load(model)
+    coder = SpanLLMPredictor.load(model, use_llm=llm)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
