@@ -47,7 +47,7 @@ def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> N
 def main() -> None:
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.metrics import frequency_band_recall
-    from icdcoder.infer.coder import SpanLLMPredictor, _tuned_row, aggregate, collect_signals
+    from icdcoder.infer.coder import SpanLLMPredictor, _gold_by_system, _tuned_row, aggregate, collect_signals
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
@@ -68,7 +68,7 @@ def main() -> None:
     gold = {document.id: {g.code for g in document.codes if g.system == "icd10cm"} for document in dev}
     for weight in args.weights:
         trial = coder.settings.model_copy(update={"llm_weight": weight})
-        row, thresholds = _tuned_row(outputs, collected, dev, trial)
+        row, thresholds = _tuned_row(outputs, collected, _gold_by_system(dev), trial)
         tuned = trial.model_copy(update={"threshold": thresholds})
         ranked = {note.doc_id: [c.code for c in aggregate(note, tuned, found).ranked({"icd10cm"})] for note, found in zip(outputs, collected)}
         unseen = frequency_band_recall(gold, ranked, train_counts)["unseen_recall"]

@@ -611,8 +611,9 @@ def _confidence_by_code(generation, resolve) -> dict[str, float]:
 # ---------------------------------------------------------------------- tuning
 
 
-def _gold_by_system(documents: Sequence[Document], system: str) -> dict[str, set[str]]:
-    return {d.id: {g.code for g in d.codes if g.system == system} for d in documents}
+def _gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
+    """system -> note id -> its gold codes of that system."""
+    return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
 
 
 def _best_threshold(scored: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]]) -> dict[str, float]:
@@ -651,20 +652,21 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
         [0.0, 1.0, 2.0, 4.0, 8.0] if has_ontology else [0.0],
     )
     collected = [collect_signals(o) for o in outputs]  # the same for every row of the grid
+    gold = _gold_by_system(dev)
     table, best = [], None
     for llm_weight, lexical_weight, english_weight, ontology_weight in grid:
         weights = {
             "llm_weight": llm_weight, "lexical_weight": lexical_weight, "english_weight": english_weight,
             "ontology_weight": ontology_weight, "retrieval_weight": 1.0, "surface_bonus": 0.0,
         }
-        row, thresholds = _tuned_row(outputs, collected, dev, settings.model_copy(update=weights))
+        row, thresholds = _tuned_row(outputs, collected, gold, settings.model_copy(update=weights))
         table.append({**{k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}, **row})
         objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
         if best is None or objective > best[0]:
             best = (objective, {**weights, "threshold": thresholds})
     result = {"best_settings": best[1], "table": table}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
-        result["llm_alone"] = _tuned_row(outputs, collected, dev, llm_alone(settings))[0]
+        result["llm_alone"] = _tuned_row(outputs, collected, gold, llm_alone(settings))[0]
     return result
 
 
@@ -675,19 +677,20 @@ def llm_alone(settings: CoderSettings) -> CoderSettings:
 
 def with_tuned_thresholds(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> CoderSettings:
     """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged."""
-    _, thresholds = _tuned_row(outputs, [collect_signals(o) for o in outputs], dev, settings)
+    _, thresholds = _tuned_row(outputs, [collect_signals(o) for o in outputs], _gold_by_system(dev), settings)
     return settings.model_copy(update={"threshold": thresholds})
 
 
-def _tuned_row(outputs: list[NoteOutputs], collected: list, dev: list[Document], settings: CoderSettings) -> tuple[dict, dict]:
+def _tuned_row(
+    outputs: list[NoteOutputs], collected: list, gold: dict[str, dict[str, set[str]]], settings: CoderSettings
+) -> tuple[dict, dict]:
     """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds."""
     trial = settings.model_copy(update={"threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
     predictions = [aggregate(o, trial, found) for o, found in zip(outputs, collected)]
     row, thresholds = {}, {}
     for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-        gold = _gold_by_system(dev, system)
         scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
-        found = _best_threshold(scored, gold)
+        found = _best_threshold(scored, gold[system])
         thresholds[system] = found["threshold"]
         row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
     return row, thresholds
