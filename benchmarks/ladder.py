@@ -38,6 +38,7 @@ from rich.table import Table
 
 from icdcoder.io import atomic_write
 
+RUNGS = ("prompting", "sft", "grpo", "phi")
 COLUMNS = [
     ("D MAP", "d_map"),
     ("D micro-F1", "d_micro_f1"),
@@ -62,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grpo-config", type=Path, default=Path("configs/rl/grpo.yaml"))
     parser.add_argument("--phi-config", type=Path, default=Path("configs/rl/phi.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rungs", nargs="+", default=["prompting", "sft", "grpo", "phi"], choices=["prompting", "sft", "grpo", "phi"])
+    parser.add_argument("--rungs", nargs="+", default=list(RUNGS), choices=RUNGS)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/ladder"))
     parser.add_argument("--max-docs", type=int, default=None, help="evaluate on the first N notes of the split (state it when reporting)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="RL config override a.b=value (repeatable)")
@@ -224,7 +225,7 @@ def print_table(results: dict[str, list[dict]], title: str) -> None:
     table.add_column("seeds")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")
-    for rung, rows in results.items():
+    for rung, rows in sorted(results.items(), key=lambda item: RUNGS.index(item[0])):
         table.add_row(rung, str(len(rows)), *(mean_and_spread(rows, key) for _, key in COLUMNS))
     Console(width=200).print(table)
 
