@@ -1,6 +1,8 @@
 """Notes per second of a saved coder on a ~400-word note (CPU, and GPU when one is present).
 
-    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1]
+    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm]
+
+``--llm`` / ``--no-llm`` override the coder's saved ``use_llm`` (the shipped coder has its LLM off).
 
 Prints one JSON line per device: notes/s, segments per note, segments sent to the LLM.
 """
@@ -33,11 +35,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--notes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--llm", action=argparse.BooleanOptionalAction, default=None, help="run the LLM (default: as saved)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
     documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
-    coder = SpanLLMPredictor.load(args.model)
+    coder = SpanLLMPredictor.load(args.model, use_llm=args.llm)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         if coder.model is not None:
@@ -50,6 +53,7 @@ def main() -> None:
         print(json.dumps({
             "device": device,
             "threads": args.threads,
+            "llm": coder.settings.use_llm,
             "words_per_note": len(text.split()),
             "notes_per_second": round(len(documents) / elapsed, 3),
             "segments_per_note": sum(o.segments for o in outputs) / len(outputs),
