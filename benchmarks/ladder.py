@@ -173,6 +173,8 @@ def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, l
     if not args.skip_notes:
         if isinstance(coder, SpanLLMPredictor):
             cache = args.runs_dir / "note_outputs" / f"{label}-{args.split}-{len(dev_docs)}.jsonl"
+            if args.retrain:  # a retrained model's answers differ from the cached ones
+                cache.unlink(missing_ok=True)
             predictions, per_note = llm_alone_predictions(coder, dev_docs, cache)
         else:
             predictions, per_note = predict_timed(coder, dev_docs)

@@ -12,12 +12,9 @@ micro-F1 and MAP, and the recall of dev diagnosis codes never seen in training.
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections import Counter
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
 
 
 def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> None:
@@ -45,34 +42,15 @@ def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> N
 
 
 def main() -> None:
-    from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.evaluate.metrics import frequency_band_recall
-    from icdcoder.infer.coder import SpanLLMPredictor, _gold_by_system, _tuned_row, aggregate, collect_signals
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--model", default=str(REPO / "src/icdcoder/models/default"))
+    parser = parser_with_model(__doc__.splitlines()[0], weights=[0.0, 0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--top", type=int, default=5, help="nearest codes kept per translation segment")
     parser.add_argument("--floor", type=float, default=0.3, help="cosine that scores 0")
-    parser.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.5, 1.0, 2.0, 4.0])
     args = parser.parse_args()
-    train = load_codiesp(args.data_dir, "train")
-    dev = load_codiesp(args.data_dir, "dev", with_translation=True)
-    coder = SpanLLMPredictor.load(args.model)
-    if coder.settings.use_llm:
-        raise SystemExit("the embedding signal borrows the LLM's slot: use a coder with use_llm false")
+    coder, dev, train_counts = load_coder_and_notes(args, "embedding")
     outputs = coder.segment_outputs(dev)
     add_embedding_signal(coder, dev, outputs, args.top, args.floor)
-    collected = [collect_signals(note) for note in outputs]
-    train_counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
-    gold = {document.id: {g.code for g in document.codes if g.system == "icd10cm"} for document in dev}
-    for weight in args.weights:
-        trial = coder.settings.model_copy(update={"llm_weight": weight})
-        row, thresholds = _tuned_row(outputs, collected, _gold_by_system(dev), trial)
-        tuned = trial.model_copy(update={"threshold": thresholds})
-        ranked = {note.doc_id: [c.code for c in aggregate(note, tuned, found).ranked({"icd10cm"})] for note, found in zip(outputs, collected)}
-        unseen = frequency_band_recall(gold, ranked, train_counts)["unseen_recall"]
-        print(json.dumps({"embedding_weight": weight, "top": args.top, "floor": args.floor, **row, "D_unseen_recall": round(unseen, 4)}), flush=True)
+    for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
+        print(json.dumps({"top": args.top, "floor": args.floor, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ recall; ``unseen_only`` rows add the signal only to codes no training note carri
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import replace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
 
 #: words that qualify a description without naming the concept
 QUALIFIERS = frozenset(
@@ -100,25 +98,13 @@ def precision_report(dev, hits: dict[str, set[str]], train_counts: Counter) -> d
 
 
 def main() -> None:
-    from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
-    from icdcoder.infer.coder import ScoredCode, SpanLLMPredictor, aggregate, collect_signals, with_tuned_thresholds
+    from icdcoder.infer.coder import ScoredCode
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--model", default=str(REPO / "src/icdcoder/models/default"))
-    parser.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.25, 0.5, 1.0, 2.0])
-    args = parser.parse_args()
-    train = load_codiesp(args.data_dir, "train")
-    dev = load_codiesp(args.data_dir, "dev", with_translation=True)
-    coder = SpanLLMPredictor.load(args.model)
-    if coder.settings.use_llm:
-        raise SystemExit("the concept signal borrows the LLM's slot: use a coder with use_llm false")
-    train_counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
+    args = parser_with_model(__doc__.splitlines()[0], weights=[0.0, 0.25, 0.5, 1.0, 2.0]).parse_args()
+    coder, dev, train_counts = load_coder_and_notes(args, "concept")
     index = ConceptIndex(coder.ontology)
     hits = {document.id: index.codes_in(document.translation) for document in dev}
     print(json.dumps({"matches": precision_report(dev, hits, train_counts)}), flush=True)
-    gold = {document.id: document.code_set("icd10cm") for document in dev}
     base = coder.segment_outputs(dev)
     for unseen_only in (False, True):
         outputs = [
@@ -126,19 +112,8 @@ def main() -> None:
                                                   if not unseen_only or train_counts[code] == 0)])
             for document, note in zip(dev, base)
         ]
-        collected = [collect_signals(note) for note in outputs]
-        for weight in args.weights:
-            tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={"llm_weight": weight}))
-            predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
-            row = {"concept_weight": weight, "unseen_only": unseen_only}
-            for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-                ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
-                truth = {document.id: document.code_set(system) for document in dev}
-                row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
-                row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
-            ranked = {p.doc_id: [c.code for c in p.ranked({"icd10cm"})] for p in predictions}
-            row["D_unseen_recall"] = round(frequency_band_recall(gold, ranked, train_counts)["unseen_recall"], 4)
-            print(json.dumps(row), flush=True)
+        for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
+            print(json.dumps({"unseen_only": unseen_only, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""Shared by the benchmarks that try one more signal on the shipped coder (translation_embeddings.py,
+unseen_concepts.py): the signal borrows the LLM's slot (the shipped coder runs with its LLM off), and each
+weight is scored at D/P thresholds re-tuned on dev."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parser_with_model(description: str, weights: list[float]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--model", default=str(REPO / "src/icdcoder/models/default"))
+    parser.add_argument("--weights", type=float, nargs="*", default=weights)
+    return parser
+
+
+def load_coder_and_notes(args: argparse.Namespace, signal: str):
+    """The coder (its LLM off), the dev notes with their translations, and training counts of diagnosis codes."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanLLMPredictor
+
+    coder = SpanLLMPredictor.load(args.model)
+    if coder.settings.use_llm:
+        raise SystemExit(f"the {signal} signal borrows the LLM's slot: use a coder with use_llm false")
+    train = load_codiesp(args.data_dir, "train")
+    dev = load_codiesp(args.data_dir, "dev", with_translation=True)
+    train_counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
+    return coder, dev, train_counts
+
+
+def rows_by_weight(coder, dev, outputs, train_counts: Counter, weights: list[float]) -> Iterator[dict]:
+    """Per weight of the borrowed slot: D/P micro-F1 and MAP at re-tuned thresholds, and D unseen-code recall."""
+    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
+    from icdcoder.infer.coder import aggregate, collect_signals, with_tuned_thresholds
+
+    collected = [collect_signals(note) for note in outputs]
+    for weight in weights:
+        tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={"llm_weight": weight}))
+        predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
+        row: dict = {"weight": weight}
+        for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
+            ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
+            truth = {document.id: document.code_set(system) for document in dev}
+            row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
+            row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
+            row[f"{task}_threshold"] = tuned.threshold[system]
+            if system == "icd10cm":
+                row["D_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
+        yield row
