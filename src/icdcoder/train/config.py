@@ -58,6 +58,9 @@ class DataSettings(StrictModel):
     expansion: bool = False
     expansion_per_code_cap: int = Field(4, ge=1)
     expansion_label_space: Literal["chapters_in_data", "all", "seen"] = "seen"
+    #: expansion examples kept, as a share of all span examples (``null``: every one); on a small step
+    #: budget a large label space would otherwise leave almost no real evidence spans
+    expansion_share: float | None = Field(None, gt=0.0, lt=1.0)
     #: candidate codes shown in each prompt (0: no candidates, no retriever)
     candidates_k: int = Field(5, ge=0)
     #: probability that the gold codes are put among the candidates; otherwise they are taken out,

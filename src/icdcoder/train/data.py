@@ -93,6 +93,14 @@ def _with_candidates(examples: list, retriever, k: int, gold_share: float, rng: 
     return result
 
 
+def _share_of(extra: list, share: float | None, others: int, rng: random.Random) -> list:
+    """A random sample of ``extra`` that makes up ``share`` of ``extra + others`` (all of it when ``share`` is None)."""
+    if share is None:
+        return extra
+    wanted = round(share * others / (1 - share))
+    return rng.sample(extra, wanted) if wanted < len(extra) else extra
+
+
 def build_examples(documents: Sequence[Document], settings: DataSettings, ontology, retriever=None, seed: int = 0) -> list:
     """All training examples the settings ask for, mixed and capped."""
     from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, label_space, mix_examples
@@ -109,9 +117,8 @@ def build_examples(documents: Sequence[Document], settings: DataSettings, ontolo
         )
     if settings.expansion:
         codes = label_space(ontology, documents, mode=settings.expansion_label_space)
-        span_examples = span_examples + expand_from_ontology(
-            ontology, codes, documents, per_code_cap=settings.expansion_per_code_cap, seed=seed
-        )
+        expanded = expand_from_ontology(ontology, codes, documents, per_code_cap=settings.expansion_per_code_cap, seed=seed)
+        span_examples = span_examples + _share_of(expanded, settings.expansion_share, len(span_examples), random.Random(seed))
     doc_examples: list = []
     if settings.document_ratio > 0:
         doc_examples = build_document_examples(documents, max_words=settings.document_max_words)
