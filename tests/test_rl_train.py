@@ -130,3 +130,26 @@ def test_phi_smoke_writes_a_hint_pool_per_round_and_resumes(tmp_path, tiny_lm_di
     resumed = run_cli("phi", out, str(tiny_lm_dir), documents_jsonl, "--resume")
     assert resumed["steps"] == 2
     assert [(out / f"round_{i}" / "hint_pool.jsonl").stat().st_mtime_ns for i in range(2)] == pools
+
+
+def test_phi_rounds_can_continue_one_optimisation(tmp_path, tiny_lm_dir, documents_jsonl):
+    out = tmp_path / "phi"
+    run_cli(
+        "phi", out, str(tiny_lm_dir), documents_jsonl,
+        "--set", "phi.continue_optimizer=true", "--set", "phi.steps_per_round=2", "--set", "save_steps=2",
+    )
+    import torch
+
+    rates = []
+    for round_index in range(2):
+        round_dir = out / f"round_{round_index}"
+        logged = [json.loads(line) for line in (round_dir / "train_log.jsonl").read_text().splitlines()]
+        rates += [entry["learning_rate"] for entry in logged if "reward" in entry]
+        done = json.loads((round_dir / "done.json").read_text())
+        assert done["carried_optimizer_state"] == (round_index == 1)
+    # one linear decay over both rounds (1e-3 over 4 steps), not two decays restarting at 1e-3
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == 4 and rates[0] <= 1e-3
+    assert rates[2] < 0.5e-3 + 1e-9
+    # round 1's AdamW counted round 0's steps too
+    steps = {float(state["step"]) for state in torch.load(out / "round_1" / "optimizer.pt", weights_only=True)["state"].values()}
+    assert steps == {4.0}

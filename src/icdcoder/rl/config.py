@@ -29,6 +29,10 @@ class PhiSettings(StrictModel):
     #: training examples run hint-free each round to find missed codes (``null``: all)
     pool_max_examples: int | None = Field(256, ge=1)
     pool_batch_size: int = Field(16, ge=1)
+    #: rounds continue one optimisation: the learning rate follows one linear decay over all rounds (as one
+    #: GRPO run of the same steps does) and AdamW keeps its moments from round to round; false: every round
+    #: is a fresh GRPO run (the reference implementation's behaviour)
+    continue_optimizer: bool = False
 
     @model_validator(mode="after")
     def _hint_range(self) -> PhiSettings:

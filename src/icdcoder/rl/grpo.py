@@ -23,6 +23,10 @@ Output: a coder folder (``model/``, ``retriever/``, ``coder.json``) that
 :class:`icdcoder.infer.coder.SpanLLMPredictor` loads, plus ``train_log.jsonl``
 (per logging step: mean reward per component, set F1, zero-std share, KL),
 ``zero_advantage.json`` and ``run_meta.json``; ``checkpoints/`` for ``--resume``.
+
+A round can continue an earlier optimisation (:class:`Continuation`, used by
+PHI): its learning rate follows its share of one linear decay, and AdamW starts
+from the moments the previous round saved (``optimizer.pt``) instead of zeros.
 """
 
 from __future__ import annotations
@@ -210,17 +214,46 @@ def to_dataset(examples: Sequence[RlExample], hints: dict[str, Sequence[Candidat
 # --------------------------------------------------------------------------- trainer
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A GRPO round that carries on an earlier optimisation instead of starting a fresh one."""
+
+    #: learning rate at the round's first step and after its last (a linear decay in between)
+    learning_rate: float
+    final_learning_rate: float
+    #: the AdamW state the previous round saved (``None``: fresh moments)
+    optimizer_state: Path | None = None
+
+
+def carry_moments(optimizer, saved: dict) -> None:
+    """Give ``optimizer`` the per-parameter state of ``saved`` (AdamW moments, step counts), keeping its own
+    hyper-parameters (learning rate, schedule bookkeeping), which belong to the new round."""
+    current = optimizer.state_dict()
+    current["state"] = saved["state"]
+    optimizer.load_state_dict(current)
+
+
 def trainer_class():
     """TRL's ``GRPOTrainer`` with zero-advantage completions taken out of the loss (class built lazily: TRL is heavy)."""
     from trl import GRPOTrainer
 
     class ZeroAdvantageFilteringTrainer(GRPOTrainer):
         filter_zero_advantage = True
+        #: AdamW state to start from instead of zeros (a checkpoint being resumed still overrides it)
+        carried_optimizer_state: Path | None = None
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             #: example_id -> how many of its rollouts had advantage 0
             self.zero_advantage_ids: Counter = Counter()
+
+        def create_optimizer(self, model=None):
+            optimizer = super().create_optimizer(model)
+            if self.carried_optimizer_state is not None:
+                import torch
+
+                carry_moments(optimizer, torch.load(self.carried_optimizer_state, weights_only=True))
+            return optimizer
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
@@ -249,11 +282,18 @@ def _use_vllm(setting) -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-def grpo_arguments(config: GrpoConfig, checkpoint_dir: Path, max_steps: int, reward_weights: list[float]):
+def grpo_arguments(
+    config: GrpoConfig, checkpoint_dir: Path, max_steps: int, reward_weights: list[float], continuation: Continuation | None = None
+):
     from trl import GRPOConfig as TrlGrpoConfig
 
+    arguments = common_trainer_arguments(config, checkpoint_dir)
+    if continuation is not None:
+        arguments["learning_rate"] = continuation.learning_rate
+        arguments["lr_scheduler_type"] = "polynomial"
+        arguments["lr_scheduler_kwargs"] = {"lr_end": continuation.final_learning_rate, "power": 1.0}
     return TrlGrpoConfig(
-        **common_trainer_arguments(config, checkpoint_dir),
+        **arguments,
         max_steps=max_steps,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
@@ -302,8 +342,10 @@ def run_grpo_round(
     output_dir: Path,
     max_steps: int,
     resume: bool,
+    continuation: Continuation | None = None,
 ) -> RoundResult:
-    """Train ``policy`` for ``max_steps`` GRPO steps on ``dataset``; save its adapter to ``output_dir/model``."""
+    """Train ``policy`` for ``max_steps`` GRPO steps on ``dataset``; save its adapter to ``output_dir/model``
+    (and, when the round continues an optimisation, its AdamW state to ``output_dir/optimizer.pt``)."""
     started = time.time()
     functions, weights = scorer.reward_functions()
     checkpoint_dir = output_dir / "checkpoints"
@@ -311,12 +353,14 @@ def run_grpo_round(
     trainer = trainer_type(
         model=policy.model,
         reward_funcs=functions,
-        args=grpo_arguments(config, checkpoint_dir, max_steps, weights),
+        args=grpo_arguments(config, checkpoint_dir, max_steps, weights, continuation),
         train_dataset=dataset,
         processing_class=policy.tokenizer,
         peft_config=policy.peft_config,
     )
     trainer.filter_zero_advantage = config.filter_zero_advantage
+    if continuation is not None:
+        trainer.carried_optimizer_state = continuation.optimizer_state
     checkpoint = last_checkpoint(checkpoint_dir) if resume else None
     if checkpoint:
         log.info("resuming from %s", checkpoint)
@@ -327,7 +371,16 @@ def run_grpo_round(
         write_jsonl(output_dir / "train_log.jsonl", history)
         with atomic_write(output_dir / "zero_advantage.json") as handle:
             json.dump(dict(trainer.zero_advantage_ids), handle, indent=1)
+        if continuation is not None:
+            save_optimizer_state(trainer.optimizer, output_dir / "optimizer.pt")
     return RoundResult(trainer.state.global_step, time.time() - started, history, trainer.zero_advantage_ids)
+
+
+def save_optimizer_state(optimizer, path: Path) -> None:
+    import torch
+
+    with atomic_write(path, mode="wb") as handle:
+        torch.save(optimizer.state_dict(), handle)
 
 
 # --------------------------------------------------------------------------- coder folder

@@ -13,6 +13,13 @@ Each round ``r`` (output in ``output_dir/round_{r}/``):
     prompts; the reward is always computed against the full gold set;
 (d) the next round recomputes the pool from the new checkpoint.
 
+With ``phi.continue_optimizer`` the rounds are one optimisation cut in pieces:
+round ``r`` of ``R`` runs its share of one linear learning-rate decay (from
+``lr (1 - r/R)`` to ``lr (1 - (r+1)/R)``, the schedule of one GRPO run of
+``R x steps_per_round`` steps) and starts from the AdamW moments the previous
+round saved (``round_{r-1}/optimizer.pt``). Without it every round is a fresh
+GRPO run: full learning rate decaying to 0, zero moments.
+
 Prompts whose rollouts all scored the same in the previous round (zero
 advantage, recorded by the trainer) are left out of the next round and other
 prompts are drawn instead. A finished round is marked by ``round_{r}/done.json``;
@@ -37,6 +44,7 @@ from icdcoder.predictor import FitReport
 from icdcoder.prompt import Candidate, parse_answer
 from icdcoder.rl.config import GrpoConfig, PhiSettings
 from icdcoder.rl.grpo import (
+    Continuation,
     RlExample,
     StartingPoint,
     code_resolver,
@@ -213,6 +221,19 @@ def _round_start(output_dir: Path, round_index: int, init: str) -> StartingPoint
     return StartingPoint(str(output_dir / f"round_{round_index - 1}" / "model"))
 
 
+def round_continuation(config: GrpoConfig, output_dir: Path, round_index: int) -> Continuation | None:
+    """How round ``round_index`` carries on the rounds before it (``None`` when every round starts afresh)."""
+    if not config.phi.continue_optimizer:
+        return None
+    rounds = config.phi.rounds
+    previous_state = output_dir / f"round_{round_index - 1}" / "optimizer.pt"
+    return Continuation(
+        learning_rate=config.learning_rate * (1 - round_index / rounds),
+        final_learning_rate=config.learning_rate * (1 - (round_index + 1) / rounds),
+        optimizer_state=previous_state if round_index and previous_state.is_file() else None,
+    )
+
+
 def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
     """R rounds of (hint-free pass -> hint pool -> GRPO round); the last round's model becomes the coder folder."""
     started = time.time()
@@ -244,7 +265,8 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
         chosen = round_examples([by_id[r["example_id"]] for r in records if r["example_id"] in by_id], skip, max(prompts_per_round, 1), rng)
         hints = hint_candidates(records, examples, describe)
         dataset = to_dataset(chosen, hints)
-        result = run_grpo_round(config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume)
+        continuation = round_continuation(config, output_dir, round_index)
+        result = run_grpo_round(config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume, continuation)
         meta = {
             "round": round_index,
             "steps": result.steps,
@@ -255,6 +277,8 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
             "hinted_prompts": sum(1 for example in chosen if example.example_id in hints),
             "round_prompts": len(chosen),
             "skipped_zero_advantage_prompts": len(skip),
+            "learning_rate": [continuation.learning_rate, continuation.final_learning_rate] if continuation else None,
+            "carried_optimizer_state": bool(continuation and continuation.optimizer_state),
             "rewards": summarise_history(result.log_history),
         }
         with atomic_write(round_dir / "done.json") as handle:
