@@ -23,18 +23,16 @@ def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> N
 
     from icdcoder.infer.coder import CODER_SYSTEMS, ScoredCode
     from icdcoder.spans import segment_note
-    from icdcoder.spans.retrieval import _embed
 
     retriever = coder.retriever
     titles = [coder.ontology.describe(code, system) if coder.ontology.get(code, system) else "" for code, system in retriever.codes]
-    vectors = retriever._embed_codes(titles)
-    model_dir = retriever._embedding_model_dir()
+    vectors = retriever.embed_code_titles(titles)
     for document, note in zip(documents, outputs):
         texts = [segment.text(document.translation) for segment in segment_note(document.translation, max_words=coder.settings.segment_max_words)]
         if not texts:
             continue
         best: dict[tuple[str, str], float] = {}
-        for row in _embed(texts, model_dir, 64) @ vectors.T:
+        for row in retriever.embed_texts(texts) @ vectors.T:
             for index in np.argpartition(-row, top)[:top]:
                 key = retriever.codes[index]
                 best[key] = max(best.get(key, 0.0), max(0.0, (float(row[index]) - floor) / (1 - floor)))

