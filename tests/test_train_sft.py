@@ -124,3 +124,15 @@ def test_a_document_model_trained_without_candidates_still_codes_notes(tmp_path,
     assert coder.retriever is not None
     prediction = coder.predict(load_codiesp(corpus, "train")[:1])[0]
     assert prediction.doc_id
+
+
+def test_auto_bf16_on_cpu_follows_the_cpu_flags(tmp_path):
+    from icdcoder.train.sft import cpu_has_native_bf16
+
+    native = tmp_path / "native"
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    emulated = tmp_path / "emulated"
+    emulated.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert cpu_has_native_bf16(native)
+    assert not cpu_has_native_bf16(emulated)
+    assert not cpu_has_native_bf16(tmp_path / "missing")

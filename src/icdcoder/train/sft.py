@@ -21,12 +21,25 @@ log = logging.getLogger(__name__)
 
 
 def use_bf16(setting: bool | str) -> bool:
-    """Resolve the ``bf16`` setting: ``"auto"`` means bf16 exactly when a CUDA device supports it."""
+    """Resolve the ``bf16`` setting: ``"auto"`` means bf16 exactly where the hardware computes it natively:
+    a CUDA device that supports it, or (without CUDA) a CPU with AVX-512 BF16 or AMX instructions. On other
+    CPUs bf16 autocast is emulated and several times slower than fp32 (``benchmarks/sft_throughput.py``)."""
     import torch
 
     if setting == "auto":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if torch.cuda.is_available():
+            return bool(torch.cuda.is_bf16_supported())
+        return cpu_has_native_bf16()
     return bool(setting)
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU advertises bf16 arithmetic (Linux ``/proc/cpuinfo`` flags; False where unreadable)."""
+    try:
+        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def common_trainer_arguments(config, checkpoint_dir: Path) -> dict:
