@@ -16,6 +16,8 @@ applied to both) into ``runs-dir/<rung>/seed<k>``; an existing finished run is
 reused (``--retrain`` to train again). The SFT rung has one checkpoint per
 ``--sft`` folder (give several folders for an SFT seed spread). Prints a table
 (mean +- standard deviation over seeds) and writes ``runs-dir/ladder_<split>_<notes>.json`` (one file per evaluated note set).
+A rung's rows from earlier invocations with the same ``--set`` overrides are kept for the seeds this one
+did not run (the file is re-read just before it is written), so seeds can run as separate processes, one per core.
 ``--span-eval N`` adds the RL objective on held-out data: greedy hint-free answers
 on N dev span prompts scored with :func:`icdcoder.rl.rewards.score_completion`.
 Coders are loaded with their LLM on (the shipped settings switch it off). Note-level
@@ -242,6 +244,13 @@ def earlier_results(path: Path, split: str, n_docs: int) -> tuple[dict[str, list
     return earlier.get("results", {}), earlier.get("overrides", {})
 
 
+def merged_rows(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``new`` rows plus the ``earlier`` rows of other seeds, in seed order."""
+    seeds = {row["seed"] for row in new}
+    rows = [row for row in earlier if row["seed"] not in seeds] + new
+    return sorted(rows, key=lambda row: (isinstance(row["seed"], str), row["seed"]))
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -259,9 +268,12 @@ def main(argv=None) -> None:
     label_space = sorted(train_counts)
     ontology = load_ontology()
     results_path = args.runs_dir / f"ladder_{args.split}_{len(dev_docs)}.json"
-    results, overrides = earlier_results(results_path, args.split, len(dev_docs))
+    results, _ = earlier_results(results_path, args.split, len(dev_docs))
     for rung in args.rungs:
-        results[rung] = run_rung(rung, args, dev_docs, train_docs, train_counts, label_space, ontology)
+        rows = run_rung(rung, args, dev_docs, train_docs, train_counts, label_space, ontology)
+        results, overrides = earlier_results(results_path, args.split, len(dev_docs))  # another process may have written
+        same_settings = overrides.get(rung) == args.overrides
+        results[rung] = merged_rows(results.get(rung, []) if same_settings else [], rows)
         overrides[rung] = args.overrides
         args.runs_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(results_path) as handle:
