@@ -4,7 +4,8 @@
 
 Runs ``icdcoder train sft --config configs/sft/<variant>.yaml`` for ``--steps`` optimizer steps of
 ``--batch`` examples per setting (one torch thread) and prints one JSON line each: tokens/s of the
-training steps alone and including data preparation (both from the run's run_meta.json).
+training steps alone and including data preparation (both from the run's run_meta.json), and whether
+the CPU computes bf16 natively (without it, autocast emulates bf16 and is slower than fp32).
 Document examples are long (up to 640 tokens): keep ``--batch`` small on a CPU.
 """
 
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sft_throughput")
     args = parser.parse_args()
+    from icdcoder.train.sft import cpu_has_native_bf16
+
+    native_bf16 = cpu_has_native_bf16()
     for variant in args.variants:
         for bf16 in (False, True):
             out = args.out / f"{variant}_bf16{bf16}"
@@ -42,7 +46,7 @@ def main() -> None:
             meta = json.loads((out / "run_meta.json").read_text(encoding="utf-8"))
             steps_seconds = meta["steps_seconds"]
             print(json.dumps({
-                "variant": variant, "bf16": bf16, "batch": args.batch, "steps": meta["steps"],
+                "variant": variant, "bf16": bf16, "cpu_native_bf16": native_bf16, "batch": args.batch, "steps": meta["steps"],
                 "train_tokens": meta["train_tokens"], "wall_seconds": meta["wall_seconds"],
                 "tokens_per_second": round(meta["train_tokens"] / steps_seconds, 1) if steps_seconds else None,
                 "tokens_per_second_with_data_prep": round(meta["train_tokens"] / meta["wall_seconds"], 1),
