@@ -268,7 +268,6 @@ def main(argv=None) -> None:
     label_space = sorted(train_counts)
     ontology = load_ontology()
     results_path = args.runs_dir / f"ladder_{args.split}_{len(dev_docs)}.json"
-    results, _ = earlier_results(results_path, args.split, len(dev_docs))
     for rung in args.rungs:
         rows = run_rung(rung, args, dev_docs, train_docs, train_counts, label_space, ontology)
         results, overrides = earlier_results(results_path, args.split, len(dev_docs))  # another process may have written

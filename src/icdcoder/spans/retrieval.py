@@ -559,7 +559,7 @@ class CandidateRetriever:
         cache_file = cache_dir / f"codes-{digest}.npy"
         if cache_file.is_file():
             return np.load(cache_file)
-        vectors = _embed(texts, model_dir, self.config.batch_size)
+        vectors = self.embed_texts(texts)
         with atomic_write(cache_file, mode="wb") as handle:
             np.save(handle, vectors)
         return vectors
