@@ -153,3 +153,39 @@ def test_phi_rounds_can_continue_one_optimisation(tmp_path, tiny_lm_dir, documen
     # round 1's AdamW counted round 0's steps too
     steps = {float(state["step"]) for state in torch.load(out / "round_1" / "optimizer.pt", weights_only=True)["state"].values()}
     assert steps == {4.0}
+
+
+def test_phi_rounds_can_anchor_their_kl_to_the_starting_checkpoint(tmp_path, tiny_lm_dir, documents_jsonl):
+    sft = tmp_path / "sft"
+    run_cli("grpo", sft, str(tiny_lm_dir), documents_jsonl, "--set", "max_steps=1")
+    out = tmp_path / "phi"
+    run_cli("phi", out, str(sft), documents_jsonl, "--set", "beta=0.1", "--set", "phi.kl_reference=init")
+    references = [json.loads((out / f"round_{r}" / "done.json").read_text())["kl_reference"] for r in range(2)]
+    assert references == ["round start", str(sft / "model")]
+
+    from peft import PeftModel, load_peft_weights
+
+    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.rl.grpo import StartingPoint, anchor_reference
+
+    # a later round's policy as TRL sets it up: its own (moved) adapter, plus a frozen "ref" copy of it
+    import torch
+
+    base, _ = load_causal_lm(str(tiny_lm_dir))
+    policy = PeftModel.from_pretrained(base, str(out / "round_0" / "model"), is_trainable=True)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if ".default." in name:
+                param.add_(0.01)
+    policy.add_adapter("ref", policy.peft_config["default"])
+    anchor_reference(policy, StartingPoint.from_init(str(sft)))
+    params = dict(policy.named_parameters())
+    saved = load_peft_weights(str(sft / "model"), device="cpu")
+    assert saved
+    for name, value in saved.items():
+        ref_name = name.removesuffix(".weight") + ".ref.weight"
+        assert params[ref_name].detach().equal(value)
+        assert not params[ref_name.replace(".ref.", ".default.")].detach().equal(value)
+
+    anchor_reference(policy, StartingPoint(str(tiny_lm_dir)))  # a bare backbone: TRL's no-"ref" path
+    assert "ref" not in policy.peft_config

@@ -33,6 +33,9 @@ class PhiSettings(StrictModel):
     #: GRPO run of the same steps does) and AdamW keeps its moments from round to round; false: every round
     #: is a fresh GRPO run (the reference implementation's behaviour)
     continue_optimizer: bool = False
+    #: what the KL term of rounds after the first anchors to: "round_start" (the previous round's model, as a
+    #: fresh GRPO run from it would) or "init" (the starting checkpoint, usually the SFT model, for every round)
+    kl_reference: Literal["round_start", "init"] = "round_start"
 
     @model_validator(mode="after")
     def _hint_range(self) -> PhiSettings:

@@ -343,9 +343,11 @@ def run_grpo_round(
     max_steps: int,
     resume: bool,
     continuation: Continuation | None = None,
+    kl_anchor: StartingPoint | None = None,
 ) -> RoundResult:
     """Train ``policy`` for ``max_steps`` GRPO steps on ``dataset``; save its adapter to ``output_dir/model``
-    (and, when the round continues an optimisation, its AdamW state to ``output_dir/optimizer.pt``)."""
+    (and, when the round continues an optimisation, its AdamW state to ``output_dir/optimizer.pt``).
+    ``kl_anchor``: the model the KL term anchors to instead of ``policy``'s starting weights."""
     started = time.time()
     functions, weights = scorer.reward_functions()
     checkpoint_dir = output_dir / "checkpoints"
@@ -359,6 +361,8 @@ def run_grpo_round(
         peft_config=policy.peft_config,
     )
     trainer.filter_zero_advantage = config.filter_zero_advantage
+    if kl_anchor is not None and config.beta > 0:
+        anchor_reference(trainer.model, kl_anchor)
     if continuation is not None:
         trainer.carried_optimizer_state = continuation.optimizer_state
     checkpoint = last_checkpoint(checkpoint_dir) if resume else None
@@ -374,6 +378,21 @@ def run_grpo_round(
         if continuation is not None:
             save_optimizer_state(trainer.optimizer, output_dir / "optimizer.pt")
     return RoundResult(trainer.state.global_step, time.time() - started, history, trainer.zero_advantage_ids)
+
+
+def anchor_reference(model, anchor: StartingPoint) -> None:
+    """Point the KL reference of a LoRA policy at ``anchor``: its adapter's weights go into TRL's frozen ``"ref"``
+    adapter; an anchor without an adapter is the bare backbone, which TRL uses when there is no ``"ref"`` adapter."""
+    from icdcoder.errors import InputError
+
+    if "ref" not in getattr(model, "peft_config", {}):
+        raise InputError("the KL reference can only be moved for a LoRA policy that TRL gave a 'ref' adapter")
+    if not anchor.adapter_config.is_file():
+        model.delete_adapter("ref")
+        return
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, load_peft_weights(anchor.model_path, device="cpu"), adapter_name="ref")
 
 
 def save_optimizer_state(optimizer, path: Path) -> None:

@@ -20,6 +20,11 @@ round ``r`` of ``R`` runs its share of one linear learning-rate decay (from
 round saved (``round_{r-1}/optimizer.pt``). Without it every round is a fresh
 GRPO run: full learning rate decaying to 0, zero moments.
 
+The KL term of a round anchors to the round's starting model (TRL copies the
+adapter it trains into a frozen reference), so over R rounds the policy may
+drift R times as far from the SFT model as one round allows. With
+``phi.kl_reference: init`` every round anchors to the starting checkpoint instead.
+
 Prompts whose rollouts all scored the same in the previous round (zero
 advantage, recorded by the trainer) are left out of the next round and other
 prompts are drawn instead. A finished round is marked by ``round_{r}/done.json``;
@@ -234,6 +239,13 @@ def round_continuation(config: GrpoConfig, output_dir: Path, round_index: int) -
     )
 
 
+def round_kl_anchor(config: GrpoConfig, round_index: int) -> StartingPoint | None:
+    """The model round ``round_index``'s KL term anchors to when it is not the round's own start."""
+    if config.phi.kl_reference == "init" and round_index > 0:
+        return StartingPoint.from_init(config.init)
+    return None
+
+
 def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
     """R rounds of (hint-free pass -> hint pool -> GRPO round); the last round's model becomes the coder folder."""
     started = time.time()
@@ -266,7 +278,8 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
         hints = hint_candidates(records, examples, describe)
         dataset = to_dataset(chosen, hints)
         continuation = round_continuation(config, output_dir, round_index)
-        result = run_grpo_round(config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume, continuation)
+        anchor = round_kl_anchor(config, round_index)
+        result = run_grpo_round(config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume, continuation, anchor)
         meta = {
             "round": round_index,
             "steps": result.steps,
@@ -279,6 +292,7 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
             "skipped_zero_advantage_prompts": len(skip),
             "learning_rate": [continuation.learning_rate, continuation.final_learning_rate] if continuation else None,
             "carried_optimizer_state": bool(continuation and continuation.optimizer_state),
+            "kl_reference": anchor.model_path if anchor else "round start",
             "rewards": summarise_history(result.log_history),
         }
         with atomic_write(round_dir / "done.json") as handle:
