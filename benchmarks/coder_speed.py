@@ -1,8 +1,9 @@
 """Notes per second of a saved coder on a ~400-word note (CPU, and GPU when one is present).
 
-    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm]
+    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm] [--dtype float32|bfloat16]
 
-``--llm`` / ``--no-llm`` override the coder's saved ``use_llm`` (the shipped coder has its LLM off).
+``--llm`` / ``--no-llm`` override the coder's saved ``use_llm`` (the shipped coder has its LLM off);
+``--dtype`` overrides its saved precision (``auto``: bfloat16 only on a CPU that computes it natively).
 
 Prints one JSON line per device: notes/s, segments per note, segments sent to the LLM.
 """
@@ -36,11 +37,14 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--llm", action=argparse.BooleanOptionalAction, default=None, help="run the LLM (default: as saved)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="LLM precision (default: as saved)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
     documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
     coder = SpanLLMPredictor.load(args.model, use_llm=args.llm)
+    if coder.model is not None and args.dtype:
+        coder.model.to(getattr(torch, args.dtype))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         if coder.model is not None:
@@ -54,6 +58,7 @@ def main() -> None:
             "device": device,
             "threads": args.threads,
             "llm": coder.settings.use_llm,
+            "dtype": str(next(coder.model.parameters()).dtype).removeprefix("torch.") if coder.model is not None else None,
             "words_per_note": len(text.split()),
             "notes_per_second": round(len(documents) / elapsed, 3),
             "segments_per_note": sum(o.segments for o in outputs) / len(outputs),

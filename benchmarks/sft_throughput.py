@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sft_throughput")
     args = parser.parse_args()
-    from icdcoder.train.sft import cpu_has_native_bf16
+    from icdcoder.models.loading import cpu_has_native_bf16
 
     native_bf16 = cpu_has_native_bf16()
     for variant in args.variants:

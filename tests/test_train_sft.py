@@ -126,8 +126,9 @@ def test_a_document_model_trained_without_candidates_still_codes_notes(tmp_path,
     assert prediction.doc_id
 
 
-def test_auto_bf16_on_cpu_follows_the_cpu_flags(tmp_path):
-    from icdcoder.train.sft import cpu_has_native_bf16
+def test_auto_bf16_on_cpu_follows_the_cpu_flags(tmp_path, monkeypatch):
+    from icdcoder.models import loading
+    from icdcoder.models.loading import cpu_has_native_bf16, cpu_inference_dtype
 
     native = tmp_path / "native"
     native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
@@ -136,3 +137,8 @@ def test_auto_bf16_on_cpu_follows_the_cpu_flags(tmp_path):
     assert cpu_has_native_bf16(native)
     assert not cpu_has_native_bf16(emulated)
     assert not cpu_has_native_bf16(tmp_path / "missing")
+    # inference: "auto" follows the same flags; an explicit dtype is kept
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert cpu_inference_dtype("auto") == "float32" and cpu_inference_dtype("bfloat16") == "bfloat16"
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert cpu_inference_dtype("auto") == "bfloat16" and cpu_inference_dtype("float32") == "float32"

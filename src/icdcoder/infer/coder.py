@@ -104,8 +104,9 @@ class CoderSettings(StrictModel):
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
-    #: inference precision; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 and on GPUs
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    #: inference precision; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 or AMX, and several times slower
+    #: where the CPU lacks them (emulated); "auto" picks bfloat16 exactly where the CPU computes it natively
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     #: SFT config used by ``fit`` (``configs/sft/*.yaml``)
     sft_config: Path | None = None
     #: the language of the training notes; tuning on notes of another language fills ``by_language``
@@ -583,16 +584,17 @@ def load_lexicon(directory: str | Path):
     return SurfaceFormIndex.from_json(data, path)
 
 
-def load_for_inference(model_dir: str | Path, dtype: str = "float32"):
-    """Load a saved model or adapter for generation: LoRA merged into the base, cast to ``dtype``."""
+def load_for_inference(model_dir: str | Path, dtype: str = "auto"):
+    """Load a saved model or adapter for generation: LoRA merged into the base, cast to ``dtype``
+    (``"auto"``: see :func:`icdcoder.models.loading.cpu_inference_dtype`)."""
     import torch
 
-    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.models.loading import cpu_inference_dtype, load_causal_lm
 
     model, tokenizer = load_causal_lm(str(model_dir))
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    return model.to(getattr(torch, dtype)).eval(), tokenizer
+    return model.to(getattr(torch, cpu_inference_dtype(dtype))).eval(), tokenizer
 
 
 def _confidence_by_code(generation, resolve) -> dict[str, float]:

@@ -22,6 +22,24 @@ _EMBEDDED = {
 }
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU advertises bf16 arithmetic (Linux ``/proc/cpuinfo`` flags; False where unreadable).
+
+    Elsewhere torch emulates bf16 on the CPU, several times slower than fp32 (``benchmarks/sft_throughput.py``)."""
+    try:
+        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_inference_dtype(setting: str) -> str:
+    """``"auto"`` -> ``"bfloat16"`` on a CPU that computes it natively, else ``"float32"``; other values as given."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where weights live: a folder or hub id, plus the GGUF file inside it if any."""

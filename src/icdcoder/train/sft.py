@@ -29,17 +29,10 @@ def use_bf16(setting: bool | str) -> bool:
     if setting == "auto":
         if torch.cuda.is_available():
             return bool(torch.cuda.is_bf16_supported())
+        from icdcoder.models.loading import cpu_has_native_bf16
+
         return cpu_has_native_bf16()
     return bool(setting)
-
-
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU advertises bf16 arithmetic (Linux ``/proc/cpuinfo`` flags; False where unreadable)."""
-    try:
-        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def common_trainer_arguments(config, checkpoint_dir: Path) -> dict:
