@@ -361,7 +361,7 @@ def run_grpo_round(
         peft_config=policy.peft_config,
     )
     trainer.filter_zero_advantage = config.filter_zero_advantage
-    if kl_anchor is not None and config.beta > 0:
+    if kl_anchor is not None:
         anchor_reference(trainer.model, kl_anchor)
     if continuation is not None:
         trainer.carried_optimizer_state = continuation.optimizer_state

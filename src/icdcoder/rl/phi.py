@@ -240,8 +240,9 @@ def round_continuation(config: GrpoConfig, output_dir: Path, round_index: int) -
 
 
 def round_kl_anchor(config: GrpoConfig, round_index: int) -> StartingPoint | None:
-    """The model round ``round_index``'s KL term anchors to when it is not the round's own start."""
-    if config.phi.kl_reference == "init" and round_index > 0:
+    """The model round ``round_index``'s KL term anchors to when it is not the round's own start (None: it is,
+    or there is no KL term)."""
+    if config.phi.kl_reference == "init" and round_index > 0 and config.beta > 0:
         return StartingPoint.from_init(config.init)
     return None
 
@@ -292,7 +293,7 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
             "skipped_zero_advantage_prompts": len(skip),
             "learning_rate": [continuation.learning_rate, continuation.final_learning_rate] if continuation else None,
             "carried_optimizer_state": bool(continuation and continuation.optimizer_state),
-            "kl_reference": anchor.model_path if anchor else "round start",
+            "kl_reference": anchor.model_path if anchor else ("round start" if config.beta > 0 else None),
             "rewards": summarise_history(result.log_history),
         }
         with atomic_write(round_dir / "done.json") as handle:
