@@ -8,7 +8,7 @@ positives in micro scores; macro F1 is averaged over training codes).
     python benchmarks/ladder.py --data-dir ../shared/data/codiesp --split dev \
         --sft src/icdcoder/models/default --seeds 0 1 2 --runs-dir runs/ladder \
         [--max-docs 40] [--set max_steps=30] [--set phi.steps_per_round=10] [--rungs prompting sft grpo phi]
-        [--span-eval 64 [--skip-notes]]
+        [--span-eval 64 [--skip-notes]] [--dtype float32|bfloat16]
 
 The GRPO and PHI rungs are trained from the SFT coder folder with
 ``configs/rl/grpo.yaml`` / ``configs/rl/phi.yaml`` (plus ``--set`` overrides,
@@ -20,7 +20,9 @@ A rung's rows from earlier invocations with the same ``--set`` overrides are kep
 did not run (the file is re-read just before it is written), so seeds can run as separate processes, one per core.
 ``--span-eval N`` adds the RL objective on held-out data: greedy hint-free answers
 on N dev span prompts scored with :func:`icdcoder.rl.rewards.score_completion`.
-Coders are loaded with their LLM on (the shipped settings switch it off). Note-level
+Coders are loaded with their LLM on (the shipped settings switch it off), in their saved precision
+(``auto``: bfloat16 only on a CPU that computes it natively) or the one ``--dtype`` names; results in another
+precision than the saved one go to ``ladder_<split>_<notes>_<dtype>.json``. Note-level
 scores of the SFT, GRPO and PHI rungs read the LLM's answers alone, each system's
 threshold tuned on the evaluated notes (the fused coder's retrieval and lexicons
 would hide what post-training changed); stage-1 outputs are cached under
@@ -73,6 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--span-eval", type=int, default=0, help="also score greedy answers on N dev span prompts (RL reward terms)")
     parser.add_argument("--skip-notes", action="store_true", help="only the span evaluation (note-level coding is slow on CPU)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="evaluate the LLMs in this precision")
     return parser.parse_args(argv)
 
 
@@ -174,7 +177,8 @@ def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, l
     row: dict = {}
     if not args.skip_notes:
         if isinstance(coder, SpanLLMPredictor):
-            cache = args.runs_dir / "note_outputs" / f"{label}-{args.split}-{len(dev_docs)}.jsonl"
+            precision = f"-{args.dtype}" if args.dtype else ""
+            cache = args.runs_dir / "note_outputs" / f"{label}-{args.split}-{len(dev_docs)}{precision}.jsonl"
             if args.retrain:  # a retrained model's answers differ from the cached ones
                 cache.unlink(missing_ok=True)
             predictions, per_note = llm_alone_predictions(coder, dev_docs, cache)
@@ -187,15 +191,30 @@ def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, l
     return row
 
 
-def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, ontology) -> list[dict]:
-    """One row per seed (per SFT folder for the SFT rung)."""
+def load_llm_coder(folder: Path, dtype: str | None):
+    """A saved span coder with its LLM on, in ``dtype`` when given (else its saved precision)."""
+    import torch
+
     from icdcoder.infer.coder import SpanLLMPredictor
 
+    coder = SpanLLMPredictor.load(folder, use_llm=True)
+    if dtype:
+        coder.model.to(getattr(torch, dtype))
+    return coder
+
+
+def model_dtype(coder) -> str | None:
+    model = getattr(coder, "model", None)
+    return str(next(model.parameters()).dtype).removeprefix("torch.") if model is not None else None
+
+
+def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, ontology) -> list[dict]:
+    """One row per seed (per SFT folder for the SFT rung)."""
     rows = []
     if rung == "sft":
         for folder in args.sft:
-            coder = SpanLLMPredictor.load(folder, use_llm=True)
-            rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder),
+            coder = load_llm_coder(folder, args.dtype)
+            rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder), "dtype": model_dtype(coder),
                          **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"sft-{folder.name}")})
         return rows
     for seed in args.seeds:
@@ -206,8 +225,8 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
             train_seconds = coder.fit(train_docs).wall_seconds
         else:
             folder, train_seconds = train_rl_rung(rung, args, seed, train_docs, ontology)
-            coder = SpanLLMPredictor.load(folder, use_llm=True)
-        rows.append({"seed": seed, "train_seconds": train_seconds,
+            coder = load_llm_coder(folder, args.dtype)
+        rows.append({"seed": seed, "train_seconds": train_seconds, "dtype": model_dtype(coder),
                      **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"{rung}-seed{seed}")})
     return rows
 
@@ -267,7 +286,8 @@ def main(argv=None) -> None:
     train_counts = code_frequencies(train_docs)
     label_space = sorted(train_counts)
     ontology = load_ontology()
-    results_path = args.runs_dir / f"ladder_{args.split}_{len(dev_docs)}.json"
+    suffix = f"_{args.dtype}" if args.dtype else ""
+    results_path = args.runs_dir / f"ladder_{args.split}_{len(dev_docs)}{suffix}.json"
     for rung in args.rungs:
         rows = run_rung(rung, args, dev_docs, train_docs, train_counts, label_space, ontology)
         results, overrides = earlier_results(results_path, args.split, len(dev_docs))  # another process may have written
