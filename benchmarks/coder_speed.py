@@ -42,9 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
     documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
-    coder = SpanLLMPredictor.load(args.model, use_llm=args.llm)
-    if coder.model is not None and args.dtype:
-        coder.model.to(getattr(torch, args.dtype))
+    coder = SpanLLMPredictor.load(args.model, use_llm=args.llm, dtype=args.dtype)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         if coder.model is not None:
@@ -58,7 +56,7 @@ def main() -> None:
             "device": device,
             "threads": args.threads,
             "llm": coder.settings.use_llm,
-            "dtype": str(next(coder.model.parameters()).dtype).removeprefix("torch.") if coder.model is not None else None,
+            "dtype": coder.llm_dtype,
             "words_per_note": len(text.split()),
             "notes_per_second": round(len(documents) / elapsed, 3),
             "segments_per_note": sum(o.segments for o in outputs) / len(outputs),

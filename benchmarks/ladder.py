@@ -191,30 +191,15 @@ def evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, l
     return row
 
 
-def load_llm_coder(folder: Path, dtype: str | None):
-    """A saved span coder with its LLM on, in ``dtype`` when given (else its saved precision)."""
-    import torch
-
-    from icdcoder.infer.coder import SpanLLMPredictor
-
-    coder = SpanLLMPredictor.load(folder, use_llm=True)
-    if dtype:
-        coder.model.to(getattr(torch, dtype))
-    return coder
-
-
-def model_dtype(coder) -> str | None:
-    model = getattr(coder, "model", None)
-    return str(next(model.parameters()).dtype).removeprefix("torch.") if model is not None else None
-
-
 def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, ontology) -> list[dict]:
     """One row per seed (per SFT folder for the SFT rung)."""
+    from icdcoder.infer.coder import SpanLLMPredictor
+
     rows = []
     if rung == "sft":
         for folder in args.sft:
-            coder = load_llm_coder(folder, args.dtype)
-            rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder), "dtype": model_dtype(coder),
+            coder = SpanLLMPredictor.load(folder, use_llm=True, dtype=args.dtype)
+            rows.append({"seed": str(folder), "train_seconds": sft_train_seconds(folder), "dtype": getattr(coder, "llm_dtype", None),
                          **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"sft-{folder.name}")})
         return rows
     for seed in args.seeds:
@@ -225,8 +210,8 @@ def run_rung(rung: str, args, dev_docs, train_docs, train_counts, label_space, o
             train_seconds = coder.fit(train_docs).wall_seconds
         else:
             folder, train_seconds = train_rl_rung(rung, args, seed, train_docs, ontology)
-            coder = load_llm_coder(folder, args.dtype)
-        rows.append({"seed": seed, "train_seconds": train_seconds, "dtype": model_dtype(coder),
+            coder = SpanLLMPredictor.load(folder, use_llm=True, dtype=args.dtype)
+        rows.append({"seed": seed, "train_seconds": train_seconds, "dtype": getattr(coder, "llm_dtype", None),
                      **evaluate_coder(coder, args, dev_docs, train_counts, label_space, ontology, f"{rung}-seed{seed}")})
     return rows
 

@@ -117,7 +117,12 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     coder.settings = coder.settings.model_copy(update={"use_llm": False})
     coder.write_settings(tmp_path / "coder")
     assert SpanLLMPredictor.load(tmp_path / "coder").model is None
+    assert SpanLLMPredictor.load(tmp_path / "coder").llm_dtype is None
     assert SpanLLMPredictor.load(tmp_path / "coder", use_llm=True).model is not None
+    # the precision override reaches the loaded weights
+    for dtype in ("bfloat16", "float32"):
+        overridden = SpanLLMPredictor.load(tmp_path / "coder", use_llm=True, dtype=dtype)
+        assert overridden.llm_dtype == dtype and str(next(overridden.model.parameters()).dtype) == f"torch.{dtype}"
 
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):

@@ -256,6 +256,13 @@ class SpanLLMPredictor(Predictor):
             self._ontology = load_ontology()
         return self._ontology
 
+    @property
+    def llm_dtype(self) -> str | None:
+        """The precision the LLM generates in (None: no LLM loaded)."""
+        from icdcoder.models.loading import cpu_inference_dtype
+
+        return cpu_inference_dtype(self.settings.dtype) if self.model is not None else None
+
     def _resolve(self, code: str):
         return self.ontology.resolve(code, systems=CODER_SYSTEMS)
 
@@ -513,8 +520,9 @@ class SpanLLMPredictor(Predictor):
             json.dump(record, handle, indent=2, ensure_ascii=False)
 
     @classmethod
-    def load(cls, directory: str | Path, use_llm: bool | None = None) -> SpanLLMPredictor:
-        """A saved coder; ``use_llm`` overrides its setting (to study an adapter the shipped settings switch off)."""
+    def load(cls, directory: str | Path, use_llm: bool | None = None, dtype: str | None = None) -> SpanLLMPredictor:
+        """A saved coder; ``use_llm`` overrides its setting (to study an adapter the shipped settings switch off),
+        ``dtype`` its inference precision."""
         from icdcoder.spans import CandidateRetriever
 
         directory = Path(directory)
@@ -532,6 +540,8 @@ class SpanLLMPredictor(Predictor):
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
         if use_llm is not None:
             settings = settings.model_copy(update={"use_llm": use_llm})
+        if dtype is not None:
+            settings = settings.model_copy(update={"dtype": dtype})
         coder = cls(settings)
         model, tokenizer = (None, None)
         if (directory / "model").is_dir() and settings.use_llm:
