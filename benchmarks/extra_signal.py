@@ -1,5 +1,5 @@
 """Shared by the benchmarks that try one more signal on the shipped coder (translation_embeddings.py,
-unseen_concepts.py): the signal borrows the LLM's slot (the shipped coder runs with its LLM off), and each
+unseen_concepts.py, specificity.py): the signal borrows the LLM's slot (the shipped coder runs with its LLM off), and each
 weight is scored at D/P thresholds re-tuned on dev."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def parser_with_model(description: str, weights: list[float]) -> argparse.Argume
     return parser
 
 
-def load_coder_and_notes(args: argparse.Namespace, signal: str):
-    """The coder (its LLM off), the dev notes with their translations, and training counts of diagnosis codes."""
+def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"):
+    """The coder (its LLM off), the dev notes (Spanish with their translations, or English), and training counts
+    of diagnosis codes."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanLLMPredictor
 
@@ -29,7 +30,7 @@ def load_coder_and_notes(args: argparse.Namespace, signal: str):
     if coder.settings.use_llm:
         raise SystemExit(f"the {signal} signal borrows the LLM's slot: use a coder with use_llm false")
     train = load_codiesp(args.data_dir, "train")
-    dev = load_codiesp(args.data_dir, "dev", with_translation=True)
+    dev = load_codiesp(args.data_dir, "dev", language=lang, with_translation=lang == "es")
     train_counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
     return coder, dev, train_counts
 

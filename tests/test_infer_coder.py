@@ -213,3 +213,42 @@ def test_llm_alone_settings_with_tuned_thresholds_keep_only_the_llms_codes():
     assert settings.llm_weight == 1.0 and settings.retrieval_weight == settings.lexical_weight == 0.0
     assert 0.1 < settings.threshold["icd10cm"] <= 0.9  # keeps I10, drops the LLM's weak E11.9
     assert [[c.code for c in aggregate(o, settings).codes] for o in outputs] == [["I10"]] * 3
+
+
+def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_path, retriever, corpus_docs, ontology):
+    import copy
+    import json
+
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate, outputs_to_json
+
+    # a made-up coder whose training notes carried the category E11 itself: it keeps that level
+    trained = copy.copy(retriever)
+    trained.trained_codes = retriever.trained_codes | {("E11", "icd10cm")}
+    note = corpus_docs[0]
+    stage1 = NoteOutputs(
+        doc_id=note.id,
+        scored=[
+            ScoredCode("N00", "icd10cm", ontology=0.5, start=0, end=5),  # a category title matched
+            ScoredCode("N00.9", "icd10cm", retrieval=0.2),
+            ScoredCode("E11", "icd10cm", lexical=0.9),
+            ScoredCode("I10", "icd10cm", lexical=0.9),
+            ScoredCode("0DT", "icd10pcs", retrieval=0.4),
+        ],
+    )
+    cache = tmp_path / "stage1.jsonl"
+    cache.write_text("".join(json.dumps(record) + "\n" for record in outputs_to_json([stage1])), encoding="utf-8")
+
+    def coded(specify: bool) -> dict[str, dict]:
+        settings = CoderSettings(
+            use_llm=False, specify_untrained=specify, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.0, "icd10pcs": 0.0}
+        )
+        coder = SpanLLMPredictor(settings).attach(None, None, trained, ontology=ontology)
+        [outputs] = coder.segment_outputs([note], cache=cache)
+        return {c.code: c for c in aggregate(outputs, settings).codes}
+
+    assert set(coded(False)) == {"N00", "N00.9", "E11", "I10", "0DT"}
+    specified = coded(True)
+    assert set(specified) == {"N00.9", "E11", "I10", "0DT"}
+    # the renamed code keeps the category match's evidence and merges with the retrieval signal already there
+    assert [(e.start, e.end) for e in specified["N00.9"].evidence] == [(0, 5)]
+    assert specified["N00.9"].score > coded(False)["N00.9"].score

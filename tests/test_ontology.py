@@ -133,6 +133,26 @@ def test_seventh_character_codes_hang_under_their_placeholder_stems(ontology):
     assert not stem.billable and "S02.0XXA" in stem.children
 
 
+@pytest.mark.parametrize(
+    ("code", "specific"),
+    [
+        ("G43", "G43.909"),  # "unspecified" at each level, then "without status migrainosus"
+        ("E11", "E11.9"),  # "without complications", not "with unspecified complications"
+        ("I25.1", "I25.10"),  # "without angina pectoris"
+        ("I50", "I50.9"),  # of two "unspecified" children, the one adding the fewest words
+        ("N00", "N00.9"),
+        ("K62.8", "K62.81"),  # no child marked as the default: the first
+        ("T75.1", "T75.1XX"),  # a placeholder stem: its children differ only in the encounter
+        ("E11.9", "E11.9"),  # specific codes, other systems and unknown codes come back as they are
+        ("0DT", "0DT"),
+        ("Q99.99", "Q99.99"),
+    ],
+)
+def test_default_specific_code_descends_to_the_default_form(ontology, code, specific):
+    system = "icd10pcs" if code == "0DT" else "icd10cm"
+    assert ontology.default_specific_code(code, system) == specific
+
+
 def test_pcs_prefixes_are_inner_nodes_with_titles(ontology):
     assert ontology.resolve("BW03") == ("BW03", "icd10pcs")
     assert ontology.ancestors("BW03ZZZ", "icd10pcs") == ["BW03ZZ", "BW03Z", "BW03", "BW0", "BW", "B"]

@@ -5,7 +5,8 @@
 1. :meth:`SpanLLMPredictor.segment_outputs` — per note, per segment: the
    retrieved candidates (with fused retrieval scores) and, for segments the
    cheap filter lets through, the LLM's parsed answer lines with a confidence
-   each (``exp`` of the mean token log-prob of the line);
+   each (``exp`` of the mean token log-prob of the line); a diagnosis code no training
+   note carries is named at the level the annotators code (``specify_untrained``);
 2. :func:`aggregate` — per code, each signal's best value over the note's segments
    (LLM confidence, retrieval score, training-surface hit, lexicon reliability),
    combined as a weighted mean in [0, 1] and thresholded per system. Evidence is
@@ -30,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +88,10 @@ class CoderSettings(StrictModel):
     #: skip the LLM on segments whose best normalised retrieval score is below this
     min_retrieval_score: float = Field(0.0, ge=0.0, le=1.0)
     use_llm: bool = True
+    #: name an ICD-10-CM code that no training note carries and that is not specific (a category title
+    #: matched, say) by its default specific code (:meth:`Ontology.default_specific_code`: "N00" -> "N00.9");
+    #: codes the training notes carry keep the level their annotators used
+    specify_untrained: bool = True
     constrained: bool = False
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(48, ge=4)
@@ -237,6 +242,7 @@ class SpanLLMPredictor(Predictor):
         self.english_lexicon = None
         self._ontology = None
         self._generator = None
+        self._specific_codes: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ assembly
 
@@ -246,6 +252,7 @@ class SpanLLMPredictor(Predictor):
         self.lexicon, self.english_lexicon = lexicon, english_lexicon
         self._ontology = ontology
         self._generator = None
+        self._specific_codes = {}
         return self
 
     @property
@@ -332,7 +339,25 @@ class SpanLLMPredictor(Predictor):
                 _append_cache(cache, fresh)
             if progress:
                 progress(len(chunk))
-        return [done[d.id] for d in documents]
+        return [self._specified(done[d.id]) for d in documents]
+
+    def _specified(self, note: NoteOutputs) -> NoteOutputs:
+        """``note`` with untrained, non-specific diagnosis codes renamed (see ``CoderSettings.specify_untrained``);
+        a renamed code's signals merge with those of the code it now names."""
+        if not self.settings.specify_untrained:
+            return note
+        scored = []
+        for item in note.scored:
+            code = self._specific_code(item.code, item.system)
+            scored.append(item if code == item.code else replace(item, code=code))
+        return replace(note, scored=scored)
+
+    def _specific_code(self, code: str, system: str) -> str:
+        key = (code, system)
+        if key not in self._specific_codes:
+            untrained = key not in self.retriever.trained_codes
+            self._specific_codes[key] = self.ontology.default_specific_code(code, system) if untrained else code
+        return self._specific_codes[key]
 
     def _chunk_outputs(self, documents: Sequence[Document]) -> list[NoteOutputs]:
         """Retrieval for every segment of the notes; the LLM for segments past the cheap filter

@@ -21,6 +21,14 @@ from icdcoder.ontology.codes import SYSTEMS, check_system, normalize_code
 
 log = logging.getLogger(__name__)
 
+#: (words a child's title adds, words it must not add) that mark it as its parent's default form, strongest first;
+#: "with unspecified complications" names a complication, not the default
+DEFAULT_CHILD_MARKS = (
+    (frozenset({"unspecified"}), frozenset({"with"})),
+    (frozenset({"without", "uncomplicated"}), frozenset()),
+    (frozenset({"unspecified"}), frozenset()),
+)
+
 #: bump when the table layout or the build rules change, so old caches are ignored
 CACHE_VERSION = "ontology-v6"
 
@@ -171,6 +179,37 @@ class Ontology:
         if parent < 0:
             return []
         return [self._t.codes[child] for child in self._t.children[parent] if child != row]
+
+    def default_specific_code(self, code: str, system: str) -> str:
+        """The specific ICD-10-CM code a non-specific node stands for when nothing more is said.
+
+        From ``code`` down, each step takes the child whose title marks it as the default form
+        (``DEFAULT_CHILD_MARKS``; of several, the one adding the fewest words), else the first child: "G43" -> "G43.909", "E11" -> "E11.9",
+        "N00" -> "N00.9", "I25.1" -> "I25.10". The descent stops at a
+        billable code, or at a placeholder stem whose children differ only in the 7th character
+        (the encounter), the level at which CodiEsp annotates injuries. Specific codes, unknown
+        codes and other systems come back unchanged.
+        """
+        if system != "icd10cm" or self._row(code, system) is None:
+            return code
+        while not self._is_specific(code):
+            code = self._default_child(code)
+        return code
+
+    def _is_specific(self, code: str) -> bool:
+        children = self.children(code, "icd10cm")
+        bare = code.replace(".", "")
+        return not children or len(bare) == 6 and all(len(child.replace(".", "")) == 7 for child in children)
+
+    def _default_child(self, code: str) -> str:
+        children = self.children(code, "icd10cm")
+        parent_words = set(tokenize(self.describe(code, "icd10cm")))
+        added = {child: set(tokenize(self.describe(child, "icd10cm"))) - parent_words for child in children}
+        for wanted, unwanted in DEFAULT_CHILD_MARKS:
+            marked = [child for child in children if added[child] & wanted and not added[child] & unwanted]
+            if marked:
+                return min(marked, key=lambda child: len(added[child]))
+        return children[0]
 
     def codes(self, system: str, leaves_only: bool = False) -> list[str]:
         """Every code of ``system`` (groupings excluded); ``leaves_only`` keeps billable/leaf codes."""

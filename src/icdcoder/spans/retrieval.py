@@ -247,6 +247,8 @@ class CandidateRetriever:
                 self.forms_by_code[code_index].append(form)
                 for document_id in per_doc:
                     self.doc_forms[document_id].append((form, code_index))
+        #: the codes some training note gives evidence for
+        self.trained_codes = frozenset(self.codes[code_index] for code_index in self.forms_by_code)
         self.children: dict[int, list[int]] = defaultdict(list)
         for child, parent in enumerate(self.parents):
             if parent >= 0:
