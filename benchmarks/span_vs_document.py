@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=None, help="examples per forward pass (default: each config's)")
     parser.add_argument("--dev-notes", type=int, default=None, help="tune on the first N dev notes (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "span_vs_document")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default=None,
+                        help="the LLM's precision when tuning (default: each coder's saved dtype); its stage-1 cache is kept apart")
     args = parser.parse_args()
     reused = dict(item.split("=", 1) for item in args.reuse)
     rows = []
@@ -132,12 +134,15 @@ def main() -> None:
         elif not (out / "coder.json").is_file():
             train(variant, out, args)
         limit = ["--limit", str(args.dev_notes)] if args.dev_notes else []
+        precision = ["--dtype", args.dtype] if args.dtype else []
+        cache = out / (f"stage1_{args.dtype}.jsonl" if args.dtype else "stage1.jsonl")
         tuned = run([
             "predict", "tune", "--model", str(out), "--data-dir", args.data_dir, "--split", "dev",
-            "--cache", str(out / "stage1.jsonl"), "--threads", "1", "--llm", *limit,
+            "--cache", str(cache), "--threads", "1", "--llm", *limit, *precision,
         ], out / "tune.log")
         tuning = json.loads((out / "coder.json").read_text())["tuning"]
-        row = {"variant": variant, **training_cost(out), "dev_notes": tuned["documents"], "llm_segments": tuned["llm_segments"],
+        row = {"variant": variant, **training_cost(out), "dtype": tuned["dtype"], "dev_notes": tuned["documents"],
+               "llm_segments": tuned["llm_segments"],
                "dropped_lines": sum(tuned["dropped"].values()), **scores(tuning)}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -135,14 +135,16 @@ def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, co
     model = tmp_path / "coder"
     shutil.copytree(coder_dir, model)
     cache = tmp_path / "stage1.jsonl"
-    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache))
+    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache), "--dtype", "float32")
     result = _in_process(*args)
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents"] == len(NOTES) and summary["llm_segments"] > 0
+    assert summary["dtype"] == "float32"
     assert isinstance(summary["dropped"], dict) and set(summary["llm_alone"]) >= {"D_f1", "D_map", "P_f1", "P_map"}
     record = json.loads((model / "coder.json").read_text())
     assert record["tuning"]["table"] and record["settings"]["threshold"] == summary["best_settings"]["threshold"]
+    assert record["settings"]["dtype"] == "float32"
     assert len(cache.read_text().splitlines()) == len(NOTES)
     again = json.loads(_in_process(*args).stdout.strip().splitlines()[-1])  # from the cache: same answers, same tuning
     assert again["best_settings"] == summary["best_settings"] and again["dropped"] == summary["dropped"]
@@ -156,5 +158,12 @@ def test_predict_tune_no_llm_skips_the_model_and_saves_the_choice(tmp_path, corp
     result = _in_process("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--no-llm")
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["llm_segments"] == 0 and "llm_alone" not in summary
+    assert summary["llm_segments"] == 0 and "llm_alone" not in summary and summary["dtype"] is None
     assert json.loads((model / "coder.json").read_text())["settings"]["use_llm"] is False
+
+
+def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
+    from icdcoder.errors import InputError
+
+    with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16"):
+        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8")

@@ -84,12 +84,18 @@ def tune(
     llm: Annotated[
         bool | None, typer.Option("--llm/--no-llm", help="Run the coder's LLM or not (default: its saved use_llm); saved with the tuned weights.")
     ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="The LLM's precision: auto, float32 or bfloat16 (default: its saved dtype); saved with the tuned weights."),
+    ] = None,
 ) -> None:
     """Tune fusion weights and thresholds of a span coder on a split; prints the result as JSON.
 
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
+    if dtype not in (None, "auto", "float32", "bfloat16"):
+        raise InputError(f"--dtype must be auto, float32 or bfloat16 (got '{dtype}')")
     import torch
     from rich.progress import Progress
 
@@ -100,7 +106,7 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")[:limit]
-    coder = SpanLLMPredictor.load(model, use_llm=llm)
+    coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
@@ -110,6 +116,7 @@ def tune(
         "documents": len(documents),
         "segments": sum(o.segments for o in outputs),
         "llm_segments": sum(o.llm_segments for o in outputs),
+        "dtype": coder.llm_dtype,
         "dropped": dropped_totals(o.dropped for o in outputs),
         "best_settings": result["best_settings"],
     }
