@@ -184,11 +184,11 @@ class Ontology:
         """The specific ICD-10-CM code a non-specific node stands for when nothing more is said.
 
         From ``code`` down, each step takes the child whose title marks it as the default form
-        (``DEFAULT_CHILD_MARKS``; of several, the one adding the fewest words), else the first child: "G43" -> "G43.909", "E11" -> "E11.9",
-        "N00" -> "N00.9", "I25.1" -> "I25.10". The descent stops at a
-        billable code, or at a placeholder stem whose children differ only in the 7th character
-        (the encounter), the level at which CodiEsp annotates injuries. Specific codes, unknown
-        codes and other systems come back unchanged.
+        (``DEFAULT_CHILD_MARKS``; of several, the one adding the fewest words), else the first child:
+        "G43" -> "G43.909", "E11" -> "E11.9", "N00" -> "N00.9", "I25.1" -> "I25.10". The descent stops
+        at a billable code, or at a placeholder stem whose children differ only in the 7th character
+        (the encounter), the level at which CodiEsp annotates injuries. Specific codes, unknown codes
+        and other systems come back unchanged.
         """
         if system != "icd10cm" or self._row(code, system) is None:
             return code
