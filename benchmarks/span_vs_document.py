@@ -13,8 +13,10 @@ recipe on whole-note examples (configs/sft/document_cpu.yaml), reusing the shipp
 Each variant is trained (``icdcoder train sft --config configs/sft/<variant>.yaml``) or reused, and
 tuned on dev with its LLM on (``icdcoder predict tune --llm``, stage-1 outputs cached per variant so an
 interrupted run resumes). Printed per variant, one JSON line: training tokens and wall time; the LLM's
-answers alone (D/P micro-F1 and MAP at their best threshold: what training taught); the best fusion with
-the retrieval and lexicon signals; and the best fusion without the LLM. ``<out>/table.md`` tabulates them.
+answers alone (D/P micro-F1 and MAP at their best threshold: what training taught; D recall on codes that
+training notes carry 0, 1-4 and >= 5 times, at those thresholds; how many codes it answered, and which most);
+the best fusion with the retrieval and lexicon signals; and the best fusion without the LLM.
+``<out>/table.md`` tabulates them.
 Each command's log goes to ``<out>/<variant>/<command>.log``.
 """
 
@@ -85,8 +87,36 @@ def scores(tuning: dict) -> dict:
     }
 
 
+def llm_alone_details(coder_dir: Path, cache: Path, args: argparse.Namespace) -> dict:
+    """Recall of the LLM's answers alone (at their tuned thresholds) on diagnosis codes that training notes
+    carry 0 / 1-4 / >= 5 times (whether a variant reaches codes it never saw), how many codes it answered, and
+    the ones it answered most. Read from the stage-1 cache."""
+    from collections import Counter
+
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.evaluate.metrics import frequency_band_recall
+    from icdcoder.infer.coder import SpanLLMPredictor, aggregate, llm_alone, with_tuned_thresholds
+
+    coder = SpanLLMPredictor.load(coder_dir, use_llm=False)  # every note is cached: the LLM is not needed
+    dev = load_codiesp(args.data_dir, "dev", with_translation=True)[: args.dev_notes]
+    train = load_codiesp(args.data_dir, "train")
+    outputs = coder.segment_outputs(dev, cache=cache)
+    settings = with_tuned_thresholds(outputs, dev, llm_alone(coder.settings))
+    ranked = {o.doc_id: [c.code for c in aggregate(o, settings).ranked({"icd10cm"})] for o in outputs}
+    truth = {document.id: document.code_set("icd10cm") for document in dev}
+    counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
+    bands = frequency_band_recall(truth, ranked, counts)
+    answered = Counter(item.code for note in outputs for item in note.scored if item.llm > 0)
+    return {f"D_{band}_recall": bands[f"{band}_recall"] for band in ("unseen", "rare", "frequent")} | {
+        "D_unseen_gold": bands["n_unseen"], "answered_codes": sum(answered.values()), "most_answered": answered.most_common(3)}
+
+
 def _count(tokens: int | None) -> str:
     return "not recorded" if tokens is None else f"{tokens:,}"
+
+
+def _recall(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _minutes(seconds: float | None) -> str:
@@ -95,14 +125,16 @@ def _minutes(seconds: float | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| variant | train tokens | train time | answer lines dropped | LLM alone D F1 / MAP | LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | train tokens | train time | answer lines dropped | LLM alone D F1 / MAP | LLM alone D recall unseen / rare | "
+        "LLM alone P F1 / MAP | fused D F1 / MAP | fused P F1 / MAP | LLM weight |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         alone, fused = row["llm_alone"], row["fused"]
         lines.append(
             f"| {row['variant']} | {_count(row['train_tokens'])} | {_minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
-            f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
+            f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {_recall(alone['D_unseen_recall'])} / {_recall(alone['D_rare_recall'])} "
+            f"| {alone['P_f1']:.3f} / {alone['P_map']:.3f} "
             f"| {fused['D_f1']:.3f} / {fused['D_map']:.3f} | {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']} |"
         )
     without = rows[0]["without_llm"] if rows else None
@@ -144,6 +176,7 @@ def main() -> None:
         row = {"variant": variant, **training_cost(out), "dtype": tuned["dtype"], "dev_notes": tuned["documents"],
                "llm_segments": tuned["llm_segments"],
                "dropped_lines": sum(tuned["dropped"].values()), **scores(tuning)}
+        row["llm_alone"].update(llm_alone_details(out, cache, args))
         rows.append(row)
         print(json.dumps(row), flush=True)
     (args.out / "table.md").write_text(markdown(rows))
