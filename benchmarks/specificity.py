@@ -18,17 +18,17 @@ import json
 from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
 
 
-def renamed_report(coder, dev, raw, specified) -> dict:
-    """Predicted diagnosis codes the step renames, and how many are gold before and after."""
+def renamed_report(coder, dev, raw) -> dict:
+    """Diagnosis codes the coder predicts without the step that the step renames, and how many are gold before and after."""
     from icdcoder.infer.coder import aggregate
 
     counts = {"renamed": 0, "gold_before": 0, "gold_after": 0}
-    for document, before, after in zip(dev, raw, specified):
+    for document, before in zip(dev, raw):
         gold = document.code_set("icd10cm")
         kept = {c.code for c in aggregate(before, coder.settings).codes if c.system == "icd10cm"}
         for code in kept:
-            specific = coder.ontology.default_specific_code(code, "icd10cm")
-            if specific != code and (code, "icd10cm") not in coder.retriever.trained_codes:
+            specific = coder.specific_code(code, "icd10cm")
+            if specific != code:
                 counts["renamed"] += 1
                 counts["gold_before"] += code in gold
                 counts["gold_after"] += specific in gold
@@ -45,7 +45,7 @@ def main() -> None:
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
         outputs[specify] = coder.segment_outputs(dev)
-    print(json.dumps({"lang": args.lang, **renamed_report(coder, dev, outputs[False], outputs[True])}), flush=True)
+    print(json.dumps({"lang": args.lang, **renamed_report(coder, dev, outputs[False])}), flush=True)
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
         for row in rows_by_weight(coder, dev, outputs[specify], train_counts, [coder.settings.llm_weight]):

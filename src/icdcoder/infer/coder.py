@@ -348,11 +348,12 @@ class SpanLLMPredictor(Predictor):
             return note
         scored = []
         for item in note.scored:
-            code = self._specific_code(item.code, item.system)
+            code = self.specific_code(item.code, item.system)
             scored.append(item if code == item.code else replace(item, code=code))
         return replace(note, scored=scored)
 
-    def _specific_code(self, code: str, system: str) -> str:
+    def specific_code(self, code: str, system: str) -> str:
+        """The code ``specify_untrained`` names ``code`` by: its default specific code when no training note carries it."""
         key = (code, system)
         if key not in self._specific_codes:
             untrained = key not in self.retriever.trained_codes
