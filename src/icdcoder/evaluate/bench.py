@@ -208,7 +208,7 @@ def markdown_table(results: list[dict[str, Any]], settings: BenchConfig, config_
     caption = (
         f"CodiEsp `{settings.split}` ({settings.lang}), trained on `{settings.train_split}`"
         + (f", thresholds on `{settings.tune_split}`" if settings.tune_split else "")
-        + ". Bands: recall of gold codes seen 0 / 1-4 / >=5 times in training. "
+        + ". Bands: recall of gold codes (diagnoses and procedures together) seen 0 / 1-4 / >=5 times in training. "
         + f"Regenerate: `icdcoder bench --config {config_path}`."
     )
     return "\n".join(lines) + "\n\n" + caption + "\n"
