@@ -22,7 +22,7 @@ def parser_with_model(description: str, weights: list[float]) -> argparse.Argume
 
 def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"):
     """The coder (its LLM off), the dev notes (Spanish with their translations, or English), and training counts
-    of diagnosis codes."""
+    of diagnosis and procedure codes (the two systems' codes never coincide)."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanLLMPredictor
 
@@ -31,12 +31,12 @@ def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"
         raise SystemExit(f"the {signal} signal borrows the LLM's slot: use a coder with use_llm false")
     train = load_codiesp(args.data_dir, "train")
     dev = load_codiesp(args.data_dir, "dev", language=lang, with_translation=lang == "es")
-    train_counts = Counter(gold.code for document in train for gold in document.codes if gold.system == "icd10cm")
+    train_counts = Counter(gold.code for document in train for gold in document.codes)
     return coder, dev, train_counts
 
 
 def rows_by_weight(coder, dev, outputs, train_counts: Counter, weights: list[float]) -> Iterator[dict]:
-    """Per weight of the borrowed slot: D/P micro-F1 and MAP at re-tuned thresholds, and D unseen-code recall."""
+    """Per weight of the borrowed slot: D/P micro-F1 and MAP at re-tuned thresholds, and D/P unseen-code recall."""
     from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
     from icdcoder.infer.coder import aggregate, collect_signals, with_tuned_thresholds
 
@@ -51,6 +51,5 @@ def rows_by_weight(coder, dev, outputs, train_counts: Counter, weights: list[flo
             row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
             row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
             row[f"{task}_threshold"] = tuned.threshold[system]
-            if system == "icd10cm":
-                row["D_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
+            row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
         yield row
