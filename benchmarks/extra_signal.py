@@ -53,3 +53,36 @@ def rows_by_weight(coder, dev, outputs, train_counts: Counter, weights: list[flo
             row[f"{task}_threshold"] = tuned.threshold[system]
             row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
         yield row
+
+
+def print_rows_with_hits(coder, dev, hits: dict[str, set[str]], system: str, train_counts: Counter, weights: list[float]) -> None:
+    """One JSON line per weight, with ``hits`` (doc id -> codes of ``system``) fused in the borrowed slot: first
+    for every hit, then (``unseen_only``) for hits on codes no training note carries."""
+    import json
+    from dataclasses import replace
+
+    from icdcoder.infer.coder import ScoredCode
+
+    base = coder.segment_outputs(dev)
+    for unseen_only in (False, True):
+        outputs = [
+            replace(note, scored=[*note.scored, *(ScoredCode(code, system, llm=1.0) for code in hits[document.id]
+                                                  if not unseen_only or train_counts[code] == 0)])
+            for document, note in zip(dev, base)
+        ]
+        for row in rows_by_weight(coder, dev, outputs, train_counts, weights):
+            print(json.dumps({"unseen_only": unseen_only, **row}), flush=True)
+
+
+def hit_report(dev, hits: dict[str, set[str]], system: str, train_counts: Counter) -> dict:
+    """How many ``hits`` on codes seen and unseen in training are gold, and how many are a gold code's prefix."""
+    counts = Counter()
+    for document in dev:
+        gold = document.code_set(system)
+        for code in hits[document.id]:
+            band = "unseen" if train_counts[code] == 0 else "seen"
+            counts[f"{band}_hits"] += 1
+            counts[f"{band}_correct"] += code in gold
+            counts[f"{band}_prefix_of_gold"] += any(other != code and other.startswith(code) for other in gold)
+    precision = {f"{band}_precision": round(counts[f"{band}_correct"] / max(counts[f"{band}_hits"], 1), 3) for band in ("seen", "unseen")}
+    return {**counts, **precision}

@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import replace
 
-from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
+from extra_signal import hit_report, load_coder_and_notes, parser_with_model, print_rows_with_hits
 from unseen_concepts import content_words
 
 #: clinical words for a root operation or imaging type, keyed by how 4-character PCS titles name it
@@ -112,40 +111,19 @@ class TrainingLevels:
         return prefix
 
 
-def precision_report(dev, hits: dict[str, set[str]], train_counts: Counter) -> dict:
-    counts = Counter()
-    for document in dev:
-        gold = document.code_set("icd10pcs")
-        for code in hits[document.id]:
-            band = "unseen" if train_counts[code] == 0 else "seen"
-            counts[f"{band}_proposals"] += 1
-            counts[f"{band}_exact"] += code in gold
-            counts[f"{band}_prefix_of_gold"] += any(g != code and g.startswith(code) for g in gold)
-    return dict(counts)
-
-
 def main() -> None:
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import ScoredCode
 
     args = parser_with_model(__doc__.splitlines()[0], weights=[0.0, 0.25, 0.5, 1.0]).parse_args()
     coder, dev, train_counts = load_coder_and_notes(args, "procedure")
     train = load_codiesp(args.data_dir, "train")
     composer = ProcedureComposer(coder.ontology)
     prefixes = {document.id: composer.codes_in(document.translation) for document in dev}
-    print(json.dumps({"proposals": precision_report(dev, prefixes, train_counts)}), flush=True)
+    print(json.dumps({"proposals": hit_report(dev, prefixes, "icd10pcs", train_counts)}), flush=True)
     levels = TrainingLevels(train, coder.ontology)
     hits = {doc_id: {levels.coded(prefix) for prefix in found} for doc_id, found in prefixes.items()}
-    print(json.dumps({"proposals_at_training_level": precision_report(dev, hits, train_counts)}), flush=True)
-    base = coder.segment_outputs(dev)
-    for unseen_only in (False, True):
-        outputs = [
-            replace(note, scored=[*note.scored, *(ScoredCode(code, "icd10pcs", llm=1.0) for code in hits[document.id]
-                                                  if not unseen_only or train_counts[code] == 0)])
-            for document, note in zip(dev, base)
-        ]
-        for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
-            print(json.dumps({"unseen_only": unseen_only, **row}), flush=True)
+    print(json.dumps({"proposals_at_training_level": hit_report(dev, hits, "icd10pcs", train_counts)}), flush=True)
+    print_rows_with_hits(coder, dev, hits, "icd10pcs", train_counts, args.weights)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import replace
 
-from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
+from extra_signal import hit_report, load_coder_and_notes, parser_with_model, print_rows_with_hits
 
 #: words that qualify a description without naming the concept
 QUALIFIERS = frozenset(
@@ -83,37 +82,13 @@ class ConceptIndex:
         return found
 
 
-def precision_report(dev, hits: dict[str, set[str]], train_counts: Counter) -> dict:
-    counts = Counter()
-    for document in dev:
-        gold = document.code_set("icd10cm")
-        for code in hits[document.id]:
-            band = "unseen" if train_counts[code] == 0 else "seen"
-            counts[f"{band}_matches"] += 1
-            counts[f"{band}_correct"] += code in gold
-    return {
-        **counts,
-        **{f"{band}_precision": round(counts[f"{band}_correct"] / max(counts[f"{band}_matches"], 1), 3) for band in ("seen", "unseen")},
-    }
-
-
 def main() -> None:
-    from icdcoder.infer.coder import ScoredCode
-
     args = parser_with_model(__doc__.splitlines()[0], weights=[0.0, 0.25, 0.5, 1.0, 2.0]).parse_args()
     coder, dev, train_counts = load_coder_and_notes(args, "concept")
     index = ConceptIndex(coder.ontology)
     hits = {document.id: index.codes_in(document.translation) for document in dev}
-    print(json.dumps({"matches": precision_report(dev, hits, train_counts)}), flush=True)
-    base = coder.segment_outputs(dev)
-    for unseen_only in (False, True):
-        outputs = [
-            replace(note, scored=[*note.scored, *(ScoredCode(code, "icd10cm", llm=1.0) for code in hits[document.id]
-                                                  if not unseen_only or train_counts[code] == 0)])
-            for document, note in zip(dev, base)
-        ]
-        for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
-            print(json.dumps({"unseen_only": unseen_only, **row}), flush=True)
+    print(json.dumps({"matches": hit_report(dev, hits, "icd10cm", train_counts)}), flush=True)
+    print_rows_with_hits(coder, dev, hits, "icd10cm", train_counts, args.weights)
 
 
 if __name__ == "__main__":
