@@ -94,14 +94,15 @@ def tune(
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
-    if dtype not in (None, "auto", "float32", "bfloat16"):
-        raise InputError(f"--dtype must be auto, float32 or bfloat16 (got '{dtype}')")
+    from icdcoder.infer.coder import INFERENCE_DTYPES, SpanLLMPredictor, aggregate
+
+    if dtype is not None and dtype not in INFERENCE_DTYPES:
+        raise InputError(f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')")
     import torch
     from rich.progress import Progress
 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
-    from icdcoder.infer.coder import SpanLLMPredictor, aggregate
 
     if threads:
         torch.set_num_threads(threads)

@@ -62,6 +62,8 @@ SIGNAL_WEIGHTS = {
     "ontology": "ontology_weight",
 }
 SIGNALS = tuple(SIGNAL_WEIGHTS)
+#: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
 
@@ -111,7 +113,7 @@ class CoderSettings(StrictModel):
     threads: int | None = Field(None, ge=1)
     #: inference precision; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 or AMX, and several times slower
     #: where the CPU lacks them (emulated); "auto" picks bfloat16 exactly where the CPU computes it natively
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    dtype: Literal[INFERENCE_DTYPES] = "auto"
     #: SFT config used by ``fit`` (``configs/sft/*.yaml``)
     sft_config: Path | None = None
     #: the language of the training notes; tuning on notes of another language fills ``by_language``
