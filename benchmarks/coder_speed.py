@@ -1,6 +1,6 @@
 """Notes per second of a saved coder on a ~400-word note (CPU, and GPU when one is present).
 
-    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm] [--dtype float32|bfloat16]
+    python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm] [--dtype auto|float32|bfloat16]
 
 ``--llm`` / ``--no-llm`` override the coder's saved ``use_llm`` (the shipped coder has its LLM off);
 ``--dtype`` overrides its saved precision (``auto``: bfloat16 only on a CPU that computes it natively).
@@ -30,14 +30,14 @@ def main() -> None:
 
     from icdcoder.data.schema import Document
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import INFERENCE_DTYPES, SpanLLMPredictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--notes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--llm", action=argparse.BooleanOptionalAction, default=None, help="run the LLM (default: as saved)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="LLM precision (default: as saved)")
+    parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default=None, help="LLM precision (default: as saved)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))

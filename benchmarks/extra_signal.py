@@ -1,6 +1,6 @@
 """Shared by the benchmarks that try one more signal on the shipped coder (translation_embeddings.py,
-unseen_concepts.py, specificity.py): the signal borrows the LLM's slot (the shipped coder runs with its LLM off), and each
-weight is scored at D/P thresholds re-tuned on dev."""
+unseen_concepts.py, specificity.py, pcs_composition.py): a new signal borrows the LLM's slot (the shipped coder runs with
+its LLM off), and each weight is scored at D/P thresholds re-tuned on dev."""
 
 from __future__ import annotations
 
@@ -35,14 +35,18 @@ def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"
     return coder, dev, train_counts
 
 
-def rows_by_weight(coder, dev, outputs, train_counts: Counter, weights: list[float]) -> Iterator[dict]:
-    """Per weight of the borrowed slot: D/P micro-F1 and MAP at re-tuned thresholds, and D/P unseen-code recall."""
+def rows_by_weight(
+    coder, dev, outputs, train_counts: Counter, weights: list[float], weight_name: str = "llm_weight"
+) -> Iterator[dict]:
+    """Per value of ``weight_name`` (the borrowed LLM slot unless named): D/P micro-F1 and MAP at re-tuned
+    thresholds, and D/P unseen-code recall."""
     from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
-    from icdcoder.infer.coder import aggregate, collect_signals, with_tuned_thresholds
+    from icdcoder.infer.coder import aggregate, collect_signals
+    from icdcoder.infer.tuning import with_tuned_thresholds
 
     collected = [collect_signals(note) for note in outputs]
     for weight in weights:
-        tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={"llm_weight": weight}))
+        tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={weight_name: weight}))
         predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
         row: dict = {"weight": weight}
         for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):

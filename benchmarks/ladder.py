@@ -8,7 +8,7 @@ positives in micro scores; macro F1 is averaged over training codes).
     python benchmarks/ladder.py --data-dir ../shared/data/codiesp --split dev \
         --sft src/icdcoder/models/default --seeds 0 1 2 --runs-dir runs/ladder \
         [--max-docs 40] [--set max_steps=30] [--set phi.steps_per_round=10] [--rungs prompting sft grpo phi]
-        [--span-eval 64 [--skip-notes]] [--dtype float32|bfloat16]
+        [--span-eval 64 [--skip-notes]] [--dtype auto|float32|bfloat16]
 
 The GRPO and PHI rungs are trained from the SFT coder folder with
 ``configs/rl/grpo.yaml`` / ``configs/rl/phi.yaml`` (plus ``--set`` overrides,
@@ -59,6 +59,8 @@ COLUMNS = [
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from icdcoder.infer.coder import INFERENCE_DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/codiesp"))
     parser.add_argument("--split", default="dev")
@@ -75,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--span-eval", type=int, default=0, help="also score greedy answers on N dev span prompts (RL reward terms)")
     parser.add_argument("--skip-notes", action="store_true", help="only the span evaluation (note-level coding is slow on CPU)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="evaluate the LLMs in this precision")
+    parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default=None, help="evaluate the LLMs in this precision")
     return parser.parse_args(argv)
 
 
@@ -159,7 +161,8 @@ def llm_alone_predictions(coder, dev_docs, cache: Path) -> tuple[list, float | N
     Stage-1 outputs go to ``cache`` as they are made, so an interrupted evaluation resumes;
     a resumed evaluation is not timed (None).
     """
-    from icdcoder.infer.coder import aggregate, llm_alone, with_tuned_thresholds
+    from icdcoder.infer.coder import aggregate
+    from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     resumed = cache.is_file()

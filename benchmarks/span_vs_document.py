@@ -95,7 +95,8 @@ def llm_alone_details(coder_dir: Path, cache: Path, args: argparse.Namespace) ->
 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.metrics import frequency_band_recall
-    from icdcoder.infer.coder import SpanLLMPredictor, aggregate, llm_alone, with_tuned_thresholds
+    from icdcoder.infer.coder import SpanLLMPredictor, aggregate
+    from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
     coder = SpanLLMPredictor.load(coder_dir, use_llm=False)  # every note is cached: the LLM is not needed
     dev = load_codiesp(args.data_dir, "dev", with_translation=True)[: args.dev_notes]
@@ -145,6 +146,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    from icdcoder.infer.coder import INFERENCE_DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="SFT config names under configs/sft/")
@@ -154,7 +157,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=None, help="examples per forward pass (default: each config's)")
     parser.add_argument("--dev-notes", type=int, default=None, help="tune on the first N dev notes (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "span_vs_document")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default=None,
+    parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default=None,
                         help="the LLM's precision when tuning (default: each coder's saved dtype); its stage-1 cache is kept apart")
     args = parser.parse_args()
     reused = dict(item.split("=", 1) for item in args.reuse)

@@ -5,9 +5,10 @@
 The question behind it: unseen-code recall (codes of dev notes that no training note carries). The shipped
 coder's English lexicon matches descriptions and inclusion terms as exact phrases, so "primary ovarian
 carcinoma" never meets "Malignant neoplasm of unspecified ovary". Here each description is reduced to its
-content words (qualifiers such as "unspecified" and "other" dropped, site adjectives mapped to their nouns,
-"carcinoma"/"cancer"/"sarcoma" to "malignant neoplasm"), and a code matches a translation sentence that holds
-all of its content words (at least two); only the most specific matches of a sentence are kept.
+content words (:func:`icdcoder.spans.concepts.content_words`: qualifiers such as "unspecified" and "other"
+dropped, site adjectives mapped to their nouns, "carcinoma"/"cancer"/"sarcoma" to "malignant neoplasm"), and a
+code matches a translation sentence that holds all of its content words (at least two); only the most specific
+matches of a sentence are kept.
 
 Printed, one JSON line each: how precise the matches are (for codes seen and unseen in training), then, for
 each weight, the shipped coder with the matches fused as one more signal (it borrows the LLM's slot: the
@@ -18,42 +19,11 @@ recall; ``unseen_only`` rows add the signal only to codes no training note carri
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 
 from extra_signal import hit_report, load_coder_and_notes, parser_with_model, print_rows_with_hits
 
-#: words that qualify a description without naming the concept
-QUALIFIERS = frozenset(
-    "of the and or with in to a an by for on at as from other unspecified specified nos site sites part parts type due not "
-    "elsewhere classified".split()
-)
-#: site adjectives and synonyms, mapped to the noun ICD-10-CM descriptions use
-NOUNS = {
-    "ovarian": "ovary", "renal": "kidney", "hepatic": "liver", "pulmonary": "lung", "tibial": "tibia", "femoral": "femur",
-    "cardiac": "heart", "gastric": "stomach", "vertebral": "vertebra", "urethral": "urethra", "vesical": "bladder",
-    "splenic": "spleen", "pancreatic": "pancreas", "cutaneous": "skin", "ocular": "eye", "orbital": "orbit",
-    "testicular": "testis", "testicle": "testis", "prostatic": "prostate", "uterine": "uterus", "mammary": "breast",
-    "intestinal": "intestine", "colonic": "colon", "esophageal": "esophagus", "duodenal": "duodenum", "biliary": "bile",
-    "ureteral": "ureter", "nasal": "nose", "oral": "mouth", "dental": "tooth", "teeth": "tooth", "osseous": "bone",
-    "cerebral": "brain", "encephalic": "brain", "arterial": "artery", "venous": "vein", "lymphatic": "lymph",
-    "ganglion": "lymph", "tumour": "neoplasm", "tumor": "neoplasm", "neoplasia": "neoplasm", "metastasis": "secondary",
-    "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage", "lithiasis": "calculus",
-    "stone": "calculus", "calculi": "calculus",
-}
-MALIGNANT = ("malignant", "neoplasm")
-EXPANSIONS = {"carcinoma": MALIGNANT, "cancer": MALIGNANT, "adenocarcinoma": MALIGNANT, "sarcoma": MALIGNANT, "liposarcoma": MALIGNANT}
-
-
-def content_words(text: str) -> frozenset[str]:
-    from icdcoder.baselines.dictionary import normalize_word
-
-    words = []
-    for word in re.findall(r"\w+", text):
-        norm = normalize_word(word, fold_plurals=True)
-        norm = NOUNS.get(norm, norm)
-        words.extend(EXPANSIONS.get(norm, (norm,)))
-    return frozenset(w for w in words if w not in QUALIFIERS and not w.isdigit())
+from icdcoder.spans.concepts import content_words, sentence_spans
 
 
 class ConceptIndex:
@@ -75,8 +45,8 @@ class ConceptIndex:
     def codes_in(self, text: str) -> set[str]:
         """Codes whose content words all occur in one sentence of ``text``; the most specific of each sentence."""
         found = set()
-        for sentence in re.split(r"(?<=[.;:!?])\s+|\n+", text):
-            words = content_words(sentence)
+        for start, end in sentence_spans(text):
+            words = content_words(text[start:end])
             matched = [(need, code) for word in words for need, code in self.by_word.get(word, ()) if need <= words]
             found.update(code for need, code in matched if not any(need < other for other, _ in matched))
         return found

@@ -88,6 +88,7 @@ def test_constrained_decoding_yields_valid_codes_and_verbatim_quotes(tiny_model,
 
 
 def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, corpus_docs, ontology):
+    from icdcoder.errors import InputError
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
 
     model, tokenizer = tiny_model
@@ -123,6 +124,9 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     for dtype in ("bfloat16", "float32"):
         overridden = SpanLLMPredictor.load(tmp_path / "coder", use_llm=True, dtype=dtype)
         assert overridden.llm_dtype == dtype and str(next(overridden.model.parameters()).dtype) == f"torch.{dtype}"
+    with pytest.raises(InputError, match="^dtype: ") as caught:
+        SpanLLMPredictor.load(tmp_path / "coder", dtype="float16")  # an override is validated as the file is
+    assert "\n" not in str(caught.value)
 
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):
@@ -176,7 +180,8 @@ def test_document_models_read_whole_windows_without_candidates(tiny_model, retri
 
 def test_tuning_reports_what_the_llm_alone_is_worth():
     from icdcoder.data.schema import Document, GoldCode
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, tune_fusion
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode
+    from icdcoder.infer.tuning import tune_fusion
 
     dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
     # the LLM names the gold code; retrieval prefers a wrong one
@@ -198,7 +203,8 @@ def test_tuning_reports_what_the_llm_alone_is_worth():
 
 def test_llm_alone_settings_with_tuned_thresholds_keep_only_the_llms_codes():
     from icdcoder.data.schema import Document, GoldCode
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, aggregate, llm_alone, with_tuned_thresholds
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, aggregate
+    from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
     dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
     outputs = [

@@ -119,3 +119,32 @@ def test_retrieval_also_reads_the_translation_when_asked(coder):
         best[flag] = max(scores, default=0.0)
     coder.settings = shared
     assert best[True] > best[False]
+
+
+def test_procedures_are_composed_on_the_english_text_with_evidence_only_in_english_notes(coder):
+    def composed(document):
+        return [(item.code, item.start, item.end) for item in coder.segment_outputs([document])[0].scored if item.procedure > 0]
+
+    spanish = Document(id="g", text="Se toma biopsia rectal.", language="es", translation="A biopsy of the rectum was taken.")
+    assert [code for code, *_ in composed(spanish)] == [coder.procedure_composer.coded("0DBP")]
+    assert composed(spanish)[0][1:] == (-1, -1)  # the words are in the translation, not in the note
+    english = "Fever. A biopsy of the rectum was taken."
+    ((code, start, end),) = composed(Document(id="h", text=english, language="en"))
+    assert code.startswith("0DBP") and english[start:end] == "A biopsy of the rectum was taken."
+    assert composed(Document(id="i", text="Se toma biopsia rectal.", language="es")) == []
+
+
+def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():
+    from icdcoder.data.schema import GoldCode
+    from icdcoder.infer.tuning import tune_fusion
+
+    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="0DBP", system="icd10pcs"),)) for i in range(3)]
+    outputs = [
+        NoteOutputs(doc_id=d.id, scored=[ScoredCode("0DBP", "icd10pcs", procedure=1.0), ScoredCode("BW21", "icd10pcs", retrieval=0.9)])
+        for d in dev
+    ]
+    result = tune_fusion(outputs, dev, CoderSettings())
+    assert {row["procedure_weight"] for row in result["table"]} == {0.0, 0.5, 1.0, 2.0, 4.0}
+    assert result["best_settings"]["procedure_weight"] > 0 and max(row["P_f1"] for row in result["table"]) == 1.0
+    without = [NoteOutputs(doc_id=o.doc_id, scored=o.scored[1:]) for o in outputs]
+    assert {row["procedure_weight"] for row in tune_fusion(without, dev, CoderSettings())["table"]} == {0.0}

@@ -5,10 +5,12 @@
 1. :meth:`SpanLLMPredictor.segment_outputs` — per note, per segment: the
    retrieved candidates (with fused retrieval scores) and, for segments the
    cheap filter lets through, the LLM's parsed answer lines with a confidence
-   each (``exp`` of the mean token log-prob of the line); a diagnosis code no training
-   note carries is named at the level the annotators code (``specify_untrained``);
+   each (``exp`` of the mean token log-prob of the line); per note, the lexicons'
+   hits and the ICD-10-PCS codes composed on its English text; a diagnosis code no
+   training note carries is named at the level the annotators code (``specify_untrained``);
 2. :func:`aggregate` — per code, each signal's best value over the note's segments
-   (LLM confidence, retrieval score, training-surface hit, lexicon reliability),
+   (LLM confidence, retrieval score, training-surface hit, lexicon reliability,
+   composed procedure),
    combined as a weighted mean in [0, 1] and thresholded per system. Evidence is
    the LLM's quote, else the lexicon's matched words, else the training surface
    form found in the segment.
@@ -18,14 +20,14 @@ The *lexicon* is the surface-form dictionary of the training evidence
 each matched form, learned on the training notes, is a strong signal that
 retrieval's rank fusion flattens, so the coder reads it directly.
 
-``tune`` runs stage 1 once on dev and grid-searches the weights and thresholds of stage 2.
+``tune`` runs stage 1 once on dev and grid-searches the weights and thresholds of stage 2
+(:mod:`icdcoder.infer.tuning`).
 A saved coder is a folder: ``model/`` (adapter), ``retriever/``, ``lexicon/`` (optional), ``coder.json``.
 """
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import logging
 import time
@@ -60,10 +62,13 @@ SIGNAL_WEIGHTS = {
     "surface": "surface_bonus",
     "english": "english_weight",
     "ontology": "ontology_weight",
+    "procedure": "procedure_weight",
 }
 SIGNALS = tuple(SIGNAL_WEIGHTS)
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
+#: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
+SCORE_DIGITS = 6
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
 
@@ -108,6 +113,9 @@ class CoderSettings(StrictModel):
     #: its forms confirmed on training notes, and the ontology terms no training note confirmed
     english_weight: float = Field(0.0, ge=0.0)
     ontology_weight: float = Field(0.0, ge=0.0)
+    #: weight of the ICD-10-PCS codes composed from an operation word and a body part in one sentence of the
+    #: note's English text (:class:`icdcoder.spans.procedures.ProcedureComposer`)
+    procedure_weight: float = Field(0.0, ge=0.0)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -148,6 +156,7 @@ class ScoredCode:
     lexical: float = 0.0
     english: float = 0.0
     ontology: float = 0.0
+    procedure: float = 0.0
     start: int = -1
     end: int = -1
 
@@ -219,14 +228,14 @@ def aggregate(
     codes = []
     for system in CODER_SYSTEMS:
         ranked = sorted(
-            ((fuse(found.best, weights), code, found) for (code, sys_), found in signals.items() if sys_ == system),
+            ((round(fuse(found.best, weights), SCORE_DIGITS), code, found) for (code, sys_), found in signals.items() if sys_ == system),
             key=lambda x: (-x[0], x[1]),
         )
         threshold = settings.threshold.get(system, 0.5)
         for score, code, found in ranked[: settings.max_codes_per_system]:
             if score >= threshold and score > 0:
                 evidence = found.preferred_evidence(weights)
-                codes.append(CodePrediction(code=code, system=system, score=round(score, 6), evidence=evidence))
+                codes.append(CodePrediction(code=code, system=system, score=score, evidence=evidence))
     return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped))
 
 
@@ -245,6 +254,7 @@ class SpanLLMPredictor(Predictor):
         self._ontology = None
         self._generator = None
         self._specific_codes: dict[tuple[str, str], str] = {}
+        self._composer = None
 
     # ------------------------------------------------------------------ assembly
 
@@ -255,6 +265,7 @@ class SpanLLMPredictor(Predictor):
         self._ontology = ontology
         self._generator = None
         self._specific_codes = {}
+        self._composer = None
         return self
 
     @property
@@ -271,6 +282,16 @@ class SpanLLMPredictor(Predictor):
         from icdcoder.models.loading import cpu_inference_dtype
 
         return cpu_inference_dtype(self.settings.dtype) if self.model is not None else None
+
+    @property
+    def procedure_composer(self):
+        """The composer of ICD-10-PCS codes, writing each operation at the level the retriever's training notes code it."""
+        if self._composer is None:
+            from icdcoder.spans.procedures import ProcedureComposer
+
+            counts = {code: n for (code, system), n in self.retriever.trained_note_counts.items() if system == "icd10pcs"}
+            self._composer = ProcedureComposer(self.ontology, counts)
+        return self._composer
 
     def _resolve(self, code: str):
         return self.ontology.resolve(code, systems=CODER_SYSTEMS)
@@ -417,7 +438,7 @@ class SpanLLMPredictor(Predictor):
 
     def _lexical_items(self, document: Document) -> list[ScoredCode]:
         """The lexicons' codes for a whole note: the note-language lexicon on its text, the
-        English lexicon on its English text (the note itself, or its translation).
+        English lexicon and the composed procedures on its English text (the note itself, or its translation).
 
         Evidence offsets exist only for matches in the note's own text.
         """
@@ -429,7 +450,17 @@ class SpanLLMPredictor(Predictor):
             for signal, trained in (("english", True), ("ontology", False)):
                 hits = self.english_lexicon.code_hits(english, trained=trained)
                 items.extend(_hit_item(hit, signal, with_offsets=english is document.text) for hit in hits)
+        if english:
+            items.extend(self._procedure_items(english, with_offsets=english is document.text))
         return [item for item in items if item.system in CODER_SYSTEMS]
+
+    def _procedure_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
+        """The ICD-10-PCS codes composed on the note's English text; evidence is the sentence, when it is the note's."""
+        items = []
+        for composed in self.procedure_composer.compose(english):
+            span = (composed.start, composed.end) if with_offsets else (-1, -1)
+            items.append(ScoredCode(composed.code, "icd10pcs", procedure=1.0, start=span[0], end=span[1]))
+        return items
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:
         """A retrieval-only scored code, with the training surface form located in the segment if present."""
@@ -507,6 +538,8 @@ class SpanLLMPredictor(Predictor):
         if len(languages) != 1:
             raise InputError(f"tune on notes of one language at a time (got {', '.join(sorted(languages))})")
         language = languages.pop()
+        from icdcoder.infer.tuning import tune_fusion
+
         outputs = outputs if outputs is not None else self.segment_outputs(dev)
         result = tune_fusion(outputs, dev, self.settings.for_language(language))
         self.settings = self.settings.with_tuned(language, result["best_settings"])
@@ -566,10 +599,13 @@ class SpanLLMPredictor(Predictor):
             raise InputError(f"field 'settings.{where}': {first['msg']}", path=settings_path) from None
         except (json.JSONDecodeError, KeyError, ValueError) as err:
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
-        if use_llm is not None:
-            settings = settings.model_copy(update={"use_llm": use_llm})
-        if dtype is not None:
-            settings = settings.model_copy(update={"dtype": dtype})
+        overrides = {name: value for name, value in (("use_llm", use_llm), ("dtype", dtype)) if value is not None}
+        if overrides:
+            try:
+                settings = CoderSettings.model_validate({**settings.model_dump(), **overrides})
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise InputError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
         coder = cls(settings)
         model, tokenizer = (None, None)
         if (directory / "model").is_dir() and settings.use_llm:
@@ -646,94 +682,6 @@ def _confidence_by_code(generation, resolve) -> dict[str, float]:
         if resolved is not None:
             result.setdefault(resolved[0], confidence)
     return result
-
-
-# ---------------------------------------------------------------------- tuning
-
-
-def _gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
-    """system -> note id -> its gold codes of that system."""
-    return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
-
-
-def _best_threshold(scored: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]]) -> dict[str, float]:
-    """The threshold maximising micro-F1 + MAP of the thresholded ranking, for one system.
-
-    Both count: F1 reads the set, CodiEsp's MAP reads the (thresholded) ranked list.
-    """
-    from icdcoder.evaluate.metrics import mean_average_precision, micro_prf
-
-    best = {"threshold": 0.5, "f1": 0.0, "map": 0.0}
-    for step in range(0, 40):
-        threshold = step * 0.025
-        ranked = {doc: [code for score, code in items if score >= threshold] for doc, items in scored.items()}
-        f1 = micro_prf(gold, ranked)["micro_f1"]
-        average_precision = mean_average_precision(gold, ranked)
-        if f1 + average_precision > best["f1"] + best["map"]:
-            best = {"threshold": round(threshold, 3), "f1": round(f1, 4), "map": round(average_precision, 4)}
-    return best
-
-
-def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
-    """Grid over the signal weights with retrieval_weight = 1; per-system thresholds.
-
-    Returns the best settings and the whole table: rows with a weight at 0 are the
-    ablation without that signal (LLM, lexicon, English lexicon, ontology terms).
-    The surface bonus stays 0: retrieval already counts the training surface forms.
-    """
-    has_llm = any(o.llm_segments for o in outputs)
-    has_lexicon = any(item.lexical > 0 for o in outputs for item in o.scored)
-    has_english = any(item.english > 0 for o in outputs for item in o.scored)
-    has_ontology = any(item.ontology > 0 for o in outputs for item in o.scored)
-    grid = itertools.product(
-        [0.0, 0.25, 0.5, 1.0, 2.0, 4.0] if has_llm else [0.0],
-        [0.0, 1.0, 2.0, 4.0, 8.0] if has_lexicon else [0.0],
-        [0.0, 1.0, 2.0, 4.0, 8.0] if has_english else [0.0],
-        [0.0, 1.0, 2.0, 4.0, 8.0] if has_ontology else [0.0],
-    )
-    collected = [collect_signals(o) for o in outputs]  # the same for every row of the grid
-    gold = _gold_by_system(dev)
-    table, best = [], None
-    for llm_weight, lexical_weight, english_weight, ontology_weight in grid:
-        weights = {
-            "llm_weight": llm_weight, "lexical_weight": lexical_weight, "english_weight": english_weight,
-            "ontology_weight": ontology_weight, "retrieval_weight": 1.0, "surface_bonus": 0.0,
-        }
-        row, thresholds = _tuned_row(outputs, collected, gold, settings.model_copy(update=weights))
-        table.append({**{k: v for k, v in weights.items() if k not in ("retrieval_weight", "surface_bonus")}, **row})
-        objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
-        if best is None or objective > best[0]:
-            best = (objective, {**weights, "threshold": thresholds})
-    result = {"best_settings": best[1], "table": table}
-    if has_llm:  # what the LLM's answers alone are worth: the measure of its training
-        result["llm_alone"] = _tuned_row(outputs, collected, gold, llm_alone(settings))[0]
-    return result
-
-
-def llm_alone(settings: CoderSettings) -> CoderSettings:
-    """``settings`` with every signal but the LLM weighted 0: what an adapter's training taught it."""
-    return settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
-
-
-def with_tuned_thresholds(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> CoderSettings:
-    """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged."""
-    _, thresholds = _tuned_row(outputs, [collect_signals(o) for o in outputs], _gold_by_system(dev), settings)
-    return settings.model_copy(update={"threshold": thresholds})
-
-
-def _tuned_row(
-    outputs: list[NoteOutputs], collected: list, gold: dict[str, dict[str, set[str]]], settings: CoderSettings
-) -> tuple[dict, dict]:
-    """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds."""
-    trial = settings.model_copy(update={"threshold": dict.fromkeys(CODER_SYSTEMS, 0.0)})
-    predictions = [aggregate(o, trial, found) for o, found in zip(outputs, collected)]
-    row, thresholds = {}, {}
-    for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-        scored = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
-        found = _best_threshold(scored, gold[system])
-        thresholds[system] = found["threshold"]
-        row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
-    return row, thresholds
 
 
 def _read_cache(path: str | Path) -> dict[str, NoteOutputs]:

@@ -242,13 +242,17 @@ class CandidateRetriever:
         self.form_row = {(form, int(code)): row for row, (form, code) in enumerate(zip(self.row_forms, row_codes)) if form}
         self.doc_forms: dict[str, list[tuple[str, int]]] = defaultdict(list)
         self.forms_by_code: dict[int, list[str]] = defaultdict(list)
+        notes_by_code: dict[int, set[str]] = defaultdict(set)
         for form, by_code in self.forms.items():
             for code_index, per_doc in by_code.items():
                 self.forms_by_code[code_index].append(form)
+                notes_by_code[code_index].update(per_doc)
                 for document_id in per_doc:
                     self.doc_forms[document_id].append((form, code_index))
+        #: (code, system) -> how many training notes give evidence for it
+        self.trained_note_counts = {self.codes[code_index]: len(notes) for code_index, notes in notes_by_code.items()}
         #: the codes some training note gives evidence for
-        self.trained_codes = frozenset(self.codes[code_index] for code_index in self.forms_by_code)
+        self.trained_codes = frozenset(self.trained_note_counts)
         self.children: dict[int, list[int]] = defaultdict(list)
         for child, parent in enumerate(self.parents):
             if parent >= 0:

@@ -1,0 +1,168 @@
+"""Tune the span coder's fusion on dev: a grid over the signal weights, each system's threshold per row.
+
+Stage 1 (:meth:`SpanLLMPredictor.segment_outputs`) runs once; every setting of the grid only re-weighs the
+same signals. :class:`FusionTable` holds each note's codes with their best value of every signal as one
+matrix, so a setting is a matrix product and a sort per note and system; :func:`best_threshold` scores all
+thresholds of a ranking in one pass over cumulative hits. Both give what :func:`icdcoder.infer.coder.aggregate`
+and the metrics of :mod:`icdcoder.evaluate.metrics` give, fast enough to try hundreds of settings.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from icdcoder.data.schema import Document
+from icdcoder.evaluate.metrics import f1_score, safe_divide
+from icdcoder.infer.coder import (
+    CODER_SYSTEMS,
+    SCORE_DIGITS,
+    SIGNAL_WEIGHTS,
+    SIGNALS,
+    CoderSettings,
+    NoteOutputs,
+    collect_signals,
+)
+
+#: the weights the grid tries for each signal the stage-1 outputs carry (retrieval's weight is fixed at 1)
+WEIGHT_GRID = {
+    "llm": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
+    "lexical": [0.0, 1.0, 2.0, 4.0, 8.0],
+    "english": [0.0, 1.0, 2.0, 4.0, 8.0],
+    "ontology": [0.0, 1.0, 2.0, 4.0, 8.0],
+    "procedure": [0.0, 0.5, 1.0, 2.0, 4.0],
+}
+#: the thresholds tried for each system
+THRESHOLDS = [round(step * 0.025, 3) for step in range(40)]
+
+
+class FusionTable:
+    """Every (note, code) of stage-1 outputs with its best value of each signal, grouped by note and system,
+    codes in alphabetical order within a group (the tie order of :func:`aggregate`)."""
+
+    def __init__(self, outputs: Sequence[NoteOutputs]) -> None:
+        self.doc_ids = [note.doc_id for note in outputs]
+        rows, codes = [], []
+        #: (note index, system) -> the rows [start, end) of its codes
+        self.groups: dict[tuple[int, str], tuple[int, int]] = {}
+        for index, note in enumerate(outputs):
+            found = collect_signals(note)
+            for system in CODER_SYSTEMS:
+                start = len(codes)
+                for code in sorted(code for code, sys_ in found if sys_ == system):
+                    best = found[(code, system)].best
+                    rows.append([best.get(name, 0.0) for name in SIGNALS])
+                    codes.append(code)
+                self.groups[(index, system)] = (start, len(codes))
+        self.values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(SIGNALS))
+        self.codes = codes
+
+    def scores(self, settings: CoderSettings) -> np.ndarray:
+        """Each row's fused score (the weighted mean of its signals), rounded as predictions round it."""
+        weights = np.asarray([getattr(settings, SIGNAL_WEIGHTS[name]) for name in SIGNALS], dtype=np.float64)
+        total = weights.sum()
+        if total <= 0:
+            return np.zeros(len(self.codes))
+        return np.round(self.values @ weights / total, SCORE_DIGITS)
+
+    def rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str]]]:
+        """Per note, its ``(score, code)`` of ``system`` best first: the top ``max_codes_per_system`` with a score > 0."""
+        scores = self.scores(settings)
+        ranked = {}
+        for index, doc_id in enumerate(self.doc_ids):
+            start, end = self.groups[(index, system)]
+            order = np.argsort(-scores[start:end], kind="stable")[: settings.max_codes_per_system]
+            ranked[doc_id] = [(float(scores[start + i]), self.codes[start + i]) for i in order if scores[start + i] > 0]
+        return ranked
+
+
+def best_threshold(ranked: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]]) -> dict[str, float]:
+    """The threshold of ``THRESHOLDS`` maximising micro-F1 + MAP of the thresholded rankings, for one system.
+
+    Both count: F1 reads the set, CodiEsp's MAP reads the (thresholded) ranked list. A threshold keeps a prefix
+    of each ranking, so cumulative true positives and precision sums give every threshold's metrics at once.
+    """
+    thresholds = np.asarray(THRESHOLDS)
+    true_positives = np.zeros(len(thresholds))
+    predicted = np.zeros(len(thresholds))
+    precision_sums = np.zeros(len(thresholds))
+    scored_documents = sum(1 for codes in gold.values() if codes)
+    n_gold = sum(len(codes) for codes in gold.values())
+    for doc_id, relevant in gold.items():
+        items = ranked.get(doc_id, [])
+        scores = np.asarray([score for score, _ in items], dtype=np.float64)
+        hits = np.asarray([code in relevant for _, code in items], dtype=np.float64)
+        cumulative_hits = np.concatenate(([0.0], np.cumsum(hits)))
+        ranks = np.arange(1, len(items) + 1)
+        cumulative_precision = np.concatenate(([0.0], np.cumsum(hits * cumulative_hits[1:] / ranks)))
+        kept = np.searchsorted(-scores, -thresholds, side="right")  # scores >= threshold, best first
+        true_positives += cumulative_hits[kept]
+        predicted += kept
+        if relevant:
+            precision_sums += cumulative_precision[kept] / len(relevant)
+    best = {"threshold": 0.5, "f1": 0.0, "map": 0.0}
+    best_sum = 0.0
+    for position, threshold in enumerate(THRESHOLDS):
+        f1 = f1_score(safe_divide(true_positives[position], predicted[position]), safe_divide(true_positives[position], n_gold))
+        average_precision = safe_divide(precision_sums[position], scored_documents)
+        if f1 + average_precision > best_sum:
+            best_sum = f1 + average_precision
+            best = {"threshold": round(threshold, 3), "f1": round(float(f1), 4), "map": round(float(average_precision), 4)}
+    return best
+
+
+def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
+    """system -> note id -> its gold codes of that system."""
+    return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
+
+
+def tuned_row(table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings) -> tuple[dict, dict]:
+    """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds."""
+    row, thresholds = {}, {}
+    for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
+        found = best_threshold(table.rankings(settings, system), gold[system])
+        thresholds[system] = found["threshold"]
+        row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
+    return row, thresholds
+
+
+def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
+    """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds.
+
+    Returns the best settings and the whole table: rows with a weight at 0 are the
+    ablation without that signal (LLM, lexicon, English lexicon, ontology terms, composed procedures).
+    A signal the stage-1 outputs lack stays at 0; so does the surface bonus: retrieval already
+    counts the training surface forms.
+    """
+    has_llm = any(o.llm_segments for o in outputs)
+    present = {signal: any(getattr(item, signal) > 0 for o in outputs for item in o.scored) for signal in WEIGHT_GRID}
+    present["llm"] = has_llm
+    names = [SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID]
+    grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
+    table = FusionTable(outputs)
+    gold = gold_by_system(dev)
+    rows, best = [], None
+    for values in grid:
+        weights = {**dict(zip(names, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
+        row, thresholds = tuned_row(table, gold, settings.model_copy(update=weights))
+        rows.append({**dict(zip(names, values)), **row})
+        objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
+        if best is None or objective > best[0]:
+            best = (objective, {**weights, "threshold": thresholds})
+    result = {"best_settings": best[1], "table": rows}
+    if has_llm:  # what the LLM's answers alone are worth: the measure of its training
+        result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]
+    return result
+
+
+def llm_alone(settings: CoderSettings) -> CoderSettings:
+    """``settings`` with every signal but the LLM weighted 0: what an adapter's training taught it."""
+    return settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
+
+
+def with_tuned_thresholds(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> CoderSettings:
+    """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged."""
+    _, thresholds = tuned_row(FusionTable(outputs), gold_by_system(dev), settings)
+    return settings.model_copy(update={"threshold": thresholds})

@@ -1,0 +1,67 @@
+"""The vectorised tuner gives what aggregation and the metrics give, for any weights and threshold."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from icdcoder.data.schema import Document, GoldCode
+from icdcoder.evaluate.metrics import mean_average_precision, micro_prf
+from icdcoder.infer.coder import SIGNALS, CoderSettings, NoteOutputs, ScoredCode, aggregate
+from icdcoder.infer.tuning import THRESHOLDS, FusionTable, best_threshold, gold_by_system
+
+CODES = {"icd10cm": [f"A0{i}.{j}" for i in range(4) for j in range(3)], "icd10pcs": [f"0DB{c}" for c in "ABCDEFGH"]}
+
+
+def random_outputs(rng: random.Random, notes: int) -> tuple[list[NoteOutputs], list[Document]]:
+    """Notes whose codes carry random signal values (ties included) and random gold codes."""
+    outputs, documents = [], []
+    for index in range(notes):
+        scored = []
+        for system, codes in CODES.items():
+            for code in rng.sample(codes, rng.randint(0, len(codes))):
+                values = {name: rng.choice([0.0, 0.25, 0.5, 1.0, rng.random()]) for name in rng.sample(SIGNALS, 2)}
+                scored.append(ScoredCode(code, system, **{k: bool(v) if k == "surface" else v for k, v in values.items()}))
+        gold = [GoldCode(code=code, system=system) for system, codes in CODES.items() for code in rng.sample(codes, rng.randint(0, 3))]
+        outputs.append(NoteOutputs(doc_id=f"n{index}", scored=scored))
+        documents.append(Document(id=f"n{index}", text="nota", language="es", codes=tuple(gold)))
+    return outputs, documents
+
+
+def random_settings(rng: random.Random) -> CoderSettings:
+    weights = {name: rng.choice([0.0, 0.5, 1.0, 2.0]) for name in
+               ("llm_weight", "lexical_weight", "retrieval_weight", "surface_bonus", "english_weight", "ontology_weight", "procedure_weight")}
+    return CoderSettings(**weights, max_codes_per_system=rng.choice([3, 40]), threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_table_ranks_codes_as_aggregation_does(seed):
+    rng = random.Random(seed)
+    outputs, _ = random_outputs(rng, notes=6)
+    table = FusionTable(outputs)
+    for _ in range(5):
+        settings = random_settings(rng)
+        predictions = [aggregate(note, settings) for note in outputs]
+        for system in CODES:
+            expected = {p.doc_id: [(c.score, c.code) for c in p.ranked({system})] for p in predictions}
+            assert table.rankings(settings, system) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_best_threshold_scores_as_the_metrics_do(seed):
+    rng = random.Random(seed)
+    outputs, documents = random_outputs(rng, notes=8)
+    settings = random_settings(rng)
+    table = FusionTable(outputs)
+    for system, gold in gold_by_system(documents).items():
+        ranked = table.rankings(settings, system)
+        found = best_threshold(ranked, gold)
+
+        def objective(threshold):
+            kept = {doc: [code for score, code in items if score >= threshold] for doc, items in ranked.items()}
+            return micro_prf(gold, kept)["micro_f1"], mean_average_precision(gold, kept)
+
+        f1, average_precision = objective(found["threshold"])
+        assert (found["f1"], found["map"]) == (round(f1, 4), round(average_precision, 4))
+        assert f1 + average_precision >= max(sum(objective(t)) for t in THRESHOLDS) - 1e-9
