@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 #: words that qualify a description without naming the concept
@@ -22,7 +23,8 @@ NOUNS = {
     "cerebral": "brain", "encephalic": "brain", "arterial": "artery", "venous": "vein", "lymphatic": "lymph",
     "ganglion": "lymph", "tumour": "neoplasm", "tumor": "neoplasm", "neoplasia": "neoplasm", "metastasis": "secondary",
     "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage", "lithiasis": "calculus",
-    "stone": "calculus", "calculi": "calculus",
+    "stone": "calculus", "calculi": "calculus", "abdominal": "abdomen", "pelvic": "pelvis", "thoracic": "chest",
+    "thorax": "chest", "scrotal": "scrotum", "mandibular": "mandible", "axillary": "axilla", "testes": "testis",
 }
 _MALIGNANT = ("malignant", "neoplasm")
 #: words that stand for two title words
@@ -32,15 +34,38 @@ _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+|\n+")
 
 
-def content_words(text: str) -> frozenset[str]:
-    """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers."""
+def fold_word(word: str) -> str:
+    """``word`` in lower case without accents, an English plural folded: "arteries" -> "artery", "stones" -> "stone";
+    singulars in -s ("testis", "calculus", "pancreas", "mass") stay."""
     from icdcoder.baselines.dictionary import normalize_word
 
+    norm = normalize_word(word)
+    if len(norm) > 4 and norm.endswith("ies"):
+        return norm[:-3] + "y"
+    if norm.endswith("sses"):
+        return norm[:-2]
+    if len(norm) > 3 and norm.endswith("s") and not norm.endswith(("ss", "us", "is", "as")):
+        return norm[:-1]
+    return norm
+
+
+@functools.cache
+def _folded_maps() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """``NOUNS`` and ``EXPANSIONS`` with keys and values folded as the words of a text are, so that each key meets
+    the word it stands for."""
+    nouns = {fold_word(key): fold_word(value) for key, value in NOUNS.items()}
+    expansions = {fold_word(key): tuple(fold_word(word) for word in words) for key, words in EXPANSIONS.items()}
+    return nouns, expansions
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers."""
+    nouns, expansions = _folded_maps()
     words = []
     for word in _WORD.findall(text):
-        norm = normalize_word(word, fold_plurals=True)
-        norm = NOUNS.get(norm, norm)
-        words.extend(EXPANSIONS.get(norm, (norm,)))
+        norm = fold_word(word)
+        norm = nouns.get(norm, norm)
+        words.extend(expansions.get(norm, (norm,)))
     return frozenset(word for word in words if word not in QUALIFIERS and not word.isdigit())
 
 

@@ -20,11 +20,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from icdcoder.spans.concepts import content_words, sentence_spans
+from icdcoder.spans.concepts import content_words, fold_word, sentence_spans
 
 #: clinical words for a root operation or imaging type, keyed by how 4-character PCS titles name it
 OPERATION_WORDS = {
-    "Excision": {"biopsy", "biopsie", "biopsied", "excision", "excised", "lumpectomy"},
+    "Excision": {"biopsy", "biopsied", "excision", "excised", "lumpectomy"},
     "Resection": {"resection", "resected"},
     "Drainage": {"drainage", "drained", "puncture", "paracentesis", "thoracentesis"},
     "Detachment at": {"amputation", "amputated", "disarticulation"},
@@ -44,6 +44,8 @@ OPERATION_WORDS = {
     "Plain Radiography": {"radiography", "radiograph", "rx", "ray"},
     "Fluoroscopy": {"fluoroscopy"},
 }
+#: the side words of body-part titles ("Left Kidney", "Bilateral Kidneys")
+SIDES = frozenset({"right", "left", "bilateral"})
 PREFIX_LENGTH = 4
 FULL_LENGTH = 7
 
@@ -71,6 +73,7 @@ class ProcedureComposer:
 
     def __init__(self, ontology, trained_counts: Mapping[str, int]) -> None:
         self.ontology = ontology
+        self.clues = {operation: {fold_word(word) for word in words} for operation, words in OPERATION_WORDS.items()}
         self.by_operation: dict[str, list[tuple[frozenset[str], str]]] = defaultdict(list)
         for code in ontology.codes("icd10pcs"):
             if len(code) == PREFIX_LENGTH:
@@ -95,12 +98,14 @@ class ProcedureComposer:
 
     def prefixes_in(self, sentence: str) -> set[str]:
         """The 4-character prefixes whose operation and whole body part ``sentence`` names; per operation,
-        the most specific."""
+        the most specific. A sentence that names no side names both ("renal ultrasound": Bilateral Kidneys)."""
         words = content_words(sentence)
-        raw = set(re.findall(r"\w+", sentence.lower()))
+        if not words & SIDES:  # an exam or operation of an organ that has two, no side named: both sides
+            words |= {"bilateral"}
+        folded = {fold_word(word) for word in re.findall(r"\w+", sentence)}
         found = set()
-        for operation, clues in OPERATION_WORDS.items():
-            if raw & clues:
+        for operation, clues in self.clues.items():
+            if folded & clues:
                 matched = [(body, code) for body, code in self.by_operation[operation] if body <= words]
                 found.update(code for body, code in matched if not any(body < other for other, _ in matched))
         return found
