@@ -54,6 +54,19 @@ def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
     assert [(e.start, e.end) for e in aggregate(note, without_lexicon).codes[1].evidence] == [(0, 4)]
 
 
+def test_a_procedure_only_signal_weighs_only_procedure_scores():
+    note = NoteOutputs(doc_id="n", scored=[
+        ScoredCode("I10", "icd10cm", retrieval=0.6),
+        ScoredCode("0DBP", "icd10pcs", retrieval=0.6, procedure=1.0),
+    ])
+    scores = {}
+    for weight in (0.0, 1.0, 3.0):
+        settings = CoderSettings(retrieval_weight=1.0, llm_weight=0.0, procedure_weight=weight, threshold=NO_THRESHOLD)
+        scores[weight] = {c.code: c.score for c in aggregate(note, settings).codes}
+    assert {found["I10"] for found in scores.values()} == {0.6}
+    assert [found["0DBP"] for found in scores.values()] == [0.6, pytest.approx(0.8), pytest.approx(0.9)]
+
+
 def test_settings_are_tuned_per_language():
     settings = CoderSettings(language="es", english_weight=0.5)
     tuned = settings.with_tuned("en", {"english_weight": 2.0, "threshold": {"icd10cm": 0.1, "icd10pcs": 0.2}})

@@ -65,6 +65,9 @@ SIGNAL_WEIGHTS = {
     "procedure": "procedure_weight",
 }
 SIGNALS = tuple(SIGNAL_WEIGHTS)
+#: the systems a signal scores, when not all: its weight counts only in those systems' fused scores, so that
+#: weighing a procedure-only signal up does not shrink every diagnosis score
+SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",)}
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
@@ -172,8 +175,12 @@ class NoteOutputs:
     llm_segments: int = 0
 
 
-def _weights(settings: CoderSettings) -> dict[str, float]:
-    return {signal: getattr(settings, name) for signal, name in SIGNAL_WEIGHTS.items()}
+def signal_weights(settings: CoderSettings, system: str) -> dict[str, float]:
+    """Each signal's weight in the fused scores of ``system``'s codes (0 for a signal that never scores them)."""
+    return {
+        signal: getattr(settings, name) if system in SIGNAL_SYSTEMS.get(signal, CODER_SYSTEMS) else 0.0
+        for signal, name in SIGNAL_WEIGHTS.items()
+    }
 
 
 def fuse(signals: dict[str, float], weights: dict[str, float]) -> float:
@@ -224,9 +231,9 @@ def aggregate(
     ``signals``: the note's :func:`collect_signals`, when the caller aggregates it under many settings.
     """
     signals = collect_signals(outputs) if signals is None else signals
-    weights = _weights(settings)
     codes = []
     for system in CODER_SYSTEMS:
+        weights = signal_weights(settings, system)
         ranked = sorted(
             ((round(fuse(found.best, weights), SCORE_DIGITS), code, found) for (code, sys_), found in signals.items() if sys_ == system),
             key=lambda x: (-x[0], x[1]),

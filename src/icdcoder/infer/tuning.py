@@ -24,6 +24,7 @@ from icdcoder.infer.coder import (
     CoderSettings,
     NoteOutputs,
     collect_signals,
+    signal_weights,
 )
 
 #: the weights the grid tries for each signal the stage-1 outputs carry (retrieval's weight is fixed at 1)
@@ -59,9 +60,11 @@ class FusionTable:
         self.values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(SIGNALS))
         self.codes = codes
 
-    def scores(self, settings: CoderSettings) -> np.ndarray:
-        """Each row's fused score (the weighted mean of its signals), rounded as predictions round it."""
-        weights = np.asarray([getattr(settings, SIGNAL_WEIGHTS[name]) for name in SIGNALS], dtype=np.float64)
+    def scores(self, settings: CoderSettings, system: str) -> np.ndarray:
+        """Each row's fused score with ``system``'s weights (the weighted mean of its signals), rounded as predictions
+        round it."""
+        by_signal = signal_weights(settings, system)
+        weights = np.asarray([by_signal[name] for name in SIGNALS], dtype=np.float64)
         total = weights.sum()
         if total <= 0:
             return np.zeros(len(self.codes))
@@ -69,7 +72,7 @@ class FusionTable:
 
     def rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str]]]:
         """Per note, its ``(score, code)`` of ``system`` best first: the top ``max_codes_per_system`` with a score > 0."""
-        scores = self.scores(settings)
+        scores = self.scores(settings, system)
         ranked = {}
         for index, doc_id in enumerate(self.doc_ids):
             start, end = self.groups[(index, system)]
