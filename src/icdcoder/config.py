@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from icdcoder.errors import InputError
+from icdcoder.errors import InputError, first_invalid_field
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -63,6 +63,5 @@ def load_config(path: str | Path, model: type[ModelT], overrides: dict[str, Any]
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise InputError(f"field '{field}': {first['msg']}", path=path) from None
+        field, message = first_invalid_field(err, whole="(top level)")
+        raise InputError(f"field '{field}': {message}", path=path) from None

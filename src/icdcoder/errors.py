@@ -8,6 +8,7 @@ a traceback. Always name the place: ``path:line`` or the field.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class InputError(Exception):
@@ -18,3 +19,10 @@ class InputError(Exception):
         if path is not None:
             where = str(path) + (f":{line}" if line is not None else "") + ": "
         super().__init__(where + message)
+
+
+def first_invalid_field(err: Any, whole: str = "") -> tuple[str, str]:
+    """The dotted field and message of a pydantic ``ValidationError``'s first error (``whole`` when the
+    error is about the whole object): what the one-line message names."""
+    first = err.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) or whole, first["msg"]

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from icdcoder.errors import InputError
+from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.io import read_jsonl, write_jsonl
 
 CodeSystem = Literal["icd10cm", "icd10pcs", "icd9cm", "icd9pcs"]
@@ -116,9 +116,8 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
         try:
             yield Document.model_validate(record)
         except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "(record)"
-            raise InputError(f"field '{field}': {first['msg']}", path=path, line=number) from None
+            field, message = first_invalid_field(err, whole="(record)")
+            raise InputError(f"field '{field}': {message}", path=path, line=number) from None
 
 
 def load_documents(path: str | Path) -> list[Document]:

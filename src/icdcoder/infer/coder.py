@@ -41,7 +41,7 @@ from pydantic import Field, ValidationError, create_model
 
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
-from icdcoder.errors import InputError
+from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.io import atomic_write, read_text
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 from icdcoder.prompt import build_prompt, find_quote, parse_answer
@@ -601,9 +601,8 @@ class SpanLLMPredictor(Predictor):
             record = json.loads(read_text(settings_path))
             settings = CoderSettings.model_validate(record["settings"])
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise InputError(f"field 'settings.{where}': {first['msg']}", path=settings_path) from None
+            field, message = first_invalid_field(err)
+            raise InputError(f"field 'settings.{field}': {message}", path=settings_path) from None
         except (json.JSONDecodeError, KeyError, ValueError) as err:
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
         overrides = {name: value for name, value in (("use_llm", use_llm), ("dtype", dtype)) if value is not None}
@@ -611,8 +610,8 @@ class SpanLLMPredictor(Predictor):
             try:
                 settings = CoderSettings.model_validate({**settings.model_dump(), **overrides})
             except ValidationError as err:
-                first = err.errors()[0]
-                raise InputError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
+                field, message = first_invalid_field(err)
+                raise InputError(f"{field}: {message}") from None
         coder = cls(settings)
         model, tokenizer = (None, None)
         if (directory / "model").is_dir() and settings.use_llm:
