@@ -21,21 +21,15 @@ from extra_signal import hit_report, load_coder_and_notes, parser_with_model, ro
 
 
 def main() -> None:
-    from icdcoder.spans.concepts import sentence_spans
-
     parser = parser_with_model(__doc__.splitlines()[0], weights=[])
     parser.add_argument("--lang", choices=("es", "en"), default="es")
     args = parser.parse_args()
     coder, dev, train_counts = load_coder_and_notes(args, "procedure", lang=args.lang)
     coder.settings = coder.settings.for_language(args.lang)
-    composer = coder.procedure_composer
-    english = {document.id: document.translation or document.text for document in dev}
-    prefixes = {
-        doc_id: {prefix for start, end in sentence_spans(text) for prefix in composer.prefixes_in(text[start:end])}
-        for doc_id, text in english.items()
-    }
+    composed = {document.id: coder.procedure_composer.compose(document.translation or document.text) for document in dev}
+    prefixes = {doc_id: {item.prefix for item in found} for doc_id, found in composed.items()}
     print(json.dumps({"lang": args.lang, "proposals": hit_report(dev, prefixes, "icd10pcs", train_counts)}), flush=True)
-    coded = {doc_id: {composer.coded(prefix) for prefix in found} for doc_id, found in prefixes.items()}
+    coded = {doc_id: {item.code for item in found} for doc_id, found in composed.items()}
     print(json.dumps({"lang": args.lang, "proposals_at_training_level": hit_report(dev, coded, "icd10pcs", train_counts)}), flush=True)
     own = coder.settings.procedure_weight
     weights = args.weights or sorted({0.0, own / 2, own, own * 2} if own else {0.0, 0.5, 1.0, 2.0})

@@ -4,7 +4,7 @@
 
 ``icdcoder predict tune`` records every row of its grid in ``coder.json`` (thresholds re-tuned per row). This reads
 that table and prints, as a markdown table, the row with the highest D+P micro-F1 + MAP among those using exactly
-each set of signals (retrieval always counts). The LLM's rows are left out when the coder runs without it.
+each set of signals (retrieval always counts); rows that weigh the LLM belong to no group.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from icdcoder.infer.tuning import GRID_WEIGHTS, objective
 
 REPO = Path(__file__).resolve().parent.parent
 #: (label, the weights that must be > 0; every other weight must be 0)
@@ -25,18 +27,13 @@ GROUPS = [
     ("+ Spanish lexicon + English lexicon", ("lexical_weight", "english_weight", "ontology_weight")),
     ("+ Spanish lexicon + English lexicon + composed procedures", ("lexical_weight", "english_weight", "ontology_weight", "procedure_weight")),
 ]
-WEIGHTS = ("llm_weight", "lexical_weight", "english_weight", "ontology_weight", "procedure_weight")
-
-
-def objective(row: dict) -> float:
-    return row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
 
 
 def best_rows(table: list[dict]) -> list[tuple[str, dict]]:
     """The best row of each group that the table has rows for."""
     found = []
     for label, positive in GROUPS:
-        rows = [row for row in table if all((row.get(name, 0.0) > 0) == (name in positive) for name in WEIGHTS)]
+        rows = [row for row in table if all((row.get(name, 0.0) > 0) == (name in positive) for name in GRID_WEIGHTS)]
         if rows:
             found.append((label, max(rows, key=objective)))
     return found
@@ -53,7 +50,7 @@ def main() -> None:
     print("| signals | weights | D micro-F1 | D MAP | P micro-F1 | P MAP |")
     print("|---|---|---|---|---|---|")
     for label, row in best_rows(record[args.table]["table"]):
-        weights = ", ".join(f"{name.removesuffix('_weight')} {row[name]:g}" for name in WEIGHTS if row.get(name, 0.0) > 0) or "-"
+        weights = ", ".join(f"{name.removesuffix('_weight')} {row[name]:g}" for name in GRID_WEIGHTS if row.get(name, 0.0) > 0) or "-"
         print(f"| {label} | {weights} | {row['D_f1']:.3f} | {row['D_map']:.3f} | {row['P_f1']:.3f} | {row['P_map']:.3f} |")
 
 

@@ -70,10 +70,9 @@ def training_cost(coder_dir: Path) -> dict:
 
 def scores(tuning: dict) -> dict:
     """LLM alone, best fusion, best fusion without the LLM (llm_weight 0)."""
-    table = tuning["table"]
+    from icdcoder.infer.tuning import objective
 
-    def objective(row: dict) -> float:
-        return sum(row[key] for key in SCORES)
+    table = tuning["table"]
 
     def pick(row: dict) -> dict:
         return {key: row[key] for key in SCORES}

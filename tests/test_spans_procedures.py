@@ -69,7 +69,7 @@ def test_operations_are_written_at_the_level_training_notes_code_them(ontology):
     # training codes excisions of the respiratory system in full (with 8ZX most often), imaging as prefixes
     trained = {"0BBK8ZX": 3, "0BBJ0ZX": 1, "0BB3": 1, "BW20": 2, "BW20ZZZ": 1}
     composer = ProcedureComposer(ontology, trained)
-    assert composer.compose("Biopsy of the left lung.") == [ComposedCode("0BBL8ZX", 0, 24)]
+    assert composer.compose("Biopsy of the left lung.") == [ComposedCode("0BBL8ZX", "0BBL", 0, 24)]
     assert composer.coded("BW21") == "BW21"
     assert composer.coded("0DBP") == "0DBP8ZX"  # the level belongs to the root operation (excision), not the body system
     assert composer.coded("0DTJ") == "0DTJ"  # an operation training never coded (resection) stays a prefix

@@ -35,6 +35,8 @@ WEIGHT_GRID = {
     "ontology": [0.0, 1.0, 2.0, 4.0, 8.0],
     "procedure": [0.0, 0.5, 1.0, 2.0, 4.0],
 }
+#: the settings fields the grid varies, in ``WEIGHT_GRID`` order (the weight columns of the tuning table)
+GRID_WEIGHTS = tuple(SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID)
 #: the thresholds tried for each system
 THRESHOLDS = [round(step * 0.025, 3) for step in range(40)]
 
@@ -116,6 +118,11 @@ def best_threshold(ranked: dict[str, list[tuple[float, str]]], gold: dict[str, s
     return best
 
 
+def objective(row: dict) -> float:
+    """What tuning maximises: D and P micro-F1 plus MAP, of one row of the tuning table."""
+    return row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
+
+
 def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
     """system -> note id -> its gold codes of that system."""
     return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
@@ -142,18 +149,16 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
     has_llm = any(o.llm_segments for o in outputs)
     present = {signal: any(getattr(item, signal) > 0 for o in outputs for item in o.scored) for signal in WEIGHT_GRID}
     present["llm"] = has_llm
-    names = [SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID]
     grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     table = FusionTable(outputs)
     gold = gold_by_system(dev)
     rows, best = [], None
     for values in grid:
-        weights = {**dict(zip(names, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
+        weights = {**dict(zip(GRID_WEIGHTS, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
         row, thresholds = tuned_row(table, gold, settings.model_copy(update=weights))
-        rows.append({**dict(zip(names, values)), **row})
-        objective = row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
-        if best is None or objective > best[0]:
-            best = (objective, {**weights, "threshold": thresholds})
+        rows.append({**dict(zip(GRID_WEIGHTS, values)), **row})
+        if best is None or objective(row) > best[0]:
+            best = (objective(row), {**weights, "threshold": thresholds})
     result = {"best_settings": best[1], "table": rows}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
         result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]

@@ -52,9 +52,11 @@ FULL_LENGTH = 7
 
 @dataclass(frozen=True)
 class ComposedCode:
-    """A composed ICD-10-PCS code and the sentence (character offsets) that named it."""
+    """A composed ICD-10-PCS code (the prefix as written at the training level), the 4-character prefix the
+    sentence named, and the sentence (character offsets)."""
 
     code: str
+    prefix: str
     start: int
     end: int
 
@@ -129,7 +131,7 @@ class ProcedureComposer:
     def compose(self, text: str) -> list[ComposedCode]:
         """Every code the sentences of ``text`` propose, at the training level, with its sentence."""
         return [
-            ComposedCode(self.coded(prefix), start, end)
+            ComposedCode(self.coded(prefix), prefix, start, end)
             for start, end in sentence_spans(text)
             for prefix in sorted(self.prefixes_in(text[start:end]))
         ]
