@@ -1,6 +1,6 @@
-"""Shared by the benchmarks that try one more signal on the shipped coder (translation_embeddings.py,
-unseen_concepts.py, specificity.py, pcs_composition.py): a new signal borrows the LLM's slot (the shipped coder runs with
-its LLM off), and each weight is scored at D/P thresholds re-tuned on dev."""
+"""Shared by the benchmarks that weigh one signal of the shipped coder (translation_embeddings.py, specificity.py,
+pcs_composition.py, unseen_concepts.py): a signal the coder lacks borrows the LLM's slot (the shipped coder runs with
+its LLM off), one it has is weighed by its own weight field, and each weight is scored at D/P thresholds re-tuned on dev."""
 
 from __future__ import annotations
 
@@ -57,25 +57,6 @@ def rows_by_weight(
             row[f"{task}_threshold"] = tuned.threshold[system]
             row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
         yield row
-
-
-def print_rows_with_hits(coder, dev, hits: dict[str, set[str]], system: str, train_counts: Counter, weights: list[float]) -> None:
-    """One JSON line per weight, with ``hits`` (doc id -> codes of ``system``) fused in the borrowed slot: first
-    for every hit, then (``unseen_only``) for hits on codes no training note carries."""
-    import json
-    from dataclasses import replace
-
-    from icdcoder.infer.coder import ScoredCode
-
-    base = coder.segment_outputs(dev)
-    for unseen_only in (False, True):
-        outputs = [
-            replace(note, scored=[*note.scored, *(ScoredCode(code, system, llm=1.0) for code in hits[document.id]
-                                                  if not unseen_only or train_counts[code] == 0)])
-            for document, note in zip(dev, base)
-        ]
-        for row in rows_by_weight(coder, dev, outputs, train_counts, weights):
-            print(json.dumps({"unseen_only": unseen_only, **row}), flush=True)
 
 
 def hit_report(dev, hits: dict[str, set[str]], system: str, train_counts: Counter) -> dict:

@@ -54,17 +54,19 @@ def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
     assert [(e.start, e.end) for e in aggregate(note, without_lexicon).codes[1].evidence] == [(0, 4)]
 
 
-def test_a_procedure_only_signal_weighs_only_procedure_scores():
+@pytest.mark.parametrize(("signal", "scored", "other"), [("procedure", "0DBP", "I10"), ("concept", "I10", "0DBP")])
+def test_a_signal_of_one_system_weighs_only_that_systems_scores(signal, scored, other):
+    system = {"0DBP": "icd10pcs", "I10": "icd10cm"}
     note = NoteOutputs(doc_id="n", scored=[
-        ScoredCode("I10", "icd10cm", retrieval=0.6),
-        ScoredCode("0DBP", "icd10pcs", retrieval=0.6, procedure=1.0),
+        ScoredCode(other, system[other], retrieval=0.6),
+        ScoredCode(scored, system[scored], retrieval=0.6, **{signal: 1.0}),
     ])
     scores = {}
     for weight in (0.0, 1.0, 3.0):
-        settings = CoderSettings(retrieval_weight=1.0, llm_weight=0.0, procedure_weight=weight, threshold=NO_THRESHOLD)
+        settings = CoderSettings(retrieval_weight=1.0, llm_weight=0.0, threshold=NO_THRESHOLD, **{f"{signal}_weight": weight})
         scores[weight] = {c.code: c.score for c in aggregate(note, settings).codes}
-    assert {found["I10"] for found in scores.values()} == {0.6}
-    assert [found["0DBP"] for found in scores.values()] == [0.6, pytest.approx(0.8), pytest.approx(0.9)]
+    assert {found[other] for found in scores.values()} == {0.6}
+    assert [found[scored] for found in scores.values()] == [0.6, pytest.approx(0.8), pytest.approx(0.9)]
 
 
 def test_settings_are_tuned_per_language():
@@ -145,6 +147,17 @@ def test_procedures_are_composed_on_the_english_text_with_evidence_only_in_engli
     ((code, start, end),) = composed(Document(id="h", text=english, language="en"))
     assert code.startswith("0DBP") and english[start:end] == "A biopsy of the rectum was taken."
     assert composed(Document(id="i", text="Se toma biopsia rectal.", language="es")) == []
+
+
+def test_concepts_are_matched_on_the_english_text_with_evidence_only_in_english_notes(coder):
+    def matched(document):
+        return [(item.code, item.start, item.end) for item in coder.segment_outputs([document])[0].scored if item.concept > 0]
+
+    spanish = Document(id="j", text="Carcinoma de ovario derecho.", language="es", translation="Carcinoma of the right ovary.")
+    assert matched(spanish) == [("C56.1", -1, -1)]  # the words are in the translation, not in the note
+    english = "Fever. Carcinoma of the right ovary."
+    assert matched(Document(id="k", text=english, language="en")) == [("C56.1", 7, len(english))]
+    assert matched(Document(id="l", text="Carcinoma de ovario derecho.", language="es")) == []
 
 
 def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
 from icdcoder.data.schema import Document, GoldCode
 from icdcoder.evaluate.metrics import mean_average_precision, micro_prf
-from icdcoder.infer.coder import SIGNALS, CoderSettings, NoteOutputs, ScoredCode, aggregate
-from icdcoder.infer.tuning import THRESHOLDS, FusionTable, best_threshold, gold_by_system
+from icdcoder.infer.coder import SIGNAL_WEIGHTS, SIGNALS, CoderSettings, NoteOutputs, ScoredCode, aggregate
+from icdcoder.infer.tuning import THRESHOLDS, FusionTable, best_threshold, gold_by_system, tuned_row
 
 CODES = {"icd10cm": [f"A0{i}.{j}" for i in range(4) for j in range(3)], "icd10pcs": [f"0DB{c}" for c in "ABCDEFGH"]}
 
@@ -30,8 +31,7 @@ def random_outputs(rng: random.Random, notes: int) -> tuple[list[NoteOutputs], l
 
 
 def random_settings(rng: random.Random) -> CoderSettings:
-    weights = {name: rng.choice([0.0, 0.5, 1.0, 2.0]) for name in
-               ("llm_weight", "lexical_weight", "retrieval_weight", "surface_bonus", "english_weight", "ontology_weight", "procedure_weight")}
+    weights = {name: rng.choice([0.0, 0.5, 1.0, 2.0]) for name in SIGNAL_WEIGHTS.values()}
     return CoderSettings(**weights, max_codes_per_system=rng.choice([3, 40]), threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
 
 
@@ -65,3 +65,14 @@ def test_the_best_threshold_scores_as_the_metrics_do(seed):
         f1, average_precision = objective(found["threshold"])
         assert (found["f1"], found["map"]) == (round(f1, 4), round(average_precision, 4))
         assert f1 + average_precision >= max(sum(objective(t)) for t in THRESHOLDS) - 1e-9
+
+
+def test_rows_that_differ_in_one_systems_signal_share_the_other_systems_result():
+    rng = random.Random(7)
+    outputs, documents = random_outputs(rng, notes=8)
+    table, gold, memo = FusionTable(outputs), gold_by_system(documents), {}
+    base = random_settings(rng).model_copy(update={"retrieval_weight": 1.0})
+    for procedure, concept in itertools.product([0.0, 1.0, 2.0], repeat=2):
+        settings = base.model_copy(update={"procedure_weight": procedure, "concept_weight": concept})
+        assert tuned_row(table, gold, settings, memo) == tuned_row(table, gold, settings)
+    assert len(memo) == 3 + 3  # diagnoses: one result per concept weight; procedures: one per procedure weight

@@ -1,36 +1,11 @@
 """ICD-10-PCS codes composed from an operation word and a body part in one English sentence, written at the
-level the training notes code the operation; and the content words they are matched by."""
+level the training notes code the operation."""
 
 from __future__ import annotations
 
 import pytest
 
-from icdcoder.spans.concepts import content_words, sentence_spans
 from icdcoder.spans.procedures import ComposedCode, ProcedureComposer
-
-
-def test_content_words_drop_qualifiers_and_digits():
-    assert content_words("Malignant neoplasm of unspecified ovary, 2 sites") == {"malignant", "neoplasm", "ovary"}
-
-
-@pytest.mark.parametrize(
-    ("clinical", "title"),
-    [
-        ("primary ovarian carcinoma", "Malignant neoplasm of ovary"),
-        ("Renal stones", "Calculus of kidney"),
-        ("testicular biopsy", "Testis"),  # an adjective meets the title's noun after both fold their plural
-        ("abdominal and pelvic CT", "Abdomen and Pelvis"),
-        ("thoracic CT", "Chest"),
-    ],
-)
-def test_clinical_wording_holds_every_content_word_of_the_title(clinical, title):
-    assert content_words(title) <= content_words(clinical)
-
-
-def test_sentence_spans_cut_at_closing_punctuation_and_line_breaks_without_blanks():
-    text = "  CT scan: normal. Dose 3.5 mg\n\nBiopsy taken!"
-    assert [text[start:end] for start, end in sentence_spans(text)] == ["CT scan:", "normal.", "Dose 3.5 mg", "Biopsy taken!"]
-    assert sentence_spans(" \n ") == []
 
 
 @pytest.fixture(scope="module")

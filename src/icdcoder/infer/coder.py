@@ -6,11 +6,12 @@
    retrieved candidates (with fused retrieval scores) and, for segments the
    cheap filter lets through, the LLM's parsed answer lines with a confidence
    each (``exp`` of the mean token log-prob of the line); per note, the lexicons'
-   hits and the ICD-10-PCS codes composed on its English text; a diagnosis code no
+   hits, the ICD-10-PCS codes composed on its English text and the ICD-10-CM codes whose title words one of
+   its English sentences holds; a diagnosis code no
    training note carries is named at the level the annotators code (``specify_untrained``);
 2. :func:`aggregate` — per code, each signal's best value over the note's segments
    (LLM confidence, retrieval score, training-surface hit, lexicon reliability,
-   composed procedure),
+   composed procedure, concept),
    combined as a weighted mean in [0, 1] and thresholded per system. Evidence is
    the LLM's quote, else the lexicon's matched words, else the training surface
    form found in the segment.
@@ -63,11 +64,12 @@ SIGNAL_WEIGHTS = {
     "english": "english_weight",
     "ontology": "ontology_weight",
     "procedure": "procedure_weight",
+    "concept": "concept_weight",
 }
 SIGNALS = tuple(SIGNAL_WEIGHTS)
 #: the systems a signal scores, when not all: its weight counts only in those systems' fused scores, so that
 #: weighing a procedure-only signal up does not shrink every diagnosis score
-SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",)}
+SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",), "concept": ("icd10cm",)}
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
@@ -119,6 +121,9 @@ class CoderSettings(StrictModel):
     #: weight of the ICD-10-PCS codes composed from an operation word and a body part in one sentence of the
     #: note's English text (:class:`icdcoder.spans.procedures.ProcedureComposer`)
     procedure_weight: float = Field(0.0, ge=0.0)
+    #: weight of the ICD-10-CM codes whose title or inclusion term, as content words, one sentence of the note's
+    #: English text holds (:class:`icdcoder.spans.concepts.ConceptIndex`)
+    concept_weight: float = Field(0.0, ge=0.0)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -160,6 +165,7 @@ class ScoredCode:
     english: float = 0.0
     ontology: float = 0.0
     procedure: float = 0.0
+    concept: float = 0.0
     start: int = -1
     end: int = -1
 
@@ -262,6 +268,7 @@ class SpanLLMPredictor(Predictor):
         self._generator = None
         self._specific_codes: dict[tuple[str, str], str] = {}
         self._composer = None
+        self._concepts = None
 
     # ------------------------------------------------------------------ assembly
 
@@ -273,6 +280,7 @@ class SpanLLMPredictor(Predictor):
         self._generator = None
         self._specific_codes = {}
         self._composer = None
+        self._concepts = None
         return self
 
     @property
@@ -299,6 +307,15 @@ class SpanLLMPredictor(Predictor):
             counts = {code: n for (code, system), n in self.retriever.trained_note_counts.items() if system == "icd10pcs"}
             self._composer = ProcedureComposer(self.ontology, counts)
         return self._composer
+
+    @property
+    def concept_index(self):
+        """The ICD-10-CM titles and inclusion terms as content words (built on first use: about 2 s)."""
+        if self._concepts is None:
+            from icdcoder.spans.concepts import ConceptIndex
+
+            self._concepts = ConceptIndex(self.ontology)
+        return self._concepts
 
     def _resolve(self, code: str):
         return self.ontology.resolve(code, systems=CODER_SYSTEMS)
@@ -444,8 +461,8 @@ class SpanLLMPredictor(Predictor):
         ]
 
     def _lexical_items(self, document: Document) -> list[ScoredCode]:
-        """The lexicons' codes for a whole note: the note-language lexicon on its text, the
-        English lexicon and the composed procedures on its English text (the note itself, or its translation).
+        """The lexicons' codes for a whole note: the note-language lexicon on its text, the English lexicon,
+        the composed procedures and the matched concepts on its English text (the note itself, or its translation).
 
         Evidence offsets exist only for matches in the note's own text.
         """
@@ -459,6 +476,7 @@ class SpanLLMPredictor(Predictor):
                 items.extend(_hit_item(hit, signal, with_offsets=english is document.text) for hit in hits)
         if english:
             items.extend(self._procedure_items(english, with_offsets=english is document.text))
+            items.extend(self._concept_items(english, with_offsets=english is document.text))
         return [item for item in items if item.system in CODER_SYSTEMS]
 
     def _procedure_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
@@ -467,6 +485,15 @@ class SpanLLMPredictor(Predictor):
         for composed in self.procedure_composer.compose(english):
             span = (composed.start, composed.end) if with_offsets else (-1, -1)
             items.append(ScoredCode(composed.code, "icd10pcs", procedure=1.0, start=span[0], end=span[1]))
+        return items
+
+    def _concept_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
+        """The ICD-10-CM codes whose content words a sentence of the note's English text holds; evidence is the
+        sentence, when it is the note's."""
+        items = []
+        for match in self.concept_index.matches(english):
+            span = (match.start, match.end) if with_offsets else (-1, -1)
+            items.append(ScoredCode(match.code, "icd10cm", concept=1.0, start=span[0], end=span[1]))
         return items
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:

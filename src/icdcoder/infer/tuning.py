@@ -34,6 +34,7 @@ WEIGHT_GRID = {
     "english": [0.0, 1.0, 2.0, 4.0, 8.0],
     "ontology": [0.0, 1.0, 2.0, 4.0, 8.0],
     "procedure": [0.0, 0.5, 1.0, 2.0, 4.0],
+    "concept": [0.0, 0.5, 1.0, 2.0, 4.0],
 }
 #: the settings fields the grid varies, in ``WEIGHT_GRID`` order (the weight columns of the tuning table)
 GRID_WEIGHTS = tuple(SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID)
@@ -128,11 +129,21 @@ def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str
     return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
 
 
-def tuned_row(table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings) -> tuple[dict, dict]:
-    """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds."""
+def tuned_row(
+    table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings, memo: dict | None = None
+) -> tuple[dict, dict]:
+    """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds.
+
+    ``memo`` (a dict kept across calls) remembers each system's result by the weights that system's scores use:
+    grid rows that differ only in a procedure-only weight share their diagnosis result, and the other way round.
+    """
     row, thresholds = {}, {}
+    memo = {} if memo is None else memo
     for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-        found = best_threshold(table.rankings(settings, system), gold[system])
+        key = (system, tuple(signal_weights(settings, system).values()))
+        if key not in memo:
+            memo[key] = best_threshold(table.rankings(settings, system), gold[system])
+        found = memo[key]
         thresholds[system] = found["threshold"]
         row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
     return row, thresholds
@@ -142,7 +153,8 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
     """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds.
 
     Returns the best settings and the whole table: rows with a weight at 0 are the
-    ablation without that signal (LLM, lexicon, English lexicon, ontology terms, composed procedures).
+    ablation without that signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
+    matched concepts).
     A signal the stage-1 outputs lack stays at 0; so does the surface bonus: retrieval already
     counts the training surface forms.
     """
@@ -152,10 +164,10 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
     grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     table = FusionTable(outputs)
     gold = gold_by_system(dev)
-    rows, best = [], None
+    rows, best, memo = [], None, {}
     for values in grid:
         weights = {**dict(zip(GRID_WEIGHTS, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
-        row, thresholds = tuned_row(table, gold, settings.model_copy(update=weights))
+        row, thresholds = tuned_row(table, gold, settings.model_copy(update=weights), memo)
         rows.append({**dict(zip(GRID_WEIGHTS, values)), **row})
         if best is None or objective(row) > best[0]:
             best = (objective(row), {**weights, "threshold": thresholds})

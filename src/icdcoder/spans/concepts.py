@@ -1,11 +1,16 @@
 """Descriptions and clinical sentences as bags of content words, so that "primary ovarian carcinoma" can meet
 "Malignant neoplasm of unspecified ovary": qualifiers dropped, site adjectives mapped to the nouns ICD titles use,
-"carcinoma"/"cancer"/"sarcoma" read as "malignant neoplasm". English only (ICD titles and CodiEsp translations)."""
+"carcinoma"/"cancer"/"sarcoma" read as "malignant neoplasm". English only (ICD titles and CodiEsp translations).
+
+:class:`ConceptIndex` matches ICD-10-CM titles and inclusion terms this way against the sentences of a text: the
+coder's ``concept`` signal, which reaches diagnosis codes no training note carries."""
 
 from __future__ import annotations
 
 import functools
 import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 #: words that qualify a description without naming the concept
 QUALIFIERS = frozenset(
@@ -22,7 +27,7 @@ NOUNS = {
     "ureteral": "ureter", "nasal": "nose", "oral": "mouth", "dental": "tooth", "teeth": "tooth", "osseous": "bone",
     "cerebral": "brain", "encephalic": "brain", "arterial": "artery", "venous": "vein", "lymphatic": "lymph",
     "ganglion": "lymph", "tumour": "neoplasm", "tumor": "neoplasm", "neoplasia": "neoplasm", "metastasis": "secondary",
-    "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage", "lithiasis": "calculus",
+    "metastases": "secondary", "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage", "lithiasis": "calculus",
     "stone": "calculus", "calculi": "calculus", "abdominal": "abdomen", "pelvic": "pelvis", "thoracic": "chest",
     "thorax": "chest", "scrotal": "scrotum", "mandibular": "mandible", "axillary": "axilla", "testes": "testis",
 }
@@ -32,8 +37,11 @@ EXPANSIONS = {"carcinoma": _MALIGNANT, "cancer": _MALIGNANT, "adenocarcinoma": _
 _WORD = re.compile(r"\w+")
 #: where a sentence ends: after closing punctuation and a space, or at a line break
 _SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+|\n+")
+#: two single words joined by "or" or "and": in ICD-10-CM titles ("Malignant neoplasm of bronchus and lung"), either
+_ALTERNATIVE = re.compile(r"\b(\w+) (?:or|and) (\w+)\b")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def fold_word(word: str) -> str:
     """``word`` in lower case without accents, an English plural folded: "arteries" -> "artery", "stones" -> "stone";
     singulars in -s ("testis", "calculus", "pancreas", "mass") stay."""
@@ -58,15 +66,16 @@ def _folded_maps() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     return nouns, expansions
 
 
-def content_words(text: str) -> frozenset[str]:
-    """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers."""
+def content_words(text: str, numbers: bool = False) -> frozenset[str]:
+    """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers;
+    numbers only when asked (they tell "Type 2 diabetes" from "Type 1", and "2 sites" from nothing)."""
     nouns, expansions = _folded_maps()
     words = []
     for word in _WORD.findall(text):
         norm = fold_word(word)
         norm = nouns.get(norm, norm)
         words.extend(expansions.get(norm, (norm,)))
-    return frozenset(word for word in words if word not in QUALIFIERS and not word.isdigit())
+    return frozenset(word for word in words if word not in QUALIFIERS and (numbers or not word.isdigit()))
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -80,3 +89,69 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             spans.append((start + lead, start + len(piece.rstrip())))
         start = boundary.end() if boundary else end
     return spans
+
+
+#: the fewest content words (numbers aside) a term needs to be matched: one word alone, "failure" or "mass",
+#: names no concept
+MIN_CONCEPT_WORDS = 2
+
+
+@dataclass(frozen=True)
+class ConceptMatch:
+    """An ICD-10-CM code whose content words one sentence holds (character offsets of the sentence)."""
+
+    code: str
+    start: int
+    end: int
+
+
+class ConceptIndex:
+    """ICD-10-CM titles and inclusion terms as sets of content words, each filed under its rarest word.
+
+    Codes whose terms reduce to the same words ("Acute kidney failure", "Other acute kidney failure", "Acute kidney
+    failure, unspecified") keep one entry, for the shortest code: the coder names an untrained category by its
+    default specific code, which is the unspecified child.
+    """
+
+    def __init__(self, ontology, system: str = "icd10cm") -> None:
+        owner: dict[frozenset[str], str] = {}
+        for code in ontology.codes(system):
+            info = ontology.get(code, system)
+            for term in (variant for text in (info.description, *info.inclusion_terms) for variant in alternatives(text)):
+                words = content_words(term, numbers=True)
+                if sum(not word.isdigit() for word in words) >= MIN_CONCEPT_WORDS and _precedes(code, owner.get(words)):
+                    owner[words] = code
+        frequency = Counter(word for words in owner for word in words)
+        self.by_word: dict[str, list[tuple[frozenset[str], str]]] = defaultdict(list)
+        for words, code in owner.items():
+            self.by_word[min(words, key=lambda word: (frequency[word], word))].append((words, code))
+
+    def codes_in_sentence(self, sentence: str) -> set[str]:
+        """The codes whose content words all occur in ``sentence``; of nested matches, only the most specific."""
+        words = content_words(sentence, numbers=True)
+        matched = [(need, code) for word in words for need, code in self.by_word.get(word, ()) if need <= words]
+        return {code for need, code in matched if not any(need < other for other, _ in matched)}
+
+    def matches(self, text: str) -> list[ConceptMatch]:
+        """Every code the sentences of ``text`` hold, with its sentence."""
+        return [
+            ConceptMatch(code, start, end)
+            for start, end in sentence_spans(text)
+            for code in sorted(self.codes_in_sentence(text[start:end]))
+        ]
+
+
+def alternatives(term: str) -> list[str]:
+    """``term`` with each "X or Y" or "X and Y" (two single words) read either way: "Malignant neoplasm of bronchus
+    and lung" -> "... of bronchus", "... of lung"; a note names one of them."""
+    found = _ALTERNATIVE.search(term)
+    if found is None:
+        return [term]
+    head, tail = term[: found.start()], term[found.end() :]
+    return [variant for word in found.groups() for variant in alternatives(head + word + tail)]
+
+
+
+def _precedes(code: str, other: str | None) -> bool:
+    """Whether ``code`` is shorter than ``other`` (alphabetically first among equals), or ``other`` is None."""
+    return other is None or (len(code), code) < (len(other), other)
