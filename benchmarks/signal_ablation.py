@@ -26,6 +26,11 @@ GROUPS = [
     ("+ Spanish lexicon + English ontology terms", ("lexical_weight", "ontology_weight")),
     ("+ Spanish lexicon + English lexicon", ("lexical_weight", "english_weight", "ontology_weight")),
     ("+ Spanish lexicon + English lexicon + composed procedures", ("lexical_weight", "english_weight", "ontology_weight", "procedure_weight")),
+    ("+ English lexicon + composed procedures + matched concepts", ("english_weight", "ontology_weight", "procedure_weight", "concept_weight")),
+    (
+        "+ Spanish lexicon + English lexicon + composed procedures + matched concepts",
+        ("lexical_weight", "english_weight", "ontology_weight", "procedure_weight", "concept_weight"),
+    ),
 ]
 
 

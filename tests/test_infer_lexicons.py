@@ -20,23 +20,17 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lexicons(corpus, ontology):
-    from icdcoder.train.config import DataSettings
-    from icdcoder.train.data import fit_lexicons, load_training_documents
-
-    settings = DataSettings(data_dir=corpus)
-    return fit_lexicons(load_training_documents(settings), settings, ontology)
-
-
-@pytest.fixture(scope="module")
-def coder(corpus, lexicons, ontology):
+def coder(corpus, ontology):
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.train.data import fit_retriever
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.data import fit_coder_lexicons, fit_retriever, load_training_documents
 
     retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
     settings = CoderSettings(use_llm=False, retrieval_weight=0.0, ontology_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD)
-    lexicon, english = lexicons
-    return SpanLLMPredictor(settings).attach(None, None, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english)
+    coder = SpanLLMPredictor(settings).attach(None, None, retriever, ontology=ontology)
+    data = DataSettings(data_dir=corpus)
+    fit_coder_lexicons(coder, load_training_documents(data), data)
+    return coder
 
 
 def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
@@ -174,3 +168,22 @@ def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():
     assert result["best_settings"]["procedure_weight"] > 0 and max(row["P_f1"] for row in result["table"]) == 1.0
     without = [NoteOutputs(doc_id=o.doc_id, scored=o.scored[1:]) for o in outputs]
     assert {row["procedure_weight"] for row in tune_fusion(without, dev, CoderSettings())["table"]} == {0.0}
+
+
+def test_concept_reliability_is_learned_on_the_english_training_notes(coder):
+    infection = next(code for code in coder.concept_counts if coder.coded_as(code, "icd10cm") == "N39.0")
+    assert coder.concept_counts[infection] == (2, 2)  # both notes with a urinary tract infection carry N39.0
+    assert coder.concept_reliability(infection) == pytest.approx(3 / 4)
+    assert coder.concept_reliability("C56.1") == 0.5  # never matched on a training note
+
+
+def test_concept_counts_round_trip_and_malformed_ones_fail_in_one_line(coder, tmp_path):
+    from icdcoder.infer.coder import CONCEPTS_FILE, load_concept_counts
+
+    coder.save_lexicons(tmp_path)
+    assert load_concept_counts(tmp_path / CONCEPTS_FILE) == coder.concept_counts
+    for malformed in ('{"N39": [1]}', '{"N39": [1, 2]}', "[1, 2]", "{"):
+        (tmp_path / CONCEPTS_FILE).write_text(malformed, encoding="utf-8")
+        with pytest.raises(InputError, match="malformed concept counts") as caught:
+            load_concept_counts(tmp_path / CONCEPTS_FILE)
+        assert CONCEPTS_FILE in str(caught.value) and "\n" not in str(caught.value)

@@ -78,3 +78,16 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise InputError("expected a JSON object", path=path, line=number)
         yield number, record
+
+
+def readable_json(value, level: int = 0) -> str:
+    """``value`` as JSON indented by two spaces, each container that holds only scalars on one line: a table of
+    thousands of flat rows stays one line per row."""
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    if not any(isinstance(child, (dict, list)) for child in children):
+        return json.dumps(value, ensure_ascii=False)
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(key, ensure_ascii=False)}: {readable_json(child, level + 1)}" for key, child in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    return "[\n" + ",\n".join(f"{inner}{readable_json(child, level + 1)}" for child in value) + f"\n{pad}]"

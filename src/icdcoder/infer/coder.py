@@ -23,7 +23,8 @@ retrieval's rank fusion flattens, so the coder reads it directly.
 
 ``tune`` runs stage 1 once on dev and grid-searches the weights and thresholds of stage 2
 (:mod:`icdcoder.infer.tuning`).
-A saved coder is a folder: ``model/`` (adapter), ``retriever/``, ``lexicon/`` (optional), ``coder.json``.
+A saved coder is a folder: ``model/`` (adapter), ``retriever/``, ``lexicon/`` and ``lexicon_en/`` (optional),
+``concepts.json`` (optional), ``coder.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pydantic import Field, ValidationError, create_model
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
-from icdcoder.io import atomic_write, read_text
+from icdcoder.io import atomic_write, read_text, readable_json
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 from icdcoder.prompt import build_prompt, find_quote, parse_answer
 
@@ -54,6 +55,8 @@ CODER_FILE = "coder.json"
 LEXICON_DIR = "lexicon"
 ENGLISH_LEXICON_DIR = "lexicon_en"
 LEXICON_FILE = "surface_forms.json.gz"
+#: how often each matched concept was right on the training notes (``SpanLLMPredictor.count_concepts``)
+CONCEPTS_FILE = "concepts.json"
 #: each signal of a scored code (a ``ScoredCode`` field) with its weight field in ``CoderSettings``,
 #: in the order evidence is preferred; a new signal is one entry here and those two fields
 SIGNAL_WEIGHTS = {
@@ -122,7 +125,8 @@ class CoderSettings(StrictModel):
     #: note's English text (:class:`icdcoder.spans.procedures.ProcedureComposer`)
     procedure_weight: float = Field(0.0, ge=0.0)
     #: weight of the ICD-10-CM codes whose title or inclusion term, as content words, one sentence of the note's
-    #: English text holds (:class:`icdcoder.spans.concepts.ConceptIndex`)
+    #: English text holds (:class:`icdcoder.spans.concepts.ConceptIndex`); a match scores its reliability on the
+    #: training notes (``SpanLLMPredictor.concept_reliability``)
     concept_weight: float = Field(0.0, ge=0.0)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
@@ -264,6 +268,8 @@ class SpanLLMPredictor(Predictor):
         self.retriever = None
         self.lexicon = None
         self.english_lexicon = None
+        #: code the concept index names -> (training notes whose English text matches it, those among them that carry it)
+        self.concept_counts: dict[str, tuple[int, int]] = {}
         self._ontology = None
         self._generator = None
         self._specific_codes: dict[tuple[str, str], str] = {}
@@ -316,6 +322,26 @@ class SpanLLMPredictor(Predictor):
 
             self._concepts = ConceptIndex(self.ontology)
         return self._concepts
+
+    def count_concepts(self, english_notes: Sequence[Document]) -> None:
+        """Learn how reliable each matched concept is on training notes in English: per code the concept index
+        names, the notes whose text matches it, and how many of those carry it as the coder writes it."""
+        counts: dict[str, tuple[int, int]] = {}
+        for note in english_notes:
+            gold = note.code_set("icd10cm")
+            for code in {match.code for match in self.concept_index.matches(note.text)}:
+                matched, right = counts.get(code, (0, 0))
+                counts[code] = (matched + 1, right + (self.coded_as(code, "icd10cm") in gold))
+        self.concept_counts = counts
+
+    def concept_reliability(self, code: str) -> float:
+        """How often a match of ``code`` was right on the training notes, smoothed: (right + 1) / (matched + 2).
+
+        A concept the training notes never matched scores 0.5; one that keeps matching notes that do not carry it
+        (the "Infectious Diseases Unit" of a hospital -> B99 Other infectious disease) sinks towards 0.
+        """
+        matched, right = self.concept_counts.get(code, (0, 0))
+        return (right + 1) / (matched + 2)
 
     def _resolve(self, code: str):
         return self.ontology.resolve(code, systems=CODER_SYSTEMS)
@@ -395,9 +421,13 @@ class SpanLLMPredictor(Predictor):
             return note
         scored = []
         for item in note.scored:
-            code = self.specific_code(item.code, item.system)
+            code = self.coded_as(item.code, item.system)
             scored.append(item if code == item.code else replace(item, code=code))
         return replace(note, scored=scored)
+
+    def coded_as(self, code: str, system: str) -> str:
+        """The code a note's scored code is written as: :meth:`specific_code` under ``specify_untrained``, else itself."""
+        return self.specific_code(code, system) if self.settings.specify_untrained else code
 
     def specific_code(self, code: str, system: str) -> str:
         """The code ``specify_untrained`` names ``code`` by: its default specific code when no training note carries it."""
@@ -488,12 +518,13 @@ class SpanLLMPredictor(Predictor):
         return items
 
     def _concept_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
-        """The ICD-10-CM codes whose content words a sentence of the note's English text holds; evidence is the
-        sentence, when it is the note's."""
+        """The ICD-10-CM codes whose content words a sentence of the note's English text holds, each scoring its
+        reliability on the training notes; evidence is the sentence, when it is the note's."""
         items = []
         for match in self.concept_index.matches(english):
             span = (match.start, match.end) if with_offsets else (-1, -1)
-            items.append(ScoredCode(match.code, "icd10cm", concept=1.0, start=span[0], end=span[1]))
+            reliability = self.concept_reliability(match.code)
+            items.append(ScoredCode(match.code, "icd10cm", concept=reliability, start=span[0], end=span[1]))
         return items
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:
@@ -597,7 +628,7 @@ class SpanLLMPredictor(Predictor):
         self.write_settings(directory)
 
     def save_lexicons(self, directory: str | Path) -> None:
-        """Write ``lexicon/`` and ``lexicon_en/``; a lexicon the coder lacks is removed from the folder."""
+        """Write ``lexicon/``, ``lexicon_en/`` and ``concepts.json``; what the coder lacks is removed from the folder."""
         import shutil
 
         for name, lexicon in ((LEXICON_DIR, self.lexicon), (ENGLISH_LEXICON_DIR, self.english_lexicon)):
@@ -605,6 +636,12 @@ class SpanLLMPredictor(Predictor):
                 save_lexicon(lexicon, Path(directory) / name)
             elif (Path(directory) / name).is_dir():
                 shutil.rmtree(Path(directory) / name)
+        concepts = Path(directory) / CONCEPTS_FILE
+        if self.concept_counts:
+            with atomic_write(concepts) as handle:
+                handle.write(readable_json({code: list(counts) for code, counts in sorted(self.concept_counts.items())}) + "\n")
+        else:
+            concepts.unlink(missing_ok=True)
 
     def write_settings(self, directory: str | Path, extra: dict | None = None) -> None:
         """Write ``coder.json``: the settings, keeping the file's other records; ``extra`` adds or replaces some."""
@@ -612,7 +649,7 @@ class SpanLLMPredictor(Predictor):
         previous = json.loads(read_text(path)) if path.is_file() else {}
         record = {**previous, **(extra or {}), "settings": json.loads(self.settings.model_dump_json())}
         with atomic_write(path) as handle:
-            json.dump(record, handle, indent=2, ensure_ascii=False)
+            handle.write(readable_json(record) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, use_llm: bool | None = None, dtype: str | None = None) -> SpanLLMPredictor:
@@ -645,7 +682,9 @@ class SpanLLMPredictor(Predictor):
             model, tokenizer = load_for_inference(directory / "model", settings.dtype)
         retriever = CandidateRetriever.load(directory / "retriever")
         lexicons = [load_lexicon(directory / name) if (directory / name).is_dir() else None for name in (LEXICON_DIR, ENGLISH_LEXICON_DIR)]
-        return coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
+        coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
+        coder.concept_counts = load_concept_counts(directory / CONCEPTS_FILE)
+        return coder
 
 
 def _hit_item(hit, signal: str, with_offsets: bool) -> ScoredCode:
@@ -689,6 +728,20 @@ def load_lexicon(directory: str | Path):
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"unreadable lexicon ({type(err).__name__}: {str(err).splitlines()[0]})", path=path) from None
     return SurfaceFormIndex.from_json(data, path)
+
+
+def load_concept_counts(path: Path) -> dict[str, tuple[int, int]]:
+    """``concepts.json`` (code -> [notes matched, notes right]); none when the coder folder has no such file."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(read_text(path))
+        counts = {str(code): (int(matched), int(right)) for code, (matched, right) in record.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
+        raise InputError(f"malformed concept counts, expected code -> [matched, right] ({str(err).splitlines()[0]})", path=path) from None
+    if any(not 0 <= right <= matched for matched, right in counts.values()):
+        raise InputError("malformed concept counts: each needs 0 <= right <= matched", path=path)
+    return counts
 
 
 def load_for_inference(model_dir: str | Path, dtype: str = "auto"):

@@ -64,17 +64,17 @@ def train_lexicons(
     split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
-    """Build a coder's lexicons from training notes (no LLM training); then re-tune with ``predict tune``."""
+    """Build a coder's lexicons and concept reliabilities from training notes (no LLM training); then re-tune with
+    ``predict tune``."""
     from icdcoder.infer.coder import SpanLLMPredictor
-    from icdcoder.ontology import load_ontology
     from icdcoder.train.config import DataSettings
-    from icdcoder.train.data import fit_lexicons, load_training_documents
+    from icdcoder.train.data import fit_coder_lexicons, load_training_documents
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
     coder = SpanLLMPredictor.load(model)
     settings = DataSettings(data_dir=data_dir, split=split, lang=lang)
-    coder.lexicon, coder.english_lexicon = fit_lexicons(load_training_documents(settings), settings, load_ontology())
+    fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_lexicons(model)
     sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}
-    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes}))
+    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, "concepts_counted": len(coder.concept_counts)}))

@@ -41,27 +41,33 @@ def fit_retriever(documents: Sequence[Document], ontology):
     return retriever
 
 
-def fit_lexicons(documents: Sequence[Document], settings: DataSettings, ontology):
-    """The coder's lexicons: ``(note-language lexicon or None, English lexicon or None)``.
-
-    Spanish notes get a lexicon of the training evidence, plus an English lexicon
-    (ontology terms and phrases of the projected evidence, reliabilities counted on the
-    English translations of the same training notes) when the split ships translations.
-    English notes get the English lexicon only. ``settings.lexicons = false``: none.
-    """
+def english_training_notes(documents: Sequence[Document], settings: DataSettings) -> list[Document]:
+    """The training notes in English: the notes themselves, or, for Spanish notes, their English versions when the
+    split ships them (none otherwise)."""
     from icdcoder.data.codiesp import load_codiesp, split_dir
+
+    if settings.lang == "en":
+        return list(documents)
+    if settings.data_dir is None or not (split_dir(settings.data_dir, settings.split) / "text_files_en").is_dir():
+        return []
+    wanted = {doc.id for doc in documents}
+    return [doc for doc in load_codiesp(settings.data_dir, settings.split, language="en") if doc.id in wanted]
+
+
+def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSettings) -> None:
+    """Give ``coder`` what it learns from the training notes besides retrieval and the LLM.
+
+    - Lexicons. Spanish notes get a lexicon of the training evidence, plus an English lexicon (ontology terms and
+      phrases of the projected evidence, reliabilities counted on the English versions of the same notes) when the
+      split ships translations; English notes get the English lexicon only. ``settings.lexicons = false``: none.
+    - How reliable each matched ICD-10-CM concept is (:meth:`SpanLLMPredictor.count_concepts`), on the English notes.
+    """
     from icdcoder.infer.coder import build_lexicon
 
-    if not settings.lexicons:
-        return None, None
-    if settings.lang == "en":
-        return None, build_lexicon(documents, ontology)
-    lexicon = build_lexicon(documents)
-    if settings.data_dir is None or not (split_dir(settings.data_dir, settings.split) / "text_files_en").is_dir():
-        return lexicon, None
-    wanted = {doc.id for doc in documents}
-    english = [doc for doc in load_codiesp(settings.data_dir, settings.split, language="en") if doc.id in wanted]
-    return lexicon, build_lexicon(english, ontology)
+    english = english_training_notes(documents, settings)
+    coder.lexicon = build_lexicon(documents) if settings.lexicons and settings.lang != "en" else None
+    coder.english_lexicon = build_lexicon(english, coder.ontology) if settings.lexicons and english else None
+    coder.count_concepts(english)
 
 
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:

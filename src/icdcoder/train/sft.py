@@ -145,7 +145,7 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
 
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import build_examples, fit_lexicons, fit_retriever, load_training_documents, provenance_counts, to_dataset
+    from icdcoder.train.data import build_examples, fit_coder_lexicons, fit_retriever, load_training_documents, provenance_counts, to_dataset
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -187,9 +187,8 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
         return FitReport(wall_seconds=wall, train_tokens=seen_tokens, peak_rss_mb=peak_rss_mb())
     settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
     settings = settings.model_copy(update={"language": config.data.lang})
-    lexicon, english_lexicon = fit_lexicons(documents, config.data, ontology)
-    coder = SpanLLMPredictor(settings)
-    coder.attach(trainer.model, tokenizer, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english_lexicon)
+    coder = SpanLLMPredictor(settings).attach(trainer.model, tokenizer, retriever, ontology=ontology)
+    fit_coder_lexicons(coder, documents, config.data)
     coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
     report = FitReport(
         wall_seconds=wall,
@@ -220,7 +219,7 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
 
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import fit_lexicons, fit_retriever, load_training_documents
+    from icdcoder.train.data import fit_coder_lexicons, fit_retriever, load_training_documents
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "adapter_config.json").is_file():
@@ -233,12 +232,10 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
     ontology = ontology or _load_ontology()
     documents = load_training_documents(config.data)
     retriever = fit_retriever(documents, ontology)
-    lexicon, english_lexicon = fit_lexicons(documents, config.data, ontology)
     settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
     settings = settings.model_copy(update={"language": config.data.lang})
-    coder = SpanLLMPredictor(settings).attach(
-        model, tokenizer, retriever, ontology=ontology, lexicon=lexicon, english_lexicon=english_lexicon
-    )
+    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    fit_coder_lexicons(coder, documents, config.data)
     coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
     _write_export_meta(output_dir, config, checkpoint)
     return output_dir
