@@ -316,7 +316,7 @@ class SpanLLMPredictor(Predictor):
 
     @property
     def concept_index(self):
-        """The ICD-10-CM titles and inclusion terms as content words (built on first use: about 2 s)."""
+        """The ICD-10-CM titles and inclusion terms as content words (built on first use, in a few seconds)."""
         if self._concepts is None:
             from icdcoder.spans.concepts import ConceptIndex
 
