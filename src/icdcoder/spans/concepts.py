@@ -69,13 +69,17 @@ def _folded_maps() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
 def content_words(text: str, numbers: bool = False) -> frozenset[str]:
     """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers;
     numbers only when asked (they tell "Type 2 diabetes" from "Type 1", and "2 sites" from nothing)."""
+    words = (concept for word in _WORD.findall(text) for concept in _concepts_of(word))
+    return frozenset(word for word in words if numbers or not word.isdigit())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _concepts_of(word: str) -> tuple[str, ...]:
+    """The concept words one word of a text stands for: none for a qualifier, two for "carcinoma"."""
     nouns, expansions = _folded_maps()
-    words = []
-    for word in _WORD.findall(text):
-        norm = fold_word(word)
-        norm = nouns.get(norm, norm)
-        words.extend(expansions.get(norm, (norm,)))
-    return frozenset(word for word in words if word not in QUALIFIERS and (numbers or not word.isdigit()))
+    norm = fold_word(word)
+    norm = nouns.get(norm, norm)
+    return tuple(concept for concept in expansions.get(norm, (norm,)) if concept not in QUALIFIERS)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
