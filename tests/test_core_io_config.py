@@ -9,7 +9,7 @@ import pytest
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence, GoldCode, load_documents, save_documents
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write, read_jsonl, read_text
+from icdcoder.io import atomic_write, read_jsonl, read_text, readable_json
 
 
 class Inner(StrictModel):
@@ -94,3 +94,12 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path: Path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_readable_json_keeps_each_flat_row_on_one_line():
+    import json
+
+    record = {"settings": {"threshold": {"icd10cm": 0.1}, "name": "é"}, "table": [{"a": 1, "b": "x"}, {"a": 2}], "empty": {}}
+    lines = readable_json(record).splitlines()
+    assert json.loads("\n".join(lines)) == record
+    assert '    {"a": 1, "b": "x"},' in lines and '    "threshold": {"icd10cm": 0.1},' in lines and '    "name": "é"' in lines
