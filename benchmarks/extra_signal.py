@@ -20,6 +20,20 @@ def parser_with_model(description: str, weights: list[float]) -> argparse.Argume
     return parser
 
 
+def parser_with_language(description: str) -> argparse.ArgumentParser:
+    """:func:`parser_with_model` with no default weights, plus ``--lang es|en`` (the notes read)."""
+    parser = parser_with_model(description, weights=[])
+    parser.add_argument("--lang", choices=("es", "en"), default="es")
+    return parser
+
+
+def load_coder_for_language(args: argparse.Namespace, signal: str):
+    """:func:`load_coder_and_notes` for the notes of ``args.lang``, the coder set to its fusion for them."""
+    coder, dev, train_counts = load_coder_and_notes(args, signal, lang=args.lang)
+    coder.settings = coder.settings.for_language(args.lang)
+    return coder, dev, train_counts
+
+
 def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"):
     """The coder (its LLM off), the dev notes (Spanish with their translations, or English), and training counts
     of diagnosis and procedure codes (the two systems' codes never coincide)."""
@@ -57,6 +71,17 @@ def rows_by_weight(
             row[f"{task}_threshold"] = tuned.threshold[system]
             row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
         yield row
+
+
+def print_rows_around_own_weight(coder, dev, train_counts: Counter, weight_name: str, lang: str, weights: list[float]) -> None:
+    """One JSON line per value of ``weight_name``: ``weights``, else 0, the coder's own value, its half and its double."""
+    import json
+
+    own = getattr(coder.settings, weight_name)
+    weights = weights or sorted({0.0, own / 2, own, own * 2} if own else {0.0, 0.5, 1.0, 2.0})
+    outputs = coder.segment_outputs(dev)
+    for row in rows_by_weight(coder, dev, outputs, train_counts, weights, weight_name=weight_name):
+        print(json.dumps({"lang": lang, weight_name: row.pop("weight"), **row}), flush=True)
 
 
 def hit_report(dev, hits: dict[str, set[str]], system: str, train_counts: Counter) -> dict:

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import json
 
-from extra_signal import hit_report, load_coder_and_notes, parser_with_model, rows_by_weight
+from extra_signal import hit_report, load_coder_for_language, parser_with_language, print_rows_around_own_weight
 
 
 def main() -> None:
-    parser = parser_with_model(__doc__.splitlines()[0], weights=[])
-    parser.add_argument("--lang", choices=("es", "en"), default="es")
-    args = parser.parse_args()
-    coder, dev, train_counts = load_coder_and_notes(args, "procedure", lang=args.lang)
-    coder.settings = coder.settings.for_language(args.lang)
+    args = parser_with_language(__doc__.splitlines()[0]).parse_args()
+    coder, dev, train_counts = load_coder_for_language(args, "procedure")
     composed = {document.id: coder.procedure_composer.compose(document.translation or document.text) for document in dev}
     prefixes = {doc_id: {item.prefix for item in found} for doc_id, found in composed.items()}
     print(json.dumps({"lang": args.lang, "proposals": hit_report(dev, prefixes, "icd10pcs", train_counts)}), flush=True)
     coded = {doc_id: {item.code for item in found} for doc_id, found in composed.items()}
     print(json.dumps({"lang": args.lang, "proposals_at_training_level": hit_report(dev, coded, "icd10pcs", train_counts)}), flush=True)
-    own = coder.settings.procedure_weight
-    weights = args.weights or sorted({0.0, own / 2, own, own * 2} if own else {0.0, 0.5, 1.0, 2.0})
-    outputs = coder.segment_outputs(dev)
-    for row in rows_by_weight(coder, dev, outputs, train_counts, weights, weight_name="procedure_weight"):
-        print(json.dumps({"lang": args.lang, "procedure_weight": row.pop("weight"), **row}), flush=True)
+    print_rows_around_own_weight(coder, dev, train_counts, "procedure_weight", args.lang, args.weights)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
+from extra_signal import load_coder_for_language, parser_with_language, rows_by_weight
 
 
 def renamed_report(coder, dev, raw) -> dict:
@@ -36,11 +36,8 @@ def renamed_report(coder, dev, raw) -> dict:
 
 
 def main() -> None:
-    parser = parser_with_model(__doc__.splitlines()[0], weights=[0.0])
-    parser.add_argument("--lang", choices=("es", "en"), default="es")
-    args = parser.parse_args()
-    coder, dev, train_counts = load_coder_and_notes(args, "specificity", lang=args.lang)
-    coder.settings = coder.settings.for_language(args.lang)
+    args = parser_with_language(__doc__.splitlines()[0]).parse_args()
+    coder, dev, train_counts = load_coder_for_language(args, "specificity")
     outputs = {}
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})

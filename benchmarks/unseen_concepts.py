@@ -20,25 +20,18 @@ from __future__ import annotations
 
 import json
 
-from extra_signal import hit_report, load_coder_and_notes, parser_with_model, rows_by_weight
+from extra_signal import hit_report, load_coder_for_language, parser_with_language, print_rows_around_own_weight
 
 
 def main() -> None:
-    parser = parser_with_model(__doc__.splitlines()[0], weights=[])
-    parser.add_argument("--lang", choices=("es", "en"), default="es")
-    args = parser.parse_args()
-    coder, dev, train_counts = load_coder_and_notes(args, "concept", lang=args.lang)
-    coder.settings = coder.settings.for_language(args.lang)
+    args = parser_with_language(__doc__.splitlines()[0]).parse_args()
+    coder, dev, train_counts = load_coder_for_language(args, "concept")
     matched = {document.id: coder.concept_index.matches(document.translation or document.text) for document in dev}
     named = {doc_id: {match.code for match in found} for doc_id, found in matched.items()}
     print(json.dumps({"lang": args.lang, "matches": hit_report(dev, named, "icd10cm", train_counts)}), flush=True)
     coded = {doc_id: {coder.specific_code(code, "icd10cm") for code in codes} for doc_id, codes in named.items()}
     print(json.dumps({"lang": args.lang, "matches_as_coded": hit_report(dev, coded, "icd10cm", train_counts)}), flush=True)
-    own = coder.settings.concept_weight
-    weights = args.weights or sorted({0.0, own / 2, own, own * 2} if own else {0.0, 0.5, 1.0, 2.0})
-    outputs = coder.segment_outputs(dev)
-    for row in rows_by_weight(coder, dev, outputs, train_counts, weights, weight_name="concept_weight"):
-        print(json.dumps({"lang": args.lang, "concept_weight": row.pop("weight"), **row}), flush=True)
+    print_rows_around_own_weight(coder, dev, train_counts, "concept_weight", args.lang, args.weights)
 
 
 if __name__ == "__main__":
