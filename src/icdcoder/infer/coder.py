@@ -638,8 +638,9 @@ class SpanLLMPredictor(Predictor):
                 shutil.rmtree(Path(directory) / name)
         concepts = Path(directory) / CONCEPTS_FILE
         if self.concept_counts:
+            record = {code: list(counts) for code, counts in sorted(self.concept_counts.items())}
             with atomic_write(concepts) as handle:
-                handle.write(readable_json({code: list(counts) for code, counts in sorted(self.concept_counts.items())}) + "\n")
+                handle.write(readable_json(record) + "\n")
         else:
             concepts.unlink(missing_ok=True)
 
@@ -738,7 +739,8 @@ def load_concept_counts(path: Path) -> dict[str, tuple[int, int]]:
         record = json.loads(read_text(path))
         counts = {str(code): (int(matched), int(right)) for code, (matched, right) in record.items()}
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
-        raise InputError(f"malformed concept counts, expected code -> [matched, right] ({str(err).splitlines()[0]})", path=path) from None
+        reason = str(err).splitlines()[0]
+        raise InputError(f"malformed concept counts, expected code -> [matched, right] ({reason})", path=path) from None
     if any(not 0 <= right <= matched for matched, right in counts.values()):
         raise InputError("malformed concept counts: each needs 0 <= right <= matched", path=path)
     return counts

@@ -27,9 +27,10 @@ NOUNS = {
     "ureteral": "ureter", "nasal": "nose", "oral": "mouth", "dental": "tooth", "teeth": "tooth", "osseous": "bone",
     "cerebral": "brain", "encephalic": "brain", "arterial": "artery", "venous": "vein", "lymphatic": "lymph",
     "ganglion": "lymph", "tumour": "neoplasm", "tumor": "neoplasm", "neoplasia": "neoplasm", "metastasis": "secondary",
-    "metastases": "secondary", "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage", "lithiasis": "calculus",
-    "stone": "calculus", "calculi": "calculus", "abdominal": "abdomen", "pelvic": "pelvis", "thoracic": "chest",
-    "thorax": "chest", "scrotal": "scrotum", "mandibular": "mandible", "axillary": "axilla", "testes": "testis",
+    "metastases": "secondary", "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage",
+    "lithiasis": "calculus", "stone": "calculus", "calculi": "calculus", "abdominal": "abdomen", "pelvic": "pelvis",
+    "thoracic": "chest", "thorax": "chest", "scrotal": "scrotum", "mandibular": "mandible", "axillary": "axilla",
+    "testes": "testis",
 }
 _MALIGNANT = ("malignant", "neoplasm")
 #: words that stand for two title words
@@ -153,7 +154,6 @@ def alternatives(term: str) -> list[str]:
         return [term]
     head, tail = term[: found.start()], term[found.end() :]
     return [variant for word in found.groups() for variant in alternatives(head + word + tail)]
-
 
 
 def _precedes(code: str, other: str | None) -> bool:
