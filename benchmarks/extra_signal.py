@@ -84,6 +84,13 @@ def print_rows_around_own_weight(coder, dev, train_counts: Counter, weight_name:
         print(json.dumps({"lang": lang, weight_name: row.pop("weight"), **row}), flush=True)
 
 
+def print_hit_report(lang: str, label: str, dev, hits: dict[str, set[str]], system: str, train_counts: Counter) -> None:
+    """One JSON line: :func:`hit_report` of ``hits`` under ``label``."""
+    import json
+
+    print(json.dumps({"lang": lang, label: hit_report(dev, hits, system, train_counts)}), flush=True)
+
+
 def hit_report(dev, hits: dict[str, set[str]], system: str, train_counts: Counter) -> dict:
     """How many ``hits`` on codes seen and unseen in training are gold, and how many are a gold code's prefix."""
     counts = Counter()

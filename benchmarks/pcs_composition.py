@@ -15,9 +15,7 @@ tuned, at D/P thresholds re-tuned on dev: D/P micro-F1 and MAP and D/P unseen-co
 
 from __future__ import annotations
 
-import json
-
-from extra_signal import hit_report, load_coder_for_language, parser_with_language, print_rows_around_own_weight
+from extra_signal import load_coder_for_language, parser_with_language, print_hit_report, print_rows_around_own_weight
 
 
 def main() -> None:
@@ -25,9 +23,9 @@ def main() -> None:
     coder, dev, train_counts = load_coder_for_language(args, "procedure")
     composed = {document.id: coder.procedure_composer.compose(document.translation or document.text) for document in dev}
     prefixes = {doc_id: {item.prefix for item in found} for doc_id, found in composed.items()}
-    print(json.dumps({"lang": args.lang, "proposals": hit_report(dev, prefixes, "icd10pcs", train_counts)}), flush=True)
+    print_hit_report(args.lang, "proposals", dev, prefixes, "icd10pcs", train_counts)
     coded = {doc_id: {item.code for item in found} for doc_id, found in composed.items()}
-    print(json.dumps({"lang": args.lang, "proposals_at_training_level": hit_report(dev, coded, "icd10pcs", train_counts)}), flush=True)
+    print_hit_report(args.lang, "proposals_at_training_level", dev, coded, "icd10pcs", train_counts)
     print_rows_around_own_weight(coder, dev, train_counts, "procedure_weight", args.lang, args.weights)
 
 

@@ -18,9 +18,7 @@ D/P micro-F1 and MAP and D/P unseen-code recall.
 
 from __future__ import annotations
 
-import json
-
-from extra_signal import hit_report, load_coder_for_language, parser_with_language, print_rows_around_own_weight
+from extra_signal import load_coder_for_language, parser_with_language, print_hit_report, print_rows_around_own_weight
 
 
 def main() -> None:
@@ -28,9 +26,9 @@ def main() -> None:
     coder, dev, train_counts = load_coder_for_language(args, "concept")
     matched = {document.id: coder.concept_index.matches(document.translation or document.text) for document in dev}
     named = {doc_id: {match.code for match in found} for doc_id, found in matched.items()}
-    print(json.dumps({"lang": args.lang, "matches": hit_report(dev, named, "icd10cm", train_counts)}), flush=True)
+    print_hit_report(args.lang, "matches", dev, named, "icd10cm", train_counts)
     coded = {doc_id: {coder.specific_code(code, "icd10cm") for code in codes} for doc_id, codes in named.items()}
-    print(json.dumps({"lang": args.lang, "matches_as_coded": hit_report(dev, coded, "icd10cm", train_counts)}), flush=True)
+    print_hit_report(args.lang, "matches_as_coded", dev, coded, "icd10cm", train_counts)
     print_rows_around_own_weight(coder, dev, train_counts, "concept_weight", args.lang, args.weights)
 
 
