@@ -210,7 +210,9 @@ def test_search_ranks_more_matched_words_higher_and_uses_inclusion_terms(ontolog
 
 
 def test_cache_key_follows_the_source_files_and_bad_caches_are_ignored(tmp_path, monkeypatch):
+    from icdcoder.io import load_cached
     from icdcoder.ontology import ontology as module
+    from icdcoder.ontology.build import Tables
 
     monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path / "cache"))
     source = tmp_path / "codes.txt"
@@ -221,20 +223,20 @@ def test_cache_key_follows_the_source_files_and_bad_caches_are_ignored(tmp_path,
     assert module._cache_path({"cm": source}) != first
     first.parent.mkdir(parents=True)
     first.write_bytes(b"not a pickle")
-    assert module._read_cache(first) is None
-    assert module._read_cache(tmp_path / "missing.pkl") is None
+    assert load_cached(first, Tables) is None
+    assert load_cached(tmp_path / "missing.pkl", Tables) is None
 
 
 def test_cached_tables_round_trip(tmp_path):
+    from icdcoder.io import load_cached, save_cached
     from icdcoder.ontology import Ontology
-    from icdcoder.ontology import ontology as module
     from icdcoder.ontology.build import Tables
 
     tables = Tables()
     root = tables.add("A00", "icd10cm", "Cholera", "category")
     tables.add("A00.9", "icd10cm", "Cholera, unspecified", "code", root)
-    module._write_cache(tmp_path / "t.pkl", tables)
-    restored = Ontology(module._read_cache(tmp_path / "t.pkl"))
+    save_cached(tmp_path / "t.pkl", tables)
+    restored = Ontology(load_cached(tmp_path / "t.pkl", Tables))
     assert restored.children("a00", "icd10cm") == ["A00.9"]
     assert restored.resolve("A009") == ("A00.9", "icd10cm")
 

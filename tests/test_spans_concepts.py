@@ -67,3 +67,15 @@ def test_a_sentence_holds_the_codes_whose_every_content_word_it_names(concepts, 
 def test_each_match_carries_its_sentence(concepts):
     text = "Fever. Carcinoma of the right ovary."
     assert concepts.matches(text) == [ConceptMatch("C56.1", 7, len(text))]
+
+
+def test_the_index_is_cached_by_titles_and_rules(ontology, concepts, tmp_path, monkeypatch):
+    monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path))
+    built = ConceptIndex.load_or_build(ontology)
+    assert built.by_word == concepts.by_word and len(list(tmp_path.glob("concepts-icd10cm-*.pkl"))) == 1
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("the cached index should have been loaded")
+
+    monkeypatch.setattr(ConceptIndex, "__init__", no_building)
+    assert ConceptIndex.load_or_build(ontology).by_word == concepts.by_word

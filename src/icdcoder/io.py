@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from icdcoder.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def _current_umask() -> int:
@@ -91,3 +96,36 @@ def readable_json(value, level: int = 0) -> str:
         items = [f"{inner}{json.dumps(key, ensure_ascii=False)}: {readable_json(child, level + 1)}" for key, child in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     return "[\n" + ",\n".join(f"{inner}{readable_json(child, level + 1)}" for child in value) + f"\n{pad}]"
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Unpickling hundreds of thousands of small objects is about twice as fast without the cyclic GC running."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_cached(path: Path, expected: type):
+    """The object of type ``expected`` pickled at ``path``; None when the file is missing, unreadable or holds something
+    else (the caller rebuilds it)."""
+    try:
+        with path.open("rb") as handle, _gc_paused():
+            value = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+        return None
+    return value if isinstance(value, expected) else None
+
+
+def save_cached(path: Path, value) -> None:
+    """Pickle ``value`` to ``path`` atomically. A cache that cannot be written only costs speed: a warning, not an error
+    (a read-only home must not stop the tool)."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as err:
+        log.warning("could not write the cache %s: %s", path, err)

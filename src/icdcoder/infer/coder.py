@@ -316,11 +316,11 @@ class SpanLLMPredictor(Predictor):
 
     @property
     def concept_index(self):
-        """The ICD-10-CM titles and inclusion terms as content words (built on first use, in a few seconds)."""
+        """The ICD-10-CM titles and inclusion terms as content words (loaded from the cache on first use, or built)."""
         if self._concepts is None:
             from icdcoder.spans.concepts import ConceptIndex
 
-            self._concepts = ConceptIndex(self.ontology)
+            self._concepts = ConceptIndex.load_or_build(self.ontology)
         return self._concepts
 
     def count_concepts(self, english_notes: Sequence[Document]) -> None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import logging
 import math
 import os
-import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write
+from icdcoder.io import load_cached, save_cached
 from icdcoder.ontology.build import GROUP_KINDS, STOPWORDS, Tables, build_tables, source_files, tokenize
 from icdcoder.ontology.codes import SYSTEMS, check_system, normalize_code
 
@@ -211,6 +208,15 @@ class Ontology:
                 return min(marked, key=lambda child: len(added[child]))
         return children[0]
 
+    def fingerprint(self, system: str) -> str:
+        """A digest of ``system``'s codes, titles and inclusion terms: what a cache built from them depends on."""
+        t = self._t
+        digest = hashlib.sha256()
+        for row in t.index[check_system(system)].values():
+            inclusion = t.notes.get(row, ((), (), ()))[0]
+            digest.update("\x1f".join((t.codes[row], t.descriptions[row], *inclusion)).encode("utf-8") + b"\x1e")
+        return digest.hexdigest()
+
     def codes(self, system: str, leaves_only: bool = False) -> list[str]:
         """Every code of ``system`` (groupings excluded); ``leaves_only`` keeps billable/leaf codes."""
         key = (check_system(system), leaves_only)
@@ -282,44 +288,15 @@ def _cache_path(files: dict[str, Path]) -> Path:
     return cache_dir() / f"ontology-{key.hexdigest()[:16]}.pkl"
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Unpickling ~300k small objects is about twice as fast without the cyclic GC running."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _read_cache(path: Path) -> Tables | None:
-    try:
-        with path.open("rb") as handle, _gc_paused():
-            tables = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
-        return None
-    return tables if isinstance(tables, Tables) else None
-
-
-def _write_cache(path: Path, tables: Tables) -> None:
-    try:
-        with atomic_write(path, "wb") as handle:
-            pickle.dump(tables, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    except OSError as err:  # a read-only home must not stop the tool; it only costs speed
-        log.warning("could not write the ontology cache %s: %s", path, err)
-
-
 def build_or_load_tables(rebuild: bool = False) -> Tables:
     """The tables from the cache when it matches the source files, else built (and cached)."""
     files = source_files()
     path = _cache_path(files)
-    tables = None if rebuild else _read_cache(path)
+    tables = None if rebuild else load_cached(path, Tables)
     if tables is None:
         log.info("building the ICD ontology cache at %s", path)
         tables = build_tables(files)
-        _write_cache(path, tables)
+        save_cached(path, tables)
     return tables
 
 

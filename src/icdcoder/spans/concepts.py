@@ -8,9 +8,11 @@ coder's ``concept`` signal, which reaches diagnosis codes no training note carri
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 #: words that qualify a description without naming the concept
 QUALIFIERS = frozenset(
@@ -131,6 +133,19 @@ class ConceptIndex:
         for words, code in owner.items():
             self.by_word[min(words, key=lambda word: (frequency[word], word))].append((words, code))
 
+    @classmethod
+    def load_or_build(cls, ontology, system: str = "icd10cm") -> ConceptIndex:
+        """The index from the cache when it was built from the same titles by the same rules, else built and cached:
+        building takes a few seconds, loading a fraction of one."""
+        from icdcoder.io import load_cached, save_cached
+
+        path = _cache_path(ontology, system)
+        index = load_cached(path, cls)
+        if index is None:
+            index = cls(ontology, system)
+            save_cached(path, index)
+        return index
+
     def codes_in_sentence(self, sentence: str) -> set[str]:
         """The codes whose content words all occur in ``sentence``; of nested matches, only the most specific."""
         words = content_words(sentence, numbers=True)
@@ -154,6 +169,18 @@ def alternatives(term: str) -> list[str]:
         return [term]
     head, tail = term[: found.start()], term[found.end() :]
     return [variant for word in found.groups() for variant in alternatives(head + word + tail)]
+
+
+def _cache_path(ontology, system: str) -> Path:
+    """Where the index of ``system`` is cached: keyed by the ontology's titles and by the source of the matching rules
+    (this module and the word normaliser it uses)."""
+    from icdcoder.baselines import dictionary
+    from icdcoder.ontology.ontology import cache_dir
+
+    digest = hashlib.sha256(ontology.fingerprint(system).encode("utf-8"))
+    for source in (__file__, dictionary.__file__):
+        digest.update(Path(source).read_bytes())
+    return cache_dir() / f"concepts-{system}-{digest.hexdigest()[:16]}.pkl"
 
 
 def _precedes(code: str, other: str | None) -> bool:
