@@ -168,3 +168,19 @@ def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
 
     with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16"):
         _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8")
+
+
+def test_coding_with_the_llm_off_does_not_import_torch():
+    script = (
+        "import sys\n"
+        "from icdcoder.data.schema import Document\n"
+        "from icdcoder.infer.cli import DEFAULT_MODEL_DIR\n"
+        "from icdcoder.infer.coder import SpanLLMPredictor\n"
+        "coder = SpanLLMPredictor.load(DEFAULT_MODEL_DIR)\n"
+        "assert not coder.settings.use_llm and coder.settings.threads\n"
+        "coder.predict([Document(id='n', text='Paciente con fiebre.', language='es')])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"  # importing torch costs seconds that a coder without an LLM does not need

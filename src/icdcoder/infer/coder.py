@@ -576,8 +576,8 @@ class SpanLLMPredictor(Predictor):
         from rich.progress import Progress
 
         documents = list(documents)
-        if self.settings.threads:
-            import torch
+        if self.settings.threads and (self.model is not None or self.retriever.embeddings is not None):
+            import torch  # only the LLM and the retriever's embeddings run on torch: importing it costs seconds
 
             torch.set_num_threads(self.settings.threads)
         started = time.time()
