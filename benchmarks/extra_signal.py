@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+#: the coder's systems and the CodiEsp task each is scored as
+TASKS = (("icd10cm", "D"), ("icd10pcs", "P"))
 
 
 def parser_with_model(description: str, weights: list[float]) -> argparse.ArgumentParser:
@@ -53,8 +55,7 @@ def rows_by_weight(
     coder, dev, outputs, train_counts: Counter, weights: list[float], weight_name: str = "llm_weight"
 ) -> Iterator[dict]:
     """Per value of ``weight_name`` (the borrowed LLM slot unless named): D/P micro-F1 and MAP at re-tuned
-    thresholds, and D/P unseen-code recall."""
-    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
+    thresholds, D/P unseen-code recall, and those thresholds."""
     from icdcoder.infer.coder import aggregate, collect_signals
     from icdcoder.infer.tuning import with_tuned_thresholds
 
@@ -62,15 +63,22 @@ def rows_by_weight(
     for weight in weights:
         tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={weight_name: weight}))
         predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
-        row: dict = {"weight": weight}
-        for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-            ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
-            truth = {document.id: document.code_set(system) for document in dev}
-            row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
-            row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
-            row[f"{task}_threshold"] = tuned.threshold[system]
-            row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
-        yield row
+        thresholds = {f"{task}_threshold": tuned.threshold[system] for system, task in TASKS}
+        yield {"weight": weight, **prediction_scores(dev, predictions, train_counts), **thresholds}
+
+
+def prediction_scores(dev, predictions, train_counts: Counter) -> dict:
+    """D/P micro-F1, MAP and unseen-code recall of ``predictions`` for the ``dev`` notes."""
+    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
+
+    row = {}
+    for system, task in TASKS:
+        ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
+        truth = {document.id: document.code_set(system) for document in dev}
+        row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
+        row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
+        row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
+    return row
 
 
 def print_rows_around_own_weight(coder, dev, train_counts: Counter, weight_name: str, lang: str, weights: list[float]) -> None:

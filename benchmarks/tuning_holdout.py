@@ -17,28 +17,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from extra_signal import load_coder_for_language, parser_with_language
+from extra_signal import load_coder_for_language, parser_with_language, prediction_scores
 
 from icdcoder.infer.coder import aggregate, collect_signals
 from icdcoder.infer.tuning import GRID_WEIGHTS, tune_fusion
 
 #: stage-1 signals a variant drops before tuning
 VARIANTS = {"shipped": None, "without_concept": "concept", "without_procedure": "procedure"}
-
-
-def scores(dev, predictions, train_counts) -> dict:
-    """D/P micro-F1, MAP and unseen-code recall of predictions for ``dev`` notes."""
-    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
-
-    row = {}
-    by_id = {prediction.doc_id: prediction for prediction in predictions}
-    for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-        truth = {document.id: document.code_set(system) for document in dev}
-        ranked = {doc_id: [code.code for code in prediction.ranked({system})] for doc_id, prediction in by_id.items()}
-        row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
-        row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
-        row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
-    return row
 
 
 def tuned_predictions(coder, train_notes, train_outputs, scored_outputs) -> tuple[list, dict]:
@@ -72,8 +57,8 @@ def main() -> None:
         print(json.dumps({
             "lang": args.lang,
             "variant": variant,
-            "in_sample": scores(dev, in_sample, train_counts),
-            "cross_fitted": scores(dev, held_out, train_counts),
+            "in_sample": prediction_scores(dev, in_sample, train_counts),
+            "cross_fitted": prediction_scores(dev, held_out, train_counts),
             "fold_weights": picked,
         }), flush=True)
 

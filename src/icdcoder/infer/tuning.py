@@ -126,7 +126,7 @@ def objective(row: dict) -> float:
 
 def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
     """system -> note id -> its gold codes of that system."""
-    return {system: {d.id: {g.code for g in d.codes if g.system == system} for d in documents} for system in CODER_SYSTEMS}
+    return {system: {d.id: d.code_set(system) for d in documents} for system in CODER_SYSTEMS}
 
 
 def tuned_row(
@@ -159,10 +159,9 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
     counts the training surface forms.
     """
     has_llm = any(o.llm_segments for o in outputs)
-    present = {signal: any(getattr(item, signal) > 0 for o in outputs for item in o.scored) for signal in WEIGHT_GRID}
-    present["llm"] = has_llm
-    grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     table = FusionTable(outputs)
+    present = {**dict(zip(SIGNALS, (table.values > 0).any(axis=0))), "llm": has_llm}
+    grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     gold = gold_by_system(dev)
     rows, best, memo = [], None, {}
     for values in grid:
