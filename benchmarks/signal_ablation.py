@@ -31,6 +31,14 @@ GROUPS = [
         "+ Spanish lexicon + English lexicon + composed procedures + matched concepts",
         ("lexical_weight", "english_weight", "ontology_weight", "procedure_weight", "concept_weight"),
     ),
+    (
+        "+ English lexicon + composed procedures + matched concepts + measured values",
+        ("english_weight", "ontology_weight", "procedure_weight", "concept_weight", "quantity_weight"),
+    ),
+    (
+        "+ Spanish lexicon + English lexicon + composed procedures + matched concepts + measured values",
+        ("lexical_weight", "english_weight", "ontology_weight", "procedure_weight", "concept_weight", "quantity_weight"),
+    ),
 ]
 
 

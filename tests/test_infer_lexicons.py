@@ -48,7 +48,9 @@ def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
     assert [(e.start, e.end) for e in aggregate(note, without_lexicon).codes[1].evidence] == [(0, 4)]
 
 
-@pytest.mark.parametrize(("signal", "scored", "other"), [("procedure", "0DBP", "I10"), ("concept", "I10", "0DBP")])
+@pytest.mark.parametrize(
+    ("signal", "scored", "other"), [("procedure", "0DBP", "I10"), ("concept", "I10", "0DBP"), ("quantity", "I10", "0DBP")]
+)
 def test_a_signal_of_one_system_weighs_only_that_systems_scores(signal, scored, other):
     system = {"0DBP": "icd10pcs", "I10": "icd10cm"}
     note = NoteOutputs(doc_id="n", scored=[
@@ -187,3 +189,28 @@ def test_concept_counts_round_trip_and_malformed_ones_fail_in_one_line(coder, tm
         with pytest.raises(InputError, match="malformed concept counts") as caught:
             load_concept_counts(tmp_path / CONCEPTS_FILE)
         assert CONCEPTS_FILE in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_measured_value_names_a_code_no_training_note_carries(coder):
+    assert ("E10.9", "icd10cm") not in coder.retriever.trained_codes
+    document = Document(id="q", text="Mujer con diabetes mellitus tipo 1 desde la infancia.", language="es")
+    found = {(item.code, document.text[item.start : item.end]) for item in coder.segment_outputs([document])[0].scored if item.quantity > 0}
+    assert ("E10.9", "diabetes mellitus tipo 1") in found  # "tipo 2" named E11.9 in both training notes that write it
+    assert {code for code, _ in found} == {"E10.9"}
+    english = Document(id="q", text="Woman with type 1 diabetes mellitus since childhood.", language="en")
+    assert {item.code for item in coder.segment_outputs([english])[0].scored if item.quantity > 0} == {"E10.9"}
+
+
+def test_value_templates_round_trip_and_malformed_ones_fail_in_one_line(coder, tmp_path):
+    from icdcoder.infer.coder import QUANTITIES_FILE, load_quantity_templates
+
+    coder.save_lexicons(tmp_path)
+    loaded = load_quantity_templates(tmp_path / QUANTITIES_FILE)
+    assert {language: t.to_json() for language, t in loaded.items()} == {
+        language: t.to_json() for language, t in coder.quantity_templates.items()
+    }
+    for broken in ("[1, 2]", "{not json", '{"es": {"families": {}}}'):
+        (tmp_path / QUANTITIES_FILE).write_text(broken, encoding="utf-8")
+        with pytest.raises(InputError, match="malformed value templates") as caught:
+            load_quantity_templates(tmp_path / QUANTITIES_FILE)
+        assert QUANTITIES_FILE in str(caught.value) and "\n" not in str(caught.value)

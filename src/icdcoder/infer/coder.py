@@ -57,6 +57,8 @@ ENGLISH_LEXICON_DIR = "lexicon_en"
 LEXICON_FILE = "surface_forms.json.gz"
 #: how often each matched concept was right on the training notes (``SpanLLMPredictor.count_concepts``)
 CONCEPTS_FILE = "concepts.json"
+#: the phrases around a measured value that name a code, per note language (``SpanLLMPredictor.quantity_templates``)
+QUANTITIES_FILE = "quantities.json"
 #: each signal of a scored code (a ``ScoredCode`` field) with its weight field in ``CoderSettings``,
 #: in the order evidence is preferred; a new signal is one entry here and those two fields
 SIGNAL_WEIGHTS = {
@@ -68,11 +70,12 @@ SIGNAL_WEIGHTS = {
     "ontology": "ontology_weight",
     "procedure": "procedure_weight",
     "concept": "concept_weight",
+    "quantity": "quantity_weight",
 }
 SIGNALS = tuple(SIGNAL_WEIGHTS)
 #: the systems a signal scores, when not all: its weight counts only in those systems' fused scores, so that
 #: weighing a procedure-only signal up does not shrink every diagnosis score
-SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",), "concept": ("icd10cm",)}
+SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",), "concept": ("icd10cm",), "quantity": ("icd10cm",)}
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
@@ -128,6 +131,10 @@ class CoderSettings(StrictModel):
     #: English text holds (:class:`icdcoder.spans.concepts.ConceptIndex`); a match scores its reliability on the
     #: training notes (``SpanLLMPredictor.concept_reliability``)
     concept_weight: float = Field(0.0, ge=0.0)
+    #: weight of the ICD-10-CM codes named by a measured value ("gestación de 27 semanas" -> Z3A.27) through the
+    #: phrases learned on training notes of the note's language (:class:`icdcoder.spans.quantities.QuantityTemplates`);
+    #: a match scores the phrase's reliability there
+    quantity_weight: float = Field(0.0, ge=0.0)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -170,6 +177,7 @@ class ScoredCode:
     ontology: float = 0.0
     procedure: float = 0.0
     concept: float = 0.0
+    quantity: float = 0.0
     start: int = -1
     end: int = -1
 
@@ -270,6 +278,8 @@ class SpanLLMPredictor(Predictor):
         self.english_lexicon = None
         #: code the concept index names -> (training notes whose English text matches it, those among them that carry it)
         self.concept_counts: dict[str, tuple[int, int]] = {}
+        #: note language -> the phrases around a measured value that name a code, learned on training notes
+        self.quantity_templates: dict = {}
         self._ontology = None
         self._generator = None
         self._specific_codes: dict[tuple[str, str], str] = {}
@@ -492,7 +502,8 @@ class SpanLLMPredictor(Predictor):
 
     def _lexical_items(self, document: Document) -> list[ScoredCode]:
         """The lexicons' codes for a whole note: the note-language lexicon on its text, the English lexicon,
-        the composed procedures and the matched concepts on its English text (the note itself, or its translation).
+        the composed procedures and the matched concepts on its English text (the note itself, or its translation),
+        and the codes measured values name in the note (templates of its language).
 
         Evidence offsets exist only for matches in the note's own text.
         """
@@ -507,6 +518,7 @@ class SpanLLMPredictor(Predictor):
         if english:
             items.extend(self._procedure_items(english, with_offsets=english is document.text))
             items.extend(self._concept_items(english, with_offsets=english is document.text))
+        items.extend(self._quantity_items(document))
         return [item for item in items if item.system in CODER_SYSTEMS]
 
     def _procedure_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
@@ -526,6 +538,17 @@ class SpanLLMPredictor(Predictor):
             reliability = self.concept_reliability(match.code)
             items.append(ScoredCode(match.code, "icd10cm", concept=reliability, start=span[0], end=span[1]))
         return items
+
+    def _quantity_items(self, document: Document) -> list[ScoredCode]:
+        """The ICD-10-CM codes named by a measured value in the note, through the templates of its language; evidence
+        is the phrase around the value."""
+        templates = self.quantity_templates.get(document.language)
+        if templates is None:
+            return []
+        return [
+            ScoredCode(match.code, "icd10cm", quantity=match.reliability, start=match.start, end=match.end)
+            for match in templates.matches(document.text)
+        ]
 
     def _retrieval_item(self, candidate, text: str, offset: int, scale: float) -> ScoredCode:
         """A retrieval-only scored code, with the training surface form located in the segment if present."""
@@ -628,7 +651,8 @@ class SpanLLMPredictor(Predictor):
         self.write_settings(directory)
 
     def save_lexicons(self, directory: str | Path) -> None:
-        """Write ``lexicon/``, ``lexicon_en/`` and ``concepts.json``; what the coder lacks is removed from the folder."""
+        """Write ``lexicon/``, ``lexicon_en/``, ``concepts.json`` and ``quantities.json``; what the coder lacks is
+        removed from the folder."""
         import shutil
 
         for name, lexicon in ((LEXICON_DIR, self.lexicon), (ENGLISH_LEXICON_DIR, self.english_lexicon)):
@@ -643,6 +667,13 @@ class SpanLLMPredictor(Predictor):
                 handle.write(readable_json(record) + "\n")
         else:
             concepts.unlink(missing_ok=True)
+        quantities = Path(directory) / QUANTITIES_FILE
+        if self.quantity_templates:
+            record = {language: templates.to_json() for language, templates in sorted(self.quantity_templates.items())}
+            with atomic_write(quantities) as handle:
+                handle.write(readable_json(record) + "\n")
+        else:
+            quantities.unlink(missing_ok=True)
 
     def write_settings(self, directory: str | Path, extra: dict | None = None) -> None:
         """Write ``coder.json``: the settings, keeping the file's other records; ``extra`` adds or replaces some."""
@@ -685,6 +716,7 @@ class SpanLLMPredictor(Predictor):
         lexicons = [load_lexicon(directory / name) if (directory / name).is_dir() else None for name in (LEXICON_DIR, ENGLISH_LEXICON_DIR)]
         coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
         coder.concept_counts = load_concept_counts(directory / CONCEPTS_FILE)
+        coder.quantity_templates = load_quantity_templates(directory / QUANTITIES_FILE)
         return coder
 
 
@@ -744,6 +776,21 @@ def load_concept_counts(path: Path) -> dict[str, tuple[int, int]]:
     if any(not 0 <= right <= matched for matched, right in counts.values()):
         raise InputError("malformed concept counts: each needs 0 <= right <= matched", path=path)
     return counts
+
+
+def load_quantity_templates(path: Path) -> dict:
+    """``quantities.json`` (note language -> :class:`QuantityTemplates` record); none when the file is absent."""
+    from icdcoder.spans.quantities import QuantityTemplates
+
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed value templates ({str(err).splitlines()[0]})", path=path) from None
+    if not isinstance(record, dict):
+        raise InputError("malformed value templates, expected language -> templates", path=path)
+    return {str(language): QuantityTemplates.from_json(templates, str(path)) for language, templates in record.items()}
 
 
 def load_for_inference(model_dir: str | Path, dtype: str = "auto"):

@@ -35,6 +35,7 @@ WEIGHT_GRID = {
     "ontology": [0.0, 1.0, 2.0, 4.0, 8.0],
     "procedure": [0.0, 0.5, 1.0, 2.0, 4.0],
     "concept": [0.0, 0.5, 1.0, 2.0, 4.0],
+    "quantity": [0.0, 1.0, 2.0, 4.0],
 }
 #: the settings fields the grid varies, in ``WEIGHT_GRID`` order (the weight columns of the tuning table)
 GRID_WEIGHTS = tuple(SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID)
@@ -154,7 +155,7 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
 
     Returns the best settings and the whole table: rows with a weight at 0 are the
     ablation without that signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
-    matched concepts).
+    matched concepts, measured values).
     A signal the stage-1 outputs lack stays at 0; so does the surface bonus: retrieval already
     counts the training surface forms.
     """

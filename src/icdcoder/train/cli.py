@@ -64,7 +64,7 @@ def train_lexicons(
     split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
-    """Build a coder's lexicons and concept reliabilities from training notes (no LLM training); then re-tune with
+    """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training); then re-tune with
     ``predict tune``."""
     from icdcoder.infer.coder import SpanLLMPredictor
     from icdcoder.train.config import DataSettings
@@ -77,4 +77,5 @@ def train_lexicons(
     fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_lexicons(model)
     sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}
-    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, "concepts_counted": len(coder.concept_counts)}))
+    templates = {language: len(found) for language, found in coder.quantity_templates.items()}
+    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, "concepts_counted": len(coder.concept_counts), "value_templates": templates}))

@@ -61,13 +61,21 @@ def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSetti
       phrases of the projected evidence, reliabilities counted on the English versions of the same notes) when the
       split ships translations; English notes get the English lexicon only. ``settings.lexicons = false``: none.
     - How reliable each matched ICD-10-CM concept is (:meth:`SpanLLMPredictor.count_concepts`), on the English notes.
+    - The phrases around a measured value that name a code (:class:`icdcoder.spans.quantities.QuantityTemplates`),
+      for the notes' language and, from their English versions, for English notes.
     """
     from icdcoder.infer.coder import build_lexicon
+    from icdcoder.spans.quantities import QuantityTemplates, ontology_value_families
 
     english = english_training_notes(documents, settings)
     coder.lexicon = build_lexicon(documents) if settings.lexicons and settings.lang != "en" else None
     coder.english_lexicon = build_lexicon(english, coder.ontology) if settings.lexicons and english else None
     coder.count_concepts(english)
+    families = ontology_value_families(coder.ontology)
+    by_language = {settings.lang: documents, "en": english}
+    coder.quantity_templates = {
+        language: QuantityTemplates.build(notes, families) for language, notes in by_language.items() if notes
+    }
 
 
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
