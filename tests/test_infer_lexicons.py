@@ -166,7 +166,8 @@ def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():
         for d in dev
     ]
     result = tune_fusion(outputs, dev, CoderSettings())
-    assert {row["procedure_weight"] for row in result["table"]} == {0.0, 0.5, 1.0, 2.0, 4.0}
+    # the table keeps the best row with and without each signal the outputs carry (here procedures and retrieval)
+    assert len(result["table"]) == 2 and {row["procedure_weight"] > 0 for row in result["table"]} == {False, True}
     assert result["best_settings"]["procedure_weight"] > 0 and max(row["P_f1"] for row in result["table"]) == 1.0
     without = [NoteOutputs(doc_id=o.doc_id, scored=o.scored[1:]) for o in outputs]
     assert {row["procedure_weight"] for row in tune_fusion(without, dev, CoderSettings())["table"]} == {0.0}

@@ -76,3 +76,20 @@ def test_rows_that_differ_in_one_systems_signal_share_the_other_systems_result()
         settings = base.model_copy(update={"procedure_weight": procedure, "concept_weight": concept})
         assert tuned_row(table, gold, settings, memo) == tuned_row(table, gold, settings)
     assert len(memo) == 3 + 3  # diagnoses: one result per concept weight; procedures: one per procedure weight
+
+
+def test_the_table_keeps_the_best_row_of_each_set_of_signals(monkeypatch):
+    import icdcoder.infer.tuning as tuning
+
+    weights = [0.0, 1.0, 2.0]
+    monkeypatch.setattr(tuning, "WEIGHT_GRID", {s: weights if s in ("lexical", "concept") else [0.0] for s in tuning.WEIGHT_GRID})
+    outputs, documents = random_outputs(random.Random(3), notes=10)
+    result = tuning.tune_fusion(outputs, documents, CoderSettings())
+    table, gold = FusionTable(outputs), gold_by_system(documents)
+    best: dict[tuple[bool, bool], float] = {}
+    for lexical, concept in itertools.product(weights, repeat=2):
+        grid_row = {**dict.fromkeys(tuning.GRID_WEIGHTS, 0.0), "lexical_weight": lexical, "concept_weight": concept}
+        settings = CoderSettings(**grid_row, retrieval_weight=1.0, surface_bonus=0.0)
+        score = tuning.objective(tuned_row(table, gold, settings)[0])
+        best[lexical > 0, concept > 0] = max(best.get((lexical > 0, concept > 0), score), score)
+    assert {(row["lexical_weight"] > 0, row["concept_weight"] > 0): tuning.objective(row) for row in result["table"]} == best

@@ -153,9 +153,9 @@ def tuned_row(
 def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
     """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds.
 
-    Returns the best settings and the whole table: rows with a weight at 0 are the
-    ablation without that signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
-    matched concepts, measured values).
+    Returns the best settings and a table with the best row of each set of signals the grid weighs (which weights
+    are above 0): the ablation of every signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
+    matched concepts, measured values). Kept in the model's ``coder.json``, the whole grid would be megabytes.
     A signal the stage-1 outputs lack stays at 0; so does the surface bonus: retrieval already
     counts the training surface forms.
     """
@@ -164,14 +164,18 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
     present = {**dict(zip(SIGNALS, (table.values > 0).any(axis=0))), "llm": has_llm}
     grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     gold = gold_by_system(dev)
-    rows, best, memo = [], None, {}
+    best_by_signals: dict[tuple[bool, ...], dict] = {}
+    best, memo = None, {}
     for values in grid:
         weights = {**dict(zip(GRID_WEIGHTS, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
-        row, thresholds = tuned_row(table, gold, settings.model_copy(update=weights), memo)
-        rows.append({**dict(zip(GRID_WEIGHTS, values)), **row})
+        scores, thresholds = tuned_row(table, gold, settings.model_copy(update=weights), memo)
+        row = {**dict(zip(GRID_WEIGHTS, values)), **scores}
+        signals = tuple(value > 0 for value in values)
+        if signals not in best_by_signals or objective(row) > objective(best_by_signals[signals]):
+            best_by_signals[signals] = row
         if best is None or objective(row) > best[0]:
             best = (objective(row), {**weights, "threshold": thresholds})
-    result = {"best_settings": best[1], "table": rows}
+    result = {"best_settings": best[1], "table": list(best_by_signals.values())}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
         result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]
     return result
