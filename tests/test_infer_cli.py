@@ -118,6 +118,7 @@ def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
     assert built.exit_code == 0, built.output[-2000:]
     assert set(json.loads(built.stdout)["surface_forms"]) == {"lexicon", "english_lexicon"}
     assert json.loads(built.stdout)["concepts_counted"] > 0 and (model / "concepts.json").is_file()
+    assert json.loads(built.stdout)["value_templates"]["es"] > 0 and (model / "quantities.json").is_file()  # "tipo 2"
     settings = json.loads((model / "coder.json").read_text())
     settings["settings"].update(ontology_weight=1.0, retrieval_weight=0.0, threshold={"icd10cm": 0.1, "icd10pcs": 0.1})
     (model / "coder.json").write_text(json.dumps(settings))
