@@ -163,12 +163,13 @@ def value_tokens(text: str) -> list[_Token]:
 
 def _windows(tokens: Sequence[_Token]) -> Iterator[tuple[str, float, int, int]]:
     """Each phrase around a number: ``(template, value, start, end)`` for up to ``MAX_TEMPLATE_WORDS`` words on
-    either side together, none of them another number."""
+    either side together, none of them another number; longest first, so that of two equally reliable phrases the
+    evidence is the longer ("diabetes mellitus tipo 1", not "mellitus tipo 1")."""
     for position, token in enumerate(tokens):
         if token.value is None:
             continue
-        for before in range(MAX_TEMPLATE_WORDS + 1):
-            for after in range(MAX_TEMPLATE_WORDS + 1 - before):
+        for before in range(MAX_TEMPLATE_WORDS, -1, -1):
+            for after in range(MAX_TEMPLATE_WORDS - before, -1, -1):
                 first, last = position - before, position + after
                 if (before == after == 0) or first < 0 or last >= len(tokens):
                     continue
