@@ -228,37 +228,15 @@ class QuantityTemplates:
         Candidates are the phrases around a value whose family code is gold in the note; each is then counted on
         every note.
         """
-        family_of: dict[str, list[str]] = defaultdict(list)
-        for key, codes in families.items():
-            for code in codes:
-                family_of[code.code].append(key)
-        candidates: set[tuple[str, str]] = set()
-        tokenized = [(value_tokens(doc.text), doc.code_set(system)) for doc in documents]
-        for tokens, gold in tokenized:
-            keys = {key for code in gold for key in family_of.get(code, ())}
-            for template, value, _, _ in _windows(tokens):
-                candidates.update((template, key) for key in keys if code_for_value(families[key], value) in gold)
-        by_template: dict[str, set[str]] = defaultdict(set)
-        for template, key in candidates:
-            by_template[template].add(key)
-        counts: dict[str, dict[str, TemplateCounts]] = defaultdict(lambda: defaultdict(TemplateCounts))
-        for tokens, gold in tokenized:
-            named: dict[tuple[str, str], bool] = {}
-            for template, value, _, _ in _windows(tokens):
-                for key in by_template.get(template, ()):
-                    code = code_for_value(families[key], value)
-                    if code is not None:
-                        named[template, key] = named.get((template, key), False) or code in gold
-            for (template, key), right in named.items():
-                counts[template][key].matched += 1
-                counts[template][key].right += right
-        kept = {
-            template: {key: found for key, found in by_key.items() if found.right >= min_right and found.reliability >= min_reliability}
-            for template, by_key in counts.items()
-        }
-        kept = {template: by_key for template, by_key in kept.items() if by_key}
+        notes = [(value_tokens(doc.text), doc.code_set(system)) for doc in documents]
+        counts = _count_templates(notes, _candidate_templates(notes, families), families)
+        kept: dict[str, dict[str, TemplateCounts]] = defaultdict(dict)
+        for template, by_key in counts.items():
+            for key, found in by_key.items():
+                if found.right >= min_right and found.reliability >= min_reliability:
+                    kept[template][key] = found
         used = {key for by_key in kept.values() for key in by_key}
-        return cls({key: families[key] for key in sorted(used)}, kept)
+        return cls({key: families[key] for key in sorted(used)}, dict(kept))
 
     def matches(self, text: str) -> list[QuantityMatch]:
         """Every code a template names in ``text``, with the template's phrase as evidence."""
@@ -303,6 +281,41 @@ class QuantityTemplates:
                 if not 0 <= counts.right <= counts.matched:
                     raise InputError("malformed value templates: each needs 0 <= right <= matched", path=source)
         return cls(families, templates)
+
+
+_Note = tuple[list[_Token], set[str]]
+
+
+def _candidate_templates(notes: Sequence[_Note], families: dict[str, list[ValueCode]]) -> dict[str, set[str]]:
+    """Template -> the families it named a gold code of in some note (a note's tokens and gold codes)."""
+    family_of: dict[str, list[str]] = defaultdict(list)
+    for key, codes in families.items():
+        for code in codes:
+            family_of[code.code].append(key)
+    candidates: dict[str, set[str]] = defaultdict(set)
+    for tokens, gold in notes:
+        keys = {key for code in gold for key in family_of.get(code, ())}
+        for template, value, _, _ in _windows(tokens):
+            candidates[template].update(key for key in keys if code_for_value(families[key], value) in gold)
+    return candidates
+
+
+def _count_templates(
+    notes: Sequence[_Note], candidates: dict[str, set[str]], families: dict[str, list[ValueCode]]
+) -> dict[str, dict[str, TemplateCounts]]:
+    """For each candidate template and family: the notes where it names a code, and those where that code is gold."""
+    counts: dict[str, dict[str, TemplateCounts]] = defaultdict(lambda: defaultdict(TemplateCounts))
+    for tokens, gold in notes:
+        named: dict[tuple[str, str], bool] = {}
+        for template, value, _, _ in _windows(tokens):
+            for key in candidates.get(template, ()):
+                code = code_for_value(families[key], value)
+                if code is not None:
+                    named[template, key] = named.get((template, key), False) or code in gold
+        for (template, key), right in named.items():
+            counts[template][key].matched += 1
+            counts[template][key].right += right
+    return counts
 
 
 def _bound(value: float) -> float | None:

@@ -64,8 +64,8 @@ def train_lexicons(
     split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
-    """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training); then re-tune with
-    ``predict tune``."""
+    """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training);
+    then re-tune with ``predict tune``."""
     from icdcoder.infer.coder import SpanLLMPredictor
     from icdcoder.train.config import DataSettings
     from icdcoder.train.data import fit_coder_lexicons, load_training_documents
@@ -78,4 +78,5 @@ def train_lexicons(
     coder.save_lexicons(model)
     sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}
     templates = {language: len(found) for language, found in coder.quantity_templates.items()}
-    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, "concepts_counted": len(coder.concept_counts), "value_templates": templates}))
+    counted = {"concepts_counted": len(coder.concept_counts), "value_templates": templates}
+    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, **counted}))
