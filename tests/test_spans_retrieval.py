@@ -168,6 +168,12 @@ def test_embedding_source_is_cached_and_saved(ontology, tmp_path):
     assert loaded.retrieve("infection of the lungs", k=3) == found
 
 
+def test_embeddings_are_cached_in_the_project_cache_by_default(ontology, tmp_path, monkeypatch):
+    monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path))
+    CandidateRetriever(RetrieverConfig(family_weight=0, tfidf_weight=0)).fit(TRAIN, ontology, label_space=LABELS, use_embeddings=True)
+    assert [path.name.startswith("codes-") for path in (tmp_path / "embeddings").iterdir()] == [True]
+
+
 def test_parallel_sentences_and_codiesp_builder_on_a_tiny_layout(ontology, tmp_path):
     from icdcoder.spans import build_codiesp_retriever, parallel_sentences
 

