@@ -101,6 +101,13 @@ class DictionaryConfig(StrictModel):
     threshold: float | None = None
 
 
+def smoothed_reliability(right: int, matched: int, prior: float = 0.5, weight: float = 2.0) -> float:
+    """How often a match was right, smoothed towards ``prior`` as if ``weight`` more matches had been seen:
+    ``(right + prior * weight) / (matched + weight)``. With the defaults, (right + 1) / (matched + 2): a match never
+    seen scores 0.5, one never wrong tends to 1, one often wrong to 0."""
+    return (right + prior * weight) / (matched + weight)
+
+
 def normalize_word(word: str, fold_plurals: bool = False) -> str:
     """Lower case without diacritics: ``"Tórax"`` -> ``"torax"``; ``fold_plurals``: ``"edemas"`` -> ``"edema"``."""
     decomposed = unicodedata.normalize("NFKD", word.lower())
@@ -229,8 +236,7 @@ class SurfaceFormIndex:
     # ----------------------------------------------------------------- lookup
     def reliability(self, entry: FormEntry, key: str) -> float:
         """Smoothed share of training notes matching the form that carry the code."""
-        weight, prior = self.config.prior_weight, self.config.prior
-        return (entry.hits.get(key, 0) + prior * weight) / (entry.matched_docs + weight)
+        return smoothed_reliability(entry.hits.get(key, 0), entry.matched_docs, self.config.prior, self.config.prior_weight)
 
     def scan(self, text: str) -> list[FormMatch]:
         """Matches of known forms in ``text`` (see ``DictionaryConfig.matching``), in text order."""

@@ -350,8 +350,10 @@ class SpanLLMPredictor(Predictor):
         A concept the training notes never matched scores 0.5; one that keeps matching notes that do not carry it
         (the "Infectious Diseases Unit" of a hospital -> B99 Other infectious disease) sinks towards 0.
         """
+        from icdcoder.baselines.dictionary import smoothed_reliability
+
         matched, right = self.concept_counts.get(code, (0, 0))
-        return (right + 1) / (matched + 2)
+        return smoothed_reliability(right, matched)
 
     def _resolve(self, code: str):
         return self.ontology.resolve(code, systems=CODER_SYSTEMS)
@@ -660,20 +662,10 @@ class SpanLLMPredictor(Predictor):
                 save_lexicon(lexicon, Path(directory) / name)
             elif (Path(directory) / name).is_dir():
                 shutil.rmtree(Path(directory) / name)
-        concepts = Path(directory) / CONCEPTS_FILE
-        if self.concept_counts:
-            record = {code: list(counts) for code, counts in sorted(self.concept_counts.items())}
-            with atomic_write(concepts) as handle:
-                handle.write(readable_json(record) + "\n")
-        else:
-            concepts.unlink(missing_ok=True)
-        quantities = Path(directory) / QUANTITIES_FILE
-        if self.quantity_templates:
-            record = {language: templates.to_json() for language, templates in sorted(self.quantity_templates.items())}
-            with atomic_write(quantities) as handle:
-                handle.write(readable_json(record) + "\n")
-        else:
-            quantities.unlink(missing_ok=True)
+        concepts = {code: list(counts) for code, counts in sorted(self.concept_counts.items())}
+        _write_json_or_remove(Path(directory) / CONCEPTS_FILE, concepts)
+        quantities = {language: templates.to_json() for language, templates in sorted(self.quantity_templates.items())}
+        _write_json_or_remove(Path(directory) / QUANTITIES_FILE, quantities)
 
     def write_settings(self, directory: str | Path, extra: dict | None = None) -> None:
         """Write ``coder.json``: the settings, keeping the file's other records; ``extra`` adds or replaces some."""
@@ -718,6 +710,15 @@ class SpanLLMPredictor(Predictor):
         coder.concept_counts = load_concept_counts(directory / CONCEPTS_FILE)
         coder.quantity_templates = load_quantity_templates(directory / QUANTITIES_FILE)
         return coder
+
+
+def _write_json_or_remove(path: Path, record: dict) -> None:
+    """``record`` as readable JSON at ``path``; an empty record removes the file (the coder has nothing to save)."""
+    if not record:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_write(path) as handle:
+        handle.write(readable_json(record) + "\n")
 
 
 def _hit_item(hit, signal: str, with_offsets: bool) -> ScoredCode:

@@ -200,7 +200,9 @@ class TemplateCounts:
     @property
     def reliability(self) -> float:
         """(right + 1) / (matched + 2): a template never wrong tends to 1, one often wrong to 0."""
-        return (self.right + 1) / (self.matched + 2)
+        from icdcoder.baselines.dictionary import smoothed_reliability
+
+        return smoothed_reliability(self.right, self.matched)
 
 
 class QuantityTemplates:
