@@ -13,6 +13,7 @@ from icdcoder.data.align import (
     numbers_agree,
     project_pieces,
     segment_sentences,
+    source_span_of_target,
 )
 
 
@@ -130,3 +131,22 @@ def test_projection_of_an_untranslated_sentence_is_empty():
     assert project_pieces(aligned, [(spanish.index("Plaquetas"), spanish.index("Plaquetas") + 9)]) == ((0, len(english)),)
     assert aligned.quality()["alignment_one_to_one"] == "false"
     assert aligned.number_agreement() == (1, 1)  # the 1-0 bead is not checked
+
+
+def test_a_translated_span_maps_back_to_the_sentences_it_translates():
+    spanish = "Fiebre de 39 grados. Orquiepididimitis derecha. Se trató con estreptomicina 1 g."
+    english = ["Fever of 39 degrees.", "Right orchiepididymitis.", "", "Treated with streptomycin 1 g."]
+    aligned = align_document(spanish, english)
+    text = aligned.target_text
+    start = text.index("orchiepididymitis")
+    back = source_span_of_target(aligned, start, start + len("orchiepididymitis"))
+    assert spanish[slice(*back)] == "Orquiepididimitis derecha."
+    across = source_span_of_target(aligned, start, text.index("streptomycin"))
+    assert spanish[slice(*across)] == "Orquiepididimitis derecha. Se trató con estreptomicina 1 g."
+    assert source_span_of_target(aligned, text.index("\n\n") + 1, text.index("\n\n") + 1) is None  # the empty line
+
+
+def test_a_line_with_no_aligned_sentence_maps_back_to_nothing():
+    aligned = align_document("", ["Chest pain."])
+    assert [(bead.source, bead.target) for bead in aligned.beads] == [((), (0,))]
+    assert source_span_of_target(aligned, 0, 5) is None

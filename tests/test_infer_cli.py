@@ -128,7 +128,11 @@ def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
     plain = json.loads(_in_process("code", str(note), "--model", str(model), "--json").stdout)
     assert "R50.9" not in {row["code"] for row in plain["codes"]}
     read = json.loads(_in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout)
-    assert "R50.9" in {row["code"] for row in read["codes"]}
+    (fever,) = [row for row in read["codes"] if row["code"] == "R50.9"]
+    assert fever["evidence"] == []  # "fever" is in the translation: the evidence is the note's sentence it translates
+    assert fever["sentence_evidence"] == [{"start": 0, "end": 25, "quote": "Paciente con fiebre alta."}]
+    table = _in_process("code", str(note), "--model", str(model), "--translation", str(english))
+    assert "0-25 sentence" in table.stdout
 
 
 def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, corpus, coder_dir):

@@ -33,7 +33,7 @@ def coder(corpus, ontology):
     return coder
 
 
-def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
+def test_fusion_adds_the_signals_and_leads_with_lexicon_evidence():
     note = NoteOutputs(doc_id="n", scored=[
         ScoredCode("I10", "icd10cm", retrieval=0.5, start=0, end=4),
         ScoredCode("I10", "icd10cm", lexical=0.9, start=10, end=20),
@@ -43,9 +43,27 @@ def test_fusion_adds_the_signals_and_prefers_lexicon_evidence():
     codes = {c.code: c for c in aggregate(note, settings).codes}
     assert codes["I10"].score == pytest.approx((1.0 * 0.5 + 3.0 * 0.9) / 4.0)
     assert codes["R52"].score == pytest.approx(1.0 / 4.0)
-    assert [(e.start, e.end) for e in codes["I10"].evidence] == [(10, 20)]
+    assert [(e.start, e.end) for e in codes["I10"].evidence] == [(10, 20), (0, 4)]  # every counted signal's span
     without_lexicon = settings.model_copy(update={"lexical_weight": 0.0})
     assert [(e.start, e.end) for e in aggregate(note, without_lexicon).codes[1].evidence] == [(0, 4)]
+
+
+def test_evidence_lists_every_match_once_and_sentences_only_when_no_words_support_the_code():
+    note = NoteOutputs(doc_id="n", scored=[
+        ScoredCode("I10", "icd10cm", lexical=0.9, start=40, end=52),
+        ScoredCode("I10", "icd10cm", lexical=0.9, start=0, end=12),
+        ScoredCode("I10", "icd10cm", lexical=0.9, start=0, end=12),  # the same match twice
+        ScoredCode("I10", "icd10cm", lexical=0.9, start=3, end=8),  # inside another match
+        ScoredCode("I10", "icd10cm", english=0.7, start=0, end=60, projected=True),
+        ScoredCode("R52", "icd10cm", english=0.7, start=0, end=60, projected=True),
+        ScoredCode("R52", "icd10cm", english=0.5, start=61, end=90, projected=True),
+    ])
+    settings = CoderSettings(retrieval_weight=0.0, lexical_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD)
+    codes = {c.code: c for c in aggregate(note, settings).codes}
+    assert [(e.start, e.end) for e in codes["I10"].evidence] == [(40, 52), (0, 12)]
+    assert codes["I10"].sentence_evidence == []  # the note's words support it
+    assert codes["R52"].evidence == []
+    assert [(e.start, e.end) for e in codes["R52"].sentence_evidence] == [(0, 60), (61, 90)]
 
 
 @pytest.mark.parametrize(
@@ -81,6 +99,7 @@ def test_english_lexicon_reads_the_translation_of_a_spanish_note(coder):
     translated = coder.predict([Document(id="b", text=spanish, language="es", translation="Patient with high fever.")])[0]
     fever = [c for c in translated.codes if c.code == "R50.9"]
     assert fever and fever[0].evidence == []  # the words are in the translation, not in the note
+    assert [e.text_in(spanish) for e in fever[0].sentence_evidence] == [spanish]  # ... the sentence it translates is
 
 
 def test_english_lexicon_reads_an_english_note_with_evidence(coder):
@@ -132,27 +151,32 @@ def test_retrieval_also_reads_the_translation_when_asked(coder):
     assert best[True] > best[False]
 
 
-def test_procedures_are_composed_on_the_english_text_with_evidence_only_in_english_notes(coder):
+def test_procedures_are_composed_on_the_english_text_with_the_spanish_sentence_as_evidence(coder):
     def composed(document):
-        return [(item.code, item.start, item.end) for item in coder.segment_outputs([document])[0].scored if item.procedure > 0]
+        scored = coder.segment_outputs([document])[0].scored
+        return [(item.code, item.start, item.end, item.projected) for item in scored if item.procedure > 0]
 
-    spanish = Document(id="g", text="Se toma biopsia rectal.", language="es", translation="A biopsy of the rectum was taken.")
-    assert [code for code, *_ in composed(spanish)] == [coder.procedure_composer.coded("0DBP")]
-    assert composed(spanish)[0][1:] == (-1, -1)  # the words are in the translation, not in the note
+    text = "Fiebre. Se toma biopsia rectal."
+    spanish = Document(id="g", text=text, language="es", translation="Fever.\nA biopsy of the rectum was taken.\n")
+    ((code, start, end, projected),) = composed(spanish)
+    assert code == coder.procedure_composer.coded("0DBP")
+    assert text[start:end] == "Se toma biopsia rectal." and projected  # the sentence the translation's words translate
     english = "Fever. A biopsy of the rectum was taken."
-    ((code, start, end),) = composed(Document(id="h", text=english, language="en"))
-    assert code.startswith("0DBP") and english[start:end] == "A biopsy of the rectum was taken."
+    ((code, start, end, projected),) = composed(Document(id="h", text=english, language="en"))
+    assert code.startswith("0DBP") and english[start:end] == "A biopsy of the rectum was taken." and not projected
     assert composed(Document(id="i", text="Se toma biopsia rectal.", language="es")) == []
 
 
-def test_concepts_are_matched_on_the_english_text_with_evidence_only_in_english_notes(coder):
+def test_concepts_are_matched_on_the_english_text_with_the_spanish_sentence_as_evidence(coder):
     def matched(document):
-        return [(item.code, item.start, item.end) for item in coder.segment_outputs([document])[0].scored if item.concept > 0]
+        scored = coder.segment_outputs([document])[0].scored
+        return [(item.code, item.start, item.end, item.projected) for item in scored if item.concept > 0]
 
-    spanish = Document(id="j", text="Carcinoma de ovario derecho.", language="es", translation="Carcinoma of the right ovary.")
-    assert matched(spanish) == [("C56.1", -1, -1)]  # the words are in the translation, not in the note
+    text = "Carcinoma de ovario derecho."
+    spanish = Document(id="j", text=text, language="es", translation="Carcinoma of the right ovary.")
+    assert matched(spanish) == [("C56.1", 0, len(text), True)]
     english = "Fever. Carcinoma of the right ovary."
-    assert matched(Document(id="k", text=english, language="en")) == [("C56.1", 7, len(english))]
+    assert matched(Document(id="k", text=english, language="en")) == [("C56.1", 7, len(english), False)]
     assert matched(Document(id="l", text="Carcinoma de ovario derecho.", language="es")) == []
 
 

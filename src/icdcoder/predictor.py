@@ -24,7 +24,10 @@ class CodePrediction:
     code: str
     system: str
     score: float
+    #: spans of the note's own words (what CodiEsp-X scores)
     evidence: list[Evidence] = field(default_factory=list)
+    #: when no words of the note support the code: the note's sentences whose translation does
+    sentence_evidence: list[Evidence] = field(default_factory=list)
 
 
 @dataclass

@@ -326,3 +326,21 @@ def project_pieces(aligned: AlignedDocument, pieces: Sequence[Span]) -> tuple[Sp
             if piece_start < end and piece_end > start:
                 lines.extend(sentence_to_lines.get(sentence, ()))
     return _merge_lines(lines, line_spans(aligned.target_lines))
+
+
+def source_span_of_target(aligned: AlignedDocument, start: int, end: int) -> Span | None:
+    """The source sentences whose translation overlaps characters ``[start, end)`` of ``aligned.target_text``,
+    as one span from the first sentence's start to the last one's end; ``None`` when no aligned line overlaps."""
+    line_to_sentences: dict[int, tuple[int, ...]] = {}
+    for bead in aligned.beads:
+        for line in bead.target:
+            line_to_sentences[line] = bead.source
+    sentences = [
+        sentence
+        for line, (line_start, line_end) in enumerate(line_spans(aligned.target_lines))
+        if start < line_end and end > line_start
+        for sentence in line_to_sentences.get(line, ())
+    ]
+    if not sentences:
+        return None
+    return aligned.source_spans[min(sentences)][0], aligned.source_spans[max(sentences)][1]

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from textwrap import shorten
 from typing import Annotated
 
 import typer
@@ -18,6 +19,8 @@ import typer
 from icdcoder.errors import InputError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+#: evidence spans a row of the `code` table shows (--json lists them all)
+TABLE_EVIDENCE = 3
 
 predict_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -181,7 +184,8 @@ def code(
             "system": p.system,
             "description": _describe(p.code, p.system),
             "confidence": round(p.score, 4),
-            "evidence": [{"start": e.start, "end": e.end, "quote": e.text_in(text)} for e in p.evidence],
+            "evidence": [_quoted(e, text) for e in p.evidence],
+            "sentence_evidence": [_quoted(e, text) for e in p.sentence_evidence],
         }
         for p in prediction.ranked()
     ]
@@ -189,6 +193,20 @@ def code(
         typer.echo(json.dumps({"codes": rows, "dropped": prediction.dropped}, ensure_ascii=False))
         return
     _print_table(rows)
+
+
+def _quoted(evidence, text: str) -> dict:
+    return {"start": evidence.start, "end": evidence.end, "quote": evidence.text_in(text)}
+
+
+def _evidence_cell(row: dict, shown: int = TABLE_EVIDENCE) -> str:
+    """The first ``shown`` evidence spans of a row; a translated sentence, cut short, when the words are not in the note."""
+    if row["evidence"]:
+        quoted = [f"{e['start']}-{e['end']} \"{e['quote']}\"" for e in row["evidence"]]
+    else:
+        quoted = [f"{e['start']}-{e['end']} sentence \"{shorten(e['quote'], 60, placeholder=' ...')}\"" for e in row["sentence_evidence"]]
+    more = f" (+{len(quoted) - shown} more)" if len(quoted) > shown else ""
+    return "; ".join(quoted[:shown]) + more
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -199,6 +217,5 @@ def _print_table(rows: list[dict]) -> None:
     for column in ("code", "description", "confidence", "evidence"):
         table.add_column(column)
     for row in rows:
-        evidence = "; ".join(f"{e['start']}-{e['end']} \"{e['quote']}\"" for e in row["evidence"])
-        table.add_row(row["code"], row["description"], f"{row['confidence']:.2f}", evidence)
+        table.add_row(row["code"], row["description"], f"{row['confidence']:.2f}", _evidence_cell(row))
     Console().print(table)

@@ -13,8 +13,8 @@
    (LLM confidence, retrieval score, training-surface hit, lexicon reliability,
    composed procedure, concept),
    combined as a weighted mean in [0, 1] and thresholded per system. Evidence is
-   the LLM's quote, else the lexicon's matched words, else the training surface
-   form found in the segment.
+   every span where a counted signal found the code: the LLM's quote, the lexicons'
+   matched words, the training surface form found in a segment, a value's phrase.
 
 The *lexicon* is the surface-form dictionary of the training evidence
 (:class:`icdcoder.baselines.dictionary.SurfaceFormIndex`): the reliability of
@@ -180,6 +180,8 @@ class ScoredCode:
     quantity: float = 0.0
     start: int = -1
     end: int = -1
+    #: the span is the note's sentence(s) whose translation the code was found in, not the matched words
+    projected: bool = False
 
 
 @dataclass
@@ -211,26 +213,52 @@ def fuse(signals: dict[str, float], weights: dict[str, float]) -> float:
 
 @dataclass
 class _CodeSignals:
-    """A code's best value of each signal over a note, with the evidence that came with it."""
+    """A code's best value of each signal over a note, and the note spans where each signal found it."""
 
     best: dict[str, float] = field(default_factory=dict)
-    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+    spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: sentences of the note whose translation a signal found the code in (``ScoredCode.projected``)
+    sentences: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def add(self, item: ScoredCode) -> None:
-        span = [Evidence(pieces=((item.start, item.end),))] if item.end > item.start >= 0 else []
+        span = (item.start, item.end) if item.end > item.start >= 0 else None
         for name in SIGNALS:
             value = float(getattr(item, name))
+            if value <= 0:
+                continue
+            spans = (self.sentences if item.projected else self.spans).setdefault(name, [])
             if value > self.best.get(name, 0.0):
                 self.best[name] = value
-                if span:
-                    self.evidence[name] = span
-            if value > 0 and span and name not in self.evidence:
-                self.evidence[name] = span
+                if span is not None:  # the span of a signal's best value leads its list
+                    spans[:] = [span] + [s for s in spans if s != span]
+            elif span is not None and span not in spans:
+                spans.append(span)
 
-    def preferred_evidence(self, weights: dict[str, float]) -> list[Evidence]:
-        """The evidence of the first signal (in ``SIGNALS`` order) that counts and has some."""
-        counted = [name for name in SIGNALS if weights[name] > 0 and name in self.evidence]
-        return self.evidence[counted[0]] if counted else next(iter(self.evidence.values()), [])
+    def evidence(self, weights: dict[str, float]) -> list[Evidence]:
+        """Every span of the note's words where a signal that counts found the code (any signal's, when none
+        that counts has one); the span of the first signal's best value (in ``SIGNALS`` order) leads."""
+        return _signal_evidence(self.spans, weights)
+
+    def sentence_evidence(self, weights: dict[str, float]) -> list[Evidence]:
+        """The note's sentences whose translation the signals found the code in (as :meth:`evidence` chooses)."""
+        return _signal_evidence(self.sentences, weights)
+
+
+def _signal_evidence(spans_by_signal: dict[str, list[tuple[int, int]]], weights: dict[str, float]) -> list[Evidence]:
+    counted = [name for name in SIGNALS if weights[name] > 0 and spans_by_signal.get(name)]
+    names = counted or [name for name in SIGNALS if spans_by_signal.get(name)]
+    if not names:
+        return []
+    return _evidence_list(spans_by_signal[names[0]][0], {span for name in names for span in spans_by_signal[name]})
+
+
+def _evidence_list(lead: tuple[int, int], spans: set[tuple[int, int]]) -> list[Evidence]:
+    """``lead``, then the other spans in text order, leaving out those inside another."""
+    kept = [lead]
+    for span in sorted(spans - {lead}, key=lambda s: s[0] - s[1]):  # longest first: one inside a kept span comes later
+        if not any(k[0] <= span[0] and span[1] <= k[1] for k in kept):
+            kept.append(span)
+    return [Evidence(pieces=(span,)) for span in [lead, *sorted(kept[1:])]]
 
 
 def collect_signals(outputs: NoteOutputs) -> dict[tuple[str, str], _CodeSignals]:
@@ -259,8 +287,9 @@ def aggregate(
         threshold = settings.threshold.get(system, 0.5)
         for score, code, found in ranked[: settings.max_codes_per_system]:
             if score >= threshold and score > 0:
-                evidence = found.preferred_evidence(weights)
-                codes.append(CodePrediction(code=code, system=system, score=score, evidence=evidence))
+                evidence = found.evidence(weights)
+                sentences = [] if evidence else found.sentence_evidence(weights)
+                codes.append(CodePrediction(code, system, score, evidence=evidence, sentence_evidence=sentences))
     return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped))
 
 
@@ -507,39 +536,45 @@ class SpanLLMPredictor(Predictor):
         the composed procedures and the matched concepts on its English text (the note itself, or its translation),
         and the codes measured values name in the note (templates of its language).
 
-        Evidence offsets exist only for matches in the note's own text.
+        What is found in a translation has as evidence the note's sentences that it translates (``projected``).
         """
         items = []
         if self.lexicon is not None:
-            items.extend(_hit_item(hit, "lexical", with_offsets=True) for hit in self.lexicon.code_hits(document.text))
+            for hit in self.lexicon.code_hits(document.text):
+                items.extend(_hit_items(hit, "lexical"))
         english = document.text if document.language == "en" else document.translation
-        if self.english_lexicon is not None and english:
-            for signal, trained in (("english", True), ("ontology", False)):
-                hits = self.english_lexicon.code_hits(english, trained=trained)
-                items.extend(_hit_item(hit, signal, with_offsets=english is document.text) for hit in hits)
         if english:
-            items.extend(self._procedure_items(english, with_offsets=english is document.text))
-            items.extend(self._concept_items(english, with_offsets=english is document.text))
+            english_items = self._english_items(english)
+            items.extend(english_items if english is document.text else _projected(english_items, document))
         items.extend(self._quantity_items(document))
         return [item for item in items if item.system in CODER_SYSTEMS]
 
-    def _procedure_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
-        """The ICD-10-PCS codes composed on the note's English text; evidence is the sentence, when it is the note's."""
+    def _english_items(self, english: str) -> list[ScoredCode]:
+        """The English lexicon's hits (trained forms as ``english``, ontology forms as ``ontology``), the composed
+        procedures and the matched concepts of an English text, with offsets into it."""
         items = []
-        for composed in self.procedure_composer.compose(english):
-            span = (composed.start, composed.end) if with_offsets else (-1, -1)
-            items.append(ScoredCode(composed.code, "icd10pcs", procedure=1.0, start=span[0], end=span[1]))
+        if self.english_lexicon is not None:
+            for signal, trained in (("english", True), ("ontology", False)):
+                for hit in self.english_lexicon.code_hits(english, trained=trained):
+                    items.extend(_hit_items(hit, signal))
+        items.extend(self._procedure_items(english))
+        items.extend(self._concept_items(english))
         return items
 
-    def _concept_items(self, english: str, with_offsets: bool) -> list[ScoredCode]:
-        """The ICD-10-CM codes whose content words a sentence of the note's English text holds, each scoring its
-        reliability on the training notes; evidence is the sentence, when it is the note's."""
-        items = []
-        for match in self.concept_index.matches(english):
-            span = (match.start, match.end) if with_offsets else (-1, -1)
-            reliability = self.concept_reliability(match.code)
-            items.append(ScoredCode(match.code, "icd10cm", concept=reliability, start=span[0], end=span[1]))
-        return items
+    def _procedure_items(self, english: str) -> list[ScoredCode]:
+        """The ICD-10-PCS codes composed on an English text; evidence is the sentence."""
+        return [
+            ScoredCode(composed.code, "icd10pcs", procedure=1.0, start=composed.start, end=composed.end)
+            for composed in self.procedure_composer.compose(english)
+        ]
+
+    def _concept_items(self, english: str) -> list[ScoredCode]:
+        """The ICD-10-CM codes whose content words a sentence of an English text holds, each scoring its
+        reliability on the training notes; evidence is the sentence."""
+        return [
+            ScoredCode(match.code, "icd10cm", concept=self.concept_reliability(match.code), start=match.start, end=match.end)
+            for match in self.concept_index.matches(english)
+        ]
 
     def _quantity_items(self, document: Document) -> list[ScoredCode]:
         """The ICD-10-CM codes named by a measured value in the note, through the templates of its language; evidence
@@ -721,13 +756,26 @@ def _write_json_or_remove(path: Path, record: dict) -> None:
         handle.write(readable_json(record) + "\n")
 
 
-def _hit_item(hit, signal: str, with_offsets: bool) -> ScoredCode:
-    """A lexicon hit as a scored code; its evidence is the first match, when the matches are in the note."""
-    item = ScoredCode(hit.code, hit.system, **{signal: hit.score})
-    if with_offsets:
-        first = min(hit.evidence, key=lambda e: e.start)
-        item.start, item.end = first.start, first.end
-    return item
+def _hit_items(hit, signal: str) -> list[ScoredCode]:
+    """A lexicon hit as scored codes, one per match."""
+    return [
+        ScoredCode(hit.code, hit.system, **{signal: hit.score}, start=match.start, end=match.end)
+        for match in sorted(hit.evidence, key=lambda e: e.start)
+    ]
+
+
+def _projected(items: list[ScoredCode], document: Document) -> list[ScoredCode]:
+    """Items found in ``document.translation``, their spans carried over to the note's sentences they translate
+    (sentence alignment, :mod:`icdcoder.data.align`); an item on an unaligned line keeps no span."""
+    from icdcoder.data.align import align_document, source_span_of_target
+
+    aligned = align_document(document.text, document.translation.split("\n"))
+    projected = []
+    for item in items:
+        span = source_span_of_target(aligned, item.start, item.end) if item.end > item.start >= 0 else None
+        start, end = span if span is not None else (-1, -1)
+        projected.append(replace(item, start=start, end=end, projected=span is not None))
+    return projected
 
 
 def build_lexicon(train: Sequence[Document], ontology=None):
