@@ -98,6 +98,38 @@ def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
     assert json.loads(scored.stdout)["D"]["micro_f1"] > 0.5
 
 
+def test_predict_jsonl_then_evaluate_jsonl_score_as_the_codiesp_route_does(tmp_path, corpus, coder_dir):
+    exported = tmp_path / "dev.jsonl"
+    assert _in_process("data", "export", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out", str(exported),
+                       "--quiet").exit_code == 0
+    pred = tmp_path / "pred" / "dev.jsonl"
+    result = _in_process("predict", "jsonl", "--input", str(exported), "--out", str(pred), "--model", str(coder_dir))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["coded"] == len(NOTES)
+    scored = json.loads(_in_process("evaluate", "jsonl", "--gold", str(exported), "--pred", str(pred)).stdout)
+    _in_process("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(tmp_path / "tsv"),
+                "--model", str(coder_dir))
+    official = json.loads(_in_process("evaluate", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--pred-dir",
+                                      str(tmp_path / "tsv")).stdout)
+    assert official["D"]["micro_f1"] > 0.5
+    assert scored["by_system"]["icd10cm"]["micro_f1"] == pytest.approx(official["D"]["micro_f1"])
+    assert scored["by_system"]["icd10cm"]["map"] == pytest.approx(official["D"]["map"])
+
+
+def test_predict_jsonl_takes_notes_without_a_language_and_refuses_bad_lines_in_one_line(tmp_path, coder_dir):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"id": "a", "text": NOTES[0][1]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    pred = tmp_path / "pred.jsonl"
+    result = _in_process("predict", "jsonl", "--input", str(notes), "--out", str(pred), "--lang", "es", "--model", str(coder_dir))
+    assert result.exit_code == 0, result.output[-2000:]
+    (record,) = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
+    assert record["id"] == "a" and "I10" in {code["code"] for code in record["codes"]}
+    notes.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n', encoding="utf-8")
+    failed = _icdcoder("predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir))
+    assert failed.returncode == 2 and f"{notes}:2: field 'text'" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1 and not (tmp_path / "other.jsonl").exists()
+
+
 def test_predict_with_an_unknown_system_or_missing_model_is_one_line(tmp_path, corpus, coder_dir):
     result = _icdcoder("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(tmp_path), "--model",
                        str(coder_dir), "--system", "nope")

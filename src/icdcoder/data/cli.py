@@ -35,12 +35,15 @@ def export_codiesp(
     lang: str = typer.Option("es", "--lang", help="es: Spanish with X offsets; en: English MT, sentence-level evidence."),
     out: Path = typer.Option(..., "--out", help="JSONL file to write (atomically)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    translation: bool = typer.Option(
+        False, "--translation/--no-translation", help="Spanish notes: keep their English translation (text_files_en)."
+    ),
 ) -> None:
     """Export one split; prints {"documents": N, "codes": M, "out": PATH}."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.data.schema import save_documents
 
-    documents = load_codiesp(data_dir, split, language=lang, progress=not quiet)
+    documents = load_codiesp(data_dir, split, language=lang, progress=not quiet, with_translation=translation and lang == "es")
     save_documents(out, documents)
     codes = sum(len(doc.codes) for doc in documents)
     typer.echo(json.dumps({"documents": len(documents), "codes": codes, "out": str(out)}))

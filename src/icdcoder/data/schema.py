@@ -110,15 +110,17 @@ def save_documents(path: str | Path, documents: Iterable[Document]) -> None:
     write_jsonl(path, (doc.model_dump(mode="json") for doc in documents))
 
 
-def iter_documents(path: str | Path) -> Iterator[Document]:
-    """Read documents from JSONL; a bad record raises an error naming its line and field."""
+def iter_documents(path: str | Path, defaults: dict | None = None) -> Iterator[Document]:
+    """Read documents from JSONL; a bad record raises an error naming its line and field.
+
+    ``defaults``: values for fields a record leaves out (``{"language": "en"}`` for notes that name none)."""
     for number, record in read_jsonl(path):
         try:
-            yield Document.model_validate(record)
+            yield Document.model_validate({**(defaults or {}), **record})
         except ValidationError as err:
             field, message = first_invalid_field(err, whole="(record)")
             raise InputError(f"field '{field}': {message}", path=path, line=number) from None
 
 
-def load_documents(path: str | Path) -> list[Document]:
-    return list(iter_documents(path))
+def load_documents(path: str | Path, defaults: dict | None = None) -> list[Document]:
+    return list(iter_documents(path, defaults))

@@ -38,3 +38,34 @@ def codiesp(
     valid = valid_code_sets((("D", valid_codes_d), ("P", valid_codes_p)))
     result = score_submission(data_dir, split, pred_dir, train_dir=train_dir, valid_codes=valid)
     typer.echo(json.dumps(result, ensure_ascii=False))
+
+
+@app.command("jsonl")
+def jsonl(
+    gold: Annotated[Path, typer.Option("--gold", help="Notes with their gold codes, canonical JSONL.")],
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions JSONL (`icdcoder predict jsonl`).")],
+    train: Annotated[
+        Optional[Path], typer.Option("--train", help="Training notes (canonical JSONL), for seen/unseen code bands.")
+    ] = None,
+) -> None:
+    """Score a predictions file against gold notes, per code system: micro/macro P/R/F1, MAP, P@k/R@k, AUC,
+    frequency bands with --train, evidence P/R/F1 (CodiEsp-X rule) where the gold has evidence."""
+    from icdcoder.data.schema import load_documents
+    from icdcoder.errors import InputError
+    from icdcoder.evaluate.metrics import code_frequencies, evaluate
+    from icdcoder.infer.records import read_predictions
+
+    documents = load_documents(gold)
+    systems = sorted({code.system for doc in documents for code in doc.codes})
+    if not systems:
+        raise InputError("no gold codes: nothing to score", path=gold)
+    predictions = read_predictions(pred)
+    counts = code_frequencies(load_documents(train)) if train is not None else None
+    ids = {doc.id for doc in documents}
+    result = {
+        "documents": len(documents),
+        "predicted_documents": sum(1 for p in predictions if p.doc_id in ids),
+        "predictions_outside_gold": sum(1 for p in predictions if p.doc_id not in ids),
+        "by_system": {system: evaluate(documents, predictions, train_counts=counts, systems=[system]) for system in systems},
+    }
+    typer.echo(json.dumps(result, ensure_ascii=False))

@@ -69,6 +69,46 @@ def predict_codiesp(
     typer.echo(json.dumps({"documents": len(documents), "rows": rows, "dropped": dropped, "out_dir": str(out_dir)}))
 
 
+@predict_app.command("jsonl")
+def predict_jsonl(
+    input_path: Annotated[Path, typer.Option("--input", help="Notes in canonical JSONL (id, text; language, translation optional).")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: one record per note, codes with evidence.")],
+    lang: Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")] = "en",
+    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
+) -> None:
+    """Code every note of a JSONL file (MIMIC, exported CodiEsp, your own notes); an interrupted run resumes.
+
+    Prints counts as JSON."""
+    from rich.console import Console
+
+    from icdcoder.data.schema import load_documents
+    from icdcoder.infer.records import predict_to_jsonl
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be es or en (got '{lang}')")
+    documents = load_documents(input_path, defaults={"language": lang})
+    repeated = _first_repeated(doc.id for doc in documents)
+    if repeated is not None:
+        raise InputError(f"note id '{repeated}' occurs twice", path=input_path)
+    predictor = load_predictor(model, system)
+    console = Console(stderr=True)
+    counts = predict_to_jsonl(
+        predictor, documents, out, chunk=chunk, report=lambda done, total: console.print(f"{done:,} / {total:,} notes coded")
+    )
+    typer.echo(json.dumps({"documents": len(documents), **counts, "out": str(out)}))
+
+
+def _first_repeated(ids: Iterable[str]) -> str | None:
+    seen: set[str] = set()
+    for doc_id in ids:
+        if doc_id in seen:
+            return doc_id
+        seen.add(doc_id)
+    return None
+
+
 def dropped_totals(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
     """Dropped model-output lines per reason, summed over notes."""
     return dict(sum((Counter(count) for count in counts), Counter()))
@@ -170,6 +210,7 @@ def code(
 ) -> None:
     """Code one note: codes with description, confidence and evidence."""
     from icdcoder.data.schema import Document
+    from icdcoder.infer.records import evidence_spans
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
@@ -184,8 +225,8 @@ def code(
             "system": p.system,
             "description": _describe(p.code, p.system),
             "confidence": round(p.score, 4),
-            "evidence": [_quoted(e, text) for e in p.evidence],
-            "sentence_evidence": [_quoted(e, text) for e in p.sentence_evidence],
+            "evidence": evidence_spans(p.evidence, text),
+            "sentence_evidence": evidence_spans(p.sentence_evidence, text),
         }
         for p in prediction.ranked()
     ]
@@ -193,10 +234,6 @@ def code(
         typer.echo(json.dumps({"codes": rows, "dropped": prediction.dropped}, ensure_ascii=False))
         return
     _print_table(rows)
-
-
-def _quoted(evidence, text: str) -> dict:
-    return {"start": evidence.start, "end": evidence.end, "quote": evidence.text_in(text)}
 
 
 def _evidence_cell(row: dict, shown: int = TABLE_EVIDENCE) -> str:
