@@ -13,7 +13,6 @@ from icdcoder.data.align import (
     numbers_agree,
     project_pieces,
     segment_sentences,
-    source_span_of_target,
 )
 
 
@@ -139,14 +138,14 @@ def test_a_translated_span_maps_back_to_the_sentences_it_translates():
     aligned = align_document(spanish, english)
     text = aligned.target_text
     start = text.index("orchiepididymitis")
-    back = source_span_of_target(aligned, start, start + len("orchiepididymitis"))
+    back = aligned.source_span_of_target(start, start + len("orchiepididymitis"))
     assert spanish[slice(*back)] == "Orquiepididimitis derecha."
-    across = source_span_of_target(aligned, start, text.index("streptomycin"))
+    across = aligned.source_span_of_target(start, text.index("streptomycin"))
     assert spanish[slice(*across)] == "Orquiepididimitis derecha. Se trató con estreptomicina 1 g."
-    assert source_span_of_target(aligned, text.index("\n\n") + 1, text.index("\n\n") + 1) is None  # the empty line
+    assert aligned.source_span_of_target(text.index("\n\n") + 1, text.index("\n\n") + 1) is None  # the empty line
 
 
 def test_a_line_with_no_aligned_sentence_maps_back_to_nothing():
     aligned = align_document("", ["Chest pain."])
     assert [(bead.source, bead.target) for bead in aligned.beads] == [((), (0,))]
-    assert source_span_of_target(aligned, 0, 5) is None
+    assert aligned.source_span_of_target(0, 5) is None

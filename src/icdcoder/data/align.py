@@ -21,6 +21,7 @@ All functions here are pure; they know nothing of files.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -257,6 +258,25 @@ class AlignedDocument:
     def target_text(self) -> str:
         return "\n".join(self.target_lines)
 
+    @functools.cached_property
+    def _target_line_sources(self) -> list[tuple[Span, tuple[int, ...]]]:
+        """Each target line's span in :attr:`target_text` with the source sentences it translates."""
+        sources = {line: bead.source for bead in self.beads for line in bead.target}
+        return [(span, sources.get(line, ())) for line, span in enumerate(line_spans(self.target_lines))]
+
+    def source_span_of_target(self, start: int, end: int) -> Span | None:
+        """The source sentences whose translation overlaps characters ``[start, end)`` of :attr:`target_text`, as one
+        span from the first sentence's start to the last one's end; ``None`` when no aligned line overlaps."""
+        sentences = [
+            sentence
+            for (line_start, line_end), sources in self._target_line_sources
+            if start < line_end and end > line_start
+            for sentence in sources
+        ]
+        if not sentences:
+            return None
+        return self.source_spans[min(sentences)][0], self.source_spans[max(sentences)][1]
+
     def bead_kinds(self) -> Counter:
         return Counter(bead.kind for bead in self.beads)
 
@@ -327,20 +347,3 @@ def project_pieces(aligned: AlignedDocument, pieces: Sequence[Span]) -> tuple[Sp
                 lines.extend(sentence_to_lines.get(sentence, ()))
     return _merge_lines(lines, line_spans(aligned.target_lines))
 
-
-def source_span_of_target(aligned: AlignedDocument, start: int, end: int) -> Span | None:
-    """The source sentences whose translation overlaps characters ``[start, end)`` of ``aligned.target_text``,
-    as one span from the first sentence's start to the last one's end; ``None`` when no aligned line overlaps."""
-    line_to_sentences: dict[int, tuple[int, ...]] = {}
-    for bead in aligned.beads:
-        for line in bead.target:
-            line_to_sentences[line] = bead.source
-    sentences = [
-        sentence
-        for line, (line_start, line_end) in enumerate(line_spans(aligned.target_lines))
-        if start < line_end and end > line_start
-        for sentence in line_to_sentences.get(line, ())
-    ]
-    if not sentences:
-        return None
-    return aligned.source_spans[min(sentences)][0], aligned.source_spans[max(sentences)][1]

@@ -767,12 +767,12 @@ def _hit_items(hit, signal: str) -> list[ScoredCode]:
 def _projected(items: list[ScoredCode], document: Document) -> list[ScoredCode]:
     """Items found in ``document.translation``, their spans carried over to the note's sentences they translate
     (sentence alignment, :mod:`icdcoder.data.align`); an item on an unaligned line keeps no span."""
-    from icdcoder.data.align import align_document, source_span_of_target
+    from icdcoder.data.align import align_document
 
     aligned = align_document(document.text, document.translation.split("\n"))
     projected = []
     for item in items:
-        span = source_span_of_target(aligned, item.start, item.end) if item.end > item.start >= 0 else None
+        span = aligned.source_span_of_target(item.start, item.end) if item.end > item.start >= 0 else None
         start, end = span if span is not None else (-1, -1)
         projected.append(replace(item, start=start, end=end, projected=span is not None))
     return projected
