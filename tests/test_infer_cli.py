@@ -128,6 +128,9 @@ def test_predict_jsonl_takes_notes_without_a_language_and_refuses_bad_lines_in_o
     failed = _icdcoder("predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir))
     assert failed.returncode == 2 and f"{notes}:2: field 'text'" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1 and not (tmp_path / "other.jsonl").exists()
+    notes.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', encoding="utf-8")
+    twice = _icdcoder("predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir))
+    assert twice.returncode == 2 and "note id 'a' occurs twice" in twice.stderr
 
 
 def test_predict_with_an_unknown_system_or_missing_model_is_one_line(tmp_path, corpus, coder_dir):

@@ -53,6 +53,10 @@ def _notes(count: int) -> list[Document]:
     return [Document(id=f"n{i}", text=TEXT if i % 2 else "Sin hallazgos.", language="es") for i in range(count)]
 
 
+def _ids(notes: list[Document]) -> list[str]:
+    return [note.id for note in notes]
+
+
 def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tmp_path):
     prediction = DocumentPrediction("n1", [
         CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((17, 38),))]),
@@ -88,10 +92,10 @@ def test_an_interrupted_run_leaves_no_output_and_the_rerun_codes_only_the_rest(t
     notes, out = _notes(10), tmp_path / "pred.jsonl"
     stopping = _CountingCoder(calls_before_stop=2)
     with pytest.raises(_Interrupted):
-        predict_to_jsonl(stopping, notes, out, chunk=3)
+        predict_to_jsonl(stopping, notes, _ids(notes), out, chunk=3)
     assert not out.exists() and stopping.asked == ["n0", "n1", "n2", "n3", "n4", "n5"]
     rerun = _CountingCoder()
-    assert predict_to_jsonl(rerun, notes, out, chunk=3) == {"coded": 4, "resumed": 6}
+    assert predict_to_jsonl(rerun, iter(notes), _ids(notes), out, chunk=3) == {"coded": 4, "resumed": 6}
     assert rerun.asked == ["n6", "n7", "n8", "n9"]
     assert sorted(p.doc_id for p in read_predictions(out)) == sorted(note.id for note in notes)
     assert not (tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)).exists()
@@ -103,7 +107,7 @@ def test_a_line_cut_short_by_the_interruption_is_coded_again(tmp_path):
     whole = json.dumps(prediction_record(DocumentPrediction("n0"), notes[0].text))
     partial.write_text(whole + "\n" + '{"id": "n1", "co', encoding="utf-8")
     rerun = _CountingCoder()
-    assert predict_to_jsonl(rerun, notes, out, chunk=10) == {"coded": 3, "resumed": 1}
+    assert predict_to_jsonl(rerun, notes, _ids(notes), out, chunk=10) == {"coded": 3, "resumed": 1}
     assert rerun.asked == ["n1", "n2", "n3"] and len(read_predictions(out)) == 4
 
 
@@ -111,4 +115,4 @@ def test_a_partial_file_of_other_notes_is_refused(tmp_path):
     partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
     partial.write_text(json.dumps({"id": "elsewhere", "codes": []}) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match="not in the input; delete it"):
-        predict_to_jsonl(_CountingCoder(), _notes(2), tmp_path / "pred.jsonl")
+        predict_to_jsonl(_CountingCoder(), _notes(2), _ids(_notes(2)), tmp_path / "pred.jsonl")

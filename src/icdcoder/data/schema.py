@@ -122,5 +122,18 @@ def iter_documents(path: str | Path, defaults: dict | None = None) -> Iterator[D
             raise InputError(f"field '{field}': {message}", path=path, line=number) from None
 
 
+def document_ids(path: str | Path, defaults: dict | None = None) -> list[str]:
+    """The ids of a JSONL file's documents, every record validated on the way (one pass, one document in memory at a
+    time); an id used twice is an error."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    for document in iter_documents(path, defaults):
+        if document.id in seen:
+            raise InputError(f"note id '{document.id}' occurs twice", path=path)
+        seen.add(document.id)
+        ids.append(document.id)
+    return ids
+
+
 def load_documents(path: str | Path, defaults: dict | None = None) -> list[Document]:
     return list(iter_documents(path, defaults))

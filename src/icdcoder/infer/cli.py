@@ -83,30 +83,20 @@ def predict_jsonl(
     Prints counts as JSON."""
     from rich.console import Console
 
-    from icdcoder.data.schema import load_documents
+    from icdcoder.data.schema import document_ids, iter_documents
     from icdcoder.infer.records import predict_to_jsonl
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    documents = load_documents(input_path, defaults={"language": lang})
-    repeated = _first_repeated(doc.id for doc in documents)
-    if repeated is not None:
-        raise InputError(f"note id '{repeated}' occurs twice", path=input_path)
+    defaults = {"language": lang}
+    ids = document_ids(input_path, defaults)  # a bad record fails now, not hours into the run
     predictor = load_predictor(model, system)
     console = Console(stderr=True)
     counts = predict_to_jsonl(
-        predictor, documents, out, chunk=chunk, report=lambda done, total: console.print(f"{done:,} / {total:,} notes coded")
+        predictor, iter_documents(input_path, defaults), ids, out, chunk=chunk,
+        report=lambda done, total: console.print(f"{done:,} / {total:,} notes coded"),
     )
-    typer.echo(json.dumps({"documents": len(documents), **counts, "out": str(out)}))
-
-
-def _first_repeated(ids: Iterable[str]) -> str | None:
-    seen: set[str] = set()
-    for doc_id in ids:
-        if doc_id in seen:
-            return doc_id
-        seen.add(doc_id)
-    return None
+    typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))
 
 
 def dropped_totals(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:

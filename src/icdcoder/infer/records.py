@@ -6,15 +6,16 @@ The format of ``icdcoder predict jsonl`` (notes in canonical JSONL, any predicto
       "evidence": [{"start": 37, "end": 58, "quote": "hipertensión arterial"}], "sentence_evidence": []}],
      "dropped": {}}
 
-``quote`` is there for people; reading a file back takes the offsets. Coding many notes is resumable: finished
-notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output appears whole, by rename, at the end.
+``quote`` is there for people; reading a file back takes the offsets. Coding many notes streams them (a chunk in memory
+at a time) and is resumable: finished notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output
+appears whole, by rename, at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -119,19 +120,30 @@ def _finished_ids(partial: Path) -> set[str]:
     return finished
 
 
-def _chunks(documents: Sequence[Document], size: int) -> Iterator[Sequence[Document]]:
-    for start in range(0, len(documents), size):
-        yield documents[start : start + size]
+def _batches(documents: Iterable[Document], skip: set[str], size: int) -> Iterator[list[Document]]:
+    """Runs of ``size`` documents, leaving out those in ``skip``."""
+    batch: list[Document] = []
+    for doc in documents:
+        if doc.id in skip:
+            continue
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def predict_to_jsonl(
     predictor: Predictor,
-    documents: Sequence[Document],
+    documents: Iterable[Document],
+    ids: Collection[str],
     out: str | Path,
     chunk: int = 64,
     report: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Code ``documents`` into the predictions file ``out``, resuming an interrupted run.
+    """Code ``documents`` (streamed; ``ids``: theirs, known up front) into the predictions file ``out``, resuming an
+    interrupted run.
 
     ``report(done, total)`` is called after each chunk. Returns how many notes were coded now, and how many an
     earlier run had coded already.
@@ -139,19 +151,18 @@ def predict_to_jsonl(
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     finished = _finished_ids(partial)
-    wanted = {doc.id for doc in documents}
-    if finished - wanted:
+    if finished - set(ids):
         raise InputError("holds notes that are not in the input; delete it to start over", path=partial)
-    todo = [doc for doc in documents if doc.id not in finished]
+    resumed, done = len(finished), len(finished)
     out.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("a", encoding="utf-8") as handle:
-        for batch in _chunks(todo, chunk):
+        for batch in _batches(documents, finished, chunk):
             predictions = predictor.predict(batch)
             handle.write("".join(json.dumps(prediction_record(p, d.text), ensure_ascii=False) + "\n" for p, d in zip(predictions, batch)))
             handle.flush()
             os.fsync(handle.fileno())
-            finished.update(doc.id for doc in batch)
+            done += len(batch)
             if report:
-                report(len(finished), len(documents))
+                report(done, len(ids))
     os.replace(partial, out)
-    return {"coded": len(todo), "resumed": len(documents) - len(todo)}
+    return {"coded": done - resumed, "resumed": resumed}
