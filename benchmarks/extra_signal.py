@@ -1,5 +1,5 @@
 """Shared by the benchmarks that weigh one signal of the shipped coder (translation_embeddings.py, specificity.py,
-pcs_composition.py, unseen_concepts.py, value_templates.py; tuning_holdout.py scores with it too): a signal the coder lacks borrows the LLM's slot (the shipped coder runs with
+pcs_composition.py, unseen_concepts.py, value_templates.py; tuning_holdout.py and unseen_threshold.py score with it too): a signal the coder lacks borrows the LLM's slot (the shipped coder runs with
 its LLM off), one it has is weighed by its own weight field, and each weight is scored at D/P thresholds re-tuned on dev."""
 
 from __future__ import annotations
