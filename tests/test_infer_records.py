@@ -111,6 +111,14 @@ def test_a_line_cut_short_by_the_interruption_is_coded_again(tmp_path):
     assert rerun.asked == ["n1", "n2", "n3"] and len(read_predictions(out)) == 4
 
 
+def test_a_whole_record_without_its_line_end_is_coded_again(tmp_path):
+    notes, out = _notes(2), tmp_path / "pred.jsonl"
+    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(prediction_record(DocumentPrediction("n0"), notes[0].text)), encoding="utf-8")
+    assert predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out) == {"coded": 2, "resumed": 0}
+    assert [p.doc_id for p in read_predictions(out)] == ["n0", "n1"]
+
+
 def test_a_partial_file_of_other_notes_is_refused(tmp_path):
     partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
     partial.write_text(json.dumps({"id": "elsewhere", "codes": []}) + "\n", encoding="utf-8")

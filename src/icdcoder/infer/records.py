@@ -110,6 +110,8 @@ def _finished_ids(partial: Path) -> set[str]:
     finished, kept = set(), 0
     with partial.open("rb") as handle:
         for raw in handle:
+            if not raw.endswith(b"\n"):  # cut before its line end: the next record would be glued to it
+                break
             try:
                 record = json.loads(raw)
                 finished.add(record["id"])
