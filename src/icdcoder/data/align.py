@@ -346,4 +346,3 @@ def project_pieces(aligned: AlignedDocument, pieces: Sequence[Span]) -> tuple[Sp
             if piece_start < end and piece_end > start:
                 lines.extend(sentence_to_lines.get(sentence, ()))
     return _merge_lines(lines, line_spans(aligned.target_lines))
-

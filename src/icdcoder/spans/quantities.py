@@ -298,8 +298,10 @@ def _candidate_templates(notes: Sequence[_Note], families: dict[str, list[ValueC
     for tokens, gold in notes:
         keys = {key for code in gold for key in family_of.get(code, ())}
         for template, value, _, _ in _windows(tokens):
-            candidates[template].update(key for key in keys if code_for_value(families[key], value) in gold)
-    return candidates
+            named = {key for key in keys if code_for_value(families[key], value) in gold}
+            if named:  # only phrases that named a gold code become candidates
+                candidates[template] |= named
+    return dict(candidates)
 
 
 def _count_templates(
