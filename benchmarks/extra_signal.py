@@ -1,6 +1,8 @@
 """Shared by the benchmarks that weigh one signal of the shipped coder (translation_embeddings.py, specificity.py,
 pcs_composition.py, unseen_concepts.py, value_templates.py; tuning_holdout.py and unseen_threshold.py score with it too): a signal the coder lacks borrows the LLM's slot (the shipped coder runs with
-its LLM off), one it has is weighed by its own weight field, and each weight is scored at D/P thresholds re-tuned on dev."""
+its LLM off), one it has is weighed by its own weight field, and each weight is scored at D/P thresholds re-tuned on dev:
+each system's threshold, then its untrained codes' own (``--one-threshold``: one threshold per system, as the README's
+tables measured before the untrained codes got their own)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ def parser_with_model(description: str, weights: list[float]) -> argparse.Argume
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--model", default=str(REPO / "src/icdcoder/models/default"))
     parser.add_argument("--weights", type=float, nargs="*", default=weights)
+    parser.add_argument(
+        "--one-threshold", action="store_true",
+        help="one threshold per system, as before the codes no training note carries got their own",
+    )
     return parser
 
 
@@ -52,24 +58,26 @@ def load_coder_and_notes(args: argparse.Namespace, signal: str, lang: str = "es"
 
 
 def rows_by_weight(
-    coder, dev, outputs, train_counts: Counter, weights: list[float], weight_name: str = "llm_weight"
+    coder, dev, outputs, train_counts: Counter, weights: list[float], weight_name: str = "llm_weight", one_threshold: bool = False
 ) -> Iterator[dict]:
     """Per value of ``weight_name`` (the borrowed LLM slot unless named): D/P micro-F1 and MAP at re-tuned
-    thresholds, D/P unseen-code recall, and those thresholds."""
+    thresholds (those of the codes training notes carry, and of the others unless ``one_threshold``), D/P unseen-code
+    recall, and those thresholds."""
     from icdcoder.infer.coder import aggregate, collect_signals
     from icdcoder.infer.tuning import with_tuned_thresholds
 
     collected = [collect_signals(note) for note in outputs]
     for weight in weights:
-        tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={weight_name: weight}))
+        tuned = with_tuned_thresholds(outputs, dev, coder.settings.model_copy(update={weight_name: weight}), untrained=not one_threshold)
         predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
         thresholds = {f"{task}_threshold": tuned.threshold[system] for system, task in TASKS}
+        thresholds |= {f"{task}_untrained_threshold": tuned.untrained_threshold[system] for system, task in TASKS if system in tuned.untrained_threshold}
         yield {"weight": weight, **prediction_scores(dev, predictions, train_counts), **thresholds}
 
 
 def prediction_scores(dev, predictions, train_counts: Counter) -> dict:
-    """D/P micro-F1, MAP and unseen-code recall of ``predictions`` for the ``dev`` notes."""
-    from icdcoder.evaluate.metrics import frequency_band_recall, mean_average_precision, micro_prf
+    """D/P micro-F1, MAP, macro-F1 and unseen-code recall of ``predictions`` for the ``dev`` notes."""
+    from icdcoder.evaluate.metrics import frequency_band_recall, macro_prf, mean_average_precision, micro_prf
 
     row = {}
     for system, task in TASKS:
@@ -77,18 +85,21 @@ def prediction_scores(dev, predictions, train_counts: Counter) -> dict:
         truth = {document.id: document.code_set(system) for document in dev}
         row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
         row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
+        row[f"{task}_macro_f1"] = round(macro_prf(truth, ranked)["macro_f1"], 4)
         row[f"{task}_unseen_recall"] = round(frequency_band_recall(truth, ranked, train_counts)["unseen_recall"], 4)
     return row
 
 
-def print_rows_around_own_weight(coder, dev, train_counts: Counter, weight_name: str, lang: str, weights: list[float]) -> None:
+def print_rows_around_own_weight(
+    coder, dev, train_counts: Counter, weight_name: str, lang: str, weights: list[float], one_threshold: bool = False
+) -> None:
     """One JSON line per value of ``weight_name``: ``weights``, else 0, the coder's own value, its half and its double."""
     import json
 
     own = getattr(coder.settings, weight_name)
     weights = weights or sorted({0.0, own / 2, own, own * 2} if own else {0.0, 0.5, 1.0, 2.0})
     outputs = coder.segment_outputs(dev)
-    for row in rows_by_weight(coder, dev, outputs, train_counts, weights, weight_name=weight_name):
+    for row in rows_by_weight(coder, dev, outputs, train_counts, weights, weight_name=weight_name, one_threshold=one_threshold):
         print(json.dumps({"lang": lang, weight_name: row.pop("weight"), **row}), flush=True)
 
 

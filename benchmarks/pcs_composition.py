@@ -26,7 +26,7 @@ def main() -> None:
     print_hit_report(args.lang, "proposals", dev, prefixes, "icd10pcs", train_counts)
     coded = {doc_id: {item.code for item in found} for doc_id, found in composed.items()}
     print_hit_report(args.lang, "proposals_at_training_level", dev, coded, "icd10pcs", train_counts)
-    print_rows_around_own_weight(coder, dev, train_counts, "procedure_weight", args.lang, args.weights)
+    print_rows_around_own_weight(coder, dev, train_counts, "procedure_weight", args.lang, args.weights, args.one_threshold)
 
 
 if __name__ == "__main__":

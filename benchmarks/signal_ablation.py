@@ -4,7 +4,8 @@
 
 ``icdcoder predict tune`` records every row of its grid in ``coder.json`` (thresholds re-tuned per row). This reads
 that table and prints, as a markdown table, the row with the highest D+P micro-F1 + MAP among those using exactly
-each set of signals (retrieval always counts); rows that weigh the LLM belong to no group.
+each set of signals (retrieval always counts); rows that weigh the LLM belong to no group. Last, when the tuning
+recorded one, the best weights with the untrained codes' own thresholds (tuned after the grid).
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def main() -> None:
     for label, row in best_rows(record[args.table]["table"]):
         weights = ", ".join(f"{name.removesuffix('_weight')} {row[name]:g}" for name in GRID_WEIGHTS if row.get(name, 0.0) > 0) or "-"
         print(f"| {label} | {weights} | {row['D_f1']:.3f} | {row['D_map']:.3f} | {row['P_f1']:.3f} | {row['P_map']:.3f} |")
+    untrained = record[args.table].get("untrained_threshold")
+    if untrained:  # the best row of the grid, its systems with their own threshold for untrained codes re-scored
+        row = dict(max(record[args.table]["table"], key=objective))
+        for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
+            if system in untrained:
+                row.update({f"{task}_f1": untrained[system]["f1"], f"{task}_map": untrained[system]["map"]})
+        thresholds = ", ".join(f"{'D' if system == 'icd10cm' else 'P'} {found['threshold']:g}" for system, found in untrained.items())
+        print(
+            f"| + own threshold for untrained codes | {thresholds} | {row['D_f1']:.3f} | {row['D_map']:.3f} "
+            f"| {row['P_f1']:.3f} | {row['P_map']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

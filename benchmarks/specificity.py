@@ -18,14 +18,15 @@ import json
 from extra_signal import load_coder_for_language, parser_with_language, rows_by_weight
 
 
-def renamed_report(coder, dev, raw) -> dict:
+def renamed_report(coder, dev, raw, one_threshold: bool) -> dict:
     """Diagnosis codes the coder predicts without the step that the step renames, and how many are gold before and after."""
     from icdcoder.infer.coder import aggregate
 
+    settings = coder.settings.model_copy(update={"untrained_threshold": {}}) if one_threshold else coder.settings
     counts = {"renamed": 0, "gold_before": 0, "gold_after": 0}
     for document, before in zip(dev, raw):
         gold = document.code_set("icd10cm")
-        kept = {c.code for c in aggregate(before, coder.settings).codes if c.system == "icd10cm"}
+        kept = {c.code for c in aggregate(before, settings).codes if c.system == "icd10cm"}
         for code in kept:
             specific = coder.specific_code(code, "icd10cm")
             if specific != code:
@@ -42,10 +43,10 @@ def main() -> None:
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
         outputs[specify] = coder.segment_outputs(dev)
-    print(json.dumps({"lang": args.lang, **renamed_report(coder, dev, outputs[False])}), flush=True)
+    print(json.dumps({"lang": args.lang, **renamed_report(coder, dev, outputs[False], args.one_threshold)}), flush=True)
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
-        for row in rows_by_weight(coder, dev, outputs[specify], train_counts, [coder.settings.llm_weight]):
+        for row in rows_by_weight(coder, dev, outputs[specify], train_counts, [coder.settings.llm_weight], one_threshold=args.one_threshold):
             print(json.dumps({"lang": args.lang, "specify_untrained": specify, **row}), flush=True)
 
 

@@ -47,7 +47,7 @@ def main() -> None:
     coder, dev, train_counts = load_coder_and_notes(args, "embedding")
     outputs = coder.segment_outputs(dev)
     add_embedding_signal(coder, dev, outputs, args.top, args.floor)
-    for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
+    for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights, one_threshold=args.one_threshold):
         print(json.dumps({"top": args.top, "floor": args.floor, **row}), flush=True)
 
 

@@ -7,8 +7,9 @@ split besides train and the held-out test), so their dev numbers are optimistic.
 ``--folds`` folds; each fold is coded with the weights and thresholds ``predict tune``'s grid picks on the other folds,
 and the held-out predictions of all folds are scored together. Stage 1 runs once.
 
-Printed, one JSON line per variant: the in-sample score (tuned and scored on all dev notes) and the cross-fitted one
-(D/P micro-F1 and MAP, D/P unseen-code recall), and the weights each fold picked. Variants drop one signal from
+Printed, per variant: the in-sample score (tuned and scored on all dev notes) and the cross-fitted one
+(D/P micro-F1, MAP and macro-F1, D/P unseen-code recall), and the weights each fold picked; each variant twice: as
+tuned, and with one threshold per system (the untrained codes' own thresholds left out). Variants drop one signal from
 stage 1 before tuning (``without_concept``, ``without_procedure``, ``without_quantity``), to tell whether its gain
 survives held-out tuning; ``--variants`` runs some of them (each tunes the grid ``--folds`` + 1 times).
 """
@@ -27,12 +28,17 @@ from icdcoder.infer.tuning import GRID_WEIGHTS, tune_fusion
 VARIANTS = {"shipped": None, "without_concept": "concept", "without_procedure": "procedure", "without_quantity": "quantity"}
 
 
-def tuned_predictions(coder, train_notes, train_outputs, scored_outputs) -> tuple[list, dict]:
-    """``scored_outputs`` aggregated with the weights and thresholds tuned on ``train_notes``."""
+def tuned_settings(coder, train_notes, train_outputs) -> tuple:
+    """The settings tuned on ``train_notes`` and the weights and thresholds that tuning picked."""
     best = tune_fusion(train_outputs, train_notes, coder.settings)["best_settings"]
-    settings = coder.settings.model_copy(update=best)
-    predictions = [aggregate(note, settings, collect_signals(note)) for note in scored_outputs]
-    return predictions, {name: best[name] for name in GRID_WEIGHTS if best[name]} | {"threshold": best["threshold"]}
+    picked = {name: best[name] for name in GRID_WEIGHTS if best[name]}
+    return coder.settings.model_copy(update=best), picked | {"threshold": best["threshold"], "untrained_threshold": best["untrained_threshold"]}
+
+
+def coded(outputs, settings, shared_threshold: bool = False) -> list:
+    """``outputs`` aggregated with ``settings``; ``shared_threshold``: without the untrained codes' own thresholds."""
+    settings = settings.model_copy(update={"untrained_threshold": {}}) if shared_threshold else settings
+    return [aggregate(note, settings, collect_signals(note)) for note in outputs]
 
 
 def main() -> None:
@@ -48,22 +54,21 @@ def main() -> None:
         outputs = stage1 if dropped is None else [
             replace(note, scored=[replace(item, **{dropped: 0.0}) for item in note.scored]) for note in stage1
         ]
-        in_sample, _ = tuned_predictions(coder, dev, outputs, outputs)
-        held_out, picked = [], []
+        in_sample, _ = tuned_settings(coder, dev, outputs)
+        tuned_folds = []
         for fold in folds:
             kept = sorted(set(range(len(dev))) - set(fold))
-            predictions, weights = tuned_predictions(
-                coder, [dev[i] for i in kept], [outputs[i] for i in kept], [outputs[i] for i in fold]
-            )
-            held_out.extend(predictions)
-            picked.append(weights)
-        print(json.dumps({
-            "lang": args.lang,
-            "variant": variant,
-            "in_sample": prediction_scores(dev, in_sample, train_counts),
-            "cross_fitted": prediction_scores(dev, held_out, train_counts),
-            "fold_weights": picked,
-        }), flush=True)
+            settings, picked = tuned_settings(coder, [dev[i] for i in kept], [outputs[i] for i in kept])
+            tuned_folds.append((fold, settings, picked))
+        for shared_threshold in (False, True):
+            held_out = [p for fold, settings, _ in tuned_folds for p in coded([outputs[i] for i in fold], settings, shared_threshold)]
+            print(json.dumps({
+                "lang": args.lang,
+                "variant": variant + (" (one threshold per system)" if shared_threshold else ""),
+                "in_sample": prediction_scores(dev, coded(outputs, in_sample, shared_threshold), train_counts),
+                "cross_fitted": prediction_scores(dev, held_out, train_counts),
+                "fold_weights": [picked for _, _, picked in tuned_folds],
+            }), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def main() -> None:
     print_hit_report(args.lang, "matches", dev, named, "icd10cm", train_counts)
     coded = {doc_id: {coder.specific_code(code, "icd10cm") for code in codes} for doc_id, codes in named.items()}
     print_hit_report(args.lang, "matches_as_coded", dev, coded, "icd10cm", train_counts)
-    print_rows_around_own_weight(coder, dev, train_counts, "concept_weight", args.lang, args.weights)
+    print_rows_around_own_weight(coder, dev, train_counts, "concept_weight", args.lang, args.weights, args.one_threshold)
 
 
 if __name__ == "__main__":

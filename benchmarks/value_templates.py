@@ -29,7 +29,7 @@ def main() -> None:
     print(json.dumps({"lang": args.lang, "templates": len(templates), "families": sorted(templates.families)}), flush=True)
     named = {document.id: {match.code for match in templates.matches(document.text)} for document in dev}
     print_hit_report(args.lang, "matches", dev, named, "icd10cm", train_counts)
-    print_rows_around_own_weight(coder, dev, train_counts, "quantity_weight", args.lang, args.weights)
+    print_rows_around_own_weight(coder, dev, train_counts, "quantity_weight", args.lang, args.weights, args.one_threshold)
 
 
 if __name__ == "__main__":

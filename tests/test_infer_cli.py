@@ -57,6 +57,11 @@ def test_code_prints_json_with_evidence_inside_the_note(tmp_path, coder_dir):
     payload = json.loads(result.stdout)
     codes = {row["code"]: row for row in payload["codes"]}
     assert "I10" in codes and codes["I10"]["description"]
+    # the record `predict jsonl` writes (plus descriptions): `evaluate jsonl` reads it back
+    from icdcoder.infer.records import prediction_from_record
+
+    read_back = prediction_from_record(payload, "stdout", 1)
+    assert [(c.code, c.score) for c in read_back.ranked()] == [(row["code"], row["score"]) for row in payload["codes"]]
     for row in payload["codes"]:
         for evidence in row["evidence"]:
             assert NOTES[0][1][evidence["start"] : evidence["end"]] == evidence["quote"]

@@ -136,14 +136,15 @@ def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corp
     coder = SpanLLMPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology)
     outputs = coder.segment_outputs(corpus_docs)
     result = coder.tune(corpus_docs, outputs)
-    assert result["table"] and set(result["best_settings"]) >= {"llm_weight", "threshold"}
+    assert result["table"] and set(result["best_settings"]) >= {"llm_weight", "threshold", "untrained_threshold"}
+    assert set(coder.settings.untrained_threshold) == {"icd10cm"}  # the default untrained_threshold_systems
 
     def f1(settings):
         predictions = [aggregate(o, settings) for o in outputs]
         gold = {d.id: {g.code for g in d.codes} for d in corpus_docs}
         return micro_prf(gold, {p.doc_id: [c.code for c in p.codes] for p in predictions})["micro_f1"]
 
-    everything = coder.settings.model_copy(update={"threshold": {"icd10cm": 0.0, "icd10pcs": 0.0}})
+    everything = coder.settings.model_copy(update={"threshold": {"icd10cm": 0.0, "icd10pcs": 0.0}, "untrained_threshold": {}})
     assert f1(coder.settings) >= f1(everything)
     assert f1(coder.settings) > 0.5
 
@@ -258,3 +259,28 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
     # the renamed code keeps the category match's evidence and merges with the retrieval signal already there
     assert [(e.start, e.end) for e in specified["N00.9"].evidence] == [(0, 5)]
     assert specified["N00.9"].score > coded(False)["N00.9"].score
+
+
+def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_threshold(retriever, corpus_docs, ontology):
+    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate
+
+    note = corpus_docs[0]
+    trained_code = sorted(code for code, system in retriever.trained_codes if system == "icd10cm")[0]
+    stage1 = NoteOutputs(
+        doc_id=note.id,
+        scored=[ScoredCode(trained_code, "icd10cm", lexical=0.3), ScoredCode("N00.9", "icd10cm", ontology=0.3)],
+    )
+    shared = CoderSettings(use_llm=False, specify_untrained=False, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.1})
+    coder = SpanLLMPredictor(shared).attach(None, None, retriever, ontology=ontology)
+    finished = coder.finished(stage1)
+    assert [item.untrained for item in finished.scored] == [False, True]
+
+    def predicted(settings: CoderSettings) -> set[str]:
+        return {c.code for c in aggregate(finished, settings).codes}
+
+    # both codes score 0.15: one threshold keeps both; a higher threshold for untrained codes drops only N00.9
+    assert predicted(shared) == {trained_code, "N00.9"}
+    assert predicted(shared.model_copy(update={"untrained_threshold": {"icd10cm": 0.2}})) == {trained_code}
+    lower = shared.model_copy(update={"threshold": {"icd10cm": 0.2}, "untrained_threshold": {"icd10cm": 0.1}})
+    assert predicted(lower) == {"N00.9"}
+    assert predicted(lower.model_copy(update={"untrained_threshold": {"icd10pcs": 0.1}})) == set()  # other system: no effect

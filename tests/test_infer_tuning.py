@@ -93,3 +93,43 @@ def test_the_table_keeps_the_best_row_of_each_set_of_signals(monkeypatch):
         score = tuning.objective(tuned_row(table, gold, settings)[0])
         best[lexical > 0, concept > 0] = max(best.get((lexical > 0, concept > 0), score), score)
     assert {(row["lexical_weight"] > 0, row["concept_weight"] > 0): tuning.objective(row) for row in result["table"]} == best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_untrained_threshold_scores_as_the_metrics_do_and_never_loses_to_the_shared_one(seed):
+    from dataclasses import replace
+
+    from icdcoder.evaluate.metrics import macro_prf
+    from icdcoder.infer.tuning import best_untrained_threshold
+
+    rng = random.Random(seed)
+    outputs, documents = random_outputs(rng, notes=8)
+    untrained = {code for codes in CODES.values() for code in rng.sample(codes, len(codes) // 2)}
+    outputs = [replace(note, scored=[replace(item, untrained=item.code in untrained) for item in note.scored]) for note in outputs]
+    table = FusionTable(outputs)
+    settings = random_settings(rng).model_copy(update={"threshold": {"icd10cm": 0.3, "icd10pcs": 0.2}})
+    for system, gold in gold_by_system(documents).items():
+        found = best_untrained_threshold(table, gold, settings, system)
+
+        def scores(threshold):
+            split = settings.model_copy(update={"untrained_threshold": {system: threshold}})
+            kept = {p.doc_id: [c.code for c in p.ranked({system})] for p in (aggregate(note, split) for note in outputs)}
+            return micro_prf(gold, kept)["micro_f1"], mean_average_precision(gold, kept), macro_prf(gold, kept)["macro_f1"]
+
+        assert (found["f1"], found["map"], found["macro_f1"]) == tuple(round(value, 4) for value in scores(found["threshold"]))
+        assert sum(scores(found["threshold"])) >= max(sum(scores(t)) for t in [*THRESHOLDS, settings.threshold[system]]) - 1e-9
+        assert sum(scores(found["threshold"])) >= sum(scores(settings.threshold[system]))
+
+
+def test_thresholds_tuned_for_fixed_weights_keep_one_per_system_unless_asked_for_the_untrained_ones():
+    from icdcoder.infer.tuning import with_tuned_thresholds
+
+    rng = random.Random(3)
+    outputs, documents = random_outputs(rng, notes=8)
+    settings = random_settings(rng).model_copy(update={"untrained_threshold": {"icd10cm": 0.9}})
+    one = with_tuned_thresholds(outputs, documents, settings)
+    assert one.untrained_threshold == {} and set(one.threshold) == set(CODES)
+    both = with_tuned_thresholds(outputs, documents, settings, untrained=True)
+    assert both.threshold == one.threshold and set(both.untrained_threshold) == {"icd10cm"}
+    every = settings.model_copy(update={"untrained_threshold_systems": ["icd10cm", "icd10pcs"]})
+    assert set(with_tuned_thresholds(outputs, documents, every, untrained=True).untrained_threshold) == set(CODES)

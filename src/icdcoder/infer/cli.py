@@ -153,6 +153,7 @@ def tune(
         "dtype": coder.llm_dtype,
         "dropped": dropped_totals(o.dropped for o in outputs),
         "best_settings": result["best_settings"],
+        "untrained_threshold": result["untrained_threshold"],
     }
     record = "tuning" if lang == coder.settings.language else f"tuning_{lang}"
     if "llm_alone" in result:
@@ -198,9 +199,10 @@ def code(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Code one note: codes with description, confidence and evidence."""
+    """Code one note: codes with description, score and evidence (``--json``: the record ``predict jsonl`` writes,
+    each code with its description)."""
     from icdcoder.data.schema import Document
-    from icdcoder.infer.records import evidence_spans
+    from icdcoder.infer.records import prediction_record
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
@@ -208,22 +210,11 @@ def code(
     english = read_note(str(translation)) if translation is not None else ""
     predictor = load_predictor(model, system)
     document = Document(id="note", text=text, language=lang, translation=english)
-    prediction = predictor.predict([document])[0]
-    rows = [
-        {
-            "code": p.code,
-            "system": p.system,
-            "description": _describe(p.code, p.system),
-            "confidence": round(p.score, 4),
-            "evidence": evidence_spans(p.evidence, text),
-            "sentence_evidence": evidence_spans(p.sentence_evidence, text),
-        }
-        for p in prediction.ranked()
-    ]
+    record = prediction_record(predictor.predict([document])[0], text, describe=_describe)
     if as_json:
-        typer.echo(json.dumps({"codes": rows, "dropped": prediction.dropped}, ensure_ascii=False))
+        typer.echo(json.dumps(record, ensure_ascii=False))
         return
-    _print_table(rows)
+    _print_table(record["codes"])
 
 
 def _evidence_cell(row: dict, shown: int = TABLE_EVIDENCE) -> str:
@@ -241,8 +232,8 @@ def _print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} codes")
-    for column in ("code", "description", "confidence", "evidence"):
+    for column in ("code", "description", "score", "evidence"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["code"], row["description"], f"{row['confidence']:.2f}", _evidence_cell(row))
+        table.add_row(row["code"], row["description"], f"{row['score']:.2f}", _evidence_cell(row))
     Console().print(table)

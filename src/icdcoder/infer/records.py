@@ -40,6 +40,8 @@ class CodeRecord(StrictModel):
     code: str = Field(min_length=1)
     system: str = Field(min_length=1)
     score: float
+    #: the code's title, in the records ``icdcoder code --json`` prints
+    description: str = ""
     evidence: list[SpanRecord] = []
     sentence_evidence: list[SpanRecord] = []
 
@@ -55,22 +57,21 @@ def evidence_spans(evidence: Sequence[Evidence], text: str) -> list[dict]:
     return [{"start": e.start, "end": e.end, "quote": e.text_in(text)} for e in evidence]
 
 
-def prediction_record(prediction: DocumentPrediction, text: str) -> dict:
-    """One note's prediction as a JSON-ready record; quotes are read from the note's ``text``."""
-    return {
-        "id": prediction.doc_id,
-        "codes": [
-            {
-                "code": p.code,
-                "system": p.system,
-                "score": round(p.score, 6),
-                "evidence": evidence_spans(p.evidence, text),
-                "sentence_evidence": evidence_spans(p.sentence_evidence, text),
-            }
-            for p in prediction.ranked()
-        ],
-        "dropped": dict(prediction.dropped),
-    }
+def prediction_record(prediction: DocumentPrediction, text: str, describe: Callable[[str, str], str] | None = None) -> dict:
+    """One note's prediction as a JSON-ready record; quotes are read from the note's ``text``; with ``describe``
+    (code, system -> title), each code carries its ``description``."""
+    codes = []
+    for p in prediction.ranked():
+        described = {"description": describe(p.code, p.system)} if describe is not None else {}
+        codes.append({
+            "code": p.code,
+            "system": p.system,
+            "score": round(p.score, 6),
+            **described,
+            "evidence": evidence_spans(p.evidence, text),
+            "sentence_evidence": evidence_spans(p.sentence_evidence, text),
+        })
+    return {"id": prediction.doc_id, "codes": codes, "dropped": dict(prediction.dropped)}
 
 
 def _evidence(spans: list[SpanRecord]) -> list[Evidence]:

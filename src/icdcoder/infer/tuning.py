@@ -1,10 +1,15 @@
-"""Tune the span coder's fusion on dev: a grid over the signal weights, each system's threshold per row.
+"""Tune the span coder's fusion on dev: a grid over the signal weights, each system's threshold per row, then
+each system's threshold for the codes no training note carries.
 
 Stage 1 (:meth:`SpanLLMPredictor.segment_outputs`) runs once; every setting of the grid only re-weighs the
 same signals. :class:`FusionTable` holds each note's codes with their best value of every signal as one
 matrix, so a setting is a matrix product and a sort per note and system; :func:`best_threshold` scores all
 thresholds of a ranking in one pass over cumulative hits. Both give what :func:`icdcoder.infer.coder.aggregate`
 and the metrics of :mod:`icdcoder.evaluate.metrics` give, fast enough to try hundreds of settings.
+
+The grid maximises micro-F1 + MAP. The untrained codes' threshold (:func:`best_untrained_threshold`) is picked last,
+for the chosen weights, by micro-F1 + MAP + macro-F1: those codes are rare by definition, so what a lower threshold
+buys them shows in macro-F1 and hardly in the micro-averaged scores.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from icdcoder.data.schema import Document
-from icdcoder.evaluate.metrics import f1_score, safe_divide
+from icdcoder.evaluate.metrics import f1_score, macro_prf, mean_average_precision, micro_prf, safe_divide
 from icdcoder.infer.coder import (
     CODER_SYSTEMS,
     SCORE_DIGITS,
@@ -23,6 +28,7 @@ from icdcoder.infer.coder import (
     SIGNALS,
     CoderSettings,
     NoteOutputs,
+    code_threshold,
     collect_signals,
     signal_weights,
 )
@@ -49,7 +55,7 @@ class FusionTable:
 
     def __init__(self, outputs: Sequence[NoteOutputs]) -> None:
         self.doc_ids = [note.doc_id for note in outputs]
-        rows, codes = [], []
+        rows, codes, untrained = [], [], []
         #: (note index, system) -> the rows [start, end) of its codes
         self.groups: dict[tuple[int, str], tuple[int, int]] = {}
         for index, note in enumerate(outputs):
@@ -60,9 +66,12 @@ class FusionTable:
                     best = found[(code, system)].best
                     rows.append([best.get(name, 0.0) for name in SIGNALS])
                     codes.append(code)
+                    untrained.append(found[(code, system)].untrained)
                 self.groups[(index, system)] = (start, len(codes))
         self.values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(SIGNALS))
         self.codes = codes
+        #: whether no training note carries the row's code (``ScoredCode.untrained``)
+        self.untrained = untrained
 
     def scores(self, settings: CoderSettings, system: str) -> np.ndarray:
         """Each row's fused score with ``system``'s weights (the weighted mean of its signals), rounded as predictions
@@ -76,12 +85,19 @@ class FusionTable:
 
     def rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str]]]:
         """Per note, its ``(score, code)`` of ``system`` best first: the top ``max_codes_per_system`` with a score > 0."""
+        flagged = self.flagged_rankings(settings, system)
+        return {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in flagged.items()}
+
+    def flagged_rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str, bool]]]:
+        """:meth:`rankings` with each code's ``untrained`` flag."""
         scores = self.scores(settings, system)
         ranked = {}
         for index, doc_id in enumerate(self.doc_ids):
             start, end = self.groups[(index, system)]
             order = np.argsort(-scores[start:end], kind="stable")[: settings.max_codes_per_system]
-            ranked[doc_id] = [(float(scores[start + i]), self.codes[start + i]) for i in order if scores[start + i] > 0]
+            ranked[doc_id] = [
+                (float(scores[start + i]), self.codes[start + i], self.untrained[start + i]) for i in order if scores[start + i] > 0
+            ]
         return ranked
 
 
@@ -120,6 +136,42 @@ def best_threshold(ranked: dict[str, list[tuple[float, str]]], gold: dict[str, s
     return best
 
 
+def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], settings: CoderSettings, system: str) -> dict:
+    """The threshold of ``THRESHOLDS`` for ``system``'s untrained codes that maximises micro-F1 + MAP + macro-F1,
+    the other codes kept at ``settings.threshold``; the shared threshold unless another one scores higher.
+
+    Returns the threshold and the three scores, at it and at the shared threshold (``shared_*``).
+    """
+    ranked = table.flagged_rankings(settings, system)
+    shared = settings.threshold[system]
+
+    def scores(threshold: float) -> dict:
+        split = settings.model_copy(update={"untrained_threshold": {system: threshold}})
+        kept = {
+            doc_id: [code for score, code, untrained in items if score >= code_threshold(split, system, untrained)]
+            for doc_id, items in ranked.items()
+        }
+        return {
+            "f1": micro_prf(gold, kept)["micro_f1"], "map": mean_average_precision(gold, kept),
+            "macro_f1": macro_prf(gold, kept)["macro_f1"],
+        }
+
+    at_shared = scores(shared)
+    chosen, best = shared, at_shared
+    for threshold in THRESHOLDS:
+        found = scores(threshold)
+        if sum(found.values()) > sum(best.values()) + 1e-12:
+            chosen, best = threshold, found
+    rounded = {key: round(value, 4) for key, value in best.items()}
+    return {"threshold": chosen, **rounded, **{f"shared_{key}": round(value, 4) for key, value in at_shared.items()}}
+
+
+def untrained_thresholds(table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings) -> dict[str, dict]:
+    """:func:`best_untrained_threshold` of each of ``settings.untrained_threshold_systems``, for ``settings``' weights
+    and (trained codes') thresholds."""
+    return {system: best_untrained_threshold(table, gold[system], settings, system) for system in settings.untrained_threshold_systems}
+
+
 def objective(row: dict) -> float:
     """What tuning maximises: D and P micro-F1 plus MAP, of one row of the tuning table."""
     return row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
@@ -151,7 +203,9 @@ def tuned_row(
 
 
 def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
-    """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds.
+    """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds; then, for the
+    best weights, the thresholds of the untrained codes of ``settings.untrained_threshold_systems``
+    (:func:`best_untrained_threshold`).
 
     Returns the best settings and a table with the best row of each set of signals the grid weighs (which weights
     are above 0): the ablation of every signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
@@ -175,7 +229,9 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
             best_by_signals[signals] = row
         if best is None or objective(row) > best[0]:
             best = (objective(row), {**weights, "threshold": thresholds})
-    result = {"best_settings": best[1], "table": list(best_by_signals.values())}
+    untrained = untrained_thresholds(table, gold, settings.model_copy(update=best[1]))
+    best_settings = {**best[1], "untrained_threshold": {system: found["threshold"] for system, found in untrained.items()}}
+    result = {"best_settings": best_settings, "table": list(best_by_signals.values()), "untrained_threshold": untrained}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
         result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]
     return result
@@ -186,7 +242,18 @@ def llm_alone(settings: CoderSettings) -> CoderSettings:
     return settings.model_copy(update={**dict.fromkeys(SIGNAL_WEIGHTS.values(), 0.0), "llm_weight": 1.0})
 
 
-def with_tuned_thresholds(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> CoderSettings:
-    """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged."""
-    _, thresholds = tuned_row(FusionTable(outputs), gold_by_system(dev), settings)
-    return settings.model_copy(update={"threshold": thresholds})
+def with_tuned_thresholds(
+    outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings, untrained: bool = False
+) -> CoderSettings:
+    """``settings`` with each system's threshold tuned on ``dev`` (micro-F1 + MAP), weights unchanged.
+
+    ``untrained``: the untrained codes' thresholds tuned after, as :func:`tune_fusion` tunes them; otherwise one
+    threshold per system (``settings``' untrained thresholds dropped).
+    """
+    table, gold = FusionTable(outputs), gold_by_system(dev)
+    _, thresholds = tuned_row(table, gold, settings)
+    tuned = settings.model_copy(update={"threshold": thresholds, "untrained_threshold": {}})
+    if not untrained:
+        return tuned
+    found = untrained_thresholds(table, gold, tuned)
+    return tuned.model_copy(update={"untrained_threshold": {system: best["threshold"] for system, best in found.items()}})
