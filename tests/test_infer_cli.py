@@ -103,6 +103,26 @@ def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
     assert json.loads(scored.stdout)["D"]["micro_f1"] > 0.5
 
 
+def test_predict_codiesp_codes_a_split_without_annotations(tmp_path, corpus, coder_dir):
+    import shutil
+
+    unlabelled = tmp_path / "codiesp"
+    shutil.copytree(corpus / "dev" / "text_files", unlabelled / "background" / "text_files")
+    out = tmp_path / "pred"
+    result = _in_process("predict", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--out-dir", str(out),
+                         "--model", str(coder_dir))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["documents"] == len(NOTES)
+    assert "S0001-1\ti10" in (out / "D.tsv").read_text().splitlines()
+    scored = _icdcoder("evaluate", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--pred-dir", str(out))
+    assert scored.returncode == 2 and "backgroundD.tsv: file not found" in scored.stderr
+    exported = tmp_path / "background.jsonl"
+    result = _in_process("data", "export", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--no-labels",
+                         "--out", str(exported), "--quiet")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout) == {"documents": len(NOTES), "codes": 0, "out": str(exported)}
+
+
 def test_predict_jsonl_then_evaluate_jsonl_score_as_the_codiesp_route_does(tmp_path, corpus, coder_dir):
     exported = tmp_path / "dev.jsonl"
     assert _in_process("data", "export", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out", str(exported),

@@ -38,12 +38,17 @@ def export_codiesp(
     translation: bool = typer.Option(
         False, "--translation/--no-translation", help="Spanish notes: keep their English translation (text_files_en)."
     ),
+    labels: bool = typer.Option(
+        True, "--labels/--no-labels", help="Read the D/P/X tables; --no-labels: the notes alone (a split without them: background)."
+    ),
 ) -> None:
     """Export one split; prints {"documents": N, "codes": M, "out": PATH}."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.data.schema import save_documents
 
-    documents = load_codiesp(data_dir, split, language=lang, progress=not quiet, with_translation=translation and lang == "es")
+    documents = load_codiesp(
+        data_dir, split, language=lang, progress=not quiet, with_translation=translation and lang == "es", labelled=labels
+    )
     save_documents(out, documents)
     codes = sum(len(doc.codes) for doc in documents)
     typer.echo(json.dumps({"documents": len(documents), "codes": codes, "out": str(out)}))

@@ -201,6 +201,12 @@ def _load_spanish(data_dir: str | Path, split: str) -> _SplitData:
     return _SplitData(documents, counts)
 
 
+def _unlabelled_spanish(data_dir: str | Path, split: str) -> list[Document]:
+    """The Spanish notes of a split, without codes."""
+    texts = _read_texts(split_dir(data_dir, split) / "text_files")
+    return [Document(id=doc_id, text=text, language="es", source="codiesp", split=split) for doc_id, text in texts.items()]
+
+
 def _with_translations(documents: list[Document], folder: Path) -> list[Document]:
     """The documents with their English translation attached where ``folder`` has one."""
     if not folder.is_dir():
@@ -255,7 +261,13 @@ def _aligned(
 
 
 def load_codiesp(
-    data_dir: str | Path, split: str, language: str = "es", *, progress: bool = False, with_translation: bool = False
+    data_dir: str | Path,
+    split: str,
+    language: str = "es",
+    *,
+    progress: bool = False,
+    with_translation: bool = False,
+    labelled: bool = True,
 ) -> list[Document]:
     """Load one CodiEsp split as canonical documents, sorted by id.
 
@@ -264,10 +276,12 @@ def load_codiesp(
     where the split has that folder (notes without a file keep an empty translation).
     ``language="en"``: the English translation with sentence-level evidence
     (``progress`` shows a bar on stderr while aligning).
+    ``labelled=False``: the notes alone, without codes; the D/P/X tables are neither needed nor read (the
+    ``background`` split has none, and a test split is coded before its annotations are out).
     """
     if language not in LANGUAGES:
         raise InputError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-    spanish = _load_spanish(data_dir, split).documents
+    spanish = _load_spanish(data_dir, split).documents if labelled else _unlabelled_spanish(data_dir, split)
     if language == "es":
         return _with_translations(spanish, split_dir(data_dir, split) / "text_files_en") if with_translation else spanish
     return [to_english(doc, aligned) for doc, aligned in _aligned(data_dir, split, spanish, progress)]

@@ -21,6 +21,8 @@ from icdcoder.errors import InputError
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 #: evidence spans a row of the `code` table shows (--json lists them all)
 TABLE_EVIDENCE = 3
+#: notes ``predict codiesp`` codes at a time (its progress bar moves by this many)
+PREDICT_CHUNK = 32
 
 predict_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -53,17 +55,29 @@ def predict_codiesp(
         bool, typer.Option("--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it.")
     ] = True,
 ) -> None:
-    """Code every note of a CodiEsp split; prints row counts as JSON."""
+    """Code every note of a CodiEsp split; prints row counts as JSON.
+
+    Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
+    is coded as any other."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es")
+    documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es", labelled=False)
     if limit is not None:
         documents = documents[:limit]
     predictor = load_predictor(model, system)
-    predictions = predictor.predict(documents)
+    predictions = []
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"coding {split}", total=len(documents))
+        for start in range(0, len(documents), PREDICT_CHUNK):
+            chunk = documents[start : start + PREDICT_CHUNK]
+            predictions += predictor.predict(chunk)
+            bar.advance(task, len(chunk))
     rows = write_submission(out_dir, predictions)
     dropped = dropped_totals(prediction.dropped for prediction in predictions)
     typer.echo(json.dumps({"documents": len(documents), "rows": rows, "dropped": dropped, "out_dir": str(out_dir)}))
