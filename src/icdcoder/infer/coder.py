@@ -46,6 +46,7 @@ from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.io import atomic_write, read_text, readable_json
+from icdcoder.models.generation import BACKENDS
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 from icdcoder.prompt import build_prompt, find_quote, parse_answer
 
@@ -149,6 +150,9 @@ class CoderSettings(StrictModel):
     #: inference precision; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 or AMX, and several times slower
     #: where the CPU lacks them (emulated); "auto" picks bfloat16 exactly where the CPU computes it natively
     dtype: Literal[INFERENCE_DTYPES] = "auto"
+    #: generation backend: "hf" (transformers ``generate``), "vllm", or "auto": vLLM where it is installed and a CUDA
+    #: device is present, unless decoding is ``constrained`` (:func:`icdcoder.models.generation.pick_backend`)
+    backend: Literal[BACKENDS] = "auto"
     #: SFT config used by ``fit`` (``configs/sft/*.yaml``)
     sft_config: Path | None = None
     #: the language of the training notes; tuning on notes of another language fills ``by_language``
@@ -427,15 +431,21 @@ class SpanLLMPredictor(Predictor):
 
     def _generator_for(self):
         if self._generator is None:
-            from icdcoder.models.generation import HFGenerator
+            from icdcoder.models.generation import HFGenerator, VLLMGenerator, pick_backend
 
-            self._generator = HFGenerator(
-                self.model,
-                self.tokenizer,
-                batch_size=self.settings.batch_size,
-                max_new_tokens=self.settings.max_new_tokens,
-                max_prompt_tokens=self.settings.max_prompt_tokens,
-            )
+            settings = self.settings
+            if pick_backend(settings.backend, settings.constrained) == "vllm":
+                self._generator = VLLMGenerator.from_model(
+                    self.model, self.tokenizer, max_new_tokens=settings.max_new_tokens, max_prompt_tokens=settings.max_prompt_tokens
+                )
+            else:
+                self._generator = HFGenerator(
+                    self.model,
+                    self.tokenizer,
+                    batch_size=settings.batch_size,
+                    max_new_tokens=settings.max_new_tokens,
+                    max_prompt_tokens=settings.max_prompt_tokens,
+                )
         return self._generator
 
     def _retrieval_scale(self) -> float:

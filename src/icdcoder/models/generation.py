@@ -2,8 +2,9 @@
 
 The HF backend runs greedy ``generate`` with left padding and ``output_scores``;
 the log-probability of every generated token is kept, and a line's confidence is
-``exp(mean log-prob)`` of the tokens that wrote it. A vLLM backend is used only
-when ``import vllm`` works (never required).
+``exp(mean log-prob)`` of the tokens that wrote it. The vLLM backend gives the same
+``Generation`` objects; :func:`pick_backend` chooses it where vLLM is installed and a
+CUDA device is present (vLLM is never required).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from icdcoder.errors import InputError
 
 
 @dataclass
@@ -110,6 +113,10 @@ class HFGenerator:
         return Generation(text, line_confidences(pieces, [lp for _, lp in kept], text))
 
 
+#: the generation backends a coder can ask for ("auto": :func:`pick_backend` decides)
+BACKENDS = ("auto", "hf", "vllm")
+
+
 def vllm_available() -> bool:
     """True when the optional vLLM package can be imported (GPU machines)."""
     import importlib.util
@@ -117,19 +124,52 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def pick_backend(requested: str, constrained: bool = False) -> str:
+    """``"hf"`` or ``"vllm"`` for a requested backend. ``"auto"`` takes vLLM where it is installed, a CUDA device is
+    present and decoding is not constrained (the trie constraint is a ``transformers`` logits processor); asking for
+    ``"vllm"`` where it cannot run is an input error."""
+    if requested == "hf":
+        return "hf"
+    if requested == "vllm":
+        if not vllm_available():
+            raise InputError("backend 'vllm' asked for, but the vllm package is not installed")
+        if constrained:
+            raise InputError("constrained decoding runs on the hf backend only (backend: hf or auto)")
+        return "vllm"
+    import torch
+
+    return "vllm" if vllm_available() and torch.cuda.is_available() and not constrained else "hf"
+
+
 class VLLMGenerator:
-    """The same interface on vLLM (greedy, per-token log-probs); only built when vLLM is installed."""
+    """The :class:`HFGenerator` interface on vLLM: greedy, with the log-probability of every generated token.
 
-    def __init__(self, model_path: str, max_new_tokens: int = 48, adapter_path: str | None = None):
+    Prompts longer than ``max_prompt_tokens`` keep their last tokens (HF keeps the first: no prompt of the coder is
+    that long). A logits processor is not supported (see :func:`pick_backend`)."""
+
+    def __init__(self, model_path: str, max_new_tokens: int = 48, max_prompt_tokens: int = 512):
         from vllm import LLM, SamplingParams
-        from vllm.lora.request import LoRARequest
 
-        self.llm = LLM(model=model_path, enable_lora=adapter_path is not None)
-        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, logprobs=0)
-        self.lora = LoRARequest("coder", 1, adapter_path) if adapter_path else None
+        self.llm = LLM(model=model_path)
+        self.params = SamplingParams(
+            temperature=0.0, max_tokens=max_new_tokens, logprobs=0, truncate_prompt_tokens=max_prompt_tokens
+        )
+
+    @classmethod
+    def from_model(cls, model, tokenizer, max_new_tokens: int = 48, max_prompt_tokens: int = 512) -> VLLMGenerator:
+        """A generator on a loaded ``transformers`` model (a LoRA adapter already merged): vLLM reads the weights
+        from a temporary folder while it starts."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="icdcoder-vllm-") as folder:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            return cls(folder, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
 
     def generate(self, prompts: Sequence[str], logits_processor_factory=None, progress=None) -> list[Generation]:
-        outputs = self.llm.generate(list(prompts), self.params, lora_request=self.lora, use_tqdm=False)
+        if logits_processor_factory is not None:
+            raise InputError("constrained decoding runs on the hf backend only (backend: hf or auto)")
+        outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
         results = []
         for output in outputs:
             completion = output.outputs[0]

@@ -106,14 +106,6 @@ class Ontology:
                 return self._t.codes[row], system
         return None
 
-    def resolve_or_raise(self, code: str, systems: str | Iterable[str] | None = None) -> tuple[str, str]:
-        """Like :meth:`resolve`, but an unknown code raises a one-line :class:`InputError`."""
-        chosen = _systems_tuple(systems)
-        found = self.resolve(code, chosen)
-        if found is None:
-            raise InputError(f"unknown code '{code}' (systems tried: {', '.join(chosen)})")
-        return found
-
     def is_valid(self, code: str, system: str) -> bool:
         """Whether ``code`` is a code (any level, not a chapter/block) of ``system``."""
         return self.resolve(code, system) is not None

@@ -360,7 +360,6 @@ class CandidateRetriever:
         codes = self.row_codes[rows[np.argsort(-values, kind="stable")]]
         _, first = np.unique(codes, return_index=True)
         return [int(code) for code in codes[np.sort(first)]]
-        return rankings
 
     def _embedding_rankings(self, texts: Sequence[str]) -> list[list[int]]:
         import numpy as np
