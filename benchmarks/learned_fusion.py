@@ -1,0 +1,219 @@
+"""A learned fusion against the grid: gradient-boosted trees over each candidate code's signals.
+
+    python benchmarks/learned_fusion.py --data-dir ../shared/data/codiesp [--lang en] [--folds 5] [--weights ...]
+
+The shipped coder fuses a code's signals by a weighted mean whose weights and thresholds ``predict tune``'s grid
+picks on dev. A classifier can also learn how the signals combine (a lexicon match that retrieval agrees with, a code
+whose category has a stronger candidate). Here scikit-learn's ``HistGradientBoostingClassifier`` learns, per system,
+whether a candidate code of a note is gold, and its probability ranks the note's codes. Printed, one JSON line each:
+
+- ``grid``: the shipped fusion, weights and thresholds cross-fitted on dev folds (as ``tuning_holdout.py`` does).
+- ``trees on dev folds``: the classifier fitted on the candidates of the other dev folds.
+- ``trees on training notes``: the classifier fitted on the 500 training notes, each coded by a coder whose retriever
+  and lexicons were built on the other ``--folds`` training folds (the signals a note's own evidence did not make);
+  it never sees a dev label.
+- ``trees as a signal``: that classifier's probability as one more signal, in the LLM's slot, beside the shipped
+  signals and weights, at each of ``--weights``; thresholds re-tuned on all dev, as the per-signal benchmarks do.
+
+Every classifier's thresholds are tuned on probabilities it did not fit (an inner cross-fitting on the dev folds it
+may read), each system's by micro-F1 + MAP, then the untrained diagnosis codes' own by micro-F1 + MAP + macro-F1, as
+``predict tune`` tunes the grid's; the held-out predictions of all dev folds are scored together.
+
+Features of a candidate: its best value of every signal, whether no training note carries it, in how many training
+notes the retriever saw its evidence (log), how many signals found it, over how many spans (log), the length of the
+code, its fused score with the shipped weights, the note's number of candidates of that system (log), how many
+candidates share its 3-character category and how far its fused score is below the best of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+from extra_signal import load_coder_for_language, parser_with_language, prediction_scores, rows_by_weight
+from sklearn.ensemble import HistGradientBoostingClassifier
+from tuning_holdout import coded, tuned_settings
+
+from icdcoder.evaluate.metrics import macro_prf, mean_average_precision, micro_prf
+from icdcoder.infer.coder import CODER_SYSTEMS, SIGNALS, ScoredCode, SpanLLMPredictor, collect_signals, fuse, signal_weights
+from icdcoder.infer.tuning import THRESHOLDS, best_threshold
+from icdcoder.predictor import CodePrediction, DocumentPrediction
+
+#: codes kept per note and system, as ``max_codes_per_system``
+KEPT = 40
+#: the features of a candidate code, after its best value of each signal (``SIGNALS``)
+EXTRA_FEATURES = (
+    "untrained", "training_notes", "signals", "spans", "code_length", "fused", "candidates", "category_candidates",
+    "category_gap",
+)
+
+
+def note_features(note, settings, trained_note_counts: dict) -> dict[str, tuple[np.ndarray, list[str], list[bool]]]:
+    """Per system: the feature matrix of the note's candidate codes, the codes, and their untrained flags."""
+    found = collect_signals(note)
+    by_system = {}
+    for system in CODER_SYSTEMS:
+        weights = signal_weights(settings, system)
+        codes = sorted(code for code, sys_ in found if sys_ == system)
+        fused = {code: fuse(found[(code, system)].best, weights) for code in codes}
+        categories: dict[str, list[float]] = {}
+        for code in codes:
+            categories.setdefault(code[:3], []).append(fused[code])
+        rows = []
+        for code in codes:
+            signals = found[(code, system)]
+            values = [signals.best.get(name, 0.0) for name in SIGNALS]
+            spans = sum(map(len, signals.spans.values())) + sum(map(len, signals.sentences.values()))
+            siblings = categories[code[:3]]
+            rows.append(values + [
+                float(signals.untrained), math.log1p(trained_note_counts.get((code, system), 0)),
+                sum(value > 0 for value in values), math.log1p(spans), len(code.replace(".", "")), fused[code],
+                math.log1p(len(codes)), len(siblings), max(siblings) - fused[code],
+            ])
+        matrix = np.asarray(rows, dtype=np.float64).reshape(len(codes), len(SIGNALS) + len(EXTRA_FEATURES))
+        by_system[system] = (matrix, codes, [found[(code, system)].untrained for code in codes])
+    return by_system
+
+
+def fitted(candidates: list, gold: list[set[str]], notes: list[int]) -> HistGradientBoostingClassifier:
+    """The classifier fitted on the candidates of ``notes`` (deterministic: no early stopping)."""
+    features = np.vstack([candidates[i][0] for i in notes])
+    labels = np.asarray([code in gold[i] for i in notes for code in candidates[i][1]])
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=1.0,
+        early_stopping=False, random_state=0,
+    )
+    return model.fit(features, labels)
+
+
+def ranked(model, candidates: list, notes: list[int]) -> dict[int, list[tuple[float, str, bool]]]:
+    """Per note, its ``(probability, code, untrained)`` best first (the top ``KEPT``)."""
+    result = {}
+    for i in notes:
+        features, codes, untrained = candidates[i]
+        probabilities = np.round(model.predict_proba(features)[:, 1], 6) if codes else []
+        order = sorted(zip(probabilities, codes, untrained), key=lambda item: (-item[0], item[1]))[:KEPT]
+        result[i] = [(float(p), code, flag) for p, code, flag in order]
+    return result
+
+
+def kept(ranking: dict[int, list], threshold: float, untrained_threshold: float) -> dict[int, list[tuple[float, str]]]:
+    return {
+        i: [(p, code) for p, code, flag in items if p >= (untrained_threshold if flag else threshold)]
+        for i, items in ranking.items()
+    }
+
+
+def tuned_thresholds(ranking: dict[int, list], gold: list[set[str]], own_untrained: bool) -> tuple[float, float]:
+    """The threshold by micro-F1 + MAP, then (``own_untrained``) the untrained codes' by micro-F1 + MAP + macro-F1."""
+    truth = {i: gold[i] for i in ranking}
+    threshold = best_threshold({i: [(p, code) for p, code, _ in items] for i, items in ranking.items()}, truth)["threshold"]
+    if not own_untrained:
+        return threshold, threshold
+
+    def score(untrained_threshold: float) -> float:
+        chosen = {i: [code for _, code in items] for i, items in kept(ranking, threshold, untrained_threshold).items()}
+        return micro_prf(truth, chosen)["micro_f1"] + mean_average_precision(truth, chosen) + macro_prf(truth, chosen)["macro_f1"]
+
+    best = max(THRESHOLDS, key=lambda value: (score(value), value == threshold))
+    return threshold, best if score(best) > score(threshold) + 1e-12 else threshold
+
+
+def held_out_codes(model_for, candidates: list, gold: list[set[str]], folds: list[list[int]], own_untrained: bool) -> dict:
+    """Each dev fold's kept ``(probability, code)``: ``model_for(notes)`` is the classifier that may read ``notes``'
+    labels; thresholds are tuned on out-of-fold probabilities of the other folds."""
+    result = {}
+    for fold in folds:
+        notes = [i for other in folds if other is not fold for i in other]
+        out_of_fold = {}
+        for inner in folds:
+            if inner is not fold:
+                out_of_fold.update(ranked(model_for([i for i in notes if i not in set(inner)]), candidates, inner))
+        thresholds = tuned_thresholds(out_of_fold, gold, own_untrained)
+        result.update(kept(ranked(model_for(notes), candidates, fold), *thresholds))
+    return result
+
+
+def out_of_fold_outputs(coder: SpanLLMPredictor, lang: str, data_dir: str, folds: int) -> tuple[list, list]:
+    """The training notes, each with its stage-1 outputs by a coder fitted on the other folds, and each note's
+    features."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+
+    train = load_codiesp(data_dir, "train", language=lang, with_translation=lang == "es")
+    data_settings = DataSettings(data_dir=data_dir, split="train", lang=lang)
+    features = [None] * len(train)
+    for start in range(folds):
+        fold = list(range(start, len(train), folds))
+        rest = [note for i, note in enumerate(train) if i % folds != start]
+        retriever = fit_retriever(rest, coder.ontology)
+        fold_coder = SpanLLMPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
+        fit_coder_lexicons(fold_coder, rest, data_settings)
+        for i, note in zip(fold, fold_coder.segment_outputs([train[i] for i in fold])):
+            features[i] = note_features(note, coder.settings, retriever.trained_note_counts)
+    return train, features
+
+
+def as_predictions(dev, by_system: dict[str, dict[int, list]]) -> list[DocumentPrediction]:
+    return [
+        DocumentPrediction(
+            doc_id=document.id,
+            codes=[CodePrediction(code, system, p) for system in CODER_SYSTEMS for p, code in by_system[system][i]],
+        )
+        for i, document in enumerate(dev)
+    ]
+
+
+def with_probability_signal(outputs: list, features: list, models: dict) -> list:
+    """``outputs`` with each candidate's probability under ``models`` added as its LLM signal."""
+    result = []
+    for note, by_system in zip(outputs, features):
+        added = []
+        for system, (matrix, codes, untrained) in by_system.items():
+            if codes:
+                probabilities = models[system].predict_proba(matrix)[:, 1]
+                added += [ScoredCode(code, system, llm=float(p), untrained=u) for code, p, u in zip(codes, probabilities, untrained)]
+        result.append(replace(note, scored=note.scored + added))
+    return result
+
+
+def main() -> None:
+    parser = parser_with_language(__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args()
+    coder, dev, train_counts = load_coder_for_language(args, "tree probability")
+    outputs = coder.segment_outputs(dev)
+    features = [note_features(note, coder.settings, coder.retriever.trained_note_counts) for note in outputs]
+    folds = [list(range(start, len(dev), args.folds)) for start in range(args.folds)]
+
+    def report(fusion: str, predictions: list) -> None:
+        print(json.dumps({"lang": args.lang, "fusion": fusion, "cross_fitted": prediction_scores(dev, predictions, train_counts)}), flush=True)
+
+    grid = []
+    for fold in folds:
+        notes = [i for i in range(len(dev)) if i not in set(fold)]
+        grid += coded([outputs[i] for i in fold], tuned_settings(coder, [dev[i] for i in notes], [outputs[i] for i in notes])[0])
+    report("grid", sorted(grid, key=lambda p: p.doc_id))
+
+    train, train_features = out_of_fold_outputs(coder, args.lang, args.data_dir, args.folds)
+    on_dev, on_train, train_models = {}, {}, {}
+    for system in CODER_SYSTEMS:
+        candidates = [by_system[system] for by_system in features]
+        gold = [document.code_set(system) for document in dev]
+        own_untrained = system in coder.settings.untrained_threshold_systems
+        on_dev[system] = held_out_codes(lambda notes: fitted(candidates, gold, notes), candidates, gold, folds, own_untrained)
+        train_candidates = [by_system[system] for by_system in train_features]
+        train_models[system] = fitted(train_candidates, [note.code_set(system) for note in train], list(range(len(train))))
+        on_train[system] = held_out_codes(lambda notes: train_models[system], candidates, gold, folds, own_untrained)
+    report("trees on dev folds", as_predictions(dev, on_dev))
+    report("trees on training notes", as_predictions(dev, on_train))
+    signalled = with_probability_signal(outputs, features, train_models)
+    for row in rows_by_weight(coder, dev, signalled, train_counts, args.weights or [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]):
+        print(json.dumps({"lang": args.lang, "fusion": "trees as a signal", "in_sample_thresholds": row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
