@@ -103,6 +103,22 @@ def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
     assert json.loads(scored.stdout)["D"]["micro_f1"] > 0.5
 
 
+def test_predict_codiesp_resumes_an_interrupted_run(tmp_path, corpus, coder_dir):
+    args = ["predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--model", str(coder_dir)]
+    whole = _in_process(*args, "--out-dir", str(tmp_path / "whole"))
+    assert whole.exit_code == 0 and json.loads(whole.stdout.strip().splitlines()[-1])["resumed"] == 0
+    first, second, *_ = (tmp_path / "whole" / "predictions.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    (interrupted / "predictions.jsonl.partial").write_text(first + second[:20], encoding="utf-8")  # cut mid-record
+    result = _in_process(*args, "--out-dir", str(interrupted))
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["resumed"] == 1
+    assert not (interrupted / "predictions.jsonl.partial").exists()
+    for name in ("D.tsv", "P.tsv", "X.tsv", "predictions.jsonl"):
+        assert (interrupted / name).read_text(encoding="utf-8") == (tmp_path / "whole" / name).read_text(encoding="utf-8")
+
+
 def test_predict_codiesp_codes_a_split_without_annotations(tmp_path, corpus, coder_dir):
     import shutil
 

@@ -21,8 +21,10 @@ from icdcoder.errors import InputError
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 #: evidence spans a row of the `code` table shows (--json lists them all)
 TABLE_EVIDENCE = 3
-#: notes ``predict codiesp`` codes at a time (its progress bar moves by this many)
+#: notes ``predict codiesp`` codes (and saves) at a time
 PREDICT_CHUNK = 32
+#: the records ``predict codiesp`` writes beside D/P/X.tsv (the ``predict jsonl`` format; resumable)
+PREDICTIONS_FILE = "predictions.jsonl"
 
 predict_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -58,12 +60,14 @@ def predict_codiesp(
     """Code every note of a CodiEsp split; prints row counts as JSON.
 
     Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
-    is coded as any other."""
+    is coded as any other. The notes' records (codes, scores, evidence) go to ``OUT_DIR/predictions.jsonl`` as
+    ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped."""
     from rich.console import Console
     from rich.progress import Progress
 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
+    from icdcoder.infer.records import predict_to_jsonl, read_predictions
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
@@ -71,16 +75,18 @@ def predict_codiesp(
     if limit is not None:
         documents = documents[:limit]
     predictor = load_predictor(model, system)
-    predictions = []
+    records = out_dir / PREDICTIONS_FILE
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
-        for start in range(0, len(documents), PREDICT_CHUNK):
-            chunk = documents[start : start + PREDICT_CHUNK]
-            predictions += predictor.predict(chunk)
-            bar.advance(task, len(chunk))
+        counts = predict_to_jsonl(
+            predictor, documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
+            report=lambda done, _total: bar.update(task, completed=done),
+        )
+    predictions = read_predictions(records)
     rows = write_submission(out_dir, predictions)
     dropped = dropped_totals(prediction.dropped for prediction in predictions)
-    typer.echo(json.dumps({"documents": len(documents), "rows": rows, "dropped": dropped, "out_dir": str(out_dir)}))
+    summary = {"documents": len(documents), "resumed": counts["resumed"], "rows": rows, "dropped": dropped}
+    typer.echo(json.dumps({**summary, "out_dir": str(out_dir)}))
 
 
 @predict_app.command("jsonl")
