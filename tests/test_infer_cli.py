@@ -237,11 +237,13 @@ def test_predict_tune_no_llm_skips_the_model_and_saves_the_choice(tmp_path, corp
 
     model = tmp_path / "coder"
     shutil.copytree(coder_dir, model)
-    result = _in_process("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--no-llm")
+    result = _in_process("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--no-llm",
+                         "--objective", "f1")
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["llm_segments"] == 0 and "llm_alone" not in summary and summary["dtype"] is None
-    assert json.loads((model / "coder.json").read_text())["settings"]["use_llm"] is False
+    settings = json.loads((model / "coder.json").read_text())["settings"]
+    assert settings["use_llm"] is False and settings["tuning_objective"] == "f1"  # re-tuning keeps the objective
 
 
 def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
@@ -249,6 +251,8 @@ def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
 
     with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16"):
         _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8")
+    with pytest.raises(InputError, match="--objective must be f1\\+map or f1"):
+        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--objective", "map")
 
 
 def test_coding_with_the_llm_off_does_not_import_torch():

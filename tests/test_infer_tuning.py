@@ -49,22 +49,41 @@ def test_the_table_ranks_codes_as_aggregation_does(seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_the_best_threshold_scores_as_the_metrics_do(seed):
+@pytest.mark.parametrize("name", ["f1+map", "f1"])
+def test_the_best_threshold_scores_as_the_metrics_do(seed, name):
     rng = random.Random(seed)
     outputs, documents = random_outputs(rng, notes=8)
     settings = random_settings(rng)
     table = FusionTable(outputs)
     for system, gold in gold_by_system(documents).items():
         ranked = table.rankings(settings, system)
-        found = best_threshold(ranked, gold)
+        found = best_threshold(ranked, gold, name)
 
-        def objective(threshold):
+        def scores(threshold):
             kept = {doc: [code for score, code in items if score >= threshold] for doc, items in ranked.items()}
             return micro_prf(gold, kept)["micro_f1"], mean_average_precision(gold, kept)
 
-        f1, average_precision = objective(found["threshold"])
+        def objective(threshold):
+            f1, average_precision = scores(threshold)
+            return f1 + average_precision if name == "f1+map" else f1
+
+        f1, average_precision = scores(found["threshold"])
         assert (found["f1"], found["map"]) == (round(f1, 4), round(average_precision, 4))
-        assert f1 + average_precision >= max(sum(objective(t)) for t in THRESHOLDS) - 1e-9
+        assert objective(found["threshold"]) >= max(objective(t) for t in THRESHOLDS) - 1e-9
+
+
+def test_tuning_for_micro_f1_alone_is_recorded_and_scores_higher_f1():
+    import icdcoder.infer.tuning as tuning
+
+    outputs, documents = random_outputs(random.Random(5), notes=12)
+    rankings = {}
+    for name in ("f1+map", "f1"):
+        result = tuning.tune_fusion(outputs, documents, CoderSettings(tuning_objective=name))
+        assert result["best_settings"]["tuning_objective"] == name
+        rankings[name] = tuned_row(FusionTable(outputs), gold_by_system(documents), CoderSettings(**result["best_settings"]))[0]
+    # on these notes the two objectives part: each wins on its own terms
+    assert rankings["f1"]["D_f1"] + rankings["f1"]["P_f1"] > rankings["f1+map"]["D_f1"] + rankings["f1+map"]["P_f1"]
+    assert tuning.objective(rankings["f1+map"]) > tuning.objective(rankings["f1"])
 
 
 def test_rows_that_differ_in_one_systems_signal_share_the_other_systems_result():

@@ -141,16 +141,25 @@ def tune(
         str | None,
         typer.Option("--dtype", help="The LLM's precision: auto, float32 or bfloat16 (default: its saved dtype); saved with the tuned weights."),
     ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            "--objective",
+            help="What to maximise: f1+map (micro-F1 + MAP) or f1 (micro-F1); default: the coder's saved tuning_objective.",
+        ),
+    ] = None,
 ) -> None:
     """Tune fusion weights and thresholds of a span coder on a split; prints the result as JSON.
 
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
-    from icdcoder.infer.coder import INFERENCE_DTYPES, SpanLLMPredictor, aggregate
+    from icdcoder.infer.coder import INFERENCE_DTYPES, TUNING_OBJECTIVES, SpanLLMPredictor, aggregate
 
     if dtype is not None and dtype not in INFERENCE_DTYPES:
         raise InputError(f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')")
+    if objective is not None and objective not in TUNING_OBJECTIVES:
+        raise InputError(f"--objective must be {' or '.join(TUNING_OBJECTIVES)} (got '{objective}')")
     import torch
     from rich.progress import Progress
 
@@ -164,7 +173,7 @@ def tune(
     with Progress(transient=True) as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
-    result = coder.tune(documents, outputs)
+    result = coder.tune(documents, outputs, objective=objective)
     summary = {
         "split": split,
         "documents": len(documents),

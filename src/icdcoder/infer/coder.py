@@ -80,6 +80,8 @@ SIGNALS = tuple(SIGNAL_WEIGHTS)
 SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",), "concept": ("icd10cm",), "quantity": ("icd10cm",)}
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
+#: what ``predict tune`` can maximise (``CoderSettings.tuning_objective``)
+TUNING_OBJECTIVES = ("f1+map", "f1")
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
 SCORE_DIGITS = 6
 #: notes coded together: enough segments for full generation batches, frequent progress updates
@@ -91,6 +93,7 @@ FusionOverride = create_model(
     __base__=StrictModel,
     threshold=(dict[str, float] | None, None),
     untrained_threshold=(dict[str, float] | None, None),
+    tuning_objective=(Literal[TUNING_OBJECTIVES] | None, None),
     **{name: (float | None, Field(None, ge=0.0)) for name in SIGNAL_WEIGHTS.values()},
 )
 
@@ -145,6 +148,10 @@ class CoderSettings(StrictModel):
     #: the systems whose untrained codes tuning gives a threshold of their own; on CodiEsp dev, cross-fitted, that
     #: paid for diagnoses (micro-F1 + MAP + macro-F1 +0.014) and not for procedures (-0.010)
     untrained_threshold_systems: list[Literal[CODER_SYSTEMS]] = ["icd10cm"]
+    #: what ``predict tune`` maximises, per system: "f1+map" micro-F1 + MAP (CodiEsp ranks D and P by MAP; the
+    #: untrained codes' threshold adds macro-F1), or "f1" micro-F1 alone (a set of codes, not a ranking, is what
+    #: counts); recorded so that re-tuning keeps it
+    tuning_objective: Literal[TUNING_OBJECTIVES] = "f1+map"
     max_codes_per_system: int = Field(40, ge=1)
     threads: int | None = Field(None, ge=1)
     #: inference precision; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 or AMX, and several times slower
@@ -682,10 +689,11 @@ class SpanLLMPredictor(Predictor):
 
     # ------------------------------------------------------------------ tuning
 
-    def tune(self, dev: Sequence[Document], outputs: list[NoteOutputs] | None = None) -> dict:
-        """Grid-search fusion weights and per-system thresholds on dev (micro-F1 + MAP of D and P).
+    def tune(self, dev: Sequence[Document], outputs: list[NoteOutputs] | None = None, objective: str | None = None) -> dict:
+        """Grid-search fusion weights and per-system thresholds on dev (micro-F1 + MAP of D and P, or what
+        ``objective`` names; default: the settings' ``tuning_objective``).
 
-        The result is kept for the language of the dev notes (see ``CoderSettings.by_language``).
+        The result, the objective with it, is kept for the language of the dev notes (see ``CoderSettings.by_language``).
         """
         dev = list(dev)
         languages = {doc.language for doc in dev}
@@ -695,7 +703,10 @@ class SpanLLMPredictor(Predictor):
         from icdcoder.infer.tuning import tune_fusion
 
         outputs = outputs if outputs is not None else self.segment_outputs(dev)
-        result = tune_fusion(outputs, dev, self.settings.for_language(language))
+        settings = self.settings.for_language(language)
+        if objective is not None:
+            settings = settings.model_copy(update={"tuning_objective": objective})
+        result = tune_fusion(outputs, dev, settings)
         self.settings = self.settings.with_tuned(language, result["best_settings"])
         return result
 

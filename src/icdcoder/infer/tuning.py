@@ -9,7 +9,8 @@ and the metrics of :mod:`icdcoder.evaluate.metrics` give, fast enough to try hun
 
 The grid maximises micro-F1 + MAP. The untrained codes' threshold (:func:`best_untrained_threshold`) is picked last,
 for the chosen weights, by micro-F1 + MAP + macro-F1: those codes are rare by definition, so what a lower threshold
-buys them shows in macro-F1 and hardly in the micro-averaged scores.
+buys them shows in macro-F1 and hardly in the micro-averaged scores. With ``tuning_objective: f1`` every step
+maximises micro-F1 alone.
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ class FusionTable:
         return ranked
 
 
-def best_threshold(ranked: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]]) -> dict[str, float]:
-    """The threshold of ``THRESHOLDS`` maximising micro-F1 + MAP of the thresholded rankings, for one system.
+def best_threshold(
+    ranked: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]], objective: str = "f1+map"
+) -> dict[str, float]:
+    """The threshold of ``THRESHOLDS`` maximising micro-F1 + MAP (``objective="f1"``: micro-F1) of the thresholded
+    rankings, for one system.
 
     Both count: F1 reads the set, CodiEsp's MAP reads the (thresholded) ranked list. A threshold keeps a prefix
     of each ranking, so cumulative true positives and precision sums give every threshold's metrics at once.
@@ -130,15 +134,17 @@ def best_threshold(ranked: dict[str, list[tuple[float, str]]], gold: dict[str, s
     for position, threshold in enumerate(THRESHOLDS):
         f1 = f1_score(safe_divide(true_positives[position], predicted[position]), safe_divide(true_positives[position], n_gold))
         average_precision = safe_divide(precision_sums[position], scored_documents)
-        if f1 + average_precision > best_sum:
-            best_sum = f1 + average_precision
+        score = f1 + (average_precision if objective == "f1+map" else 0.0)
+        if score > best_sum:
+            best_sum = score
             best = {"threshold": round(threshold, 3), "f1": round(float(f1), 4), "map": round(float(average_precision), 4)}
     return best
 
 
 def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], settings: CoderSettings, system: str) -> dict:
-    """The threshold of ``THRESHOLDS`` for ``system``'s untrained codes that maximises micro-F1 + MAP + macro-F1,
-    the other codes kept at ``settings.threshold``; the shared threshold unless another one scores higher.
+    """The threshold of ``THRESHOLDS`` for ``system``'s untrained codes that maximises micro-F1 + MAP + macro-F1
+    (``tuning_objective: f1``: micro-F1), the other codes kept at ``settings.threshold``; the shared threshold unless
+    another one scores higher.
 
     Returns the threshold and the three scores, at it and at the shared threshold (``shared_*``).
     """
@@ -156,11 +162,14 @@ def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], sett
             "macro_f1": macro_prf(gold, kept)["macro_f1"],
         }
 
+    def objective_of(found: dict) -> float:
+        return sum(found.values()) if settings.tuning_objective == "f1+map" else found["f1"]
+
     at_shared = scores(shared)
     chosen, best = shared, at_shared
     for threshold in THRESHOLDS:
         found = scores(threshold)
-        if sum(found.values()) > sum(best.values()) + 1e-12:
+        if objective_of(found) > objective_of(best) + 1e-12:
             chosen, best = threshold, found
     rounded = {key: round(value, 4) for key, value in best.items()}
     return {"threshold": chosen, **rounded, **{f"shared_{key}": round(value, 4) for key, value in at_shared.items()}}
@@ -172,9 +181,10 @@ def untrained_thresholds(table: FusionTable, gold: dict[str, dict[str, set[str]]
     return {system: best_untrained_threshold(table, gold[system], settings, system) for system in settings.untrained_threshold_systems}
 
 
-def objective(row: dict) -> float:
-    """What tuning maximises: D and P micro-F1 plus MAP, of one row of the tuning table."""
-    return row["D_f1"] + row["D_map"] + row["P_f1"] + row["P_map"]
+def objective(row: dict, name: str = "f1+map") -> float:
+    """What tuning maximises, of one row of the tuning table: D and P micro-F1 plus MAP (``name="f1"``: micro-F1)."""
+    maps = row["D_map"] + row["P_map"] if name == "f1+map" else 0.0
+    return row["D_f1"] + row["P_f1"] + maps
 
 
 def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str]]]:
@@ -195,7 +205,7 @@ def tuned_row(
     for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
         key = (system, tuple(signal_weights(settings, system).values()))
         if key not in memo:
-            memo[key] = best_threshold(table.rankings(settings, system), gold[system])
+            memo[key] = best_threshold(table.rankings(settings, system), gold[system], settings.tuning_objective)
         found = memo[key]
         thresholds[system] = found["threshold"]
         row.update({f"{task}_f1": found["f1"], f"{task}_map": found["map"], f"{task}_threshold": found["threshold"]})
@@ -225,12 +235,17 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
         scores, thresholds = tuned_row(table, gold, settings.model_copy(update=weights), memo)
         row = {**dict(zip(GRID_WEIGHTS, values)), **scores}
         signals = tuple(value > 0 for value in values)
-        if signals not in best_by_signals or objective(row) > objective(best_by_signals[signals]):
+        score = objective(row, settings.tuning_objective)
+        if signals not in best_by_signals or score > objective(best_by_signals[signals], settings.tuning_objective):
             best_by_signals[signals] = row
-        if best is None or objective(row) > best[0]:
-            best = (objective(row), {**weights, "threshold": thresholds})
+        if best is None or score > best[0]:
+            best = (score, {**weights, "threshold": thresholds})
     untrained = untrained_thresholds(table, gold, settings.model_copy(update=best[1]))
-    best_settings = {**best[1], "untrained_threshold": {system: found["threshold"] for system, found in untrained.items()}}
+    best_settings = {
+        **best[1],
+        "untrained_threshold": {system: found["threshold"] for system, found in untrained.items()},
+        "tuning_objective": settings.tuning_objective,
+    }
     result = {"best_settings": best_settings, "table": list(best_by_signals.values()), "untrained_threshold": untrained}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
         result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]
