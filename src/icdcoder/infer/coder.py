@@ -148,7 +148,7 @@ class CoderSettings(StrictModel):
     #: the systems whose untrained codes tuning gives a threshold of their own; on CodiEsp dev, cross-fitted, that
     #: paid for diagnoses (micro-F1 + MAP + macro-F1 +0.014) and not for procedures (-0.010)
     untrained_threshold_systems: list[Literal[CODER_SYSTEMS]] = ["icd10cm"]
-    #: what ``predict tune`` maximises, per system: "f1+map" micro-F1 + MAP (CodiEsp ranks D and P by MAP; the
+    #: what ``predict tune`` maximises (per language, as the weights): "f1+map" micro-F1 + MAP (CodiEsp ranks D and P by MAP; the
     #: untrained codes' threshold adds macro-F1), or "f1" micro-F1 alone (a set of codes, not a ranking, is what
     #: counts); recorded so that re-tuning keeps it
     tuning_objective: Literal[TUNING_OBJECTIVES] = "f1+map"
