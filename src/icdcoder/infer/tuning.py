@@ -197,13 +197,14 @@ def tuned_row(
 ) -> tuple[dict, dict]:
     """D and P micro-F1 and MAP of ``settings``' weights at each system's best threshold, and those thresholds.
 
-    ``memo`` (a dict kept across calls) remembers each system's result by the weights that system's scores use:
-    grid rows that differ only in a procedure-only weight share their diagnosis result, and the other way round.
+    ``memo`` (a dict kept across calls) remembers each system's result by the objective and the weights that system's
+    scores use: grid rows that differ only in a procedure-only weight share their diagnosis result, and the other way
+    round.
     """
     row, thresholds = {}, {}
     memo = {} if memo is None else memo
     for system, task in (("icd10cm", "D"), ("icd10pcs", "P")):
-        key = (system, tuple(signal_weights(settings, system).values()))
+        key = (system, settings.tuning_objective, tuple(signal_weights(settings, system).values()))
         if key not in memo:
             memo[key] = best_threshold(table.rankings(settings, system), gold[system], settings.tuning_objective)
         found = memo[key]

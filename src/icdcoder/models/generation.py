@@ -115,6 +115,8 @@ class HFGenerator:
 
 #: the generation backends a coder can ask for ("auto": :func:`pick_backend` decides)
 BACKENDS = ("auto", "hf", "vllm")
+#: why constrained decoding cannot run on vLLM here
+CONSTRAINED_ON_HF = "constrained decoding runs on the hf backend only (backend: hf or auto)"
 
 
 def vllm_available() -> bool:
@@ -134,7 +136,7 @@ def pick_backend(requested: str, constrained: bool = False) -> str:
         if not vllm_available():
             raise InputError("backend 'vllm' asked for, but the vllm package is not installed")
         if constrained:
-            raise InputError("constrained decoding runs on the hf backend only (backend: hf or auto)")
+            raise InputError(CONSTRAINED_ON_HF)
         return "vllm"
     import torch
 
@@ -168,7 +170,7 @@ class VLLMGenerator:
 
     def generate(self, prompts: Sequence[str], logits_processor_factory=None, progress=None) -> list[Generation]:
         if logits_processor_factory is not None:
-            raise InputError("constrained decoding runs on the hf backend only (backend: hf or auto)")
+            raise InputError(CONSTRAINED_ON_HF)
         outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
         results = []
         for output in outputs:
