@@ -40,6 +40,8 @@ def test_read_text_names_file_and_line_of_bad_utf8(tmp_path: Path):
         read_text(bad)
     with pytest.raises(InputError, match="file not found"):
         read_text(tmp_path / "missing.txt")
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        read_text(tmp_path)
 
 
 def test_read_jsonl_names_malformed_line(tmp_path: Path):

@@ -54,6 +54,7 @@ def test_code_prints_json_with_evidence_inside_the_note(tmp_path, coder_dir):
     note.write_text(NOTES[0][1], encoding="utf-8")
     result = _in_process("code", str(note), "--model", str(coder_dir), "--json")
     assert result.exit_code == 0, result.output[-2000:]
+    assert result.stdout.startswith("{") and len(result.stdout.splitlines()) == 1  # progress goes to stderr
     payload = json.loads(result.stdout)
     codes = {row["code"]: row for row in payload["codes"]}
     assert "I10" in codes and codes["I10"]["description"]

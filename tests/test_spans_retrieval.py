@@ -217,3 +217,17 @@ def test_text_normalization_and_short_titles():
     )
     assert short_title("Torsion of testis", 8) == "Torsion of testis"
     assert len(short_title(" ".join(["word"] * 20), 8).split()) == 8
+
+
+def test_best_codes_under_ties_equal_the_full_ranking():
+    """The pooled shortcut breaks ties by row order, as ranking every row does (a CPU's partition routine orders
+    equal values its own way, which made the shipped coder's dev scores differ between machines)."""
+    import numpy as np
+
+    retriever = CandidateRetriever(RetrieverConfig(depth=3))
+    retriever.row_codes = np.arange(300)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values = rng.choice(np.array([1.0, 0.9, 0.8], dtype=np.float32), size=300)
+        rows = rng.permutation(300)
+        assert retriever._best_codes(rows, values) == retriever._ranked_codes(rows, values)[:3]

@@ -11,11 +11,22 @@ import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from icdcoder.errors import InputError
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
+
 log = logging.getLogger(__name__)
+
+
+def progress_bar(*columns: ProgressColumn, enabled: bool = True) -> Progress:
+    """A transient rich progress bar on stderr: stdout carries results (JSON, tables, TSV) and stays clean."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=True)
 
 
 def _current_umask() -> int:
@@ -48,6 +59,8 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
 def read_text(path: str | Path) -> str:
     """Read a UTF-8 text file, turning the usual failures into one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, not a file", path=path)
     if not path.is_file():
         raise InputError("file not found", path=path)
     data = path.read_bytes()

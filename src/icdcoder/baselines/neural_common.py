@@ -30,7 +30,7 @@ from icdcoder.predictor import peak_rss_mb
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import DIAGNOSIS_SYSTEMS, Document, Evidence
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write
+from icdcoder.io import atomic_write, progress_bar
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport
 
 WORD_PATTERN = re.compile(r"\w+", re.UNICODE)
@@ -246,14 +246,8 @@ def length_bucketed_batches(examples: Sequence[Example], size: int, seed: int, p
     return [grouped[i] for i in rng.permutation(len(grouped))]
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        transient=True,
-    )
+def epoch_progress_bar() -> Progress:
+    return progress_bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
 
 
 @torch.no_grad()
@@ -319,7 +313,7 @@ def train_label_attention(
     if checkpoint is not None:
         best_weights = _resume(checkpoint, run_id, module, optimizer, state) or best_weights
     resumed_seconds = state["seconds"]  # the wall-clock cap and the reported cost count every run
-    with progress_bar() as progress:
+    with epoch_progress_bar() as progress:
         task = progress.add_task("epochs", total=settings.epochs, completed=state["epoch"])
         started = time.perf_counter()
         while state["epoch"] < settings.epochs and state["stale"] < settings.patience:

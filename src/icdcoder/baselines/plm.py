@@ -31,7 +31,7 @@ from icdcoder.baselines.neural_common import (
     decode_predictions,
     fingerprint,
     fit_report,
-    progress_bar,
+    epoch_progress_bar,
     read_json,
     restore_trained,
     save_trained,
@@ -159,7 +159,7 @@ class PlmPredictor(Predictor):
         """Frozen encoder: encode each note once and keep its token states (float16) on the example."""
         self.network.encoder.eval()
         size = self.settings.encode_batch_size
-        with progress_bar() as progress:
+        with epoch_progress_bar() as progress:
             task = progress.add_task(f"encoding {what}", total=len(examples))
             for start in range(0, len(examples), size):
                 group = examples[start : start + size]

@@ -67,7 +67,7 @@ from typing import IO
 
 from icdcoder.data.schema import Document, GoldCode
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write
+from icdcoder.io import atomic_write, progress_bar
 from icdcoder.ontology.codes import normalize_code
 
 log = logging.getLogger(__name__)
@@ -404,12 +404,10 @@ class SplitWriters:
 @contextlib.contextmanager
 def _tracked(rows: Iterator, description: str, enabled: bool) -> Iterator[Iterator]:
     """Wrap a row stream in a rich progress bar counting rows (the total is unknown while streaming)."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} rows"))
-    console = Console(stderr=True)  # stdout carries the JSON summary
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=not enabled, transient=True) as progress:
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    with progress_bar(*columns, enabled=enabled) as progress:
         task = progress.add_task(description, total=None)
 
         def counted() -> Iterator:

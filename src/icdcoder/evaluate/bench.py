@@ -26,6 +26,7 @@ from typing import Any, Literal
 import typer
 
 from icdcoder.config import StrictModel
+from icdcoder.io import progress_bar
 
 DEFAULT_CONFIG = Path("configs/bench/codiesp_dev.yaml")
 
@@ -268,8 +269,6 @@ def bench(
     readme: Path | None = typer.Option(None, "--update-readme", help="Write the table between the bench markers."),
 ) -> None:
     """Train/load each system, score it on the split, write json/md/png; prints the outputs as JSON."""
-    from rich.progress import Progress
-
     from icdcoder.config import load_config
     from icdcoder.errors import InputError
     from icdcoder.io import atomic_write
@@ -284,7 +283,7 @@ def bench(
         raise InputError(f"--only names unknown systems: {', '.join(sorted(unknown))}")
     bench_dir = _bench_dir(settings)
     results = []
-    with Progress(transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("bench", total=len(settings.systems))
         for spec in settings.systems:
             progress.update(task, description=f"bench: {spec.name}")

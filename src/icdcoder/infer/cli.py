@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from icdcoder.errors import InputError
+from icdcoder.io import progress_bar
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 #: evidence spans a row of the `code` table shows (--json lists them all)
@@ -62,9 +63,6 @@ def predict_codiesp(
     Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
     is coded as any other. The notes' records (codes, scores, evidence) go to ``OUT_DIR/predictions.jsonl`` as
     ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
     from icdcoder.infer.records import predict_to_jsonl, read_predictions
@@ -76,7 +74,7 @@ def predict_codiesp(
         documents = documents[:limit]
     predictor = load_predictor(model, system)
     records = out_dir / PREDICTIONS_FILE
-    with Progress(transient=True, console=Console(stderr=True)) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         counts = predict_to_jsonl(
             predictor, documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
@@ -161,7 +159,6 @@ def tune(
     if objective is not None and objective not in TUNING_OBJECTIVES:
         raise InputError(f"--objective must be {' or '.join(TUNING_OBJECTIVES)} (got '{objective}')")
     import torch
-    from rich.progress import Progress
 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
@@ -170,7 +167,7 @@ def tune(
         torch.set_num_threads(threads)
     documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")[:limit]
     coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype)
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
     result = coder.tune(documents, outputs, objective=objective)

@@ -45,7 +45,7 @@ from pydantic import Field, ValidationError, create_model
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
-from icdcoder.io import atomic_write, read_text, readable_json
+from icdcoder.io import atomic_write, progress_bar, read_text, readable_json
 from icdcoder.models.generation import BACKENDS
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 from icdcoder.prompt import build_prompt, find_quote, parse_answer
@@ -668,16 +668,14 @@ class SpanLLMPredictor(Predictor):
                 )
 
     def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
-        """Code every note; a rich progress bar counts notes."""
-        from rich.progress import Progress
-
+        """Code every note; a progress bar on stderr counts notes."""
         documents = list(documents)
         if self.settings.threads and (self.model is not None or self.retriever.embeddings is not None):
             import torch  # only the LLM and the retriever's embeddings run on torch: importing it costs seconds
 
             torch.set_num_threads(self.settings.threads)
         started = time.time()
-        with Progress(transient=True) as bar:
+        with progress_bar() as bar:
             task = bar.add_task("coding notes", total=len(documents))
             outputs = self.segment_outputs(documents, progress=lambda n: bar.advance(task, n))
         predictions = [aggregate(note, self.settings.for_language(doc.language)) for note, doc in zip(outputs, documents)]

@@ -337,9 +337,11 @@ class CandidateRetriever:
         """The ``depth`` codes with the highest best-row scores among scored ``rows``.
 
         Exact, but cheap: first only rows scoring at least a share of the best
-        row, and of those only the top ``_ROW_POOL * depth``, are ranked; a code
-        left out scores below every code ranked, so whenever that ranking holds
-        ``depth`` codes it is the true top. Otherwise all rows are ranked.
+        row, and of those only the top ``_ROW_POOL * depth`` (with every row tied
+        with the last), are ranked; a code left out scores below every code ranked,
+        so whenever that ranking holds ``depth`` codes it is the true top. Otherwise
+        all rows are ranked. Ties are broken by row order, so the result does not
+        depend on how a CPU's partition routine orders equal values.
         """
         import numpy as np
 
@@ -348,7 +350,8 @@ class CandidateRetriever:
         if len(values) > pool:
             strong = np.flatnonzero(values >= _STRONG_SHARE * values.max())
             if len(strong) > pool:
-                strong = strong[np.argpartition(-values[strong], pool - 1)[:pool]]
+                last_kept = -np.partition(-values[strong], pool - 1)[pool - 1]
+                strong = strong[values[strong] >= last_kept]
             ranked = self._ranked_codes(rows[strong], values[strong])
             if len(ranked) >= depth:
                 return ranked[:depth]
