@@ -47,7 +47,7 @@ def documents_jsonl(tmp_path_factory) -> Path:
 def run_cli(command: str, output_dir: Path, init: str, documents: Path, *extra: str) -> dict:
     args = [
         "train", command, "--config", str(SMOKE),
-        "--set", f"init={init}", "--set", f"documents_jsonl={documents}", "--set", f"output_dir={output_dir}", *extra,
+        "--set", f"init={init}", "--set", f"data.documents_jsonl={documents}", "--set", f"output_dir={output_dir}", *extra,
     ]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""``icdcoder train baseline``: train a registered baseline on CodiEsp and save it.
+"""``icdcoder train baseline``: train a registered baseline on CodiEsp or on notes as JSONL, and save it.
 
 Heavy imports (scikit-learn, the coders) happen inside the command so that
 ``icdcoder --help`` stays fast.
@@ -22,6 +22,8 @@ def train_baseline(
     lang: str = typer.Option("es", "--lang", help="es: Spanish notes; en: English machine translation."),
     train_split: str = typer.Option("train", "--train-split", help="Split to train on."),
     tune_split: str = typer.Option("dev", "--tune-split", help="Split for thresholds / model selection ('' = none)."),
+    train_jsonl: Path | None = typer.Option(None, "--train-jsonl", help="Training notes as canonical JSONL, instead of --data-dir/--train-split."),
+    tune_jsonl: Path | None = typer.Option(None, "--tune-jsonl", help="Tuning notes as canonical JSONL, instead of --tune-split (with --train-jsonl: none unless given)."),
     out: Path = typer.Option(..., "--out", help="Folder to save the trained system into."),
 ) -> None:
     """Train a baseline; prints {"system", "out", "fit_report"} as JSON."""
@@ -29,14 +31,21 @@ def train_baseline(
 
     from icdcoder.baselines.base import build_predictor
     from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.schema import load_documents
     from icdcoder.errors import InputError
     from icdcoder.registry import predictor_class
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be 'es' or 'en', not {lang!r}")
     predictor = build_predictor(predictor_class(name), config)
-    train = load_codiesp(data_dir, train_split, language=lang)
-    tune = load_codiesp(data_dir, tune_split, language=lang) if tune_split else None
+    defaults = {"language": lang}
+    train = load_documents(train_jsonl, defaults) if train_jsonl else load_codiesp(data_dir, train_split, language=lang)
+    if tune_jsonl:
+        tune = load_documents(tune_jsonl, defaults)
+    elif tune_split and not train_jsonl:
+        tune = load_codiesp(data_dir, tune_split, language=lang)
+    else:
+        tune = None
     report = predictor.fit(train, tune)
     predictor.save(out)
     typer.echo(json.dumps({"system": name, "out": str(out), "fit_report": asdict(report)}, ensure_ascii=False))

@@ -125,9 +125,12 @@ def dropped_totals(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
 @predict_app.command("tune")
 def tune(
     model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder; its coder.json is updated.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder (official layout).")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="CodiEsp folder (official layout).")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to tune on (dev; never test).")] = "dev",
-    lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
+    jsonl: Annotated[
+        Path | None, typer.Option("--jsonl", help="Tuning notes with gold codes as canonical JSONL, instead of --data-dir/--split.")
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="es or en (JSONL: for notes that name no language).")] = "es",
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Also write D/P/X.tsv with the tuned settings.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="JSONL cache of per-segment outputs (resumable).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Tune on the first N notes only.")] = None,
@@ -147,7 +150,7 @@ def tune(
         ),
     ] = None,
 ) -> None:
-    """Tune fusion weights and thresholds of a span coder on a split; prints the result as JSON.
+    """Tune fusion weights and thresholds of a span coder on a split or a JSONL file; prints the result as JSON.
 
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
@@ -158,21 +161,22 @@ def tune(
         raise InputError(f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')")
     if objective is not None and objective not in TUNING_OBJECTIVES:
         raise InputError(f"--objective must be {' or '.join(TUNING_OBJECTIVES)} (got '{objective}')")
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang must be es or en (got '{lang}')")
     import torch
 
-    from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import write_submission
 
     if threads:
         torch.set_num_threads(threads)
-    documents = load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")[:limit]
+    documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
     coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype)
     with progress_bar() as bar:
-        task = bar.add_task(f"coding {split}", total=len(documents))
+        task = bar.add_task(f"coding {jsonl.name if jsonl else split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
     result = coder.tune(documents, outputs, objective=objective)
     summary = {
-        "split": split,
+        **({"jsonl": str(jsonl)} if jsonl else {"split": split}),
         "documents": len(documents),
         "segments": sum(o.segments for o in outputs),
         "llm_segments": sum(o.llm_segments for o in outputs),
@@ -189,6 +193,22 @@ def tune(
         write_submission(out_dir, [aggregate(o, coder.settings.for_language(lang)) for o in outputs])
         summary["out_dir"] = str(out_dir)
     typer.echo(json.dumps(summary))
+
+
+def tuning_documents(data_dir: Path | None, split: str, jsonl: Path | None, lang: str) -> list:
+    """The notes ``predict tune`` tunes on: a JSONL file's, or a CodiEsp split's (Spanish ones with their translation);
+    they must carry gold codes."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.schema import load_documents
+
+    if jsonl is not None:
+        documents = load_documents(jsonl, {"language": lang})
+        if not any(document.codes for document in documents):
+            raise InputError("no note carries gold codes: nothing to tune on", path=jsonl)
+        return documents
+    if data_dir is None:
+        raise InputError("give --data-dir (a CodiEsp folder) or --jsonl (notes with gold codes)")
+    return load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")
 
 
 def read_note(source: str) -> str:

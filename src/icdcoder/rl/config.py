@@ -52,8 +52,6 @@ class GrpoConfig(StrictModel):
     #: a new LoRA adapter when ``init`` holds none; an ``init`` adapter is trained further as it is
     lora: LoraSettings = LoraSettings()
     data: DataSettings = DataSettings()
-    #: documents as JSONL (:func:`icdcoder.data.schema.load_documents`) instead of ``data.data_dir``
-    documents_jsonl: Path | None = None
     reward: RewardConfig = RewardConfig()
     #: G: rollouts sampled per prompt
     num_generations: int = Field(4, ge=2)

@@ -49,6 +49,7 @@ from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
 from icdcoder.predictor import peak_rss_mb
 from icdcoder.train.sft import common_trainer_arguments
+from icdcoder.train.data import load_training_documents
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,6 @@ def to_rl_example(index: int, example) -> RlExample:
         gold=gold,
         gold_spans=tuple(spans),
     )
-
-
-def load_documents_for(config: GrpoConfig) -> list[Document]:
-    if config.documents_jsonl is not None:
-        from icdcoder.data.schema import load_documents
-
-        documents = load_documents(config.documents_jsonl)
-        if config.data.max_documents is not None:
-            documents = documents[: config.data.max_documents]
-        return documents
-    from icdcoder.train.data import load_training_documents
-
-    return load_training_documents(config.data)
 
 
 def build_rl_examples(documents: Sequence[Document], config: GrpoConfig, ontology, retriever) -> list[RlExample]:
@@ -483,14 +471,14 @@ def prepare_run(config: GrpoConfig, documents=None, ontology=None) -> RunInputs:
         from icdcoder.ontology import load_ontology
 
         ontology = load_ontology()
-    documents = list(documents) if documents is not None else load_documents_for(config)
+    documents = list(documents) if documents is not None else load_training_documents(config.data)
     start = StartingPoint.from_init(config.init)
     retriever = prepare_retriever(start, config, documents, ontology)
     examples = build_rl_examples(documents, config, ontology, retriever)
     if not examples:
         from icdcoder.errors import InputError
 
-        raise InputError("no training prompts could be built from the documents", path=config.documents_jsonl or config.data.data_dir)
+        raise InputError("no training prompts could be built from the documents", path=config.data.documents_jsonl or config.data.data_dir)
     return RunInputs(output_dir, documents, ontology, start, retriever, examples)
 
 

@@ -62,6 +62,9 @@ def train_lexicons(
         "../shared/data/codiesp"
     ),
     split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
+    jsonl: Annotated[
+        Path | None, typer.Option("--jsonl", help="Training notes with gold codes as canonical JSONL, instead of --data-dir/--split.")
+    ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
     """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training);
@@ -73,7 +76,7 @@ def train_lexicons(
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
     coder = SpanLLMPredictor.load(model)
-    settings = DataSettings(data_dir=data_dir, split=split, lang=lang)
+    settings = DataSettings(data_dir=data_dir, split=split, documents_jsonl=jsonl, lang=lang)
     fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_lexicons(model)
     sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}

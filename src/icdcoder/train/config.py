@@ -44,6 +44,10 @@ class DataSettings(StrictModel):
     #: a CodiEsp folder (official layout); ``null`` only for callers that pass documents directly
     data_dir: Path | None = None
     split: str = "train"
+    #: the training notes as canonical JSONL (``icdcoder data prepare``/``data export``, or your own: MIMIC, MDACE,
+    #: any notes coded in ICD-10-CM/PCS) instead of ``data_dir``/``split``; it wins where both are set
+    documents_jsonl: Path | None = None
+    #: the notes' language (JSONL: for records that name none)
     lang: Literal["es", "en"] = "es"
     #: span examples (one per evidence-bearing segment, plus sampled NONE segments)
     spans: bool = True

@@ -20,15 +20,26 @@ CODER_SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 def load_training_documents(settings: DataSettings) -> list[Document]:
-    """The documents named by ``settings`` (CodiEsp folder, split, language)."""
+    """The documents named by ``settings``: its JSONL file, or its CodiEsp folder, split and language.
+
+    The span coder writes ICD-10-CM and ICD-10-PCS codes; notes that carry none of them (ICD-9 notes) are refused
+    here rather than yielding a coder that never codes."""
     from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.schema import load_documents
     from icdcoder.errors import InputError
 
-    if settings.data_dir is None:
-        raise InputError("field 'data.data_dir': a CodiEsp folder is needed to build training examples")
-    documents = load_codiesp(settings.data_dir, settings.split, language=settings.lang)
+    if settings.documents_jsonl is not None:
+        source = settings.documents_jsonl
+        documents = load_documents(source, {"language": settings.lang})
+    elif settings.data_dir is not None:
+        source = settings.data_dir
+        documents = load_codiesp(source, settings.split, language=settings.lang)
+    else:
+        raise InputError("field 'data': give data_dir (a CodiEsp folder) or documents_jsonl (notes as JSONL)")
     if settings.max_documents is not None:
         documents = documents[: settings.max_documents]
+    if not any(gold.system in CODER_SYSTEMS for document in documents for gold in document.codes):
+        raise InputError("no training note carries an ICD-10-CM or ICD-10-PCS code (the span coder writes those)", path=source)
     return documents
 
 
@@ -43,12 +54,14 @@ def fit_retriever(documents: Sequence[Document], ontology):
 
 def english_training_notes(documents: Sequence[Document], settings: DataSettings) -> list[Document]:
     """The training notes in English: the notes themselves, or, for Spanish notes, their English versions when the
-    split ships them (none otherwise)."""
+    CodiEsp split ships them (none otherwise: a JSONL translation has no evidence offsets of its own)."""
     from icdcoder.data.codiesp import load_codiesp, split_dir
 
     if settings.lang == "en":
         return list(documents)
-    if settings.data_dir is None or not (split_dir(settings.data_dir, settings.split) / "text_files_en").is_dir():
+    if settings.documents_jsonl is not None or settings.data_dir is None:
+        return []
+    if not (split_dir(settings.data_dir, settings.split) / "text_files_en").is_dir():
         return []
     wanted = {doc.id for doc in documents}
     return [doc for doc in load_codiesp(settings.data_dir, settings.split, language="en") if doc.id in wanted]

@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from icdcoder.errors import InputError
 from icdcoder.io import atomic_write
 from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.train.config import SftConfig
@@ -157,6 +158,11 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
         documents = load_training_documents(config.data)
     retriever = fit_retriever(documents, ontology)  # the saved coder retrieves even if the examples show no candidates
     examples = build_examples(documents, config.data, ontology, retriever=retriever, seed=config.seed)
+    if not any(example.targets for example in examples):
+        raise InputError(
+            "no training example carries a code: every answer quotes its evidence, so the notes need gold evidence "
+            "offsets (CodiEsp X, MDACE)", path=config.data.documents_jsonl or config.data.data_dir,
+        )
     log.info("built %d training examples from %d documents", len(examples), len(documents))
 
     model, tokenizer = load_causal_lm(config.backbone)
@@ -223,8 +229,6 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "adapter_config.json").is_file():
-        from icdcoder.errors import InputError
-
         raise InputError("not an adapter checkpoint (no adapter_config.json)", path=checkpoint)
     output_dir = Path(output_dir or config.output_dir)
     base, tokenizer = load_causal_lm(config.backbone)
