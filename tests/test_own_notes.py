@@ -109,9 +109,11 @@ def test_sft_trains_a_coder_from_jsonl(tmp_path, tiny_lm_dir, exported, ontology
     assert coder.model is not None and coder.english_lexicon is not None and coder.lexicon is None  # English notes
 
 
-def test_notes_without_evidence_build_lexicons_but_cannot_teach_the_llm(tmp_path, tiny_lm_dir, exported, coder_dir, ontology):
+def test_notes_without_evidence_build_lexicons_and_teach_the_llm_only_with_silver_evidence(
+    tmp_path, tiny_lm_dir, exported, coder_dir, ontology
+):
     """Codes without offsets (MIMIC's) still weigh the ontology terms a note matches; the answer format quotes evidence,
-    so they cannot make SFT examples, with spans or whole notes."""
+    so they make SFT examples, with spans or whole notes, only once evidence is located for them."""
     from icdcoder.config import load_config
     from icdcoder.data.schema import load_documents, save_documents
     from icdcoder.errors import InputError
@@ -129,6 +131,10 @@ def test_notes_without_evidence_build_lexicons_but_cannot_teach_the_llm(tmp_path
                      "data": {"documents_jsonl": str(bare), "lang": "en", "document_ratio": document_ratio}}
         with pytest.raises(InputError, match="no_evidence.jsonl: no training example carries a code"):
             run_sft(load_config(REPO / "configs/sft/smoke.yaml", SftConfig, overrides=overrides), ontology=ontology)
+    overrides["data"] = {"documents_jsonl": str(bare), "lang": "en", "silver_evidence": True}
+    run_sft(load_config(REPO / "configs/sft/smoke.yaml", SftConfig, overrides=overrides), ontology=ontology)
+    meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())
+    assert meta["examples_by_provenance"]["span"] > 0
 
 
 def test_a_baseline_trains_on_jsonl_and_codes_jsonl(tmp_path, exported):

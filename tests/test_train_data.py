@@ -31,3 +31,16 @@ def test_expansion_share_caps_the_ontology_examples_among_the_spans(ontology):
     assert everything["expansion"] > 3 * everything["span"]  # the whole label space swamps six spans
     shared = _sources(DataSettings(**base, expansion_share=0.25), ontology)
     assert shared["span"] == everything["span"] and shared["expansion"] == round(0.25 * shared["span"] / 0.75)
+
+
+def test_every_sft_config_validates_and_keeps_its_base_data_settings():
+    from pathlib import Path
+
+    from icdcoder.config import load_config
+    from icdcoder.train.config import SftConfig
+
+    configs = sorted((Path(__file__).resolve().parent.parent / "configs" / "sft").glob("*.yaml"))
+    loaded = {path.stem: load_config(path, SftConfig) for path in configs}
+    assert "base" in loaded and len(loaded) > 5
+    own = loaded["own_notes_silver"].data
+    assert own.silver_evidence and own.lang == "en" and own.span_max_words == loaded["base"].data.span_max_words

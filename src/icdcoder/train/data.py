@@ -7,6 +7,7 @@ Every prompt/completion pair goes through ``icdcoder.spans.to_prompt_completion`
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from icdcoder.data.schema import Document
 from icdcoder.prompt import Candidate
 from icdcoder.train.config import DataSettings
+
+log = logging.getLogger(__name__)
 
 #: systems the LLM coder writes (CodiEsp D and P)
 CODER_SYSTEMS = ("icd10cm", "icd10pcs")
@@ -133,6 +136,11 @@ def build_examples(documents: Sequence[Document], settings: DataSettings, ontolo
     from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, label_space, mix_examples
 
     documents = list(documents)
+    if settings.silver_evidence:
+        from icdcoder.spans.silver import with_silver_evidence
+
+        documents, silver = with_silver_evidence(documents, ontology, settings.silver_min_share)
+        log.info("silver evidence located for %d gold codes without offsets (%d not found)", silver.located, silver.missing)
     span_examples: list = []
     if settings.spans:
         span_examples = build_span_examples(

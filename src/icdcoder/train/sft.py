@@ -161,7 +161,8 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     if not any(example.targets for example in examples):
         raise InputError(
             "no training example carries a code: every answer quotes its evidence, so the notes need gold evidence "
-            "offsets (CodiEsp X, MDACE)", path=config.data.documents_jsonl or config.data.data_dir,
+            "offsets (CodiEsp X, MDACE) or, English notes, data.silver_evidence: true",
+            path=config.data.documents_jsonl or config.data.data_dir,
         )
     log.info("built %d training examples from %d documents", len(examples), len(documents))
 
