@@ -160,6 +160,7 @@ def test_notes_the_span_coder_cannot_learn_from_are_one_line_errors(tmp_path, co
         (("train", "lexicons", "--model", model, "--jsonl", str(icd9), "--lang", "en"), "icd9.jsonl: no training note carries an ICD-10-CM"),
         (("predict", "tune", "--model", model, "--jsonl", str(uncoded), "--lang", "en"), "uncoded.jsonl: no note carries gold codes"),
         (("predict", "tune", "--model", model), "give --data-dir (a CodiEsp folder) or --jsonl"),
+        (("predict", "tune", "--model", model, "--data-dir", str(tmp_path), "--jsonl", str(uncoded)), "not both"),
     ]
     for args, message in cases:
         result = _icdcoder(*args)

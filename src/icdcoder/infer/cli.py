@@ -201,6 +201,8 @@ def tuning_documents(data_dir: Path | None, split: str, jsonl: Path | None, lang
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.data.schema import load_documents
 
+    if jsonl is not None and data_dir is not None:
+        raise InputError("give --data-dir (a CodiEsp folder) or --jsonl (notes with gold codes), not both")
     if jsonl is not None:
         documents = load_documents(jsonl, {"language": lang})
         if not any(document.codes for document in documents):
