@@ -72,12 +72,12 @@ def _folded_maps() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
 def content_words(text: str, numbers: bool = False) -> frozenset[str]:
     """The concept words of ``text``: lower case, no accents, plurals folded, nouns for site adjectives, no qualifiers;
     numbers only when asked (they tell "Type 2 diabetes" from "Type 1", and "2 sites" from nothing)."""
-    words = (concept for word in _WORD.findall(text) for concept in _concepts_of(word))
+    words = (concept for word in _WORD.findall(text) for concept in concepts_of(word))
     return frozenset(word for word in words if numbers or not word.isdigit())
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _concepts_of(word: str) -> tuple[str, ...]:
+def concepts_of(word: str) -> tuple[str, ...]:
     """The concept words one word of a text stands for: none for a qualifier, two for "carcinoma"."""
     nouns, expansions = _folded_maps()
     norm = fold_word(word)

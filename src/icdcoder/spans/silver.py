@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from icdcoder.data.schema import Document, Evidence
-from icdcoder.spans.concepts import _concepts_of, alternatives, content_words, fold_word, sentence_spans
+from icdcoder.spans.concepts import alternatives, concepts_of, content_words, fold_word, sentence_spans
 from icdcoder.spans.procedures import OPERATION_WORDS
 
 _WORD = re.compile(r"\w+")
@@ -47,7 +47,7 @@ def _operation_words() -> dict[str, frozenset[str]]:
 
 def _word_concepts(word: str) -> frozenset[str]:
     """What one word of a note stands for: its concept words, and the operations it names."""
-    return frozenset(_concepts_of(word)) | _operation_words().get(fold_word(word), frozenset())
+    return frozenset(concepts_of(word)) | _operation_words().get(fold_word(word), frozenset())
 
 
 def code_terms(ontology, code: str, system: str) -> list[frozenset[str]]:
