@@ -8,9 +8,10 @@ Both variants use the shipped recipe (``configs/sft/default.yaml``) on English n
 ``--dev-notes`` English dev notes with its LLM on (``predict tune --llm --lang en``, stage-1 outputs cached, so an
 interrupted run resumes). The recipe's LLM gate (``min_retrieval_score`` 0.9: the LLM reads a segment only when every
 retrieval signal ranks the same code first) lets almost no English segment through, and none without evidence surface
-forms, so the benchmark sets it to ``--llm-gate`` (default 0: the LLM reads every segment) before tuning. Printed per variant, one JSON line: training examples, tokens and wall time; the LLM's
-answers alone (D/P micro-F1 and MAP at their best threshold); the best fusion with the other signals; and the best
-fusion without the LLM. Run the variants as two processes to use both cores.
+forms, so the benchmark sets it to ``--llm-gate`` (default 0: the LLM reads every segment) before tuning. Printed per
+variant, one JSON line: training examples, tokens and wall time; the LLM's answers alone (D/P micro-F1 and MAP at their
+best threshold); the best fusion with the other signals; and the best fusion without the LLM. Run the variants as two
+processes to use both cores.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def main() -> None:
         if not (folder / "coder.json").is_file():
             train(variant, args.out, args)
         set_llm_gate(folder, args.llm_gate)
+        cache = folder / f"stage1_gate{args.llm_gate:g}.jsonl"  # outputs under another gate are not these
         tuned = run([
             "predict", "tune", "--model", str(folder), "--data-dir", args.data_dir, "--split", "dev", "--lang", "en",
-            "--cache", str(folder / f"stage1_gate{args.llm_gate:g}.jsonl"), "--threads", "1", "--llm", "--limit", str(args.dev_notes),
+            "--cache", str(cache), "--threads", "1", "--llm", "--limit", str(args.dev_notes),
         ], folder / "tune.log")
         meta = json.loads((folder / "run_meta.json").read_text())
         tuning = json.loads((folder / "coder.json").read_text())["tuning"]
-        row = {"variant": variant, "llm_gate": args.llm_gate, **training_cost(folder), "examples": meta["examples"], "dev_notes": tuned["documents"],
+        row = {"variant": variant, "llm_gate": args.llm_gate, **training_cost(folder), "examples": meta["examples"],
+               "dev_notes": tuned["documents"],
                "llm_segments": tuned["llm_segments"], "dropped_lines": sum(tuned["dropped"].values()), **scores(tuning)}
         print(json.dumps(row), flush=True)
 
