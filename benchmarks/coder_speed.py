@@ -1,9 +1,12 @@
 """Notes per second of a saved coder on a ~400-word note (CPU, and GPU when one is present).
 
     python benchmarks/coder_speed.py [--model DIR] [--notes 4] [--threads 1] [--llm | --no-llm] [--dtype auto|float32|bfloat16]
+                                     [--llm-mode generate|score] [--min-retrieval-score X]
 
 ``--llm`` / ``--no-llm`` override the coder's saved ``use_llm`` (the shipped coder has its LLM off);
-``--dtype`` overrides its saved precision (``auto``: bfloat16 only on a CPU that computes it natively).
+``--dtype`` overrides its saved precision (``auto``: bfloat16 only on a CPU that computes it natively);
+``--llm-mode`` how the LLM reads a segment (writes answer lines, or scores the shown candidates);
+``--min-retrieval-score`` the gate a segment's best retrieval score must pass to reach the LLM.
 
 Prints one JSON line per device: notes/s, segments per note, segments sent to the LLM.
 """
@@ -30,7 +33,7 @@ def main() -> None:
 
     from icdcoder.data.schema import Document
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
-    from icdcoder.infer.coder import INFERENCE_DTYPES, SpanLLMPredictor
+    from icdcoder.infer.coder import INFERENCE_DTYPES, LLM_MODES, SpanLLMPredictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
@@ -38,11 +41,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--llm", action=argparse.BooleanOptionalAction, default=None, help="run the LLM (default: as saved)")
     parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default=None, help="LLM precision (default: as saved)")
+    parser.add_argument("--llm-mode", choices=LLM_MODES, default=None, help="generate or score (default: as saved)")
+    parser.add_argument("--min-retrieval-score", type=float, default=None, help="the LLM's gate (default: as saved)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
     documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
-    coder = SpanLLMPredictor.load(args.model, use_llm=args.llm, dtype=args.dtype)
+    coder = SpanLLMPredictor.load(
+        args.model, use_llm=args.llm, dtype=args.dtype, llm_mode=args.llm_mode, min_retrieval_score=args.min_retrieval_score
+    )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         if coder.model is not None:
@@ -57,6 +64,8 @@ def main() -> None:
             "threads": args.threads,
             "llm": coder.settings.use_llm,
             "dtype": coder.llm_dtype,
+            "llm_mode": coder.settings.llm_mode,
+            "min_retrieval_score": coder.settings.min_retrieval_score,
             "words_per_note": len(text.split()),
             "notes_per_second": round(len(documents) / elapsed, 3),
             "segments_per_note": sum(o.segments for o in outputs) / len(outputs),

@@ -233,6 +233,23 @@ def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, co
     assert again["best_settings"] == summary["best_settings"] and again["dropped"] == summary["dropped"]
 
 
+def test_predict_tune_in_scoring_mode_scores_candidates_and_saves_the_mode(tmp_path, corpus, coder_dir):
+    import shutil
+
+    model = tmp_path / "coder"
+    shutil.copytree(coder_dir, model)
+    cache = tmp_path / "stage1.jsonl"
+    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache))
+    result = _in_process(*args, "--llm-mode", "score")
+    assert result.exit_code == 0, result.output[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["llm_mode"] == "score" and summary["llm_segments"] > 0
+    assert summary["dropped"] == {}  # nothing is written, so no answer line can be dropped
+    scored = [item for line in cache.read_text().splitlines() for item in json.loads(line)["scored"]]
+    assert sum(item["llm"] > 0 for item in scored) >= summary["llm_segments"]  # each shown candidate gets a probability
+    assert json.loads((model / "coder.json").read_text())["settings"]["llm_mode"] == "score"
+
+
 def test_predict_tune_no_llm_skips_the_model_and_saves_the_choice(tmp_path, corpus, coder_dir):
     import shutil
 
@@ -252,6 +269,8 @@ def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
 
     with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16"):
         _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8")
+    with pytest.raises(InputError, match="--llm-mode must be generate or score"):
+        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--llm-mode", "rank")
     with pytest.raises(InputError, match="--objective must be f1\\+map or f1"):
         _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--objective", "map")
 

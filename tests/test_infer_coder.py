@@ -3,6 +3,8 @@ valid codes, fit/predict/save/load round-trips with evidence inside the note, fu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from test_infer_support import NOTES, make_codiesp
@@ -284,3 +286,82 @@ def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_thresho
     lower = shared.model_copy(update={"threshold": {"icd10cm": 0.2}, "untrained_threshold": {"icd10cm": 0.1}})
     assert predicted(lower) == {"N00.9"}
     assert predicted(lower.model_copy(update={"untrained_threshold": {"icd10pcs": 0.1}})) == set()  # other system: no effect
+
+
+def test_candidate_scores_equal_a_full_forward_pass(tiny_model):
+    import torch
+
+    from icdcoder.models.scoring import CandidateScorer
+    from icdcoder.prompt import Candidate, answer_opening, build_prompt
+
+    model, tokenizer = tiny_model
+    prompts = [
+        build_prompt("hipertensión arterial", [Candidate("I10", "Essential hypertension"), Candidate("E11.9", "Type 2 diabetes")]),
+        build_prompt("dolor", []),
+        build_prompt("TAC abdominal con contraste y dolor torácico de larga evolución", [Candidate("BW25", "CT abdomen")]),
+    ]
+    openings = [[answer_opening("I10"), answer_opening("E11.9")], [], [answer_opening("BW25"), "NONE"]]
+    scores = CandidateScorer(model, tokenizer, batch_size=2).score(prompts, openings)
+    assert [len(s) for s in scores] == [2, 0, 2]
+    for prompt, texts, got in zip(prompts, openings, scores):
+        for text, value in zip(texts, got):
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            ids = prompt_ids + tokenizer(text, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logprobs = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+            expected = sum(logprobs[i - 1, ids[i]].item() for i in range(len(prompt_ids), len(ids)))
+            assert value == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_output_layer_reads_strided_inputs_unchanged(tiny_model):
+    import torch
+
+    from icdcoder.models.loading import contiguous_head_inputs
+
+    model, tokenizer = tiny_model  # loaded by load_causal_lm, which adds the hook
+    ids = torch.tensor([tokenizer("dolor torácico y fiebre")["input_ids"]])
+    with torch.inference_mode():
+        every_position = model(ids).logits[:, -1]
+        last_position = model(ids, logits_to_keep=1).logits[:, -1]
+        again = contiguous_head_inputs(model)(ids, logits_to_keep=1).logits[:, -1]  # a second hook changes nothing
+    assert torch.allclose(every_position, last_position, atol=1e-5) and torch.equal(last_position, again)
+
+
+def test_scoring_mode_scores_every_shown_candidate(tiny_model, retriever, corpus_docs, ontology):
+    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+
+    model, tokenizer = tiny_model
+    settings = CoderSettings(
+        llm_mode="score", candidates_k=3, batch_size=4, specify_untrained=False, threshold={"icd10cm": 0.0, "icd10pcs": 0.0}
+    )
+    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    jobs = []
+    run_llm = coder._run_llm
+    coder._run_llm = lambda batch, outputs: (jobs.extend(batch), run_llm(batch, outputs))
+    outputs = coder.segment_outputs(corpus_docs[:2])
+    shown = {(note_index, start, c.code) for note_index, _, start, candidates in jobs for c in candidates}
+    scored = {(note_index, item.code) for note_index, note in enumerate(outputs) for item in note.scored if item.llm > 0}
+    assert shown and {(n, code) for n, _, code in shown} == scored
+    texts = [d.text for d in corpus_docs[:2]]
+    for note_index, note in enumerate(outputs):
+        for item in (i for i in note.scored if i.llm > 0):
+            assert 0.0 < item.llm <= 1.0
+            assert 0 <= item.start < item.end <= len(texts[note_index])  # the training form, else the segment
+    assert coder.predict(corpus_docs[:1])[0].codes
+
+
+def test_scoring_mode_needs_candidates():
+    from pydantic import ValidationError
+
+    from icdcoder.infer.coder import CoderSettings
+
+    for bad in ({"candidates_k": 0}, {"llm_window_words": 20}):
+        with pytest.raises(ValidationError, match="'score' scores the candidates"):
+            CoderSettings(llm_mode="score", **bad)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs" / "coder").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_coder_config_validates(path):
+    from icdcoder.infer.coder import load_coder_settings
+
+    assert load_coder_settings(path).segment_max_words >= 5

@@ -72,11 +72,16 @@ def build_prompt(
     return "\n".join(parts) + "\n" + ANSWER_MARKER
 
 
+def answer_opening(code: str) -> str:
+    """How an answer line naming ``code`` starts, up to its quote (what the LLM's candidate scoring reads)."""
+    return f"{code} |"
+
+
 def format_answer(items: Sequence[tuple[str, str]]) -> str:
     """The target completion for ``(code, quote)`` pairs; ``NONE`` when there are none."""
     if not items:
         return NONE_ANSWER
-    return "\n".join(f"{code} | {' '.join(quote.split())}" for code, quote in items)
+    return "\n".join(f"{answer_opening(code)} {' '.join(quote.split())}" for code, quote in items)
 
 
 def find_quote(quote: str, source: str) -> tuple[int, int] | None:

@@ -142,6 +142,14 @@ def tune(
         str | None,
         typer.Option("--dtype", help="The LLM's precision: auto, float32 or bfloat16 (default: its saved dtype); saved with the tuned weights."),
     ] = None,
+    llm_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-mode",
+            help="generate (answer lines with quotes) or score (the shown candidates' probabilities, one pass per segment); "
+            "default: its saved llm_mode; saved with the tuned weights.",
+        ),
+    ] = None,
     objective: Annotated[
         str | None,
         typer.Option(
@@ -155,10 +163,12 @@ def tune(
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
-    from icdcoder.infer.coder import INFERENCE_DTYPES, TUNING_OBJECTIVES, SpanLLMPredictor, aggregate
+    from icdcoder.infer.coder import INFERENCE_DTYPES, LLM_MODES, TUNING_OBJECTIVES, SpanLLMPredictor, aggregate
 
     if dtype is not None and dtype not in INFERENCE_DTYPES:
         raise InputError(f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')")
+    if llm_mode is not None and llm_mode not in LLM_MODES:
+        raise InputError(f"--llm-mode must be {' or '.join(LLM_MODES)} (got '{llm_mode}')")
     if objective is not None and objective not in TUNING_OBJECTIVES:
         raise InputError(f"--objective must be {' or '.join(TUNING_OBJECTIVES)} (got '{objective}')")
     if lang not in ("es", "en"):
@@ -170,7 +180,7 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
-    coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype)
+    coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype, llm_mode=llm_mode)
     with progress_bar() as bar:
         task = bar.add_task(f"coding {jsonl.name if jsonl else split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
@@ -181,6 +191,7 @@ def tune(
         "segments": sum(o.segments for o in outputs),
         "llm_segments": sum(o.llm_segments for o in outputs),
         "dtype": coder.llm_dtype,
+        "llm_mode": coder.settings.llm_mode,
         "dropped": dropped_totals(o.dropped for o in outputs),
         "best_settings": result["best_settings"],
         "untrained_threshold": result["untrained_threshold"],

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import Document, Evidence
@@ -48,7 +48,7 @@ from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.io import atomic_write, progress_bar, read_text, readable_json
 from icdcoder.models.generation import BACKENDS
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
-from icdcoder.prompt import build_prompt, find_quote, parse_answer
+from icdcoder.prompt import answer_opening, build_prompt, find_quote, parse_answer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ SIGNALS = tuple(SIGNAL_WEIGHTS)
 SIGNAL_SYSTEMS = {"procedure": ("icd10pcs",), "concept": ("icd10cm",), "quantity": ("icd10cm",)}
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 INFERENCE_DTYPES = ("auto", "float32", "bfloat16")
+#: how the LLM's reading of a segment becomes its ``llm`` signal (``CoderSettings.llm_mode``)
+LLM_MODES = ("generate", "score")
 #: what ``predict tune`` can maximise (``CoderSettings.tuning_objective``)
 TUNING_OBJECTIVES = ("f1+map", "f1")
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
@@ -112,6 +114,19 @@ class CoderSettings(StrictModel):
     #: skip the LLM on segments whose best normalised retrieval score is below this
     min_retrieval_score: float = Field(0.0, ge=0.0, le=1.0)
     use_llm: bool = True
+    #: "generate": the LLM writes answer lines (codes with quotes), each scored by its mean token probability;
+    #: "score": one forward pass per segment reads how likely the answer opens with each shown candidate
+    #: (:class:`icdcoder.models.scoring.CandidateScorer`), no quotes written: a candidate's evidence is its training
+    #: form in the segment, else the segment. Scoring needs candidates in the prompt (``candidates_k`` > 0).
+    llm_mode: Literal[LLM_MODES] = "generate"
+
+    @field_validator("llm_mode")
+    @classmethod
+    def _scoring_needs_candidates(cls, mode: str, info: ValidationInfo) -> str:
+        if mode == "score" and (info.data.get("candidates_k") == 0 or info.data.get("llm_window_words")):
+            raise ValueError("'score' scores the candidates shown with each segment: it needs candidates_k > 0 and no llm_window_words")
+        return mode
+
     #: name an ICD-10-CM code that no training note carries and that is not specific (a category title
     #: matched, say) by its default specific code (:meth:`Ontology.default_specific_code`: "N00" -> "N00.9");
     #: codes the training notes carry keep the level their annotators used
@@ -441,7 +456,13 @@ class SpanLLMPredictor(Predictor):
             from icdcoder.models.generation import HFGenerator, VLLMGenerator, pick_backend
 
             settings = self.settings
-            if pick_backend(settings.backend, settings.constrained) == "vllm":
+            if settings.llm_mode == "score":
+                from icdcoder.models.scoring import CandidateScorer
+
+                self._generator = CandidateScorer(
+                    self.model, self.tokenizer, batch_size=settings.batch_size, max_prompt_tokens=settings.max_prompt_tokens
+                )
+            elif pick_backend(settings.backend, settings.constrained) == "vllm":
                 self._generator = VLLMGenerator.from_model(
                     self.model, self.tokenizer, max_new_tokens=settings.max_new_tokens, max_prompt_tokens=settings.max_prompt_tokens
                 )
@@ -647,6 +668,31 @@ class SpanLLMPredictor(Predictor):
         return best
 
     def _run_llm(self, jobs, outputs: list[NoteOutputs]) -> None:
+        """The LLM on every job (``CoderSettings.llm_mode``); its signals join the notes' outputs."""
+        if self.settings.llm_mode == "score":
+            self._score_candidates(jobs, outputs)
+        else:
+            self._generate_answers(jobs, outputs)
+
+    def _score_candidates(self, jobs, outputs: list[NoteOutputs]) -> None:
+        """Each shown candidate's ``llm`` signal: the probability that the answer opens with its line."""
+        import math
+
+        prompts = [build_prompt(text, candidates) for _, text, _, candidates in jobs]
+        openings = [[answer_opening(candidate.code) for candidate in candidates] for *_, candidates in jobs]
+        scores = self._generator_for().score(prompts, openings)
+        for (note_index, text, offset, candidates), logprobs in zip(jobs, scores):
+            for candidate, logprob in zip(candidates, logprobs):
+                resolved = self._resolve(candidate.code)
+                if resolved is None:  # a training code the ontology does not hold: retrieval alone scores it
+                    continue
+                code, system = resolved
+                start, end = self._surface_span(code, system, text) or (0, len(text))
+                outputs[note_index].scored.append(
+                    ScoredCode(code, system, llm=math.exp(logprob), start=offset + start, end=offset + end)
+                )
+
+    def _generate_answers(self, jobs, outputs: list[NoteOutputs]) -> None:
         """Generate for every job in batches and merge the parsed lines into the notes' outputs."""
         generator = self._generator_for()
         prompts = [build_prompt(text, candidates) for _, text, _, candidates in jobs]
@@ -749,9 +795,9 @@ class SpanLLMPredictor(Predictor):
             handle.write(readable_json(record) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, use_llm: bool | None = None, dtype: str | None = None) -> SpanLLMPredictor:
-        """A saved coder; ``use_llm`` overrides its setting (to study an adapter the shipped settings switch off),
-        ``dtype`` its inference precision."""
+    def load(cls, directory: str | Path, **overrides: object) -> SpanLLMPredictor:
+        """A saved coder; ``overrides`` replace its saved settings, a None keeping the saved value (``use_llm=True`` to
+        study an adapter the shipped settings switch off, ``dtype``, ``llm_mode``)."""
         from icdcoder.spans import CandidateRetriever
 
         directory = Path(directory)
@@ -766,7 +812,7 @@ class SpanLLMPredictor(Predictor):
             raise InputError(f"field 'settings.{field}': {message}", path=settings_path) from None
         except (json.JSONDecodeError, KeyError, ValueError) as err:
             raise InputError(f"malformed coder settings ({str(err).splitlines()[0]})", path=settings_path) from None
-        overrides = {name: value for name, value in (("use_llm", use_llm), ("dtype", dtype)) if value is not None}
+        overrides = {name: value for name, value in overrides.items() if value is not None}
         if overrides:
             try:
                 settings = CoderSettings.model_validate({**settings.model_dump(), **overrides})

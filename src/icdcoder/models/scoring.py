@@ -1,0 +1,118 @@
+"""Score candidate answers instead of generating them: one forward pass per prompt, a few tokens per candidate.
+
+Generation writes every token of an answer one step at a time; on a CPU that is most of the LLM's cost. When the
+prompt already lists the candidate codes, the question the fusion asks of the LLM is how likely each of them is,
+and that is the probability that the answer opens with the candidate's line (``CODE |``): the prompt runs once,
+its key/value cache is copied to one row per candidate, and only the few tokens of each opening run after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+
+class CandidateScorer:
+    """Log-probabilities of continuations of each prompt under any ``transformers`` causal LM."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_prompt_tokens: int = 512):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[Sequence[str]],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[float]]:
+        """``log P(continuation | prompt)`` for every continuation of every prompt (summed over its tokens).
+
+        Batches are formed from prompts of similar length; a prompt without continuations costs nothing.
+        """
+        if len(prompts) != len(continuations):
+            raise ValueError("one list of continuations per prompt")
+        order = sorted((i for i in range(len(prompts)) if continuations[i]), key=lambda i: len(prompts[i]))
+        results: list[list[float]] = [[] for _ in prompts]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, scores in zip(chunk, self._score_batch([prompts[i] for i in chunk], [continuations[i] for i in chunk])):
+                results[index] = scores
+            if progress:
+                progress(len(chunk))
+        return results
+
+    def _score_batch(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+        import torch
+
+        self.tokenizer.padding_side = "left"
+        encoded = self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens
+        ).to(self.model.device)
+        prompt_mask = encoded["attention_mask"]
+        with torch.inference_mode():
+            prompt_out = self.model(
+                input_ids=encoded["input_ids"],
+                attention_mask=prompt_mask,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            first_logprobs = prompt_out.logits[:, -1].float().log_softmax(-1)
+            rows, tokens = self._continuation_rows(continuations)
+            cache = _output_cache(prompt_out)
+            cache.reorder_cache(torch.tensor(rows, device=self.model.device))
+            padded, mask = self._right_padded(tokens)
+            lengths = prompt_mask.sum(-1)[rows]
+            out = self.model(
+                input_ids=padded,
+                attention_mask=torch.cat([prompt_mask[rows], mask], dim=1),
+                position_ids=lengths.unsqueeze(1) + torch.arange(padded.shape[1], device=padded.device),
+                **{_cache_argument(self.model): cache},
+            )
+            later_logprobs = out.logits[:, :-1].float().log_softmax(-1)
+        totals = []
+        for row, (prompt_row, ids) in enumerate(zip(rows, tokens)):
+            total = first_logprobs[prompt_row, ids[0]].item()
+            total += sum(later_logprobs[row, position, token].item() for position, token in enumerate(ids[1:]))
+            totals.append(total)
+        per_prompt: list[list[float]] = [[] for _ in prompts]
+        for prompt_row, total in zip(rows, totals):
+            per_prompt[prompt_row].append(total)
+        return per_prompt
+
+    def _continuation_rows(self, continuations: Sequence[Sequence[str]]) -> tuple[list[int], list[list[int]]]:
+        """The prompt row of each continuation and its token ids (at least one token each)."""
+        rows, tokens = [], []
+        for prompt_row, texts in enumerate(continuations):
+            for text in texts:
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError(f"continuation {text!r} has no tokens")
+                rows.append(prompt_row)
+                tokens.append(ids)
+        return rows, tokens
+
+    def _right_padded(self, tokens: list[list[int]]):
+        import torch
+
+        width = max(len(ids) for ids in tokens)
+        pad = self.tokenizer.pad_token_id
+        padded = torch.tensor([ids + [pad] * (width - len(ids)) for ids in tokens], device=self.model.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in tokens], device=self.model.device)
+        return padded, mask
+
+
+def _cache_argument(model) -> str:
+    """The keyword a model's forward takes its key/value cache by (``cache`` in recent ``transformers``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(output):
+    """The key/value cache of a forward pass, under either name ``transformers`` has given it."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
