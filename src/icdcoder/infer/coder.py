@@ -117,7 +117,8 @@ class CoderSettings(StrictModel):
     #: "generate": the LLM writes answer lines (codes with quotes), each scored by its mean token probability;
     #: "score": one forward pass per segment reads how likely the answer opens with each shown candidate
     #: (:class:`icdcoder.models.scoring.CandidateScorer`), no quotes written: a candidate's evidence is its training
-    #: form in the segment, else the segment. Scoring needs candidates in the prompt (``candidates_k`` > 0).
+    #: form in the segment, else the segment. Scoring needs candidates in the prompt (``candidates_k`` > 0) and runs on
+    #: ``transformers`` whatever ``backend`` says.
     llm_mode: Literal[LLM_MODES] = "generate"
 
     @field_validator("llm_mode")
