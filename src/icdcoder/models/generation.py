@@ -42,17 +42,37 @@ def line_confidences(token_texts: Sequence[str], token_logprobs: Sequence[float]
     return [math.exp(s / c) if c else 0.0 for s, c in zip(sums, counts)][:n_lines]
 
 
-class HFGenerator:
-    """Greedy batched generation with any ``transformers`` causal LM (optionally with a logits processor)."""
+class PromptBatches:
+    """Prompts through a ``transformers`` causal LM in batches of similar length, left-padded (what
+    :class:`HFGenerator` and :class:`icdcoder.models.scoring.CandidateScorer` share)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_new_tokens: int = 48, max_prompt_tokens: int = 512):
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_prompt_tokens: int = 512):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def batches(self, prompts: Sequence[str], indices: Sequence[int] | None = None) -> list[list[int]]:
+        """``indices`` (default: all) of ``prompts`` in batches, shortest prompts first: less padding per batch."""
+        order = sorted(range(len(prompts)) if indices is None else indices, key=lambda i: len(prompts[i]))
+        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def encode(self, prompts: Sequence[str]):
+        """The prompts as one left-padded batch on the model's device, each cut to ``max_prompt_tokens``."""
+        self.tokenizer.padding_side = "left"
+        return self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens
+        ).to(self.model.device)
+
+
+class HFGenerator(PromptBatches):
+    """Greedy batched generation with any ``transformers`` causal LM (optionally with a logits processor)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_new_tokens: int = 48, max_prompt_tokens: int = 512):
+        super().__init__(model, tokenizer, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
+        self.max_new_tokens = max_new_tokens
 
     def generate(
         self,
@@ -61,10 +81,8 @@ class HFGenerator:
         progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
         """Complete every prompt; batches are formed from prompts of similar length."""
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in self.batches(prompts):
             batch = [prompts[i] for i in chunk]
             processor = logits_processor_factory(batch, 0) if logits_processor_factory else None
             for index, generation in zip(chunk, self._generate_batch(batch, processor)):
@@ -77,10 +95,7 @@ class HFGenerator:
         import torch
         from transformers import LogitsProcessorList
 
-        self.tokenizer.padding_side = "left"
-        encoded = self.tokenizer(
-            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens
-        ).to(self.model.device)
+        encoded = self.encode(prompts)
         if processor is not None:
             processor.prompt_length = encoded["input_ids"].shape[1]
         with torch.inference_mode():

@@ -1,6 +1,6 @@
 """Score candidate answers instead of generating them: one forward pass per prompt, a few tokens per candidate.
 
-Generation writes every token of an answer one step at a time; on a CPU that is most of the LLM's cost. When the
+Generation writes every token of an answer one step at a time, each step a pass through the model. When the
 prompt already lists the candidate codes, the question the fusion asks of the LLM is how likely each of them is,
 and that is the probability that the answer opens with the candidate's line (``CODE |``): the prompt runs once,
 its key/value cache is copied to one row per candidate, and only the few tokens of each opening run after it.
@@ -10,17 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from icdcoder.models.generation import PromptBatches
 
-class CandidateScorer:
+
+class CandidateScorer(PromptBatches):
     """Log-probabilities of continuations of each prompt under any ``transformers`` causal LM."""
-
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_prompt_tokens: int = 512):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def score(
         self,
@@ -34,10 +28,8 @@ class CandidateScorer:
         """
         if len(prompts) != len(continuations):
             raise ValueError("one list of continuations per prompt")
-        order = sorted((i for i in range(len(prompts)) if continuations[i]), key=lambda i: len(prompts[i]))
         results: list[list[float]] = [[] for _ in prompts]
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in self.batches(prompts, [i for i in range(len(prompts)) if continuations[i]]):
             for index, scores in zip(chunk, self._score_batch([prompts[i] for i in chunk], [continuations[i] for i in chunk])):
                 results[index] = scores
             if progress:
@@ -47,10 +39,7 @@ class CandidateScorer:
     def _score_batch(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         import torch
 
-        self.tokenizer.padding_side = "left"
-        encoded = self.tokenizer(
-            list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_prompt_tokens
-        ).to(self.model.device)
+        encoded = self.encode(prompts)
         prompt_mask = encoded["attention_mask"]
         with torch.inference_mode():
             prompt_out = self.model(
