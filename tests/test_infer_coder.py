@@ -129,6 +129,14 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     with pytest.raises(InputError, match="^dtype: ") as caught:
         SpanLLMPredictor.load(tmp_path / "coder", dtype="float16")  # an override is validated as the file is
     assert "\n" not in str(caught.value)
+    # another folder's LLM in the coder's place (the coder's own moved away, so only the adapter can supply one)
+    (tmp_path / "coder" / "model").rename(tmp_path / "other_llm")
+    assert SpanLLMPredictor.load(tmp_path / "coder", use_llm=True).model is None
+    swapped = SpanLLMPredictor.load(tmp_path / "coder", adapter=tmp_path / "other_llm", use_llm=True)
+    assert swapped.model is not None and swapped.settings.retrieval_k == coder.settings.retrieval_k
+    with pytest.raises(InputError, match="no such adapter folder") as caught:
+        SpanLLMPredictor.load(tmp_path / "coder", adapter=tmp_path / "missing", use_llm=True)
+    assert "missing" in str(caught.value)
 
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):

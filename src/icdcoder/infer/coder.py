@@ -796,9 +796,11 @@ class SpanLLMPredictor(Predictor):
             handle.write(readable_json(record) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, **overrides: object) -> SpanLLMPredictor:
+    def load(cls, directory: str | Path, adapter: str | Path | None = None, **overrides: object) -> SpanLLMPredictor:
         """A saved coder; ``overrides`` replace its saved settings, a None keeping the saved value (``use_llm=True`` to
-        study an adapter the shipped settings switch off, ``dtype``, ``llm_mode``)."""
+        study an adapter the shipped settings switch off, ``dtype``, ``llm_mode``). ``adapter``: the LLM of this folder
+        (a saved model or adapter, e.g. another coder's ``model/``) in place of the coder's own, to study an adapter
+        under this coder's retrieval, lexicons and tuned fusion."""
         from icdcoder.spans import CandidateRetriever
 
         directory = Path(directory)
@@ -822,8 +824,11 @@ class SpanLLMPredictor(Predictor):
                 raise InputError(f"{field}: {message}") from None
         coder = cls(settings)
         model, tokenizer = (None, None)
-        if (directory / "model").is_dir() and settings.use_llm:
-            model, tokenizer = load_for_inference(directory / "model", settings.dtype)
+        model_dir = Path(adapter) if adapter is not None else directory / "model"
+        if adapter is not None and not model_dir.is_dir():
+            raise InputError("no such adapter folder", path=model_dir)
+        if model_dir.is_dir() and settings.use_llm:
+            model, tokenizer = load_for_inference(model_dir, settings.dtype)
         retriever = CandidateRetriever.load(directory / "retriever")
         lexicons = [load_lexicon(directory / name) if (directory / name).is_dir() else None for name in (LEXICON_DIR, ENGLISH_LEXICON_DIR)]
         coder.attach(model, tokenizer, retriever, lexicon=lexicons[0], english_lexicon=lexicons[1])
