@@ -61,12 +61,10 @@ class CandidateScorer(PromptBatches):
                 position_ids=lengths.unsqueeze(1) + torch.arange(padded.shape[1], device=padded.device),
                 **{_cache_argument(self.model): cache},
             )
-            later_logprobs = out.logits[:, :-1].float().log_softmax(-1)
-        totals = []
-        for row, (prompt_row, ids) in enumerate(zip(rows, tokens)):
-            total = first_logprobs[prompt_row, ids[0]].item()
-            total += sum(later_logprobs[row, position, token].item() for position, token in enumerate(ids[1:]))
-            totals.append(total)
+            # position p of the continuation predicts its token p + 1; padding positions count 0
+            later_logprobs = out.logits[:, :-1].float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)
+            first = first_logprobs[torch.tensor(rows, device=padded.device), padded[:, 0]]
+            totals = (first + (later_logprobs * mask[:, 1:]).sum(-1)).tolist()
         per_prompt: list[list[float]] = [[] for _ in prompts]
         for prompt_row, total in zip(rows, totals):
             per_prompt[prompt_row].append(total)
