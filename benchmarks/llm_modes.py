@@ -65,7 +65,8 @@ def main() -> None:
         started = time.perf_counter()
         outputs = coder.segment_outputs(dev, cache=cache)
         seconds = round(time.perf_counter() - started, 1) if fresh else None
-        run = {"lang": args.lang, "adapter": str(args.adapter or "shipped"), "mode": mode, "gate": gate, "llm_segments": sum(o.llm_segments for o in outputs), "stage1_s": seconds}
+        run = {"lang": args.lang, "adapter": str(args.adapter or "shipped"), "mode": mode, "gate": gate,
+               "llm_segments": sum(o.llm_segments for o in outputs), "stage1_s": seconds}
         for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
             print(json.dumps({**run, "llm_weight": row.pop("weight"), **row}), flush=True)
         coder.settings = llm_alone(coder.settings)
