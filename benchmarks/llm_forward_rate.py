@@ -4,8 +4,8 @@
                                           [--dtype auto|float32|bfloat16] [--int8]
 
 Codes ~400-word notes (as ``coder_speed.py``) with the LLM on and times every forward pass of the LLM: the tokens each
-pass processes (padding included), the seconds spent in them, and the arithmetic rate that implies (2 multiply-adds per
-weight outside the embedding per token; attention and the output layer are left out, so the rate is a lower bound).
+pass processes (padding included), the seconds spent in them, and the arithmetic rate that implies (one multiply-add, 2 FLOPs, per
+weight per token, the embedding tables left out; so are attention and the output layer, so the rate is a lower bound).
 ``--int8`` swaps the linear layers for PyTorch's dynamically quantized int8 ones (fp32 activations): a measurement of
 what int8 would buy, not a coder setting.
 
@@ -44,10 +44,11 @@ class ForwardTimer:
         self.tokens, self.seconds = 0, 0.0
 
 
-def weights_outside_embedding(model) -> int:
-    """Parameters a token's forward pass multiplies by (every weight but the input embedding table)."""
-    embedding = model.get_input_embeddings().weight
-    return sum(p.numel() for p in model.parameters() if p is not embedding)
+def weights_outside_embeddings(model) -> int:
+    """Parameters every token's forward pass multiplies by: all but the embedding tables (the output layer runs only
+    where logits are kept, the last prompt position here)."""
+    tables = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in tables)
 
 
 def matmul_gflop_per_second(coder, document) -> float | None:
@@ -95,7 +96,7 @@ def main() -> None:
     documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
     dtype = "float32" if args.int8 else args.dtype
     coder = SpanLLMPredictor.load(args.model, use_llm=True, llm_mode=args.llm_mode, dtype=dtype)
-    weights = weights_outside_embedding(coder.model)
+    weights = weights_outside_embeddings(coder.model)
     if args.int8:
         coder.model = torch.ao.quantization.quantize_dynamic(coder.model, {torch.nn.Linear}, dtype=torch.qint8)
         coder._generator = None
@@ -105,19 +106,22 @@ def main() -> None:
     started = time.perf_counter()
     coder.segment_outputs(documents)
     elapsed = time.perf_counter() - started
-    tokens_per_second = timer.tokens / timer.seconds
+    tokens, seconds = timer.tokens, timer.seconds
+    tokens_per_second = tokens / seconds
+    matmul_rate = matmul_gflop_per_second(coder, documents[0])
+    ceiling = None if args.int8 else square_matmul_gflop_per_second(coder.model.dtype)
     print(json.dumps({
         "threads": args.threads,
         "llm_mode": coder.settings.llm_mode,
         "dtype": "int8-dynamic" if args.int8 else coder.llm_dtype,
         "notes_per_second": round(len(documents) / elapsed, 3),
-        "llm_tokens_per_note": round(timer.tokens / len(documents)),
-        "llm_seconds_per_note": round(timer.seconds / len(documents), 2),
-        "llm_share_of_time": round(timer.seconds / elapsed, 3),
+        "llm_tokens_per_note": round(tokens / len(documents)),
+        "llm_seconds_per_note": round(seconds / len(documents), 2),
+        "llm_share_of_time": round(seconds / elapsed, 3),
         "llm_tokens_per_second": round(tokens_per_second),
         "gflop_per_second": round(2 * weights * tokens_per_second / 1e9, 1),
-        "matmul_gflop_per_second": matmul_gflop_per_second(coder, documents[0]),
-        "square_matmul_gflop_per_second": None if args.int8 else square_matmul_gflop_per_second(coder.model.dtype),
+        "matmul_gflop_per_second": matmul_rate,
+        "square_matmul_gflop_per_second": ceiling,
         "tokens_per_note_for_1_note_per_second": round(tokens_per_second),
     }))
 
