@@ -4,13 +4,14 @@
                                           [--dtype auto|float32|bfloat16] [--int8]
 
 Codes ~400-word notes (as ``coder_speed.py``) with the LLM on and times every forward pass of the LLM: the tokens each
-pass processes (padding included), the seconds spent in them, and the arithmetic rate that implies (one multiply-add, 2 FLOPs, per
-weight per token, the embedding tables left out; so are attention and the output layer, so the rate is a lower bound).
+pass processes (padding included), the seconds spent in them, and the arithmetic rate that implies (one multiply-add,
+2 FLOPs, per weight per token, the embedding tables left out; so are attention and the output layer, so the rate is a
+lower bound).
 ``--int8`` swaps the linear layers for PyTorch's dynamically quantized int8 ones (fp32 activations): a measurement of
 what int8 would buy, not a coder setting.
 
-Prints one JSON line: notes/s, LLM tokens and forward seconds per note, tokens/s, GFLOP/s (the model's and its matrix
-products'), and the tokens per note the measured rate would allow at 1 note/s.
+Prints one JSON line: notes/s, LLM tokens and forward seconds per note, tokens/s (also the most tokens a note could send
+at 1 note/s), GFLOP/s (the model's and its matrix products').
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 import json
 import time
 
-from coder_speed import SAMPLE, four_hundred_words
+from coder_speed import sample_notes
 
 
 class ForwardTimer:
@@ -79,7 +80,6 @@ def square_matmul_gflop_per_second(dtype, size: int = 2048, repeats: int = 5) ->
 def main() -> None:
     import torch
 
-    from icdcoder.data.schema import Document
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
     from icdcoder.infer.coder import INFERENCE_DTYPES, LLM_MODES, SpanLLMPredictor
 
@@ -92,8 +92,7 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="dynamically quantized int8 linear layers (fp32 activations)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    text = four_hundred_words(SAMPLE.read_text(encoding="utf-8"))
-    documents = [Document(id=f"note{i}", text=text, language="es") for i in range(args.notes)]
+    documents = sample_notes(args.notes)
     dtype = "float32" if args.int8 else args.dtype
     coder = SpanLLMPredictor.load(args.model, use_llm=True, llm_mode=args.llm_mode, dtype=dtype)
     weights = weights_outside_embeddings(coder.model)
@@ -122,7 +121,6 @@ def main() -> None:
         "gflop_per_second": round(2 * weights * tokens_per_second / 1e9, 1),
         "matmul_gflop_per_second": matmul_rate,
         "square_matmul_gflop_per_second": ceiling,
-        "tokens_per_note_for_1_note_per_second": round(tokens_per_second),
     }))
 
 
