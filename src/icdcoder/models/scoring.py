@@ -51,19 +51,20 @@ class CandidateScorer(PromptBatches):
             )
             first_logprobs = prompt_out.logits[:, -1].float().log_softmax(-1)
             rows, tokens = self._continuation_rows(continuations)
+            row_index = torch.tensor(rows, device=self.model.device)
             cache = _output_cache(prompt_out)
-            cache.reorder_cache(torch.tensor(rows, device=self.model.device))
+            cache.reorder_cache(row_index)
             padded, mask = self._right_padded(tokens)
-            lengths = prompt_mask.sum(-1)[rows]
+            lengths = prompt_mask.sum(-1)[row_index]
             out = self.model(
                 input_ids=padded,
-                attention_mask=torch.cat([prompt_mask[rows], mask], dim=1),
+                attention_mask=torch.cat([prompt_mask[row_index], mask], dim=1),
                 position_ids=lengths.unsqueeze(1) + torch.arange(padded.shape[1], device=padded.device),
                 **{_cache_argument(self.model): cache},
             )
             # position p of the continuation predicts its token p + 1; padding positions count 0
             later_logprobs = out.logits[:, :-1].float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)
-            first = first_logprobs[torch.tensor(rows, device=padded.device), padded[:, 0]]
+            first = first_logprobs[row_index, padded[:, 0]]
             totals = (first + (later_logprobs * mask[:, 1:]).sum(-1)).tolist()
         per_prompt: list[list[float]] = [[] for _ in prompts]
         for prompt_row, total in zip(rows, totals):
