@@ -2,16 +2,18 @@
 
 Each area owns its commands in its own ``cli.py`` (kept light: heavy imports
 such as torch happen inside the commands); this file only assembles them and
-turns :class:`~icdcoder.errors.InputError` into a one-line message.
+owns the one error path every command shares (:func:`main`).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
+from icdcoder import __version__
 from icdcoder.baselines.cli import train_baseline
 from icdcoder.data.cli import app as data_app
 from icdcoder.evaluate.bench import bench
@@ -22,8 +24,29 @@ from icdcoder.ontology.cli import app as codes_app
 from icdcoder.rl.cli import train_grpo, train_phi
 from icdcoder.train.cli import train_lexicons, train_sft
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+#: exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+#: exit status of every expected failure: bad usage, bad input, an output that cannot be written
+USER_ERROR = 2
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 train_app = typer.Typer(no_args_is_help=True, help="Train a coder.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"icdcoder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Automated ICD coding with small LLMs, with evidence for every code."""
+
 
 app.add_typer(codes_app, name="codes", help="Look up ICD codes.")
 app.add_typer(data_app, name="data", help="Inspect datasets.")
@@ -39,25 +62,64 @@ train_app.command("grpo")(train_grpo)
 train_app.command("phi")(train_phi)
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """The exception classes a usage error can arrive as: typer ships its own copy of click (``typer._click``,
+    whose errors derive from ``typer.exceptions.TyperException``) and older typers use the ``click`` package."""
+    types: list[type[BaseException]] = []
     try:
-        app(standalone_mode=False)
-    except InputError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        Console(stderr=True).print("aborted")
-        sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except Exception as err:  # click usage errors carry their own exit code
+        from typer.exceptions import TyperException
+
+        types.append(TyperException)
+    except ImportError:
+        pass
+    try:
         import click
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True, markup=False)
+    sys.exit(status)
+
+
+def _usage_message(err: BaseException) -> str:
+    """One line for a usage error: the command it concerns and what is wrong, with where to read more."""
+    context = getattr(err, "ctx", None)
+    command = context.command_path if context is not None else "icdcoder"
+    text = " ".join(err.format_message().split()) if hasattr(err, "format_message") else str(err)
+    return f"error: {command}: {text} (see '{command} --help')"
+
+
+def _is_help_request(err: BaseException) -> bool:
+    """A group or command called with no arguments (``no_args_is_help``): its help is the answer, not an error."""
+    return type(err).__name__ == "NoArgsIsHelpError"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: every expected failure becomes one line on stderr and exit status 2; Ctrl-C exits 130."""
+    try:
+        status = app(args=argv, prog_name="icdcoder", standalone_mode=False)
+    except InputError as err:
+        _fail(f"error: {err}", USER_ERROR)
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume", INTERRUPTED)
+    except typer.Abort:
+        _fail("aborted", INTERRUPTED)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except _usage_error_types() as err:
+        if _is_help_request(err):
+            typer.echo(err.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
+        _fail(_usage_message(err), USER_ERROR)
+    # typer returns the exit status of an Exit raised inside a command, and 130 for a Ctrl-C it caught itself
+    if isinstance(status, int) and status == INTERRUPTED:
+        _fail("interrupted; rerun the same command to resume", INTERRUPTED)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -142,3 +142,76 @@ def save_cached(path: Path, value) -> None:
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
     except OSError as err:
         log.warning("could not write the cache %s: %s", path, err)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard links, ``..`` detours), else the same
+    resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _probe_writable(folder: Path, path: Path) -> None:
+    """Create ``folder`` if needed and write a scratch file in it; any failure is a one-line error naming ``path``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=".icdcoder-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(scratch)
+    except OSError as err:
+        raise InputError(f"cannot write here ({err.strerror or err})", path=path) from None
+
+
+def check_output_file(path: str | Path, inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Refuse, before any work, an output file that is one of ``inputs``, an existing folder, or a place that cannot
+    be written; returns the path. Nothing is left behind (a folder made for the probe stays: it was asked for)."""
+    path = Path(path)
+    for given in inputs:
+        if given is not None and _same_file(path, Path(given)):
+            raise InputError(f"is also an input ({given}); the output would replace it: choose another output", path=path)
+    if path.is_dir():
+        raise InputError("is a folder; the output must be a file path", path=path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError("cannot write here (permission denied)", path=path)
+    _probe_writable(path.parent, path)
+    return path
+
+
+def check_output_dir(path: str | Path, inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Refuse, before any work, an output folder that is an existing file, one of ``inputs``, or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is not a folder", path=path)
+    for given in inputs:
+        if given is not None and _same_file(path, Path(given)):
+            raise InputError(f"is also an input ({given}): choose another output folder", path=path)
+    _probe_writable(path, path)
+    return path
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file guarding ``output``: hidden, beside it (for a folder: inside it)."""
+    return output / ".icdcoder.lock" if output.is_dir() else output.with_name(f".{output.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``output`` (a file or a folder) while it is written, so that two runs never write
+    one output at once; a held lock is a one-line error. The operating system drops the lock when the process
+    ends, however it ends (``kill -9`` included), so a stale lock never blocks a rerun."""
+    from filelock import FileLock, Timeout
+
+    output = Path(output)
+    lock = FileLock(lock_path(output), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InputError("another icdcoder run is writing this output; wait for it to end or choose another", path=output) from None
+    except OSError as err:
+        raise InputError(f"cannot lock the output ({err.strerror or err})", path=output) from None
+    try:
+        yield
+    finally:
+        lock.release()

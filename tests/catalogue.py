@@ -1,0 +1,61 @@
+"""Running the real ``icdcoder`` entry point for the failure catalogue (``tests/test_catalogue_*.py``).
+
+:func:`run_main` calls :func:`icdcoder.cli.main` in this process (the same error path as the installed command,
+without a second torch import per case); :func:`run_subprocess` runs ``python -m icdcoder.cli`` for the cases where
+the process itself matters (signals, kill -9, two runs at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args: str, stdin: str = "") -> Result:
+    """``icdcoder ARGS`` through :func:`icdcoder.cli.main`, its exit status and both streams captured."""
+    from icdcoder.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(arg) for arg in args])
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.stdin = saved_stdin
+    return Result(status, out.getvalue(), err.getvalue())
+
+
+def run_subprocess(*args: str, stdin: str | None = None, timeout: float = 300) -> Result:
+    """``python -m icdcoder.cli ARGS`` in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "icdcoder.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, input=stdin, timeout=timeout
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    """Exit status 2, one ``error:`` line on stderr holding every fragment, nothing on stdout, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.status == 2, (result.status, result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not result.stdout.strip(), result.stdout[-2000:]
