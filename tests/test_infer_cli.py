@@ -104,6 +104,17 @@ def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
     assert json.loads(scored.stdout)["D"]["micro_f1"] > 0.5
 
 
+def _write_fingerprint(partial: Path, corpus: Path, coder_dir: Path) -> None:
+    """The fingerprint ``predict codiesp`` records for the dev split with the default settings."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.cli import MAX_NOTE_CHARS, run_fingerprint
+    from icdcoder.infer.records import FINGERPRINT_SUFFIX, documents_digest
+
+    documents = load_codiesp(corpus, "dev", language="es", with_translation=True, labelled=False)
+    fingerprint = run_fingerprint(documents_digest(documents), coder_dir, "llm", max_note_chars=MAX_NOTE_CHARS)
+    partial.with_name(partial.name + FINGERPRINT_SUFFIX).write_text(json.dumps(fingerprint), encoding="utf-8")
+
+
 def test_predict_codiesp_resumes_an_interrupted_run(tmp_path, corpus, coder_dir):
     args = ["predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--model", str(coder_dir)]
     whole = _in_process(*args, "--out-dir", str(tmp_path / "whole"))
@@ -112,6 +123,7 @@ def test_predict_codiesp_resumes_an_interrupted_run(tmp_path, corpus, coder_dir)
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     (interrupted / "predictions.jsonl.partial").write_text(first + second[:20], encoding="utf-8")  # cut mid-record
+    _write_fingerprint(interrupted / "predictions.jsonl.partial", corpus, coder_dir)
     result = _in_process(*args, "--out-dir", str(interrupted))
     assert result.exit_code == 0, result.output[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["resumed"] == 1

@@ -8,7 +8,7 @@ import pytest
 
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
-from icdcoder.infer.records import PARTIAL_SUFFIX, predict_to_jsonl, prediction_record, read_predictions
+from icdcoder.infer.records import FINGERPRINT_SUFFIX, PARTIAL_SUFFIX, predict_to_jsonl, prediction_record, read_predictions
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 
 TEXT = "Dolor torácico e hipertensión arterial."
@@ -57,6 +57,14 @@ def _ids(notes: list[Document]) -> list[str]:
     return [note.id for note in notes]
 
 
+def _partial(tmp_path, content: str, fingerprint: dict | None = None):
+    """A partial file as an interrupted run leaves it, with the run's fingerprint beside it."""
+    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
+    partial.write_text(content, encoding="utf-8")
+    partial.with_name(partial.name + FINGERPRINT_SUFFIX).write_text(json.dumps(fingerprint or {}), encoding="utf-8")
+    return partial
+
+
 def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tmp_path):
     prediction = DocumentPrediction("n1", [
         CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((17, 38),))]),
@@ -75,14 +83,18 @@ def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tm
         ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm"}]}', "field 'codes.0.score'"),
         ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": -1, "end": 3}]}]}',
          "field 'codes.0.evidence.0.start'"),
-        ('{"id": "n1", "extra": 1}', "field 'extra'"),
-        ('{"id": "n0"}\n{"id": "n0"}', "predicted twice"),
+        ('{"id": "n1", "codes": [], "extra": 1}', "field 'extra'"),
+        ('{"id": "n1"}', "field 'codes'"),
+        ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": NaN}]}', "finite"),
+        ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": 9, "end": 3}]}]}',
+         "ends before it starts"),
+        ('{"id": "n0", "codes": []}\n{"id": "n0", "codes": []}', "predicted twice"),
         ("[1, 2]", "expected a JSON object"),
     ],
 )
 def test_a_malformed_record_fails_in_one_line_naming_file_line_and_field(tmp_path, line, message):
     path = tmp_path / "pred.jsonl"
-    path.write_text('{"id": "ok"}\n' + line + "\n", encoding="utf-8")
+    path.write_text('{"id": "ok", "codes": []}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=message) as caught:
         read_predictions(path)
     assert "\n" not in str(caught.value) and f"{path}:" in str(caught.value)
@@ -103,9 +115,8 @@ def test_an_interrupted_run_leaves_no_output_and_the_rerun_codes_only_the_rest(t
 
 def test_a_line_cut_short_by_the_interruption_is_coded_again(tmp_path):
     notes, out = _notes(4), tmp_path / "pred.jsonl"
-    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
     whole = json.dumps(prediction_record(DocumentPrediction("n0"), notes[0].text))
-    partial.write_text(whole + "\n" + '{"id": "n1", "co', encoding="utf-8")
+    _partial(tmp_path, whole + "\n" + '{"id": "n1", "co')
     rerun = _CountingCoder()
     assert predict_to_jsonl(rerun, notes, _ids(notes), out, chunk=10) == {"coded": 3, "resumed": 1}
     assert rerun.asked == ["n1", "n2", "n3"] and len(read_predictions(out)) == 4
@@ -113,14 +124,48 @@ def test_a_line_cut_short_by_the_interruption_is_coded_again(tmp_path):
 
 def test_a_whole_record_without_its_line_end_is_coded_again(tmp_path):
     notes, out = _notes(2), tmp_path / "pred.jsonl"
-    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
-    partial.write_text(json.dumps(prediction_record(DocumentPrediction("n0"), notes[0].text)), encoding="utf-8")
+    _partial(tmp_path, json.dumps(prediction_record(DocumentPrediction("n0"), notes[0].text)))
     assert predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out) == {"coded": 2, "resumed": 0}
     assert [p.doc_id for p in read_predictions(out)] == ["n0", "n1"]
 
 
 def test_a_partial_file_of_other_notes_is_refused(tmp_path):
-    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
-    partial.write_text(json.dumps({"id": "elsewhere", "codes": []}) + "\n", encoding="utf-8")
-    with pytest.raises(InputError, match="not in the input; delete it"):
+    _partial(tmp_path, json.dumps({"id": "elsewhere", "codes": []}) + "\n")
+    with pytest.raises(InputError, match="not in the input .*; delete it"):
         predict_to_jsonl(_CountingCoder(), _notes(2), _ids(_notes(2)), tmp_path / "pred.jsonl")
+
+
+def test_a_rerun_with_another_fingerprint_refuses_to_resume(tmp_path):
+    notes, out = _notes(6), tmp_path / "pred.jsonl"
+    with pytest.raises(_Interrupted):
+        predict_to_jsonl(_CountingCoder(calls_before_stop=1), notes, _ids(notes), out, chunk=2, fingerprint={"language": "en", "model": "a"})
+    with pytest.raises(InputError, match="another language; rerun with the same"):
+        predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "es", "model": "a"})
+    assert predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "en", "model": "a"}) == {
+        "coded": 4, "resumed": 2}
+    assert not (tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX + FINGERPRINT_SUFFIX)).exists()
+
+
+def test_a_partial_file_without_its_fingerprint_is_refused(tmp_path):
+    partial = tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps({"id": "n0", "codes": []}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="has no fingerprint"):
+        predict_to_jsonl(_CountingCoder(), _notes(2), _ids(_notes(2)), tmp_path / "pred.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": "n1"}, "field 'codes'"),
+        ({"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.8,
+                                 "evidence": [{"start": 17, "end": 29, "quote": "hipertensiXn"}]}]}, "does not quote the note"),
+        ({"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.8,
+                                 "evidence": [{"start": 17, "end": 99, "quote": "x"}]}]}, "does not quote the note"),
+    ],
+)
+def test_a_hand_edited_partial_record_is_refused_not_carried_into_the_output(tmp_path, record, message):
+    _partial(tmp_path, json.dumps(record, ensure_ascii=False) + "\n")
+    with pytest.raises(InputError, match=message) as caught:
+        predict_to_jsonl(_CountingCoder(), _notes(3), _ids(_notes(3)), tmp_path / "pred.jsonl")
+    assert ":1:" in str(caught.value)
+    assert not (tmp_path / "pred.jsonl").exists()

@@ -13,7 +13,7 @@ ICD-9-CM (``N44.8``, ``250.00``, ``38.93``), undotted for ICD-10-PCS
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -110,24 +110,34 @@ def save_documents(path: str | Path, documents: Iterable[Document]) -> None:
     write_jsonl(path, (doc.model_dump(mode="json") for doc in documents))
 
 
-def iter_documents(path: str | Path, defaults: dict | None = None) -> Iterator[Document]:
+#: a use-specific check of a document: raises ``ValueError`` whose message names the field
+DocumentCheck = Callable[[Document], None]
+
+
+def iter_documents(path: str | Path, defaults: dict | None = None, check: DocumentCheck | None = None) -> Iterator[Document]:
     """Read documents from JSONL; a bad record raises an error naming its line and field.
 
-    ``defaults``: values for fields a record leaves out (``{"language": "en"}`` for notes that name none)."""
+    ``defaults``: values for fields a record leaves out (``{"language": "en"}`` for notes that name none); ``check``:
+    what the reader needs beyond the schema (coding needs a language the coder reads, say)."""
     for number, record in read_jsonl(path):
         try:
-            yield Document.model_validate({**(defaults or {}), **record})
+            document = Document.model_validate({**(defaults or {}), **record})
+            if check is not None:
+                check(document)
         except ValidationError as err:
             field, message = first_invalid_field(err, whole="(record)")
             raise InputError(f"field '{field}': {message}", path=path, line=number) from None
+        except ValueError as err:
+            raise InputError(str(err), path=path, line=number) from None
+        yield document
 
 
-def document_ids(path: str | Path, defaults: dict | None = None) -> list[str]:
+def document_ids(path: str | Path, defaults: dict | None = None, check: DocumentCheck | None = None) -> list[str]:
     """The ids of a JSONL file's documents, every record validated on the way (one pass, one document in memory at a
     time); an id used twice is an error."""
     ids: list[str] = []
     seen: set[str] = set()
-    for document in iter_documents(path, defaults):
+    for document in iter_documents(path, defaults, check):
         if document.id in seen:
             raise InputError(f"note id '{document.id}' occurs twice", path=path)
         seen.add(document.id)

@@ -12,14 +12,23 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from textwrap import shorten
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from icdcoder import __version__
 from icdcoder.errors import InputError
-from icdcoder.io import progress_bar
+from icdcoder.io import check_output_dir, check_output_file, output_lock, progress_bar
+
+if TYPE_CHECKING:
+    from icdcoder.data.schema import Document, DocumentCheck
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+#: the languages the coders read
+LANGUAGES = ("es", "en")
+#: the longest note coded unless --max-note-chars says otherwise: about 40,000 words, several times the longest
+#: discharge summaries; a longer input is more likely a wrong file than a note, and would take minutes
+MAX_NOTE_CHARS = 250_000
 #: evidence spans a row of the `code` table shows (--json lists them all)
 TABLE_EVIDENCE = 3
 #: notes ``predict codiesp`` codes (and saves) at a time
@@ -39,10 +48,50 @@ def load_predictor(model: Path | None, system: str):
     """The coder saved in ``model`` (default: the shipped model) under registry name ``system``."""
     from icdcoder.registry import predictor_class
 
-    directory = model if model is not None else DEFAULT_MODEL_DIR
-    if not Path(directory).is_dir():
+    directory = model_folder(model)
+    if not directory.is_dir():
         raise InputError("model folder not found", path=directory)
     return predictor_class(system).load(directory)
+
+
+def model_folder(model: Path | None) -> Path:
+    return Path(model) if model is not None else DEFAULT_MODEL_DIR
+
+
+def check_language(lang: str) -> None:
+    if lang not in LANGUAGES:
+        raise InputError(f"--lang must be es or en (got '{lang}')")
+
+
+def codable(max_chars: int) -> DocumentCheck:
+    """What coding needs of a note beyond the schema: a language the coder reads, some text, and at most
+    ``max_chars`` characters."""
+
+    def check(document: Document) -> None:
+        if document.language not in LANGUAGES:
+            raise ValueError(f"field 'language': '{document.language}' is not a language the coder reads (es or en)")
+        if not document.text.strip():
+            raise ValueError("field 'text': the note is empty")
+        if len(document.text) > max_chars:
+            raise ValueError(
+                f"field 'text': the note has {len(document.text):,} characters, more than the limit of {max_chars:,} "
+                "(--max-note-chars)"
+            )
+
+    return check
+
+
+def run_fingerprint(input_digest: str, model: Path | None, system: str, **settings) -> dict:
+    """What identifies a coding run, so that an interrupted run resumes only under the same input, model and
+    settings (see ``icdcoder.infer.records``)."""
+    from icdcoder.infer.records import folder_digest
+
+    return {"input": input_digest, "model": folder_digest(model_folder(model)), "system": system, "icdcoder": __version__, **settings}
+
+
+MaxNoteChars = Annotated[
+    int, typer.Option("--max-note-chars", min=1, help="Refuse notes longer than this many characters.")
+]
 
 
 @predict_app.command("codiesp")
@@ -57,34 +106,46 @@ def predict_codiesp(
     translation: Annotated[
         bool, typer.Option("--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it.")
     ] = True,
+    max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
 ) -> None:
     """Code every note of a CodiEsp split; prints row counts as JSON.
 
     Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
     is coded as any other. The notes' records (codes, scores, evidence) go to ``OUT_DIR/predictions.jsonl`` as
     ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped."""
-    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.codiesp import load_codiesp, split_dir
     from icdcoder.evaluate.codiesp import write_submission
-    from icdcoder.infer.records import predict_to_jsonl, read_predictions
+    from icdcoder.infer.records import documents_digest, predict_to_jsonl, read_predictions
 
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang must be es or en (got '{lang}')")
+    check_language(lang)
+    check_output_dir(out_dir, inputs=[data_dir, split_dir(data_dir, split)])
     documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es", labelled=False)
     if limit is not None:
         documents = documents[:limit]
+    _check_split_notes(documents, split_dir(data_dir, split), codable(max_note_chars))
+    fingerprint = run_fingerprint(documents_digest(documents), model, system, max_note_chars=max_note_chars)
     predictor = load_predictor(model, system)
     records = out_dir / PREDICTIONS_FILE
-    with progress_bar() as bar:
+    with output_lock(out_dir), progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         counts = predict_to_jsonl(
             predictor, documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
-            report=lambda done, _total: bar.update(task, completed=done),
+            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
         )
-    predictions = read_predictions(records)
-    rows = write_submission(out_dir, predictions)
+        predictions = read_predictions(records)
+        rows = write_submission(out_dir, predictions)
     dropped = dropped_totals(prediction.dropped for prediction in predictions)
     summary = {"documents": len(documents), "resumed": counts["resumed"], "rows": rows, "dropped": dropped}
     typer.echo(json.dumps({**summary, "out_dir": str(out_dir)}))
+
+
+def _check_split_notes(documents: list[Document], folder: Path, check: DocumentCheck) -> None:
+    """Every note of a split checked before any is coded; a bad one is named by its file."""
+    for document in documents:
+        try:
+            check(document)
+        except ValueError as err:
+            raise InputError(str(err), path=folder / "text_files" / f"{document.id}.txt") from None
 
 
 @predict_app.command("jsonl")
@@ -95,25 +156,26 @@ def predict_jsonl(
     model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
+    max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
 ) -> None:
     """Code every note of a JSONL file (MIMIC, exported CodiEsp, your own notes); an interrupted run resumes.
 
     Prints counts as JSON."""
-    from rich.console import Console
-
     from icdcoder.data.schema import document_ids, iter_documents
-    from icdcoder.infer.records import predict_to_jsonl
+    from icdcoder.infer.records import file_digest, predict_to_jsonl
 
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang must be es or en (got '{lang}')")
+    check_language(lang)
+    check_output_file(out, inputs=[input_path])
     defaults = {"language": lang}
-    ids = document_ids(input_path, defaults)  # a bad record fails now, not hours into the run
+    ids = document_ids(input_path, defaults, codable(max_note_chars))  # a bad record fails now, not hours into the run
+    fingerprint = run_fingerprint(file_digest(input_path), model, system, language=lang, max_note_chars=max_note_chars)
     predictor = load_predictor(model, system)
-    console = Console(stderr=True)
-    counts = predict_to_jsonl(
-        predictor, iter_documents(input_path, defaults), ids, out, chunk=chunk,
-        report=lambda done, total: console.print(f"{done:,} / {total:,} notes coded"),
-    )
+    with output_lock(out), progress_bar() as bar:
+        task = bar.add_task(f"coding {input_path.name}", total=len(ids))
+        counts = predict_to_jsonl(
+            predictor, iter_documents(input_path, defaults), ids, out, chunk=chunk,
+            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
+        )
     typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))
 
 
@@ -171,8 +233,9 @@ def tune(
         raise InputError(f"--llm-mode must be {' or '.join(LLM_MODES)} (got '{llm_mode}')")
     if objective is not None and objective not in TUNING_OBJECTIVES:
         raise InputError(f"--objective must be {' or '.join(TUNING_OBJECTIVES)} (got '{objective}')")
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang must be es or en (got '{lang}')")
+    check_language(lang)
+    if out_dir is not None:
+        check_output_dir(out_dir)
     import torch
 
     from icdcoder.evaluate.codiesp import write_submission
@@ -224,8 +287,8 @@ def tuning_documents(data_dir: Path | None, split: str, jsonl: Path | None, lang
     return load_codiesp(data_dir, split, language=lang, with_translation=lang == "es")
 
 
-def read_note(source: str) -> str:
-    """The note text from a file path or ``-`` (stdin); empty or undecodable input is an error."""
+def read_note(source: str, max_chars: int = MAX_NOTE_CHARS) -> str:
+    """The note text from a file path or ``-`` (stdin); empty, undecodable or over-long input is an error."""
     from icdcoder.io import read_text
 
     if source == "-":
@@ -236,8 +299,11 @@ def read_note(source: str) -> str:
             raise InputError(f"not valid UTF-8 (byte {err.start})", path="<stdin>") from None
     else:
         text = read_text(source)
+    where = source if source != "-" else "<stdin>"
     if not text.strip():
-        raise InputError("the note is empty", path=source if source != "-" else "<stdin>")
+        raise InputError("the note is empty", path=where)
+    if len(text) > max_chars:
+        raise InputError(f"the note has {len(text):,} characters, more than the limit of {max_chars:,} (--max-note-chars)", path=where)
     return text
 
 
@@ -257,16 +323,16 @@ def code(
         Path | None, typer.Option("--translation", help="The note's English translation (plain text), read for English code terms.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
 ) -> None:
     """Code one note: codes with description, score and evidence (``--json``: the record ``predict jsonl`` writes,
     each code with its description)."""
     from icdcoder.data.schema import Document
     from icdcoder.infer.records import prediction_record
 
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang must be es or en (got '{lang}')")
-    text = read_note(file)
-    english = read_note(str(translation)) if translation is not None else ""
+    check_language(lang)
+    text = read_note(file, max_note_chars)
+    english = read_note(str(translation), max_note_chars) if translation is not None else ""
     predictor = load_predictor(model, system)
     document = Document(id="note", text=text, language=lang, translation=english)
     record = prediction_record(predictor.predict([document])[0], text, describe=_describe)

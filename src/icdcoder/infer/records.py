@@ -8,26 +8,32 @@ The format of ``icdcoder predict jsonl`` (notes in canonical JSONL, any predicto
 
 ``quote`` is there for people; reading a file back takes the offsets. Coding many notes streams them (a chunk in memory
 at a time) and is resumable: finished notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output
-appears whole, by rename, at the end.
+appears whole, by rename, at the end. ``OUT.partial.json`` holds the run's fingerprint (input, model, settings): a rerun
+that differs in any of them refuses to resume rather than mix two runs in one file, and every record it takes over is
+checked as the final output is (schema, offsets inside the note, quotes equal to the note's text).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
-from icdcoder.io import read_jsonl
+from icdcoder.io import atomic_write, read_jsonl
 from icdcoder.predictor import CodePrediction, DocumentPrediction, Predictor
 
 #: suffix of the file that holds the finished notes of an unfinished ``predict_to_jsonl``
 PARTIAL_SUFFIX = ".partial"
+#: suffix (after ``PARTIAL_SUFFIX``) of the file that holds the unfinished run's fingerprint
+FINGERPRINT_SUFFIX = ".json"
 
 
 class SpanRecord(StrictModel):
@@ -35,11 +41,24 @@ class SpanRecord(StrictModel):
     end: int = Field(ge=0)
     quote: str = ""
 
+    @model_validator(mode="after")
+    def _not_reversed(self) -> SpanRecord:
+        if self.end < self.start:
+            raise ValueError(f"span ends before it starts ({self.start}-{self.end})")
+        return self
+
 
 class CodeRecord(StrictModel):
     code: str = Field(min_length=1)
     system: str = Field(min_length=1)
     score: float
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, score: float) -> float:
+        if not math.isfinite(score):
+            raise ValueError(f"score must be a finite number (got {score})")
+        return score
     #: the code's title, in the records ``icdcoder code --json`` prints
     description: str = ""
     evidence: list[SpanRecord] = []
@@ -48,7 +67,7 @@ class CodeRecord(StrictModel):
 
 class PredictionRecord(StrictModel):
     id: str = Field(min_length=1)
-    codes: list[CodeRecord] = []
+    codes: list[CodeRecord]
     dropped: dict[str, int] = {}
 
 
@@ -104,23 +123,109 @@ def read_predictions(path: str | Path) -> list[DocumentPrediction]:
     return predictions
 
 
-def _finished_ids(partial: Path) -> set[str]:
-    """The notes an interrupted run wrote whole; a last line cut short by the interruption is dropped."""
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: str | Path) -> str:
+    """SHA-256 over a folder's files (relative path and bytes, in sorted order; hidden files left out): changes when
+    any file the coder reads changes, re-tuning included."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+        digest.update(str(path.relative_to(folder)).encode("utf-8") + b"\0" + file_digest(path).encode("ascii"))
+    return digest.hexdigest()
+
+
+def documents_digest(documents: Iterable[Document]) -> str:
+    """SHA-256 over notes' ids, languages, texts and translations (for inputs that are not one file)."""
+    digest = hashlib.sha256()
+    for document in documents:
+        for part in (document.id, document.language, document.text, document.translation):
+            digest.update(part.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+class _Resumed:
+    """What an interrupted run finished: each note's evidence spans, checked against the note when it streams by."""
+
+    def __init__(self, partial: Path):
+        self.partial = partial
+        #: note id -> (line in the partial file, [(start, end, quote), ...])
+        self.spans: dict[str, tuple[int, list[tuple[int, int, str]]]] = {}
+
+    @classmethod
+    def read(cls, partial: Path) -> _Resumed:
+        """The whole records of ``partial``, each validated as final output is; a last line cut short by the
+        interruption is dropped (the file is truncated before it)."""
+        resumed = cls(partial)
+        if not partial.is_file():
+            return resumed
+        kept = 0
+        with partial.open("rb") as handle:
+            for line, raw in enumerate(handle, start=1):
+                if not raw.endswith(b"\n"):  # cut before its line end: the next record would be glued to it
+                    break
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    raise InputError("malformed JSON: delete it to start over", path=partial, line=line) from None
+                if not isinstance(record, dict):
+                    raise InputError("expected a JSON object: delete it to start over", path=partial, line=line)
+                resumed._add(prediction_from_record(record, partial, line), record, line)
+                kept += len(raw)
+        os.truncate(partial, kept)
+        return resumed
+
+    def _add(self, prediction: DocumentPrediction, record: dict, line: int) -> None:
+        if prediction.doc_id in self.spans:
+            raise InputError(f"note '{prediction.doc_id}' occurs twice: delete it to start over", path=self.partial, line=line)
+        spans = [
+            (span["start"], span["end"], span.get("quote", ""))
+            for code in record["codes"] for kind in ("evidence", "sentence_evidence") for span in code.get(kind, [])
+        ]
+        self.spans[prediction.doc_id] = (line, spans)
+
+    def check(self, document: Document) -> None:
+        """A finished note's spans must lie inside its text and quote it exactly (a hand-edited file is refused)."""
+        line, spans = self.spans[document.id]
+        for start, end, quote in spans:
+            if end > len(document.text) or document.text[start:end] != quote:
+                raise InputError(
+                    f"note '{document.id}': the span {start}-{end} does not quote the note; delete the file to start over",
+                    path=self.partial, line=line,
+                )
+
+
+def _fingerprint_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + FINGERPRINT_SUFFIX)
+
+
+def _check_or_start_fingerprint(partial: Path, fingerprint: dict) -> None:
+    """Resume only a run with the same fingerprint; a new run records its own before it writes anything."""
+    path = _fingerprint_path(partial)
     if not partial.is_file():
-        return set()
-    finished, kept = set(), 0
-    with partial.open("rb") as handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):  # cut before its line end: the next record would be glued to it
-                break
-            try:
-                record = json.loads(raw)
-                finished.add(record["id"])
-            except (ValueError, KeyError, TypeError):
-                break
-            kept += len(raw)
-    os.truncate(partial, kept)
-    return finished
+        with atomic_write(path) as handle:
+            json.dump(fingerprint, handle, sort_keys=True)
+        return
+    if not path.is_file():
+        raise InputError(f"has no fingerprint ({path.name}), so what wrote it is unknown; delete it to start over", path=partial)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError("unreadable run fingerprint; delete it and the .partial file to start over", path=path) from None
+    differing = sorted(key for key in set(recorded) | set(fingerprint) if recorded.get(key) != fingerprint.get(key))
+    if differing:
+        raise InputError(
+            f"was written by a run with another {', '.join(differing)}; rerun with the same input, model and settings "
+            "to resume, or delete it to start over",
+            path=partial,
+        )
 
 
 def _batches(documents: Iterable[Document], skip: set[str], size: int) -> Iterator[list[Document]]:
@@ -144,22 +249,25 @@ def predict_to_jsonl(
     out: str | Path,
     chunk: int = 64,
     report: Callable[[int, int], None] | None = None,
+    fingerprint: dict | None = None,
 ) -> dict:
     """Code ``documents`` (streamed; ``ids``: theirs, known up front) into the predictions file ``out``, resuming an
-    interrupted run.
+    interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings).
 
     ``report(done, total)`` is called after each chunk. Returns how many notes were coded now, and how many an
-    earlier run had coded already.
+    earlier run had coded already. If coding fails, the notes finished so far stay in ``OUT.partial``.
     """
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
-    finished = _finished_ids(partial)
-    if finished - set(ids):
-        raise InputError("holds notes that are not in the input; delete it to start over", path=partial)
-    resumed, done = len(finished), len(finished)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _check_or_start_fingerprint(partial, fingerprint or {})
+    finished = _Resumed.read(partial)
+    strangers = set(finished.spans) - set(ids)
+    if strangers:
+        raise InputError(f"holds notes that are not in the input (e.g. '{min(strangers)}'); delete it to start over", path=partial)
+    resumed, done = len(finished.spans), len(finished.spans)
     with partial.open("a", encoding="utf-8") as handle:
-        for batch in _batches(documents, finished, chunk):
+        for batch in _batches(_checked_against(documents, finished), set(finished.spans), chunk):
             predictions = predictor.predict(batch)
             handle.write("".join(json.dumps(prediction_record(p, d.text), ensure_ascii=False) + "\n" for p, d in zip(predictions, batch)))
             handle.flush()
@@ -168,4 +276,13 @@ def predict_to_jsonl(
             if report:
                 report(done, len(ids))
     os.replace(partial, out)
+    _fingerprint_path(partial).unlink(missing_ok=True)
     return {"coded": done - resumed, "resumed": resumed}
+
+
+def _checked_against(documents: Iterable[Document], finished: _Resumed) -> Iterator[Document]:
+    """The documents, each that an earlier run finished checked against its record on the way."""
+    for document in documents:
+        if document.id in finished.spans:
+            finished.check(document)
+        yield document
