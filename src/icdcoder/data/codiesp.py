@@ -83,7 +83,7 @@ def parse_position(field_text: str, path: Path, number: int) -> Pieces:
     pieces = []
     for piece in field_text.split(";"):
         bounds = piece.split()
-        if len(bounds) != 2 or not all(bound.isdigit() for bound in bounds):
+        if len(bounds) != 2 or not all(bound.isascii() and bound.isdigit() for bound in bounds):
             raise InputError(f"offsets must be 'start end' integers, got {field_text!r}", path=path, line=number)
         start, end = int(bounds[0]), int(bounds[1])
         if end < start:

@@ -34,6 +34,12 @@ What the official scripts (TeMU-BSC/codiesp-evaluation-script) do, and what we d
   the last piece's end (for the few references whose pieces are out of text
   order, the covering interval is accepted too: see :func:`_reference_spans`);
   labels are not compared.
+* Stricter than the official scripts on malformed rows, in gold and submission
+  alike (as ``icdcoder data stats codiesp`` reads gold): a row with the wrong
+  number of fields or an empty field, an X position that is not ``start end``
+  integers, is reversed (end before start) or, where the split has the note's
+  text file, runs past its end, is an :class:`InputError` naming ``FILE:LINE``
+  rather than a row scored as written or skipped.
 * A submission file that is missing is scored as empty (all zeros) and named
   in ``"notes"``; a missing prediction FOLDER, or a folder with none of the
   three files, is an input error.
@@ -57,7 +63,7 @@ from icdcoder.evaluate.metrics import (
     restrict_to_gold_documents,
     trectools_map,
 )
-from icdcoder.io import atomic_write, iter_lines
+from icdcoder.io import atomic_write, iter_lines, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,24 @@ class CodiespCodes:
     references: dict[tuple[str, str], list[Span]] = field(default_factory=dict)
     documents: set[str] = field(default_factory=set)
     missing_files: list[str] = field(default_factory=list)
+    #: the split's note files by document (``text_files/*.txt``; empty when the split has none)
+    texts: dict[str, Path] = field(default_factory=dict)
+
+
+class TextLengths:
+    """Characters in each note of a split, read on first use (only notes an X row points into are read)."""
+
+    def __init__(self, texts: Mapping[str, Path]):
+        self._texts = texts
+        self._lengths: dict[str, int] = {}
+
+    def get(self, doc: str) -> int | None:
+        """Length of ``doc``'s text, ``None`` when the split has no text file for it (nothing to check against)."""
+        if doc not in self._lengths:
+            if doc not in self._texts:
+                return None
+            self._lengths[doc] = len(read_text(self._texts[doc]))
+        return self._lengths[doc]
 
 
 # --------------------------------------------------------------------- parsing
@@ -94,27 +118,34 @@ def _fields(line: str, expected: int, path: Path, number: int) -> list[str]:
     return parts
 
 
-def _reference_spans(text: str, path: Path, number: int, gold: bool) -> list[Span]:
+def _reference_spans(text: str, path: Path, number: int, gold: bool, length: int | None = None) -> list[Span]:
     """The interval(s) a position stands for: ``"start end"``, or in gold ``"s1 e1;s2 e2"``.
 
-    Predictions are taken as written, like the official script (which accepts any
-    two integers). For a multi-piece gold reference the official script uses the
+    Stricter than the official script (which accepts any two integers), and as
+    ``icdcoder data stats codiesp`` reads gold: each piece is two non-negative
+    integers with start <= end, and with ``length`` (the note's characters) no
+    piece runs past the text; anything else is an :class:`InputError` naming the
+    file and line. For a multi-piece gold reference the official script uses the
     first and the last number as written; 96 train+dev references list their
     pieces out of text order, so that interval runs backwards. Such a reference
     yields two alternatives, the covering interval (smallest start, largest end,
     as :class:`~icdcoder.data.schema.Evidence` reads it) and the official one,
     and a prediction matching either is a hit: for pieces in text order both are
-    the same interval and the rule is exactly the official one.
+    the same interval and the rule is exactly the official one. (Only a reversed
+    prediction, which the official script would score and this one rejects, can
+    lie around the backwards interval, so in practice the covering one decides.)
     """
     pieces = text.split(";") if gold else [text]
     bounds: list[Span] = []
     for piece in pieces:
         numbers = piece.split()
-        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
-            raise InputError(f"bad position {text!r} (expected 'start end')", path=path, line=number)
+        if len(numbers) != 2 or not all(n.isascii() and n.isdigit() for n in numbers):
+            raise InputError(f"bad position {text!r} (expected 'start end', two integers)", path=path, line=number)
         bounds.append((int(numbers[0]), int(numbers[1])))
-        if gold and bounds[-1][1] < bounds[-1][0]:
-            raise InputError(f"bad position {text!r} (end before start)", path=path, line=number)
+        if bounds[-1][1] < bounds[-1][0]:
+            raise InputError(f"bad position {text!r} (reversed offsets: end before start)", path=path, line=number)
+        if length is not None and bounds[-1][1] > length:
+            raise InputError(f"bad position {text!r} (runs past the text, {length} chars)", path=path, line=number)
     covering = (min(start for start, _ in bounds), max(end for _, end in bounds))
     as_written = (bounds[0][0], bounds[-1][1])
     return [covering] if covering == as_written else [covering, as_written]
@@ -129,7 +160,7 @@ def _read_code_file(path: Path, into: dict[str, list[str]], documents: set[str])
         documents.add(doc)
 
 
-def _read_x_file(path: Path, codes: CodiespCodes, gold: bool) -> None:
+def _read_x_file(path: Path, codes: CodiespCodes, gold: bool, lengths: TextLengths | None = None) -> None:
     labels = set(X_LABELS.values())
     for number, line in iter_lines(path):
         if not line.strip():
@@ -140,7 +171,8 @@ def _read_x_file(path: Path, codes: CodiespCodes, gold: bool) -> None:
             doc, position, label, code = _fields(line, 4, path, number)
         if label.upper() not in labels:
             raise InputError(f"label must be DIAGNOSTICO or PROCEDIMIENTO, got {label!r}", path=path, line=number)
-        spans = _reference_spans(position, path, number, gold=gold)
+        length = lengths.get(doc) if lengths is not None else None
+        spans = _reference_spans(position, path, number, gold=gold, length=length)
         codes.references.setdefault((doc, code.lower()), []).extend(spans)
         codes.documents.add(doc)
 
@@ -156,23 +188,27 @@ def load_gold(data_dir: str | Path, split: str) -> CodiespCodes:
     """Gold codes of ``split`` read straight from ``{split}D.tsv``, ``{split}P.tsv`` and ``{split}X.tsv``.
 
     The evaluated documents are the ids in those files plus the names of
-    ``{split}/text_files/*.txt`` when that folder exists (notes with no code).
+    ``{split}/text_files/*.txt`` when that folder exists (notes with no code);
+    then X positions are checked against those texts.
     """
     folder = _split_dir(data_dir, split)
     gold = CodiespCodes()
-    for task in ("D", "P"):
-        _read_code_file(folder / f"{split}{task}.tsv", gold.ranked[task], gold.documents)
-    _read_x_file(folder / f"{split}X.tsv", gold, gold=True)
     text_dir = folder / "text_files"
     if text_dir.is_dir():
-        gold.documents.update(path.stem for path in text_dir.glob("*.txt"))
+        gold.texts = {path.stem: path for path in sorted(text_dir.glob("*.txt"))}
+    for task in ("D", "P"):
+        _read_code_file(folder / f"{split}{task}.tsv", gold.ranked[task], gold.documents)
+    _read_x_file(folder / f"{split}X.tsv", gold, gold=True, lengths=TextLengths(gold.texts))
+    gold.documents.update(gold.texts)
     return gold
 
 
-def read_submission(pred_dir: str | Path) -> CodiespCodes:
+def read_submission(pred_dir: str | Path, texts: Mapping[str, Path] | None = None) -> CodiespCodes:
     """Parse ``D.tsv``, ``P.tsv`` and ``X.tsv`` of a submission folder.
 
-    Codes are lower-cased; a malformed row raises an :class:`InputError` naming
+    Codes are lower-cased; a malformed row (wrong number of fields, an empty
+    field, a position that is not ``start end``, reversed, or, for a document of
+    ``texts``, past the end of its text) raises an :class:`InputError` naming
     file and line. A missing file is recorded in ``missing_files``.
     """
     folder = Path(pred_dir)
@@ -188,7 +224,7 @@ def read_submission(pred_dir: str | Path) -> CodiespCodes:
         else:
             submission.missing_files.append(path.name)
     if (folder / "X.tsv").is_file():
-        _read_x_file(folder / "X.tsv", submission, gold=False)
+        _read_x_file(folder / "X.tsv", submission, gold=False, lengths=TextLengths(texts or {}))
     else:
         submission.missing_files.append("X.tsv")
     return submission
@@ -320,7 +356,7 @@ def score_submission(
     given, other predicted codes are removed first, as the official scorer does.
     """
     gold = load_gold(data_dir, split)
-    submission = read_submission(pred_dir)
+    submission = read_submission(pred_dir, texts=gold.texts)
     notes = [f"{name} missing: scored as an empty file" for name in submission.missing_files]
     train_folder = Path(train_dir) if train_dir is not None else Path(data_dir) / "train"
     if not train_folder.is_dir():

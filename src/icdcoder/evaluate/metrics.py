@@ -16,6 +16,10 @@ Conventions (documented once, used everywhere):
   when P + R = 0 are all 0.0 (scikit-learn's ``zero_division=0``). The one
   exception is a frequency-band recall over an empty band, which is ``None``
   (undefined, and reported with its count so nobody mistakes it for a score).
+* Averages are order-independent: every float sum is :func:`math.fsum` (exactly
+  rounded), so a score does not depend on the order of a dict or a set (hash
+  seed, file order of the documents); the same predictions give bit-identical
+  numbers on every run.
 * A ranking is de-duplicated before anything is computed: the first occurrence
   of a code is kept and later repeats do not occupy a rank.
 * Micro P/R/F1 count every predicted code, including codes outside any label
@@ -40,6 +44,7 @@ gold document, and only gold documents, received a prediction.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -132,9 +137,9 @@ def macro_prf(
         recalls.append(recall)
         f1s.append(f1_score(precision, recall))
     return {
-        "macro_precision": safe_divide(sum(precisions), len(labels)),
-        "macro_recall": safe_divide(sum(recalls), len(labels)),
-        "macro_f1": safe_divide(sum(f1s), len(labels)),
+        "macro_precision": safe_divide(math.fsum(precisions), len(labels)),
+        "macro_recall": safe_divide(math.fsum(recalls), len(labels)),
+        "macro_f1": safe_divide(math.fsum(f1s), len(labels)),
         "n_labels": len(labels),
         "n_pred_outside_label_space": outside,
     }
@@ -145,18 +150,18 @@ def macro_prf(
 
 def average_precision(ranking: Sequence[Hashable], relevant: set) -> float:
     """CodiEsp/trectools AP: sum of precision@rank at each relevant rank / number of relevant codes."""
-    hits, total = 0, 0.0
+    hits, terms = 0, []
     for rank, code in enumerate(dedupe_ranking(ranking), start=1):
         if code in relevant:
             hits += 1
-            total += hits / rank
-    return safe_divide(total, len(relevant))
+            terms.append(hits / rank)
+    return safe_divide(math.fsum(terms), len(relevant))
 
 
 def mean_average_precision(gold: Mapping[str, set], ranked: Mapping[str, Sequence]) -> float:
     """Mean AP over gold documents that have at least one gold code (no predictions -> AP 0)."""
     scored = [doc for doc, codes in gold.items() if codes]
-    return safe_divide(sum(average_precision(ranked.get(doc, ()), gold[doc]) for doc in scored), len(scored))
+    return safe_divide(math.fsum(average_precision(ranked.get(doc, ()), gold[doc]) for doc in scored), len(scored))
 
 
 def trectools_map(gold: Mapping[str, set], ranked: Mapping[str, Sequence]) -> float:
@@ -166,7 +171,7 @@ def trectools_map(gold: Mapping[str, set], ranked: Mapping[str, Sequence]) -> fl
     filtering); AP is summed over run documents that have gold codes.
     """
     run_docs = [doc for doc, codes in ranked.items() if len(codes)]
-    total = sum(average_precision(ranked[doc], gold[doc]) for doc in run_docs if gold.get(doc))
+    total = math.fsum(average_precision(ranked[doc], gold[doc]) for doc in run_docs if gold.get(doc))
     return safe_divide(total, len(run_docs))
 
 
@@ -175,12 +180,12 @@ def precision_recall_at_k(gold: Mapping[str, set], ranked: Mapping[str, Sequence
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     scored = [doc for doc, codes in gold.items() if codes]
-    precision_sum = recall_sum = 0.0
+    precisions, recalls = [], []
     for doc in scored:
         hits = len(set(dedupe_ranking(ranked.get(doc, ()))[:k]) & gold[doc])
-        precision_sum += hits / k
-        recall_sum += hits / len(gold[doc])
-    return safe_divide(precision_sum, len(scored)), safe_divide(recall_sum, len(scored))
+        precisions.append(hits / k)
+        recalls.append(hits / len(gold[doc]))
+    return safe_divide(math.fsum(precisions), len(scored)), safe_divide(math.fsum(recalls), len(scored))
 
 
 # --------------------------------------------------------------------------- AUC
@@ -201,7 +206,7 @@ def auc_scores(
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    docs = list(gold)
+    docs = sorted(gold)  # rows in a fixed order, whatever the mapping's order
     if label_space is None:
         seen = {c for codes in gold.values() for c in codes} | {c for d in docs for c in scores.get(d, {})}
         labels = sorted(seen, key=str)
@@ -224,7 +229,7 @@ def auc_scores(
     positives = truth.sum(axis=0)
     two_class = (positives > 0) & (positives < len(docs))
     per_label = [roc_auc_score(truth[:, j], matrix[:, j]) for j in np.flatnonzero(two_class)]
-    macro = float(np.mean(per_label)) if per_label else None
+    macro = math.fsum(float(value) for value in per_label) / len(per_label) if per_label else None
     flat_truth = truth.ravel()
     micro = float(roc_auc_score(flat_truth, matrix.ravel())) if 0 < flat_truth.sum() < flat_truth.size else None
     return {"micro_auc": micro, "macro_auc": macro}

@@ -124,12 +124,11 @@ def predict_codiesp(
         documents = documents[:limit]
     _check_split_notes(documents, split_dir(data_dir, split), codable(max_note_chars))
     fingerprint = run_fingerprint(documents_digest(documents), model, system, max_note_chars=max_note_chars)
-    predictor = load_predictor(model, system)
     records = out_dir / PREDICTIONS_FILE
     with output_lock(out_dir), progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         counts = predict_to_jsonl(
-            predictor, documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
+            lambda: load_predictor(model, system), documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
             report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
         )
         predictions = read_predictions(records)
@@ -169,11 +168,10 @@ def predict_jsonl(
     defaults = {"language": lang}
     ids = document_ids(input_path, defaults, codable(max_note_chars))  # a bad record fails now, not hours into the run
     fingerprint = run_fingerprint(file_digest(input_path), model, system, language=lang, max_note_chars=max_note_chars)
-    predictor = load_predictor(model, system)
     with output_lock(out), progress_bar() as bar:
         task = bar.add_task(f"coding {input_path.name}", total=len(ids))
         counts = predict_to_jsonl(
-            predictor, iter_documents(input_path, defaults), ids, out, chunk=chunk,
+            lambda: load_predictor(model, system), iter_documents(input_path, defaults), ids, out, chunk=chunk,
             report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
         )
     typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))

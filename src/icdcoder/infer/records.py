@@ -243,7 +243,7 @@ def _batches(documents: Iterable[Document], skip: set[str], size: int) -> Iterat
 
 
 def predict_to_jsonl(
-    predictor: Predictor,
+    predictor: Predictor | Callable[[], Predictor],
     documents: Iterable[Document],
     ids: Collection[str],
     out: str | Path,
@@ -254,8 +254,10 @@ def predict_to_jsonl(
     """Code ``documents`` (streamed; ``ids``: theirs, known up front) into the predictions file ``out``, resuming an
     interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings).
 
-    ``report(done, total)`` is called after each chunk. Returns how many notes were coded now, and how many an
-    earlier run had coded already. If coding fails, the notes finished so far stay in ``OUT.partial``.
+    ``predictor`` may be a function that loads it: it is called once the output and the earlier run are checked, so
+    that a run that cannot resume fails before the model loads. ``report(done, total)`` is called after each chunk.
+    Returns how many notes were coded now, and how many an earlier run had coded already. If coding fails, the notes
+    finished so far stay in ``OUT.partial``.
     """
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
@@ -266,6 +268,8 @@ def predict_to_jsonl(
     if strangers:
         raise InputError(f"holds notes that are not in the input (e.g. '{min(strangers)}'); delete it to start over", path=partial)
     resumed, done = len(finished.spans), len(finished.spans)
+    if not isinstance(predictor, Predictor):
+        predictor = predictor()
     with partial.open("a", encoding="utf-8") as handle:
         for batch in _batches(_checked_against(documents, finished), set(finished.spans), chunk):
             predictions = predictor.predict(batch)
