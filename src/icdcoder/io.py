@@ -154,10 +154,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _probe_writable(folder: Path, path: Path) -> None:
-    """Create ``folder`` if needed and write a scratch file in it; any failure is a one-line error naming ``path``."""
+    """Write a scratch file in ``folder``, or in its nearest existing ancestor when it does not exist yet (nothing is
+    created for a run that may still fail); any failure is a one-line error naming ``path``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write here ({existing} is not a folder)", path=path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, scratch = tempfile.mkstemp(prefix=".icdcoder-probe.", dir=folder)
+        fd, scratch = tempfile.mkstemp(prefix=".icdcoder-probe.", dir=existing)
         os.close(fd)
         os.unlink(scratch)
     except OSError as err:
@@ -166,7 +171,7 @@ def _probe_writable(folder: Path, path: Path) -> None:
 
 def check_output_file(path: str | Path, inputs: Sequence[str | Path | None] = ()) -> Path:
     """Refuse, before any work, an output file that is one of ``inputs``, an existing folder, or a place that cannot
-    be written; returns the path. Nothing is left behind (a folder made for the probe stays: it was asked for)."""
+    be written; returns the path. Nothing is left behind."""
     path = Path(path)
     for given in inputs:
         if given is not None and _same_file(path, Path(given)):
@@ -192,8 +197,9 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path | None] = ())
 
 
 def lock_path(output: Path) -> Path:
-    """The lock file guarding ``output``: hidden, beside it (for a folder: inside it)."""
-    return output / ".icdcoder.lock" if output.is_dir() else output.with_name(f".{output.name}.lock")
+    """The lock file guarding ``output`` (a file or a folder, existing or not): hidden, beside it, so that every run
+    finds the same one."""
+    return output.with_name(f".{output.name}.lock")
 
 
 @contextlib.contextmanager
@@ -203,7 +209,11 @@ def output_lock(output: str | Path) -> Iterator[None]:
     ends, however it ends (``kill -9`` included), so a stale lock never blocks a rerun."""
     from filelock import FileLock, Timeout
 
-    output = Path(output)
+    output = Path(output).absolute()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot write here ({err.strerror or err})", path=output) from None
     lock = FileLock(lock_path(output), timeout=0)
     try:
         lock.acquire()

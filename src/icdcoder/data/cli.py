@@ -45,7 +45,9 @@ def export_codiesp(
     """Export one split; prints {"documents": N, "codes": M, "out": PATH}."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.data.schema import save_documents
+    from icdcoder.io import check_output_file
 
+    check_output_file(out)
     documents = load_codiesp(
         data_dir, split, language=lang, progress=not quiet, with_translation=translation and lang == "es", labelled=labels
     )

@@ -33,7 +33,9 @@ def mimic3(
 ) -> None:
     """CAML MIMIC-III full and top-50 (discharge summaries per admission, ICD-9 dx+px)."""
     from icdcoder.data.mimic import prepare_mimic3
+    from icdcoder.io import check_output_dir
 
+    check_output_dir(out_dir, inputs=[mimic_dir, splits_dir])
     summary = prepare_mimic3(mimic_dir, splits_dir, out_dir, paper_top50=paper_top50, progress=not quiet)
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -52,7 +54,9 @@ def mimic4(
 ) -> None:
     """Edin et al. MIMIC-IV ICD-9 and ICD-10 (one document per discharge note, patient-level splits)."""
     from icdcoder.data.mimic import prepare_mimic4
+    from icdcoder.io import check_output_dir
 
+    check_output_dir(out_dir, inputs=[note_dir, hosp_dir])
     summary = prepare_mimic4(note_dir, hosp_dir, out_dir, min_code_count=min_code_count, split_csv=split_csv,
                              seed=seed, progress=not quiet)
     typer.echo(json.dumps(summary, ensure_ascii=False))
@@ -70,7 +74,9 @@ def mdace(
     """MDACE evidence spans joined to NOTEEVENTS; writes {train,dev,test}.jsonl (or all.jsonl without splits)."""
     from icdcoder.data.mdace import documents_by_split, load_mdace, read_mdace_splits
     from icdcoder.data.schema import save_documents
+    from icdcoder.io import check_output_dir
 
+    check_output_dir(out_dir, inputs=[mdace_dir])
     splits = read_mdace_splits(splits_dir, split_prefix) if splits_dir is not None else None
     documents = load_mdace(mdace_dir, noteevents, unit=unit, splits=splits)  # type: ignore[arg-type]
     written = {}

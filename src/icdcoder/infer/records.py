@@ -263,6 +263,24 @@ def predict_to_jsonl(
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     out.parent.mkdir(parents=True, exist_ok=True)
     _check_or_start_fingerprint(partial, fingerprint or {})
+    try:
+        return _code_into(predictor, documents, ids, out, partial, chunk, report)
+    except BaseException:
+        if not partial.is_file() or partial.stat().st_size == 0:  # nothing finished: leave nothing behind
+            partial.unlink(missing_ok=True)
+            _fingerprint_path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _code_into(
+    predictor: Predictor | Callable[[], Predictor],
+    documents: Iterable[Document],
+    ids: Collection[str],
+    out: Path,
+    partial: Path,
+    chunk: int,
+    report: Callable[[int, int], None] | None,
+) -> dict:
     finished = _Resumed.read(partial)
     strangers = set(finished.spans) - set(ids)
     if strangers:
