@@ -132,6 +132,8 @@ CASES = [
     Case("code-empty-stdin", ["code", "-"], ("<stdin>", "empty"), stdin="  \n"),
     Case("code-note-missing", ["code", "{tmp}/none.txt"], ("none.txt", "file not found")),
     Case("code-note-is-a-folder", ["code", "{tmp}"], ("is a folder",)),
+    Case("code-note-unreadable", ["code", "/proc/self/mem"], ("/proc/self/mem", "cannot read")),
+    Case("input-unreadable", ["predict", "jsonl", "--input", "/proc/self/mem", "--out", "{tmp}/o.jsonl"], ("/proc/self/mem", "cannot read")),
     Case("code-translation-missing", ["code", "-", "--translation", "{tmp}/en.txt"], ("en.txt", "file not found"), stdin="fiebre"),
     Case("codiesp-split-missing", [*CODIESP[:4], "--split", "test", "--out-dir", "{tmp}/o"], ("split folder 'test' not found",)),
     Case("codiesp-note-too-long", [*CODIESP, "--out-dir", "{tmp}/o", "--max-note-chars", "20"], ("text_files", ".txt", "more than the limit")),

@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail("aborted", INTERRUPTED)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
+    except OSError as err:  # the machine said no: a full disk, a file that cannot be read or written
+        where = f"{err.filename}: " if err.filename else ""
+        _fail(f"error: {where}{err.strerror or err}", USER_ERROR)
     except _usage_error_types() as err:
         if _is_help_request(err):
             typer.echo(err.format_message())  # type: ignore[attr-defined]

@@ -63,7 +63,10 @@ def read_text(path: str | Path) -> str:
         raise InputError("is a folder, not a file", path=path)
     if not path.is_file():
         raise InputError("file not found", path=path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", path=path) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

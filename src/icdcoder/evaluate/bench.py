@@ -271,10 +271,13 @@ def bench(
     """Train/load each system, score it on the split, write json/md/png; prints the outputs as JSON."""
     from icdcoder.config import load_config
     from icdcoder.errors import InputError
-    from icdcoder.io import atomic_write
+    from icdcoder.io import atomic_write, check_output_dir, check_output_file, output_lock
 
     overrides = {"data_dir": str(data_dir)} if data_dir is not None else None
     settings = load_config(config, BenchConfig, overrides=overrides)
+    check_output_dir(_bench_dir(settings))
+    if readme is not None:
+        check_output_file(readme)
     names = [spec.name for spec in settings.systems]
     if len(set(names)) != len(names):
         raise InputError("field 'systems': system names must be unique", path=config)
@@ -283,7 +286,7 @@ def bench(
         raise InputError(f"--only names unknown systems: {', '.join(sorted(unknown))}")
     bench_dir = _bench_dir(settings)
     results = []
-    with progress_bar() as progress:
+    with output_lock(bench_dir), progress_bar() as progress:
         task = progress.add_task("bench", total=len(settings.systems))
         for spec in settings.systems:
             progress.update(task, description=f"bench: {spec.name}")

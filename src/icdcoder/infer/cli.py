@@ -241,7 +241,7 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
-    coder = SpanLLMPredictor.load(model, use_llm=llm, dtype=dtype, llm_mode=llm_mode)
+    coder = SpanLLMPredictor.load(model, check_files=False, use_llm=llm, dtype=dtype, llm_mode=llm_mode)  # tuning may repair it
     with progress_bar() as bar:
         task = bar.add_task(f"coding {jsonl.name if jsonl else split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
