@@ -26,18 +26,27 @@ def train_baseline(
     tune_jsonl: Path | None = typer.Option(None, "--tune-jsonl", help="Tuning notes as canonical JSONL, instead of --tune-split (with --train-jsonl: none unless given)."),
     out: Path = typer.Option(..., "--out", help="Folder to save the trained system into."),
 ) -> None:
-    """Train a baseline; prints {"system", "out", "fit_report"} as JSON."""
-    from dataclasses import asdict
-
+    """Train a baseline; prints {"system", "out", "fit_report"} as JSON. The --out folder is checked and locked
+    before any work."""
     from icdcoder.baselines.base import build_predictor
-    from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.data.schema import load_documents
     from icdcoder.errors import InputError
+    from icdcoder.io import check_output_dir, output_lock
     from icdcoder.registry import predictor_class
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be 'es' or 'en', not {lang!r}")
-    predictor = build_predictor(predictor_class(name), config)
+    predictor = build_predictor(predictor_class(name), config)  # settings only: a bad config fails here, cheaply
+    inputs = [config, train_jsonl, tune_jsonl] + ([] if train_jsonl else [data_dir])
+    with output_lock(check_output_dir(out, inputs=inputs)):
+        _fit_and_save(predictor, name, data_dir, lang, train_split, tune_split, train_jsonl, tune_jsonl, out)
+
+
+def _fit_and_save(predictor, name, data_dir, lang, train_split, tune_split, train_jsonl, tune_jsonl, out) -> None:
+    from dataclasses import asdict
+
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.schema import load_documents
+
     defaults = {"language": lang}
     train = load_documents(train_jsonl, defaults) if train_jsonl else load_codiesp(data_dir, train_split, language=lang)
     if tune_jsonl:

@@ -22,7 +22,9 @@ can leave them out of its next round and draw other prompts instead.
 Output: a coder folder (``model/``, ``retriever/``, ``coder.json``) that
 :class:`icdcoder.infer.coder.SpanLLMPredictor` loads, plus ``train_log.jsonl``
 (per logging step: mean reward per component, set F1, zero-std share, KL),
-``zero_advantage.json`` and ``run_meta.json``; ``checkpoints/`` for ``--resume``.
+``zero_advantage.json`` and ``run_meta.json``; ``checkpoints/`` for ``--resume``. The output folder is checked and
+locked for the whole run before any work; ``--resume`` continues from the newest whole checkpoint (damaged ones are
+skipped with a warning, none at all is an error), as SFT does (:func:`icdcoder.train.sft.resume_checkpoint`).
 
 A round can continue an earlier optimisation (:class:`Continuation`, used by
 PHI): its learning rate follows its share of one linear decay, and AdamW starts
@@ -42,13 +44,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from icdcoder.data.schema import Document
-from icdcoder.io import atomic_write, write_jsonl
+from icdcoder.io import atomic_write, output_lock, write_jsonl
 from icdcoder.predictor import FitReport
 from icdcoder.prompt import Candidate, build_prompt, find_quote
 from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
 from icdcoder.predictor import peak_rss_mb
-from icdcoder.train.sft import common_trainer_arguments
+from icdcoder.train.sft import check_training_output, common_trainer_arguments, existing_path, resume_checkpoint, usable_checkpoint
 from icdcoder.train.data import load_training_documents
 
 log = logging.getLogger(__name__)
@@ -296,11 +298,6 @@ def grpo_arguments(
     )
 
 
-def last_checkpoint(checkpoint_dir: Path) -> str | None:
-    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
-
-
 def code_resolver(ontology):
     """``code -> (canonical, system)`` restricted to the systems the coder writes."""
     return lambda code: ontology.resolve(code, systems=CODER_SYSTEMS)
@@ -332,10 +329,13 @@ def run_grpo_round(
     resume: bool,
     continuation: Continuation | None = None,
     kl_anchor: StartingPoint | None = None,
+    checkpoint: Path | None = None,
 ) -> RoundResult:
     """Train ``policy`` for ``max_steps`` GRPO steps on ``dataset``; save its adapter to ``output_dir/model``
     (and, when the round continues an optimisation, its AdamW state to ``output_dir/optimizer.pt``).
-    ``kl_anchor``: the model the KL term anchors to instead of ``policy``'s starting weights."""
+    ``kl_anchor``: the model the KL term anchors to instead of ``policy``'s starting weights. ``checkpoint``: the
+    checkpoint to continue from, already chosen; else, with ``resume``, the newest whole one in
+    ``output_dir/checkpoints`` (damaged ones skipped with a warning; none: the round starts afresh)."""
     started = time.time()
     functions, weights = scorer.reward_functions()
     checkpoint_dir = output_dir / "checkpoints"
@@ -353,10 +353,11 @@ def run_grpo_round(
         anchor_reference(trainer.model, kl_anchor)
     if continuation is not None:
         trainer.carried_optimizer_state = continuation.optimizer_state
-    checkpoint = last_checkpoint(checkpoint_dir) if resume else None
+    if checkpoint is None and resume:
+        checkpoint = usable_checkpoint(checkpoint_dir)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     history = list(trainer.state.log_history)
     if trainer.is_world_process_zero():
         save_policy(trainer.model, policy.tokenizer, output_dir / "model", policy.base_name)
@@ -459,6 +460,17 @@ class RunInputs(NamedTuple):
     examples: list
 
 
+def run_inputs(config: GrpoConfig) -> list[Path | None]:
+    """What an RL run reads (the starting model, the notes): its output folder must be none of them."""
+    start = StartingPoint.from_init(config.init)
+    return [existing_path(config.init), existing_path(start.model_path), config.data.data_dir, config.data.documents_jsonl]
+
+
+def check_rl_output(config: GrpoConfig, resume: bool) -> Path:
+    """The output folder of an RL run, checked before any work (see :func:`icdcoder.train.sft.check_training_output`)."""
+    return check_training_output(config.output_dir, run_inputs(config), resume)
+
+
 def prepare_run(config: GrpoConfig, documents=None, ontology=None) -> RunInputs:
     """Threads, output folder, ontology, documents, starting model, retriever and prompts of a run."""
     import torch
@@ -483,13 +495,21 @@ def prepare_run(config: GrpoConfig, documents=None, ontology=None) -> RunInputs:
 
 
 def run_grpo(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
-    """Build prompts, train with GRPO, write the coder folder; returns what the run cost."""
+    """Build prompts, train with GRPO, write the coder folder; returns what the run cost. Before any work the output
+    folder is checked and locked for the whole run, and with ``resume`` the checkpoint is chosen (none: an error)."""
+    output_dir = check_rl_output(config, resume)
+    with output_lock(output_dir):
+        checkpoint = resume_checkpoint(output_dir / "checkpoints") if resume else None
+        return _run_grpo(config, checkpoint, documents, ontology)
+
+
+def _run_grpo(config: GrpoConfig, checkpoint: Path | None, documents, ontology) -> FitReport:
     started = time.time()
     output_dir, documents, ontology, start, retriever, examples = prepare_run(config, documents, ontology)
     log.info("GRPO on %d prompts from %d documents", len(examples), len(documents))
     scorer = RewardScorer(code_resolver(ontology), config.reward, training_frequencies(documents))
     policy = load_policy(start, config)
-    result = run_grpo_round(config, policy, to_dataset(examples), scorer, output_dir, config.max_steps, resume)
+    result = run_grpo_round(config, policy, to_dataset(examples), scorer, output_dir, config.max_steps, checkpoint is not None, checkpoint=checkpoint)
     write_coder_folder(output_dir, start, retriever, output_dir / "model")
     report = FitReport(
         wall_seconds=time.time() - started,

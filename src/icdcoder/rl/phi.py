@@ -29,7 +29,11 @@ Prompts whose rollouts all scored the same in the previous round (zero
 advantage, recorded by the trainer) are left out of the next round and other
 prompts are drawn instead. A finished round is marked by ``round_{r}/done.json``;
 ``--resume`` skips finished rounds, reuses a saved pool, and resumes an
-unfinished round from its checkpoints. Files of earlier rounds are never rewritten.
+unfinished round from its newest whole checkpoint (a damaged one is skipped with a
+warning; an unfinished round with none starts afresh); a ``--resume`` with no
+finished round and no usable checkpoint at all is an error. The output folder is
+checked and locked for the whole run before any work. Files of earlier rounds are
+never rewritten.
 Inference never sees hints: the saved coder folder holds only the model,
 retriever and settings.
 """
@@ -44,7 +48,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from icdcoder.io import atomic_write, read_jsonl, write_jsonl
+from icdcoder.errors import InputError
+from icdcoder.io import atomic_write, output_lock, read_jsonl, read_text, write_jsonl
 from icdcoder.predictor import FitReport
 from icdcoder.prompt import Candidate, parse_answer
 from icdcoder.rl.config import GrpoConfig, PhiSettings
@@ -52,6 +57,7 @@ from icdcoder.rl.grpo import (
     Continuation,
     RlExample,
     StartingPoint,
+    check_rl_output,
     code_resolver,
     load_policy,
     prepare_run,
@@ -64,6 +70,7 @@ from icdcoder.rl.grpo import (
 )
 from icdcoder.rl.rewards import RewardScorer
 from icdcoder.predictor import peak_rss_mb
+from icdcoder.train.sft import START_FRESH, find_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +254,53 @@ def round_kl_anchor(config: GrpoConfig, round_index: int) -> StartingPoint | Non
     return None
 
 
+def finished_round(round_dir: Path) -> dict | None:
+    """The record of a finished round (its ``done.json``), or None while the round is unfinished."""
+    path = round_dir / "done.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(read_text(path))
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        raise InputError("malformed round record; delete it to run the round again", path=path)
+    return record
+
+
+def check_resumable(output_dir: Path, rounds: int) -> None:
+    """A ``--resume`` needs a finished round or a usable checkpoint of an unfinished one; else a one-line error.
+    Every round record is read here, so that a malformed one stops the run before any work."""
+    round_dirs = [output_dir / f"round_{round_index}" for round_index in range(rounds)]
+    records = [finished_round(round_dir) for round_dir in round_dirs]
+    if any(record is not None for record in records):
+        return
+    damaged = []
+    for round_dir in round_dirs:
+        found, skipped = find_checkpoint(round_dir / "checkpoints")
+        if found is not None:
+            return
+        damaged += [f"{round_dir.name}/{folder.name}: {problem}" for folder, problem in skipped]
+    detail = f" (damaged: {'; '.join(damaged[:3])}{f'; {len(damaged) - 3} more' if len(damaged) > 3 else ''})" if damaged else ""
+    raise InputError(
+        f"nothing to resume: no finished round (round_*/done.json) and no usable checkpoint (round_*/checkpoints){detail}; "
+        f"{START_FRESH}",
+        path=output_dir,
+    )
+
+
 def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
-    """R rounds of (hint-free pass -> hint pool -> GRPO round); the last round's model becomes the coder folder."""
+    """R rounds of (hint-free pass -> hint pool -> GRPO round); the last round's model becomes the coder folder.
+    Before any work the output folder is checked and locked for the whole run; with ``resume``, something must be
+    there to resume (see :func:`check_resumable`)."""
+    output_dir = check_rl_output(config, resume)
+    with output_lock(output_dir):
+        if resume:
+            check_resumable(output_dir, config.phi.rounds)
+        return _run_phi(config, resume, documents, ontology)
+
+
+def _run_phi(config: GrpoConfig, resume: bool, documents, ontology) -> FitReport:
     started = time.time()
     settings = config.phi
     output_dir, documents, ontology, init, retriever, examples = prepare_run(config, documents, ontology)
@@ -262,8 +314,9 @@ def run_phi(config: GrpoConfig, resume: bool = False, documents=None, ontology=N
     rounds_meta = []
     for round_index in range(settings.rounds):
         round_dir = output_dir / f"round_{round_index}"
-        if resume and (round_dir / "done.json").is_file():
-            rounds_meta.append(json.loads((round_dir / "done.json").read_text(encoding="utf-8")))
+        done = finished_round(round_dir) if resume else None
+        if done is not None:
+            rounds_meta.append(done)
             continue
         round_started = time.time()
         rng = random.Random(config.seed * 1000 + round_index)

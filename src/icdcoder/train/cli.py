@@ -36,11 +36,15 @@ def train_sft(
         Path | None, typer.Option("--export-from", help="only turn this checkpoint into a coder folder in output_dir")
     ] = None,
 ) -> None:
-    """Fine-tune the span coder (LoRA via TRL); prints the run summary as JSON."""
+    """Fine-tune the span coder (LoRA via TRL); prints the run summary as JSON.
+
+    The output folder is checked and locked before any work; --resume without a usable checkpoint is an error."""
     from icdcoder.config import load_config
     from icdcoder.train.config import SftConfig
     from icdcoder.train.sft import export_checkpoint, run_sft
 
+    if export_from is not None and resume:
+        raise InputError("exports a checkpoint and trains nothing: it does not go with --resume", path="--export-from")
     settings = load_config(config, SftConfig, overrides=parse_overrides(set_ or []))
     if export_from is not None:
         typer.echo(json.dumps({"output_dir": str(export_checkpoint(settings, export_from)), "checkpoint": str(export_from)}))
@@ -75,7 +79,7 @@ def train_lexicons(
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    coder = SpanLLMPredictor.load(model)
+    coder = SpanLLMPredictor.load(model, check_files=False)  # its lexicons are about to be rebuilt
     settings = DataSettings(data_dir=data_dir, split=split, documents_jsonl=jsonl, lang=lang)
     fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_lexicons(model)

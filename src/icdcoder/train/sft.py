@@ -4,6 +4,10 @@ The output folder is a complete coder folder for :class:`icdcoder.infer.coder.Sp
 ``model/`` (adapter + tokenizer, loadable by ``load_causal_lm`` anywhere), ``retriever/``,
 ``coder.json``, plus ``run_meta.json`` (tokens, wall time, memory, example counts, config)
 and ``checkpoints/`` for ``--resume``.
+
+Before any work the output folder is checked (:func:`icdcoder.io.check_output_dir`) and locked for the whole run
+(:func:`icdcoder.io.output_lock`); ``--resume`` picks the newest checkpoint that is whole
+(:func:`resume_checkpoint`, shared with GRPO and PHI): a damaged one is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write
+from icdcoder.io import atomic_write, check_output_dir, output_lock
 from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.train.config import SftConfig
 
@@ -57,6 +63,164 @@ def common_trainer_arguments(config, checkpoint_dir: Path) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- checkpoints and the output folder
+
+#: how a ``--resume`` with nothing to resume from ends every message
+START_FRESH = "drop --resume to start fresh"
+#: the weight files a trainer checkpoint holds (at least one of them)
+WEIGHT_FILES = (
+    "adapter_model.safetensors",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.bin",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+#: files written by ``torch.save`` (zip archives): optimizer, scheduler, RNG state, training arguments, .bin weights
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin")
+#: torch files up to this size get every member's CRC checked too; larger ones only their zip directory (cheap)
+CRC_CHECK_BYTES = 64 * 2**20
+
+
+def _safetensors_problem(path: Path, folder: Path) -> str | None:
+    """Why a ``.safetensors`` file is unusable: its header is parsed and checked to cover the file exactly, which
+    catches truncation and a damaged header without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"{path.relative_to(folder)} is damaged ({reason})"
+    return None
+
+
+def _torch_file_problem(path: Path, folder: Path) -> str | None:
+    """Why a ``torch.save`` file is unusable: its zip directory (at the end: gone when truncated) must read, and a
+    small file's members must match their CRCs. Nothing is unpickled."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip() if path.stat().st_size <= CRC_CHECK_BYTES else None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
+        return f"{path.relative_to(folder)} is unreadable ({type(err).__name__})"
+    return f"{path.relative_to(folder)} is damaged (member {bad})" if bad else None
+
+
+def _sharded_problem(index: Path, folder: Path) -> str | None:
+    """A sharded checkpoint's index must load and every shard it names must be there."""
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return f"{index.name} is unreadable"
+    missing = sorted(shard for shard in shards if not (index.parent / shard).is_file())
+    return f"{index.relative_to(folder)} names missing shards ({', '.join(missing[:3])})" if missing else None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Why the model weights in ``folder`` (a checkpoint or an adapter folder) are unusable; None when they look whole."""
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        return "no model weights (" + " or ".join(WEIGHT_FILES[:2]) + ")"
+    for path in sorted(folder.rglob("*.safetensors")):
+        problem = _safetensors_problem(path, folder)
+        if problem:
+            return problem
+    for path in sorted(folder.rglob("*.index.json")):
+        problem = _sharded_problem(path, folder)
+        if problem:
+            return problem
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a trainer checkpoint cannot be resumed from (missing or unreadable ``trainer_state.json``, truncated or
+    corrupt weights, unreadable optimizer/scheduler/RNG state); None when it looks whole. Cheap: headers and zip
+    directories are read, tensors are not."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        loaded = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is unreadable"
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("global_step"), int):
+        return "trainer_state.json holds no global_step"
+    problem = weights_problem(folder)
+    if problem:
+        return problem
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in TORCH_FILE_SUFFIXES and path.is_file():
+            problem = _torch_file_problem(path, folder)
+            if problem:
+                return problem
+    return None
+
+
+def find_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest whole ``checkpoint-<step>`` folder under ``checkpoint_dir`` (None when there is none), and the
+    newer ones skipped as damaged, each with why. Nothing is logged (see :func:`usable_checkpoint`)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    steps = []
+    if checkpoint_dir.is_dir():
+        for folder in checkpoint_dir.glob("checkpoint-*"):
+            step = folder.name.removeprefix("checkpoint-")
+            if step.isdigit() and folder.is_dir():
+                steps.append((int(step), folder))
+    skipped: list[tuple[Path, str]] = []
+    for _, folder in sorted(steps, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append((folder, problem))
+    return None, skipped
+
+
+def _warn_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
+    for folder, problem in skipped:
+        log.warning("skipping the damaged checkpoint %s: %s; trying the one before", folder, problem)
+
+
+def usable_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest whole checkpoint under ``checkpoint_dir``, or None; each damaged newer one is skipped with a warning."""
+    found, skipped = find_checkpoint(checkpoint_dir)
+    _warn_skipped(skipped)
+    return found
+
+
+def resume_checkpoint(checkpoint_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues from: the newest whole one under ``checkpoint_dir`` (damaged newer ones
+    skipped with a warning); none at all is a one-line error naming the folder (and what was wrong with each)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    found, skipped = find_checkpoint(checkpoint_dir)
+    if found is None:
+        damaged = "; ".join(f"{folder.name}: {problem}" for folder, problem in skipped[:3])
+        more = f"; {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        detail = f" (every checkpoint is damaged: {damaged}{more})" if skipped else ""
+        raise InputError(f"no usable checkpoint to resume from{detail}; {START_FRESH}", path=checkpoint_dir)
+    _warn_skipped(skipped)
+    log.info("resuming from %s", found)
+    return found
+
+
+def check_training_output(output_dir: str | Path, inputs: Sequence[str | Path | None], resume: bool) -> Path:
+    """:func:`icdcoder.io.check_output_dir` for a training run; a ``--resume`` into a folder that does not exist is
+    refused first (and nothing is created)."""
+    output_dir = Path(output_dir)
+    if resume and not output_dir.exists():
+        raise InputError(f"nothing to resume: the folder does not exist; {START_FRESH}", path=output_dir)
+    return check_output_dir(output_dir, inputs=inputs)
+
+
+def existing_path(name: str | Path | None) -> Path | None:
+    """``name`` as a path when it names something on disk (a model folder), else None (a registered model name)."""
+    return Path(name) if name is not None and Path(name).exists() else None
+
+
+def _sft_inputs(config: SftConfig) -> list[Path | None]:
+    """What an SFT run reads: the output folder must be none of them."""
+    return [existing_path(config.backbone), config.data.data_dir, config.data.documents_jsonl, config.coder_config]
+
+
 def _trainer_args(config: SftConfig, checkpoint_dir: Path):
     from trl import SFTConfig as TrlSftConfig
 
@@ -91,7 +255,7 @@ def _wall_clock_stop(minutes: float):
     return WallClockStop()
 
 
-def _checkpoint_step(checkpoint: str | bool) -> int:
+def _checkpoint_step(checkpoint: str | Path | None) -> int:
     """The global step a checkpoint folder was saved at (0 when not resuming)."""
     return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
 
@@ -132,15 +296,18 @@ def _as_trainable(model):
     return model
 
 
-def _checkpoint_to_resume(checkpoint_dir: Path, resume: bool) -> str | bool:
-    if not resume:
-        return False
-    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else False
-
-
 def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
-    """Build examples, train, save the coder folder; returns what the run cost."""
+    """Build examples, train, save the coder folder; returns what the run cost.
+
+    Before any work: the output folder is checked and locked for the whole run, and with ``resume`` the checkpoint
+    to continue from is chosen (none usable: a one-line error)."""
+    output_dir = check_training_output(config.output_dir, _sft_inputs(config), resume)
+    with output_lock(output_dir):
+        checkpoint = resume_checkpoint(output_dir / "checkpoints") if resume else None
+        return _run_sft(config, output_dir, checkpoint, documents, ontology)
+
+
+def _run_sft(config: SftConfig, output_dir: Path, checkpoint: Path | None, documents, ontology) -> FitReport:
     import torch
     from trl import SFTTrainer
 
@@ -151,8 +318,6 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.time()
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     ontology = ontology or _load_ontology()
     if documents is None:
         documents = load_training_documents(config.data)
@@ -183,9 +348,8 @@ def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=No
     if cut:
         log.warning("%d of %d training examples reach max_length=%d and were cut: their answers are lost in part or whole",
                     cut, len(trainer.train_dataset), config.max_length)
-    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
     steps_started = time.time()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps_seconds = time.time() - steps_started
     wall = time.time() - started
     seen_tokens = _tokens_seen(trainer, tokens_per_epoch)
@@ -220,18 +384,29 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
 
     The adapter is re-saved (half precision if configured) with ``config.backbone`` as its
     base, the retriever is re-fitted on the training documents, and ``coder.json`` comes
-    from ``config.coder_config``.
+    from ``config.coder_config``. The checkpoint's weights and the output folder are checked, and the output folder
+    locked, before any work.
     """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise InputError("checkpoint folder not found", path=checkpoint)
+    if not (checkpoint / "adapter_config.json").is_file():
+        raise InputError("not an adapter checkpoint (no adapter_config.json)", path=checkpoint)
+    problem = weights_problem(checkpoint)
+    if problem:
+        raise InputError(f"cannot export this checkpoint: {problem}", path=checkpoint)
+    output_dir = check_output_dir(Path(output_dir or config.output_dir), inputs=[checkpoint, *_sft_inputs(config)])
+    with output_lock(output_dir):
+        return _export_checkpoint(config, checkpoint, output_dir, ontology)
+
+
+def _export_checkpoint(config: SftConfig, checkpoint: Path, output_dir: Path, ontology) -> Path:
     from peft import PeftModel
 
     from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever, load_training_documents
 
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / "adapter_config.json").is_file():
-        raise InputError("not an adapter checkpoint (no adapter_config.json)", path=checkpoint)
-    output_dir = Path(output_dir or config.output_dir)
     base, tokenizer = load_causal_lm(config.backbone)
     model = PeftModel.from_pretrained(_as_trainable(base), str(checkpoint))
     ontology = ontology or _load_ontology()
