@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from icdcoder import __version__
+from icdcoder.assertion.cli import assertion_command
 from icdcoder.baselines.cli import train_baseline
 from icdcoder.data.cli import app as data_app
 from icdcoder.evaluate.bench import bench
@@ -54,6 +55,7 @@ app.add_typer(evaluate_app, name="evaluate", help="Score predictions against gol
 app.add_typer(predict_app, name="predict", help="Code a dataset split.")
 app.add_typer(train_app, name="train")
 app.command("code")(code)
+app.command("assertion")(assertion_command)
 app.command("bench")(bench)
 train_app.command("baseline")(train_baseline)
 train_app.command("sft")(train_sft)
