@@ -50,7 +50,9 @@ def _partial(tmp: Path, record: dict, fingerprint: dict | None) -> None:
     _good_notes(tmp)
     (tmp / "out.jsonl.partial").write_text(json.dumps(record) + "\n", encoding="utf-8")
     if fingerprint is not None:
-        recorded = run_fingerprint(file_digest(tmp / "notes.jsonl"), None, "llm", language="en", max_note_chars=MAX_NOTE_CHARS)
+        recorded = run_fingerprint(
+            file_digest(tmp / "notes.jsonl"), None, "llm", "clinical", language="en", max_note_chars=MAX_NOTE_CHARS
+        )
         (tmp / "out.jsonl.partial.json").write_text(json.dumps({**recorded, **fingerprint}), encoding="utf-8")
 
 

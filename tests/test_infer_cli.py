@@ -111,7 +111,7 @@ def _write_fingerprint(partial: Path, corpus: Path, coder_dir: Path) -> None:
     from icdcoder.infer.records import FINGERPRINT_SUFFIX, documents_digest
 
     documents = load_codiesp(corpus, "dev", language="es", with_translation=True, labelled=False)
-    fingerprint = run_fingerprint(documents_digest(documents), coder_dir, "llm", max_note_chars=MAX_NOTE_CHARS)
+    fingerprint = run_fingerprint(documents_digest(documents), coder_dir, "llm", "codiesp", max_note_chars=MAX_NOTE_CHARS)
     partial.with_name(partial.name + FINGERPRINT_SUFFIX).write_text(json.dumps(fingerprint), encoding="utf-8")
 
 
@@ -219,7 +219,7 @@ def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
     read = json.loads(_in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout)
     (fever,) = [row for row in read["codes"] if row["code"] == "R50.9"]
     assert fever["evidence"] == []  # "fever" is in the translation: the evidence is the note's sentence it translates
-    assert fever["sentence_evidence"] == [{"start": 0, "end": 25, "quote": "Paciente con fiebre alta."}]
+    assert fever["sentence_evidence"] == [{"start": 0, "end": 25, "quote": "Paciente con fiebre alta.", "traits": []}]
     table = _in_process("code", str(note), "--model", str(model), "--translation", str(english))
     assert "0-25 sentence" in table.stdout
 

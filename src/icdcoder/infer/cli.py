@@ -1,6 +1,9 @@
 """``icdcoder predict codiesp`` (code a split, write D/P/X.tsv) and ``icdcoder code`` (code one note).
 
-Without ``--model`` the shipped default coder (``icdcoder/models/default``) is used.
+Without ``--model`` the shipped default coder (``icdcoder/models/default``) is used. Every output carries assertion
+traits; ``--profile`` picks what is coded (:mod:`icdcoder.infer.profiles`): ``codiesp`` (every mention, the default of
+``predict codiesp``) or ``clinical`` (negated, uncertain, hypothetical and family findings excluded, the default of
+``code`` and ``predict jsonl``).
 Heavy imports (torch, transformers) happen inside the commands.
 """
 
@@ -81,16 +84,29 @@ def codable(max_chars: int) -> DocumentCheck:
     return check
 
 
-def run_fingerprint(input_digest: str, model: Path | None, system: str, **settings) -> dict:
-    """What identifies a coding run, so that an interrupted run resumes only under the same input, model and
-    settings (see ``icdcoder.infer.records``)."""
+def run_fingerprint(input_digest: str, model: Path | None, system: str, profile: str, **settings) -> dict:
+    """What identifies a coding run, so that an interrupted run resumes only under the same input, model, profile,
+    assertion rules and settings (see ``icdcoder.infer.records``)."""
+    from icdcoder.assertion import LANGUAGES as ASSERTION_LANGUAGES
+    from icdcoder.assertion import rules_version
     from icdcoder.infer.records import folder_digest
 
-    return {"input": input_digest, "model": folder_digest(model_folder(model)), "system": system, "icdcoder": __version__, **settings}
+    return {
+        "input": input_digest, "model": folder_digest(model_folder(model)), "system": system, "icdcoder": __version__,
+        "profile": profile, "assertion_rules": {lang: rules_version(lang) for lang in ASSERTION_LANGUAGES}, **settings,
+    }
 
 
 MaxNoteChars = Annotated[
     int, typer.Option("--max-note-chars", min=1, help="Refuse notes longer than this many characters.")
+]
+Profile = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        help="codiesp (every mention coded, with its assertion traits) or clinical (negated, uncertain, hypothetical and "
+        "family findings move to 'excluded', with their reason).",
+    ),
 ]
 
 
@@ -107,29 +123,33 @@ def predict_codiesp(
         bool, typer.Option("--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it.")
     ] = True,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
+    profile: Profile = "codiesp",
 ) -> None:
     """Code every note of a CodiEsp split; prints row counts as JSON.
 
     Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
     is coded as any other. The notes' records (codes, scores, evidence) go to ``OUT_DIR/predictions.jsonl`` as
-    ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped."""
+    ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped. D/P/X.tsv hold the
+    records' ``codes`` only (under ``--profile clinical``, not the excluded ones)."""
     from icdcoder.data.codiesp import load_codiesp, split_dir
     from icdcoder.evaluate.codiesp import write_submission
+    from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import documents_digest, predict_to_jsonl, read_predictions
 
     check_language(lang)
+    check_profile(profile)
     check_output_dir(out_dir, inputs=[data_dir, split_dir(data_dir, split)])
     documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es", labelled=False)
     if limit is not None:
         documents = documents[:limit]
     _check_split_notes(documents, split_dir(data_dir, split), codable(max_note_chars))
-    fingerprint = run_fingerprint(documents_digest(documents), model, system, max_note_chars=max_note_chars)
+    fingerprint = run_fingerprint(documents_digest(documents), model, system, profile, max_note_chars=max_note_chars)
     records = out_dir / PREDICTIONS_FILE
     with output_lock(out_dir), progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         counts = predict_to_jsonl(
             lambda: load_predictor(model, system), documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
-            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
+            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint, profile=profile,
         )
         predictions = read_predictions(records)
         rows = write_submission(out_dir, predictions)
@@ -156,23 +176,26 @@ def predict_jsonl(
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
+    profile: Profile = "clinical",
 ) -> None:
     """Code every note of a JSONL file (MIMIC, exported CodiEsp, your own notes); an interrupted run resumes.
 
     Prints counts as JSON."""
     from icdcoder.data.schema import document_ids, iter_documents
+    from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import file_digest, predict_to_jsonl
 
     check_language(lang)
+    check_profile(profile)
     check_output_file(out, inputs=[input_path])
     defaults = {"language": lang}
     ids = document_ids(input_path, defaults, codable(max_note_chars))  # a bad record fails now, not hours into the run
-    fingerprint = run_fingerprint(file_digest(input_path), model, system, language=lang, max_note_chars=max_note_chars)
+    fingerprint = run_fingerprint(file_digest(input_path), model, system, profile, language=lang, max_note_chars=max_note_chars)
     with output_lock(out), progress_bar() as bar:
         task = bar.add_task(f"coding {input_path.name}", total=len(ids))
         counts = predict_to_jsonl(
             lambda: load_predictor(model, system), iter_documents(input_path, defaults), ids, out, chunk=chunk,
-            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint,
+            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint, profile=profile,
         )
     typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))
 
@@ -322,41 +345,55 @@ def code(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
+    profile: Profile = "clinical",
 ) -> None:
-    """Code one note: codes with description, score and evidence (``--json``: the record ``predict jsonl`` writes,
-    each code with its description)."""
+    """Code one note: codes with description, score, assertion and evidence (``--json``: the record ``predict jsonl``
+    writes, each code with its description); under ``--profile clinical`` the excluded findings are listed apart."""
     from icdcoder.data.schema import Document
+    from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import prediction_record
 
     check_language(lang)
+    check_profile(profile)
     text = read_note(file, max_note_chars)
     english = read_note(str(translation), max_note_chars) if translation is not None else ""
     predictor = load_predictor(model, system)
     document = Document(id="note", text=text, language=lang, translation=english)
-    record = prediction_record(predictor.predict([document])[0], text, describe=_describe)
+    record = prediction_record(predictor.predict([document])[0], text, describe=_describe, lang=lang, profile=profile)
     if as_json:
         typer.echo(json.dumps(record, ensure_ascii=False))
         return
-    _print_table(record["codes"])
+    _print_table(record["codes"], f"{len(record['codes'])} codes")
+    if record.get("excluded"):
+        _print_table(record["excluded"], f"{len(record['excluded'])} excluded (not coded)", column="reason")
 
 
 def _evidence_cell(row: dict, shown: int = TABLE_EVIDENCE) -> str:
-    """The first ``shown`` evidence spans of a row; a translated sentence, cut short, when the words are not in the note."""
+    """The first ``shown`` evidence spans of a row, each with its traits; a translated sentence, cut short, when the
+    words are not in the note."""
     if row["evidence"]:
-        quoted = [f"{e['start']}-{e['end']} \"{e['quote']}\"" for e in row["evidence"]]
+        quoted = [f"{e['start']}-{e['end']} \"{e['quote']}\"{_traits_cell(e)}" for e in row["evidence"]]
     else:
-        quoted = [f"{e['start']}-{e['end']} sentence \"{shorten(e['quote'], 60, placeholder=' ...')}\"" for e in row["sentence_evidence"]]
+        quoted = [
+            f"{e['start']}-{e['end']} sentence \"{shorten(e['quote'], 60, placeholder=' ...')}\"{_traits_cell(e)}"
+            for e in row["sentence_evidence"]
+        ]
     more = f" (+{len(quoted) - shown} more)" if len(quoted) > shown else ""
     return "; ".join(quoted[:shown]) + more
 
 
-def _print_table(rows: list[dict]) -> None:
+def _traits_cell(span: dict) -> str:
+    return f" [{', '.join(span['traits'])}]" if span.get("traits") else ""
+
+
+def _print_table(rows: list[dict], title: str, column: str = "assertion") -> None:
+    """Rows of codes, each with its ``column`` (the code's assertion, or why it was excluded)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} codes")
-    for column in ("code", "description", "score", "evidence"):
-        table.add_column(column)
+    table = Table(title=title)
+    for name in ("code", "description", "score", column, "evidence"):
+        table.add_column(name)
     for row in rows:
-        table.add_row(row["code"], row["description"], f"{row['score']:.2f}", _evidence_cell(row))
+        table.add_row(row["code"], row["description"], f"{row['score']:.2f}", row.get(column, ""), _evidence_cell(row))
     Console().print(table)

@@ -3,9 +3,13 @@
 The format of ``icdcoder predict jsonl`` (notes in canonical JSONL, any predictor) and of ``icdcoder evaluate jsonl``::
 
     {"id": "note-1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.61,
-      "evidence": [{"start": 37, "end": 58, "quote": "hipertensión arterial"}], "sentence_evidence": []}],
+      "assertion": "affirmed",
+      "evidence": [{"start": 37, "end": 58, "quote": "hipertensión arterial", "traits": []}], "sentence_evidence": []}],
      "dropped": {}}
 
+Each span carries its assertion ``traits`` and each code its ``assertion`` (see :mod:`icdcoder.infer.profiles` for
+the rule); under the ``clinical`` profile the record also has ``excluded``: the codes whose findings are negated,
+uncertain, hypothetical or a relative's, each with its ``reason``. Only ``codes`` are read back as predictions.
 ``quote`` is there for people; reading a file back takes the offsets. Coding many notes streams them (a chunk in memory
 at a time) and is resumable: finished notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output
 appears whole, by rename, at the end. ``OUT.partial.json`` holds the run's fingerprint (input, model, settings): a rerun
@@ -21,12 +25,14 @@ import math
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
+from icdcoder.infer.profiles import SPAN_KINDS, add_traits, apply_profile
 from icdcoder.io import atomic_write, read_jsonl
 from icdcoder.predictor import CodePrediction, DocumentPrediction, Predictor
 
@@ -40,6 +46,8 @@ class SpanRecord(StrictModel):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     quote: str = ""
+    #: assertion traits (absent in records written before traits)
+    traits: list[Literal["negated", "uncertain", "historical", "hypothetical", "family"]] | None = None
 
     @model_validator(mode="after")
     def _not_reversed(self) -> SpanRecord:
@@ -63,12 +71,22 @@ class CodeRecord(StrictModel):
     description: str = ""
     evidence: list[SpanRecord] = []
     sentence_evidence: list[SpanRecord] = []
+    #: the code-level assertion (see :mod:`icdcoder.infer.profiles`)
+    assertion: Literal["affirmed", "historical", "uncertain", "hypothetical", "family", "negated"] | None = None
+
+
+class ExcludedRecord(CodeRecord):
+    """A code the ``clinical`` profile left out of the code list, and why."""
+
+    reason: Literal["negated", "uncertain", "hypothetical", "family"]
 
 
 class PredictionRecord(StrictModel):
     id: str = Field(min_length=1)
     codes: list[CodeRecord]
     dropped: dict[str, int] = {}
+    #: codes the ``clinical`` profile excluded (not predictions: reading a record back leaves them out)
+    excluded: list[ExcludedRecord] = []
 
 
 def evidence_spans(evidence: Sequence[Evidence], text: str) -> list[dict]:
@@ -76,9 +94,17 @@ def evidence_spans(evidence: Sequence[Evidence], text: str) -> list[dict]:
     return [{"start": e.start, "end": e.end, "quote": e.text_in(text)} for e in evidence]
 
 
-def prediction_record(prediction: DocumentPrediction, text: str, describe: Callable[[str, str], str] | None = None) -> dict:
+def prediction_record(
+    prediction: DocumentPrediction,
+    text: str,
+    describe: Callable[[str, str], str] | None = None,
+    lang: str | None = None,
+    profile: str = "codiesp",
+) -> dict:
     """One note's prediction as a JSON-ready record; quotes are read from the note's ``text``; with ``describe``
-    (code, system -> title), each code carries its ``description``."""
+    (code, system -> title), each code carries its ``description``. With ``lang`` (the note's language), spans carry
+    their assertion ``traits`` and codes their ``assertion``, and the record follows ``profile`` (``clinical``:
+    negated, uncertain, hypothetical and family codes move to ``excluded``); without it, no assertion is run."""
     codes = []
     for p in prediction.ranked():
         described = {"description": describe(p.code, p.system)} if describe is not None else {}
@@ -90,7 +116,11 @@ def prediction_record(prediction: DocumentPrediction, text: str, describe: Calla
             "evidence": evidence_spans(p.evidence, text),
             "sentence_evidence": evidence_spans(p.sentence_evidence, text),
         })
-    return {"id": prediction.doc_id, "codes": codes, "dropped": dict(prediction.dropped)}
+    record = {"id": prediction.doc_id, "codes": codes, "dropped": dict(prediction.dropped)}
+    if lang is None:
+        return record
+    add_traits(codes, text, lang)
+    return apply_profile(record, profile)
 
 
 def _evidence(spans: list[SpanRecord]) -> list[Evidence]:
@@ -187,7 +217,7 @@ class _Resumed:
             raise InputError(f"note '{prediction.doc_id}' occurs twice: delete it to start over", path=self.partial, line=line)
         spans = [
             (span["start"], span["end"], span.get("quote", ""))
-            for code in record["codes"] for kind in ("evidence", "sentence_evidence") for span in code.get(kind, [])
+            for code in [*record["codes"], *record.get("excluded", [])] for kind in SPAN_KINDS for span in code.get(kind, [])
         ]
         self.spans[prediction.doc_id] = (line, spans)
 
@@ -250,9 +280,11 @@ def predict_to_jsonl(
     chunk: int = 64,
     report: Callable[[int, int], None] | None = None,
     fingerprint: dict | None = None,
+    profile: str = "codiesp",
 ) -> dict:
     """Code ``documents`` (streamed; ``ids``: theirs, known up front) into the predictions file ``out``, resuming an
-    interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings).
+    interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings, ``profile``).
+Records carry assertion traits, read in each note's language, and follow ``profile``.
 
     ``predictor`` may be a function that loads it: it is called once the output and the earlier run are checked, so
     that a run that cannot resume fails before the model loads. ``report(done, total)`` is called after each chunk.
@@ -264,7 +296,7 @@ def predict_to_jsonl(
     out.parent.mkdir(parents=True, exist_ok=True)
     _check_or_start_fingerprint(partial, fingerprint or {})
     try:
-        return _code_into(predictor, documents, ids, out, partial, chunk, report)
+        return _code_into(predictor, documents, ids, out, partial, chunk, report, profile)
     except BaseException:
         if not partial.is_file() or partial.stat().st_size == 0:  # nothing finished: leave nothing behind
             partial.unlink(missing_ok=True)
@@ -280,6 +312,7 @@ def _code_into(
     partial: Path,
     chunk: int,
     report: Callable[[int, int], None] | None,
+    profile: str,
 ) -> dict:
     finished = _Resumed.read(partial)
     strangers = set(finished.spans) - set(ids)
@@ -291,7 +324,8 @@ def _code_into(
     with partial.open("a", encoding="utf-8") as handle:
         for batch in _batches(_checked_against(documents, finished), set(finished.spans), chunk):
             predictions = predictor.predict(batch)
-            handle.write("".join(json.dumps(prediction_record(p, d.text), ensure_ascii=False) + "\n" for p, d in zip(predictions, batch)))
+            records = (prediction_record(p, d.text, lang=d.language, profile=profile) for p, d in zip(predictions, batch))
+            handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
             handle.flush()
             os.fsync(handle.fileno())
             done += len(batch)
