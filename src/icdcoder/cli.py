@@ -27,6 +27,8 @@ from icdcoder.train.cli import train_lexicons, train_sft
 
 #: exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
+#: what a run stopped by Ctrl-C says
+INTERRUPTED_MESSAGE = "interrupted; rerun the same command to resume"
 #: exit status of every expected failure: bad usage, bad input, an output that cannot be written
 USER_ERROR = 2
 
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except InputError as err:
         _fail(f"error: {err}", USER_ERROR)
     except KeyboardInterrupt:
-        _fail("interrupted; rerun the same command to resume", INTERRUPTED)
+        _fail(INTERRUPTED_MESSAGE, INTERRUPTED)
     except typer.Abort:
         _fail("aborted", INTERRUPTED)
     except typer.Exit as exit_:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(_usage_message(err), USER_ERROR)
     # typer returns the exit status of an Exit raised inside a command, and 130 for a Ctrl-C it caught itself
     if isinstance(status, int) and status == INTERRUPTED:
-        _fail("interrupted; rerun the same command to resume", INTERRUPTED)
+        _fail(INTERRUPTED_MESSAGE, INTERRUPTED)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -13,9 +13,9 @@ uncertainty; English rules follow the NegEx/ConText conventions.
 
 from __future__ import annotations
 
-from icdcoder.assertion.engine import LANGUAGES, TRAITS, assert_spans, rules_for
+from icdcoder.assertion.engine import LANGUAGES, TRAITS, Trait, assert_spans, rules_for
 
-__all__ = ["LANGUAGES", "TRAITS", "assert_spans", "rules_version"]
+__all__ = ["LANGUAGES", "TRAITS", "Trait", "assert_spans", "rules_version"]
 
 
 def rules_version(lang: str) -> str:

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 from icdcoder.errors import InputError
 
@@ -66,7 +67,8 @@ CATEGORY_TRAITS = {
     "FAMILY": "family",
 }
 #: every trait, in the order outputs list them
-TRAITS = ("negated", "uncertain", "historical", "hypothetical", "family")
+Trait = Literal["negated", "uncertain", "historical", "hypothetical", "family"]
+TRAITS: tuple[str, ...] = get_args(Trait)
 DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO")
 RULES_DIR = Path(__file__).resolve().parent / "rules"
 LANGUAGES = ("es", "en")

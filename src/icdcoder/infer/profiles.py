@@ -26,14 +26,19 @@ Profiles (``--profile``):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from icdcoder.assertion import TRAITS, assert_spans
+from icdcoder.errors import InputError
 
 #: the coding profiles, the benchmark convention first
 PROFILES = ("codiesp", "clinical")
 #: the code-level assertions, least severe first
-ASSERTIONS = ("affirmed", "historical", "uncertain", "hypothetical", "family", "negated")
+Assertion = Literal["affirmed", "historical", "uncertain", "hypothetical", "family", "negated"]
+ASSERTIONS: tuple[str, ...] = get_args(Assertion)
 #: the assertions for which the ``clinical`` profile moves a code out of the code list
-EXCLUDED = frozenset({"negated", "uncertain", "hypothetical", "family"})
+ExcludedAssertion = Literal["negated", "uncertain", "hypothetical", "family"]
+EXCLUDED = frozenset(get_args(ExcludedAssertion))
 #: the kinds of evidence a code record carries
 SPAN_KINDS = ("evidence", "sentence_evidence")
 
@@ -41,8 +46,6 @@ assert set(ASSERTIONS[1:]) == set(TRAITS)
 
 
 def check_profile(profile: str) -> None:
-    from icdcoder.errors import InputError
-
     if profile not in PROFILES:
         raise InputError(f"--profile must be {' or '.join(PROFILES)} (got '{profile}')")
 

@@ -25,14 +25,14 @@ import math
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
-from icdcoder.infer.profiles import SPAN_KINDS, add_traits, apply_profile
+from icdcoder.assertion import Trait
+from icdcoder.infer.profiles import SPAN_KINDS, Assertion, ExcludedAssertion, add_traits, apply_profile
 from icdcoder.io import atomic_write, read_jsonl
 from icdcoder.predictor import CodePrediction, DocumentPrediction, Predictor
 
@@ -47,7 +47,7 @@ class SpanRecord(StrictModel):
     end: int = Field(ge=0)
     quote: str = ""
     #: assertion traits (absent in records written before traits)
-    traits: list[Literal["negated", "uncertain", "historical", "hypothetical", "family"]] | None = None
+    traits: list[Trait] | None = None
 
     @model_validator(mode="after")
     def _not_reversed(self) -> SpanRecord:
@@ -72,13 +72,13 @@ class CodeRecord(StrictModel):
     evidence: list[SpanRecord] = []
     sentence_evidence: list[SpanRecord] = []
     #: the code-level assertion (see :mod:`icdcoder.infer.profiles`)
-    assertion: Literal["affirmed", "historical", "uncertain", "hypothetical", "family", "negated"] | None = None
+    assertion: Assertion | None = None
 
 
 class ExcludedRecord(CodeRecord):
     """A code the ``clinical`` profile left out of the code list, and why."""
 
-    reason: Literal["negated", "uncertain", "hypothetical", "family"]
+    reason: ExcludedAssertion
 
 
 class PredictionRecord(StrictModel):

@@ -70,7 +70,7 @@ from icdcoder.rl.grpo import (
 )
 from icdcoder.rl.rewards import RewardScorer
 from icdcoder.predictor import peak_rss_mb
-from icdcoder.train.sft import START_FRESH, find_checkpoint
+from icdcoder.train.sft import START_FRESH, damaged_list, find_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def check_resumable(output_dir: Path, rounds: int) -> None:
         if found is not None:
             return
         damaged += [f"{round_dir.name}/{folder.name}: {problem}" for folder, problem in skipped]
-    detail = f" (damaged: {'; '.join(damaged[:3])}{f'; {len(damaged) - 3} more' if len(damaged) > 3 else ''})" if damaged else ""
+    detail = f" (damaged: {damaged_list(damaged)})" if damaged else ""
     raise InputError(
         f"nothing to resume: no finished round (round_*/done.json) and no usable checkpoint (round_*/checkpoints){detail}; "
         f"{START_FRESH}",

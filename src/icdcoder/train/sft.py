@@ -187,15 +187,20 @@ def usable_checkpoint(checkpoint_dir: Path) -> Path | None:
     return found
 
 
+def damaged_list(problems: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` damaged checkpoints' problems, and how many more, for a one-line error."""
+    more = f"; {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
 def resume_checkpoint(checkpoint_dir: Path) -> Path:
     """The checkpoint ``--resume`` continues from: the newest whole one under ``checkpoint_dir`` (damaged newer ones
     skipped with a warning); none at all is a one-line error naming the folder (and what was wrong with each)."""
     checkpoint_dir = Path(checkpoint_dir)
     found, skipped = find_checkpoint(checkpoint_dir)
     if found is None:
-        damaged = "; ".join(f"{folder.name}: {problem}" for folder, problem in skipped[:3])
-        more = f"; {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        detail = f" (every checkpoint is damaged: {damaged}{more})" if skipped else ""
+        damaged = damaged_list([f"{folder.name}: {problem}" for folder, problem in skipped])
+        detail = f" (every checkpoint is damaged: {damaged})" if skipped else ""
         raise InputError(f"no usable checkpoint to resume from{detail}; {START_FRESH}", path=checkpoint_dir)
     _warn_skipped(skipped)
     log.info("resuming from %s", found)
