@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test lint venv clean chromium
 
 venv: $(STAMP)
 
@@ -20,8 +20,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	.venv/bin/icdcoder code examples/sample_note.txt
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# Style and types, as CI runs them (settings in pyproject.toml)
+lint: $(STAMP)
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/mypy
+
+# The review page's browser test (tests/test_review_browser.py) drives Debian's chromium through chromium-driver:
+# installed here when missing (as root, or with sudo); when it cannot be, the test is skipped and says why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
+	    { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	    echo "chromium could not be installed: tests/test_review_browser.py will be skipped"; }
 
 clean:
 	rm -rf .venv

@@ -32,20 +32,35 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from extra_signal import load_coder_for_language, parser_with_language, prediction_scores, rows_by_weight
 from sklearn.ensemble import HistGradientBoostingClassifier
-from tuning_holdout import coded, tuned_settings
 
 from icdcoder.evaluate.metrics import macro_prf, mean_average_precision, micro_prf
-from icdcoder.infer.coder import CODER_SYSTEMS, SIGNALS, ScoredCode, SpanLLMPredictor, collect_signals, fuse, signal_weights
-from icdcoder.infer.tuning import THRESHOLDS, best_threshold
+from icdcoder.evaluate.thresholds import THRESHOLDS, best_threshold
+from icdcoder.experiments.common import (
+    coder_and_notes,
+    prediction_scores,
+    script_parser,
+    weight_rows,
+)
+from icdcoder.experiments.tuning_holdout import coded, tuned_settings
+from icdcoder.infer.coder import SpanLLMPredictor
+from icdcoder.infer.fusion import collect_signals, fuse, signal_weights
+from icdcoder.infer.signals import SIGNALS, ScoredCode
+from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import CodePrediction, DocumentPrediction
 
 #: codes kept per note and system, as ``max_codes_per_system``
 KEPT = 40
 #: the features of a candidate code, after its best value of each signal (``SIGNALS``)
 EXTRA_FEATURES = (
-    "untrained", "training_notes", "signals", "spans", "code_length", "fused", "candidates", "category_candidates",
+    "untrained",
+    "training_notes",
+    "signals",
+    "spans",
+    "code_length",
+    "fused",
+    "candidates",
+    "category_candidates",
     "category_gap",
 )
 
@@ -67,11 +82,20 @@ def note_features(note, settings, trained_note_counts: dict) -> dict[str, tuple[
             values = [signals.best.get(name, 0.0) for name in SIGNALS]
             spans = sum(map(len, signals.spans.values())) + sum(map(len, signals.sentences.values()))
             siblings = categories[code[:3]]
-            rows.append(values + [
-                float(signals.untrained), math.log1p(trained_note_counts.get((code, system), 0)),
-                sum(value > 0 for value in values), math.log1p(spans), len(code.replace(".", "")), fused[code],
-                math.log1p(len(codes)), len(siblings), max(siblings) - fused[code],
-            ])
+            rows.append(
+                values
+                + [
+                    float(signals.untrained),
+                    math.log1p(trained_note_counts.get((code, system), 0)),
+                    sum(value > 0 for value in values),
+                    math.log1p(spans),
+                    len(code.replace(".", "")),
+                    fused[code],
+                    math.log1p(len(codes)),
+                    len(siblings),
+                    max(siblings) - fused[code],
+                ]
+            )
         matrix = np.asarray(rows, dtype=np.float64).reshape(len(codes), len(SIGNALS) + len(EXTRA_FEATURES))
         by_system[system] = (matrix, codes, [found[(code, system)].untrained for code in codes])
     return by_system
@@ -82,8 +106,13 @@ def fitted(candidates: list, gold: list[set[str]], notes: list[int]) -> HistGrad
     features = np.vstack([candidates[i][0] for i in notes])
     labels = np.asarray([code in gold[i] for i in notes for code in candidates[i][1]])
     model = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=1.0,
-        early_stopping=False, random_state=0,
+        max_iter=200,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=0,
     )
     return model.fit(features, labels)
 
@@ -109,19 +138,27 @@ def kept(ranking: dict[int, list], threshold: float, untrained_threshold: float)
 def tuned_thresholds(ranking: dict[int, list], gold: list[set[str]], own_untrained: bool) -> tuple[float, float]:
     """The threshold by micro-F1 + MAP, then (``own_untrained``) the untrained codes' by micro-F1 + MAP + macro-F1."""
     truth = {i: gold[i] for i in ranking}
-    threshold = best_threshold({i: [(p, code) for p, code, _ in items] for i, items in ranking.items()}, truth)["threshold"]
+    threshold = best_threshold({i: [(p, code) for p, code, _ in items] for i, items in ranking.items()}, truth)[
+        "threshold"
+    ]
     if not own_untrained:
         return threshold, threshold
 
     def score(untrained_threshold: float) -> float:
         chosen = {i: [code for _, code in items] for i, items in kept(ranking, threshold, untrained_threshold).items()}
-        return micro_prf(truth, chosen)["micro_f1"] + mean_average_precision(truth, chosen) + macro_prf(truth, chosen)["macro_f1"]
+        return (
+            micro_prf(truth, chosen)["micro_f1"]
+            + mean_average_precision(truth, chosen)
+            + macro_prf(truth, chosen)["macro_f1"]
+        )
 
     best = max(THRESHOLDS, key=lambda value: (score(value), value == threshold))
     return threshold, best if score(best) > score(threshold) + 1e-12 else threshold
 
 
-def held_out_codes(model_for, candidates: list, gold: list[set[str]], folds: list[list[int]], own_untrained: bool) -> dict:
+def held_out_codes(
+    model_for, candidates: list, gold: list[set[str]], folds: list[list[int]], own_untrained: bool
+) -> dict:
     """Each dev fold's kept ``(probability, code)``: ``model_for(notes)`` is the classifier that may read ``notes``'
     labels; thresholds are tuned on out-of-fold probabilities of the other folds."""
     result = {}
@@ -175,27 +212,36 @@ def with_probability_signal(outputs: list, features: list, models: dict) -> list
         for system, (matrix, codes, untrained) in by_system.items():
             if codes:
                 probabilities = models[system].predict_proba(matrix)[:, 1]
-                added += [ScoredCode(code, system, llm=float(p), untrained=u) for code, p, u in zip(codes, probabilities, untrained)]
+                added += [
+                    ScoredCode(code, system, signals={"llm": float(p)}, untrained=u)
+                    for code, p, u in zip(codes, probabilities, untrained)
+                ]
         result.append(replace(note, scored=note.scored + added))
     return result
 
 
 def main() -> None:
-    parser = parser_with_language(__doc__.splitlines()[0])
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
-    coder, dev, train_counts = load_coder_for_language(args, "tree probability")
+    coder, dev, train_counts = coder_and_notes(args.model, args.data_dir, args.lang)
     outputs = coder.segment_outputs(dev)
     features = [note_features(note, coder.settings, coder.retriever.trained_note_counts) for note in outputs]
     folds = [list(range(start, len(dev), args.folds)) for start in range(args.folds)]
 
     def report(fusion: str, predictions: list) -> None:
-        print(json.dumps({"lang": args.lang, "fusion": fusion, "cross_fitted": prediction_scores(dev, predictions, train_counts)}), flush=True)
+        print(
+            json.dumps(
+                {"lang": args.lang, "fusion": fusion, "cross_fitted": prediction_scores(dev, predictions, train_counts)}
+            ),
+            flush=True,
+        )
 
     grid = []
     for fold in folds:
         notes = [i for i in range(len(dev)) if i not in set(fold)]
-        grid += coded([outputs[i] for i in fold], tuned_settings(coder, [dev[i] for i in notes], [outputs[i] for i in notes])[0])
+        settings = tuned_settings(coder.settings, [dev[i] for i in notes], [outputs[i] for i in notes])[0]
+        grid += coded([outputs[i] for i in fold], settings, one_threshold=False)
     report("grid", sorted(grid, key=lambda p: p.doc_id))
 
     train, train_features = out_of_fold_outputs(coder, args.lang, args.data_dir, args.folds)
@@ -204,14 +250,24 @@ def main() -> None:
         candidates = [by_system[system] for by_system in features]
         gold = [document.code_set(system) for document in dev]
         own_untrained = system in coder.settings.untrained_threshold_systems
-        on_dev[system] = held_out_codes(lambda notes: fitted(candidates, gold, notes), candidates, gold, folds, own_untrained)
+        on_dev[system] = held_out_codes(
+            lambda notes: fitted(candidates, gold, notes),
+            candidates,
+            gold,
+            folds,
+            own_untrained,
+        )
         train_candidates = [by_system[system] for by_system in train_features]
-        train_models[system] = fitted(train_candidates, [note.code_set(system) for note in train], list(range(len(train))))
+        train_models[system] = fitted(
+            train_candidates, [note.code_set(system) for note in train], list(range(len(train)))
+        )
         on_train[system] = held_out_codes(lambda notes: train_models[system], candidates, gold, folds, own_untrained)
     report("trees on dev folds", as_predictions(dev, on_dev))
     report("trees on training notes", as_predictions(dev, on_train))
     signalled = with_probability_signal(outputs, features, train_models)
-    for row in rows_by_weight(coder, dev, signalled, train_counts, args.weights or [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]):
+    for row in weight_rows(
+        coder, dev, signalled, train_counts, args.weights or [0.0, 0.5, 1.0, 2.0, 4.0, 8.0], "llm_weight"
+    ):
         print(json.dumps({"lang": args.lang, "fusion": "trees as a signal", "in_sample_thresholds": row}), flush=True)
 
 

@@ -21,7 +21,9 @@ import json
 import time
 from pathlib import Path
 
-from extra_signal import REPO, load_coder_and_notes, rows_by_weight
+from icdcoder.experiments.common import coder_and_notes, weight_rows
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_run(text: str) -> tuple[str, float]:
@@ -56,21 +58,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "llm_modes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, dev, train_counts = load_coder_and_notes(args, "llm", lang=args.lang)
+    _, dev, train_counts = coder_and_notes(args.model, args.data_dir, args.lang)
     for mode, gate in map(parse_run, args.runs):
-        coder = SpanLLMPredictor.load(args.model, adapter=args.adapter, use_llm=True, llm_mode=mode, min_retrieval_score=gate)
+        coder = SpanLLMPredictor.load(
+            args.model, adapter=args.adapter, use_llm=True, llm_mode=mode, min_retrieval_score=gate
+        )
         coder.settings = coder.settings.for_language(args.lang)
         cache = args.out / f"{args.lang}_{mode}_gate{gate:g}{adapter_tag(args.adapter)}.jsonl"
         fresh = not cache.is_file()
         started = time.perf_counter()
         outputs = coder.segment_outputs(dev, cache=cache)
         seconds = round(time.perf_counter() - started, 1) if fresh else None
-        run = {"lang": args.lang, "adapter": str(args.adapter or "shipped"), "mode": mode, "gate": gate,
-               "llm_segments": sum(o.llm_segments for o in outputs), "stage1_s": seconds}
-        for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights):
+        run = {
+            "lang": args.lang,
+            "adapter": str(args.adapter or "shipped"),
+            "mode": mode,
+            "gate": gate,
+            "llm_segments": sum(o.llm_segments for o in outputs),
+            "stage1_s": seconds,
+        }
+        for row in weight_rows(coder, dev, outputs, train_counts, args.weights, "llm_weight"):
             print(json.dumps({**run, "llm_weight": row.pop("weight"), **row}), flush=True)
         coder.settings = llm_alone(coder.settings)
-        (row,) = rows_by_weight(coder, dev, outputs, train_counts, [1.0])
+        (row,) = weight_rows(coder, dev, outputs, train_counts, [1.0], "llm_weight")
         print(json.dumps({**run, "llm_weight": "alone", **{k: v for k, v in row.items() if k != "weight"}}), flush=True)
 
 

@@ -74,10 +74,11 @@ def main(
     import torch
 
     torch.set_num_threads(1)
+    from icdcoder.config import load_config
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.ontology import load_ontology
-    from icdcoder.config import load_config
-    from icdcoder.spans import RetrieverConfig, build_codiesp_retriever, label_space
+    from icdcoder.ontology.labels import label_space
+    from icdcoder.spans import RetrieverConfig, build_codiesp_retriever
 
     ontology = load_ontology()
     train = load_codiesp(data_dir, "train", language=lang)

@@ -44,16 +44,37 @@ def main() -> None:
     terms = {(gold.code, gold.system): code_terms(ontology, gold.code, gold.system) for _, gold in golds}
     for min_share in args.min_share:
         for system in ("icd10cm", "icd10pcs"):
-            found = [(text, gold, locate_evidence(text, terms[(gold.code, gold.system)], min_share)) for text, gold in golds if gold.system == system]
+            found = [
+                (text, gold, locate_evidence(text, terms[(gold.code, gold.system)], min_share))
+                for text, gold in golds
+                if gold.system == system
+            ]
             located = [(text, gold, span) for text, gold, span in found if span is not None]
             on_gold = sum(_overlaps(span, gold) for _, gold, span in located)
-            gold_words = [_words(text, piece) for text, gold, _ in found for evidence in gold.evidence for piece in evidence.pieces]
-            print(json.dumps({
-                "split": args.split, "system": system, "min_share": min_share, "codes": len(found), "located": len(located),
-                "on_gold": on_gold, "precision": round(on_gold / max(len(located), 1), 3), "recall": round(on_gold / max(len(found), 1), 3),
-                "located_words": round(mean(_words(text, span) for text, _, span in located), 1) if located else None,
-                "gold_words": round(mean(gold_words), 1) if gold_words else None,
-            }))
+            gold_words = [
+                _words(text, piece)
+                for text, gold, _ in found
+                for evidence in gold.evidence
+                for piece in evidence.pieces
+            ]
+            print(
+                json.dumps(
+                    {
+                        "split": args.split,
+                        "system": system,
+                        "min_share": min_share,
+                        "codes": len(found),
+                        "located": len(located),
+                        "on_gold": on_gold,
+                        "precision": round(on_gold / max(len(located), 1), 3),
+                        "recall": round(on_gold / max(len(found), 1), 3),
+                        "located_words": round(mean(_words(text, span) for text, _, span in located), 1)
+                        if located
+                        else None,
+                        "gold_words": round(mean(gold_words), 1) if gold_words else None,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ import argparse
 import json
 from pathlib import Path
 
-from span_vs_document import REPO, run, scores, training_cost
+from icdcoder.experiments.common import run_cli
+from icdcoder.experiments.span_vs_document import fusion_scores, training_cost
+
+REPO = Path(__file__).resolve().parent.parent
 
 VARIANTS = ("gold", "silver")
 
@@ -33,17 +36,29 @@ def notes_without_offsets(data_dir: str, out: Path) -> Path:
     path = out / "train_en_no_offsets.jsonl"
     if not path.is_file():
         documents = load_codiesp(data_dir, "train", language="en")
-        bare = [doc.model_copy(update={"codes": tuple(gold.model_copy(update={"evidence": ()}) for gold in doc.codes)}) for doc in documents]
+        bare = [
+            doc.model_copy(update={"codes": tuple(gold.model_copy(update={"evidence": ()}) for gold in doc.codes)})
+            for doc in documents
+        ]
         save_documents(path, bare)
     return path
 
 
 def train(variant: str, out: Path, args: argparse.Namespace) -> None:
-    overrides = {"output_dir": out / variant, "data.data_dir": args.data_dir, "data.lang": "en", "max_steps": args.steps}
+    overrides = {
+        "output_dir": out / variant,
+        "data.data_dir": args.data_dir,
+        "data.lang": "en",
+        "max_steps": args.steps,
+    }
     if variant == "silver":
         overrides |= {"data.documents_jsonl": notes_without_offsets(args.data_dir, out), "data.silver_evidence": "true"}
     sets = [part for key, value in overrides.items() for part in ("--set", f"{key}={value}")]
-    run(["train", "sft", "--config", "configs/sft/default.yaml", *sets, "--resume"], out / variant / "train.log")
+    run_cli(
+        ["train", "sft", "--config", "configs/sft/default.yaml", *sets, "--resume"],
+        out / variant / "train.log",
+        cwd=REPO,
+    )
 
 
 def set_llm_gate(folder: Path, gate: float) -> None:
@@ -70,15 +85,41 @@ def main() -> None:
             train(variant, args.out, args)
         set_llm_gate(folder, args.llm_gate)
         cache = folder / f"stage1_gate{args.llm_gate:g}.jsonl"  # outputs under another gate are not these
-        tuned = run([
-            "predict", "tune", "--model", str(folder), "--data-dir", args.data_dir, "--split", "dev", "--lang", "en",
-            "--cache", str(cache), "--threads", "1", "--llm", "--limit", str(args.dev_notes),
-        ], folder / "tune.log")
+        tuned = run_cli(
+            [
+                "predict",
+                "tune",
+                "--model",
+                str(folder),
+                "--data-dir",
+                args.data_dir,
+                "--split",
+                "dev",
+                "--lang",
+                "en",
+                "--cache",
+                str(cache),
+                "--threads",
+                "1",
+                "--llm",
+                "--limit",
+                str(args.dev_notes),
+            ],
+            folder / "tune.log",
+            cwd=REPO,
+        )
         meta = json.loads((folder / "run_meta.json").read_text())
         tuning = json.loads((folder / "coder.json").read_text())["tuning"]
-        row = {"variant": variant, "llm_gate": args.llm_gate, **training_cost(folder), "examples": meta["examples"],
-               "dev_notes": tuned["documents"],
-               "llm_segments": tuned["llm_segments"], "dropped_lines": sum(tuned["dropped"].values()), **scores(tuning)}
+        row = {
+            "variant": variant,
+            "llm_gate": args.llm_gate,
+            **training_cost(folder),
+            "examples": meta["examples"],
+            "dev_notes": tuned["documents"],
+            "llm_segments": tuned["llm_segments"],
+            "dropped_lines": sum(tuned["dropped"].values()),
+            **fusion_scores(tuning),
+        }
         print(json.dumps(row), flush=True)
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 
-from extra_signal import load_coder_for_language, parser_with_language, rows_by_weight
+from icdcoder.experiments.common import coder_and_notes, script_parser, weight_rows
 
 
 def renamed_report(coder, dev, raw, one_threshold: bool) -> dict:
     """Diagnosis codes the coder predicts without the step that the step renames, and how many are gold before and after."""
-    from icdcoder.infer.coder import aggregate
+    from icdcoder.infer.fusion import aggregate
 
     settings = coder.settings.model_copy(update={"untrained_threshold": {}}) if one_threshold else coder.settings
     counts = {"renamed": 0, "gold_before": 0, "gold_after": 0}
@@ -37,8 +37,8 @@ def renamed_report(coder, dev, raw, one_threshold: bool) -> dict:
 
 
 def main() -> None:
-    args = parser_with_language(__doc__.splitlines()[0]).parse_args()
-    coder, dev, train_counts = load_coder_for_language(args, "specificity")
+    args = script_parser(__doc__.splitlines()[0]).parse_args()
+    coder, dev, train_counts = coder_and_notes(args.model, args.data_dir, args.lang)
     outputs = {}
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
@@ -46,7 +46,9 @@ def main() -> None:
     print(json.dumps({"lang": args.lang, **renamed_report(coder, dev, outputs[False], args.one_threshold)}), flush=True)
     for specify in (False, True):
         coder.settings = coder.settings.model_copy(update={"specify_untrained": specify})
-        for row in rows_by_weight(coder, dev, outputs[specify], train_counts, [coder.settings.llm_weight], one_threshold=args.one_threshold):
+        for row in weight_rows(
+            coder, dev, outputs[specify], train_counts, [coder.settings.llm_weight], "llm_weight", args.one_threshold
+        ):
             print(json.dumps({"lang": args.lang, "specify_untrained": specify, **row}), flush=True)
 
 

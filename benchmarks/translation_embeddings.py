@@ -14,21 +14,28 @@ from __future__ import annotations
 
 import json
 
-from extra_signal import load_coder_and_notes, parser_with_model, rows_by_weight
+from icdcoder.experiments.common import coder_and_notes, script_parser, weight_rows
 
 
 def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> None:
     """Append each note's embedding hits (best score per code) to its stage-1 outputs, in the ``llm`` slot."""
     import numpy as np
 
-    from icdcoder.infer.coder import CODER_SYSTEMS, ScoredCode
+    from icdcoder.infer.signals import ScoredCode
+    from icdcoder.ontology.labels import CODER_SYSTEMS
     from icdcoder.spans import segment_note
 
     retriever = coder.retriever
-    titles = [coder.ontology.describe(code, system) if coder.ontology.get(code, system) else "" for code, system in retriever.codes]
+    titles = [
+        coder.ontology.describe(code, system) if coder.ontology.get(code, system) else ""
+        for code, system in retriever.codes
+    ]
     vectors = retriever.embed_code_titles(titles)
     for document, note in zip(documents, outputs):
-        texts = [segment.text(document.translation) for segment in segment_note(document.translation, max_words=coder.settings.segment_max_words)]
+        texts = [
+            segment.text(document.translation)
+            for segment in segment_note(document.translation, max_words=coder.settings.segment_max_words)
+        ]
         if not texts:
             continue
         best: dict[tuple[str, str], float] = {}
@@ -36,18 +43,22 @@ def add_embedding_signal(coder, documents, outputs, top: int, floor: float) -> N
             for index in np.argpartition(-row, top)[:top]:
                 key = retriever.codes[index]
                 best[key] = max(best.get(key, 0.0), max(0.0, (float(row[index]) - floor) / (1 - floor)))
-        note.scored.extend(ScoredCode(code, system, llm=value) for (code, system), value in best.items() if system in CODER_SYSTEMS)
+        note.scored.extend(
+            ScoredCode(code, system, signals={"llm": value})
+            for (code, system), value in best.items()
+            if system in CODER_SYSTEMS
+        )
 
 
 def main() -> None:
-    parser = parser_with_model(__doc__.splitlines()[0], weights=[0.0, 0.5, 1.0, 2.0, 4.0])
+    parser = script_parser(__doc__.splitlines()[0], weights=[0.0, 0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--top", type=int, default=5, help="nearest codes kept per translation segment")
     parser.add_argument("--floor", type=float, default=0.3, help="cosine that scores 0")
     args = parser.parse_args()
-    coder, dev, train_counts = load_coder_and_notes(args, "embedding")
+    coder, dev, train_counts = coder_and_notes(args.model, args.data_dir, "es")
     outputs = coder.segment_outputs(dev)
     add_embedding_signal(coder, dev, outputs, args.top, args.floor)
-    for row in rows_by_weight(coder, dev, outputs, train_counts, args.weights, one_threshold=args.one_threshold):
+    for row in weight_rows(coder, dev, outputs, train_counts, args.weights, "llm_weight", args.one_threshold):
         print(json.dumps({"top": args.top, "floor": args.floor, **row}), flush=True)
 
 

@@ -45,7 +45,12 @@ def run_main(*args: str, stdin: str = "") -> Result:
 def run_subprocess(*args: str, stdin: str | None = None, timeout: float = 300) -> Result:
     """``python -m icdcoder.cli ARGS`` in a fresh process."""
     done = subprocess.run(
-        [sys.executable, "-m", "icdcoder.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, input=stdin, timeout=timeout
+        [sys.executable, "-m", "icdcoder.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        input=stdin,
+        timeout=timeout,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 

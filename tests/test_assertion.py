@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from icdcoder.assertion import TRAITS, assert_spans, rules_version
-from icdcoder.assertion.engine import compile_rules, rules_path
+from icdcoder.assertion.engine import assert_with, compile_rules, rules_path
 from icdcoder.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,8 +178,49 @@ def test_a_cue_inside_the_span_at_its_edge_counts():
     assert assert_spans(text, [(start, text.index("."))], "en") == [["negated"]]
     start = text.index("Sin")
     assert assert_spans(text, [(start, len(text) - 1)], "es") == [["negated"]]
-    # a cue in the middle of a span does not negate it
+    # a cue in the middle of a span whose words are as much before it as after does not negate it
     assert traits_of("Chest pain without radiation.", "Chest pain without radiation", "en") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase", "lang"),
+    [
+        ("Rx de tórax: no hay signos de neumonía.", "Rx de tórax: no hay signos de neumonía", "es"),
+        ("ECG sin evidencia de infarto.", "ECG sin evidencia de infarto", "es"),
+        ("Paciente sin evidencia de infarto agudo.", "Paciente sin evidencia de infarto agudo", "es"),
+        ("Tórax: no hay signos de neumonía.", "Tórax: no hay signos de neumonía.", "es"),
+        ("The chest film shows no evidence of pneumonia.", "film shows no evidence of pneumonia", "en"),
+        ("ECG: no signs of acute myocardial infarction.", "ECG: no signs of acute myocardial infarction", "en"),
+    ],
+)
+def test_a_negation_inside_a_long_span_negates_what_most_of_it_says(text, phrase, lang):
+    assert traits_of(text, phrase, lang) == ["negated"]
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase", "lang"),
+    [
+        ("Refiere dolor torácico opresivo, sin fiebre.", "Refiere dolor torácico opresivo, sin fiebre.", "es"),
+        ("Dolor abdominal intenso y difuso sin fiebre.", "Dolor abdominal intenso y difuso sin fiebre", "es"),
+        ("Severe crushing chest pain, no fever.", "Severe crushing chest pain, no fever.", "en"),
+        ("Náuseas sin vómitos.", "Náuseas sin vómitos", "es"),  # R11.0, nausea without vomiting
+        ("Linfoma no Hodgkin difuso.", "Linfoma no Hodgkin difuso", "es"),  # a name, not a negation
+        # "ni" continues a list inside the span: the negation, if any, comes from before it
+        ("Lesiones herpéticas ni de cándida.", "Lesiones herpéticas ni de cándida", "es"),
+    ],
+)
+def test_a_negation_late_in_a_long_span_leaves_the_finding_before_it_affirmed(text, phrase, lang):
+    assert traits_of(text, phrase, lang) == []
+
+
+def test_inside_span_is_rule_data_on_negation_rules_only():
+    rule = {"category": "NEGATED_EXISTENCE", "literal": "sin", "direction": "FORWARD"}
+    text, span = "ECG sin infarto agudo", [(0, 21)]
+    assert assert_with(compile_rules({"version": "t", "context_rules": [rule]}), text, span) == [["negated"]]
+    quiet = {**rule, "metadata": {"inside_span": False}}
+    assert assert_with(compile_rules({"version": "t", "context_rules": [quiet]}), text, span) == [[]]
+    with pytest.raises(InputError, match="inside_span"):
+        compile_rules({"version": "t", "context_rules": [{**quiet, "category": "HISTORICAL"}]})
 
 
 @pytest.mark.parametrize("spans", [[(5, 2)], [(0, 999)], [(-1, 3)], [(0,)], [("0", 3)]])
@@ -202,7 +243,7 @@ def test_fast_enough_to_add_little_to_coding():
     for _ in range(50):
         assert_spans(text, spans, "es")
     per_note_ms = (time.perf_counter() - start) * 1000 / 50
-    assert per_note_ms < 20, per_note_ms  # measured ~1 ms; the budget is 4 ms (benchmarks/assertion_speed.py)
+    assert per_note_ms < 20, per_note_ms  # measured ~1 ms; the budget is 4 ms (benchmarks/perf/assertion_speed.py)
 
 
 # ------------------------------------------------------------------------------------------------------- rule files
@@ -218,7 +259,10 @@ def test_the_rule_files_are_versioned_medspacy_schema_data(lang):
 
 
 def test_a_bad_rule_file_names_the_rule():
-    base = {"version": "t", "context_rules": [{"category": "NEGATED_EXISTENCE", "literal": "no", "direction": "FORWARD"}]}
+    base = {
+        "version": "t",
+        "context_rules": [{"category": "NEGATED_EXISTENCE", "literal": "no", "direction": "FORWARD"}],
+    }
     compile_rules(base)
     for bad, message in (
         ({"literal": "no", "category": "NEGATED_EXISTENCE", "direction": "SIDEWAYS"}, "direction"),
@@ -265,7 +309,9 @@ def _run(tmp_path: Path, lines: list, lang: str = "es") -> list[dict]:
     from icdcoder.assertion.cli import assertion_command
 
     cases = tmp_path / "cases.jsonl"
-    cases.write_text("".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n" for x in lines))
+    cases.write_text(
+        "".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n" for x in lines)
+    )
     out = tmp_path / "out.jsonl"
     assertion_command(input=cases, out=out, lang=lang)
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -274,7 +320,9 @@ def _run(tmp_path: Path, lines: list, lang: str = "es") -> list[dict]:
 def test_the_contract_command_round_trip(tmp_path):
     text = "Niega dolor torácico. Antecedentes familiares de cáncer de mama. Sin fiebre."
     spans = [{"start": 49, "end": 63}, {"start": 6, "end": 20}, {"start": 70, "end": 76}, {"start": 6, "end": 20}]
-    rows = _run(tmp_path, [{"id": "a", "text": text, "spans": spans, "extra": 1}, {"id": 7, "text": "Tos.", "spans": []}])
+    rows = _run(
+        tmp_path, [{"id": "a", "text": text, "spans": spans, "extra": 1}, {"id": 7, "text": "Tos.", "spans": []}]
+    )
     assert rows == [
         {
             "id": "a",
@@ -316,7 +364,10 @@ def test_the_contract_command_through_typer(tmp_path):
         ({"id": "a", "spans": []}, "field 'text' is missing"),
         ({"id": "a", "text": "Tos."}, "field 'spans' is missing"),
         ({"id": "a", "text": "Tos.", "spans": [{"start": 0}]}, "field 'spans.0.end' is missing"),
-        ({"id": "a", "text": "Tos.", "spans": [{"start": 0, "end": 99}]}, r"field 'spans.0': offsets 0-99 outside the text"),
+        (
+            {"id": "a", "text": "Tos.", "spans": [{"start": 0, "end": 99}]},
+            r"field 'spans.0': offsets 0-99 outside the text",
+        ),
         ({"id": "a", "text": "Tos.", "spans": [{"start": -1, "end": 2}]}, "outside the text"),
         ({"id": "a", "text": "Tos.", "spans": [{"start": 3, "end": 1}]}, "reversed offsets 3-1"),
         ({"id": "a", "text": "Tos.", "spans": [{"start": "0", "end": 2}]}, "'spans.0.start' must be an integer"),
@@ -329,7 +380,7 @@ def test_the_contract_command_names_file_line_and_field(tmp_path, line, message)
     good = {"id": "ok", "text": "Tos.", "spans": [{"start": 0, "end": 3}]}
     with pytest.raises(InputError, match=message) as err:
         _run(tmp_path, [good, line])
-    assert f"cases.jsonl:2: " in str(err.value)
+    assert "cases.jsonl:2: " in str(err.value)
     assert not (tmp_path / "out.jsonl").exists()  # nothing written
 
 
@@ -349,11 +400,7 @@ def test_the_contract_command_refuses_its_input_as_output_and_a_bad_language(tmp
 # ------------------------------------------------------------------------------------------------- the NUBes loader
 
 # A tiny BRAT sample in the NUBes scheme, written for this test: one sentence a line.
-TINY_TXT = (
-    "No refiere cefalea ni vómitos .\n"
-    "Paciente afebril con posible neumonía .\n"
-    "Presenta cefalea intensa .\n"
-)
+TINY_TXT = "No refiere cefalea ni vómitos .\nPaciente afebril con posible neumonía .\nPresenta cefalea intensa .\n"
 TINY_ANN = """T1	NegSynMarker 0 2	No
 T2	Phrase 3 29	refiere cefalea ni vómitos
 T3	DISO 11 18	cefalea

@@ -40,8 +40,9 @@ def make_note(seed: int, keyword: str) -> Document:
     rng.shuffle(words)
     words.insert(rng.randrange(len(words)), keyword)
     code, system = KEYWORDS[keyword]
-    return Document(id=f"n{seed}", text=" ".join(words) + ".", language="es",
-                    codes=(GoldCode(code=code, system=system),))
+    return Document(
+        id=f"n{seed}", text=" ".join(words) + ".", language="es", codes=(GoldCode(code=code, system=system),)
+    )
 
 
 def make_notes(start: int, count: int) -> list[Document]:
@@ -142,12 +143,20 @@ def test_registry_and_configs_resolve() -> None:
 
 
 def laat_settings(tmp_path: Path, **train) -> LaatSettings:
-    return LaatSettings.model_validate({
-        "word_vectors": {"vector_size": 16, "min_count": 1, "epochs": 3,
-                         "cache_path": str(tmp_path / "w2v" / "vectors.kv")},
-        "hidden_size": 16, "attention_dim": 16, "dropout": 0.0,
-        "train": {**FAST_TRAIN, **train},
-    })
+    return LaatSettings.model_validate(
+        {
+            "word_vectors": {
+                "vector_size": 16,
+                "min_count": 1,
+                "epochs": 3,
+                "cache_path": str(tmp_path / "w2v" / "vectors.kv"),
+            },
+            "hidden_size": 16,
+            "attention_dim": 16,
+            "dropout": 0.0,
+            "train": {**FAST_TRAIN, **train},
+        }
+    )
 
 
 def test_laat_learns_keyword_and_round_trips(tmp_path: Path) -> None:
@@ -169,8 +178,9 @@ def test_laat_learns_keyword_and_round_trips(tmp_path: Path) -> None:
     loaded = LaatPredictor.load(tmp_path / "model")
     assert loaded.report.train_tokens == report.train_tokens
     again = loaded.predict(HELD_OUT)
-    assert [[(c.code, round(c.score, 5)) for c in p.codes] for p in again] == \
-        [[(c.code, round(c.score, 5)) for c in p.codes] for p in predictions]
+    assert [[(c.code, round(c.score, 5)) for c in p.codes] for p in again] == [
+        [(c.code, round(c.score, 5)) for c in p.codes] for p in predictions
+    ]
 
 
 def test_laat_resumes_from_checkpoint(tmp_path: Path) -> None:
@@ -205,10 +215,17 @@ def test_laat_needs_training_and_a_real_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("finetune", [False, True])
 def test_plm_learns_keyword_and_round_trips(tmp_path: Path, finetune: bool) -> None:
-    settings = PlmSettings.model_validate({
-        "chunk_tokens": 32, "max_chunks": 2, "attention_dim": 16, "dropout": 0.0, "finetune_encoder": finetune,
-        "encoder_learning_rate": 1e-4, "train": {**FAST_TRAIN, "epochs": 10 if not finetune else 6},
-    })
+    settings = PlmSettings.model_validate(
+        {
+            "chunk_tokens": 32,
+            "max_chunks": 2,
+            "attention_dim": 16,
+            "dropout": 0.0,
+            "finetune_encoder": finetune,
+            "encoder_learning_rate": 1e-4,
+            "train": {**FAST_TRAIN, "epochs": 10 if not finetune else 6},
+        }
+    )
     predictor = PlmPredictor(settings)
     predictor.fit(TRAIN, DEV)
     predictions = predictor.predict(HELD_OUT)

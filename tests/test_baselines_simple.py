@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.baselines.base import THRESHOLD_GRID, build_predictor, micro_f1, tune_threshold
-from icdcoder.baselines.dictionary import (
-    DictionaryConfig,
-    DictionaryPredictor,
-    FormEntry,
-    SurfaceFormIndex,
-    normalize_word,
-    tokenize,
-)
-from icdcoder.baselines.tfidf import TFIDF_THRESHOLD_GRID, TfidfPredictor
+from icdcoder.baselines.base import build_predictor, tune_threshold
+from icdcoder.baselines.dictionary import DictionaryConfig, DictionaryPredictor
+from icdcoder.baselines.tfidf import TfidfPredictor
 from icdcoder.data.schema import Document, Evidence, GoldCode
 from icdcoder.errors import InputError
+from icdcoder.evaluate.metrics import micro_prf
+from icdcoder.evaluate.thresholds import THRESHOLDS
+from icdcoder.spans.lexicon import FormEntry, SurfaceFormIndex, tokenize
+from icdcoder.text import normalize_word
 
 # finding phrase -> (code, system); "dolor" is written in most notes but coded once only
 FINDINGS = {
@@ -75,7 +72,7 @@ def write_codiesp_layout(root: Path, split: str, documents: list[Document]) -> N
             kind, label = ("D", "DIAGNOSTICO") if gold.system == "icd10cm" else ("P", "PROCEDIMIENTO")
             rows[kind].append(f"{doc.id}\t{gold.code.lower()}")
             for evidence in gold.evidence:
-                (start, end), = evidence.pieces
+                ((start, end),) = evidence.pieces
                 rows["X"].append(f"{doc.id}\t{label}\t{gold.code.lower()}\t{doc.text[start:end]}\t{start} {end}")
     for kind, lines in rows.items():
         (folder / f"{split}{kind}.tsv").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -159,19 +156,36 @@ def test_dictionary_save_load_round_trip(dictionary, corpus, tmp_path):
     assert loaded.predict(dev) == dictionary.predict(dev)
 
 
-def test_threshold_tuning_picks_the_best_grid_value():
+def test_threshold_tuning_picks_the_lowest_best_grid_value():
     scored = [{"a": 0.9, "b": 0.4}, {"c": 0.7}]
     gold = [{"a"}, {"c"}]
-    assert tune_threshold(scored, gold, grid=(0.3, 0.5, 0.8)) == (0.5, 1.0)
-    assert micro_f1([{"a", "b"}, {"c"}], gold) == pytest.approx(0.8)
+    # every threshold in (0.4, 0.7] keeps exactly the gold codes: the lowest of them in the grid wins
+    assert tune_threshold(scored, gold) == (0.425, 1.0)
+    # a, b, c kept in (0.1, 0.3]: F1 0.8 beats keeping d too (0.67) and dropping c (0.67)
+    assert tune_threshold([{"a": 0.9, "b": 0.4}, {"c": 0.3, "d": 0.1}], gold) == (0.125, pytest.approx(0.8))
 
 
 def test_fit_tunes_thresholds_from_the_grid_and_reports_cost(dictionary):
     report = dictionary.fit_report
     assert report.wall_seconds > 0 and report.peak_rss_mb > 0 and report.train_tokens > 0
     for group in ("diagnosis", "procedure"):
-        assert report.extra[f"{group}_threshold"] in THRESHOLD_GRID
+        assert report.extra[f"{group}_threshold"] in THRESHOLDS
         assert dictionary.thresholds[group] == report.extra[f"{group}_threshold"]
+
+
+def test_tfidf_codes_what_its_tuning_scored_even_at_threshold_zero(corpus):
+    from icdcoder.baselines.tfidf import SCORE_FLOOR, TfidfConfig
+    from icdcoder.ontology.labels import split_key
+
+    train, dev = corpus
+    predictor = TfidfPredictor(TfidfConfig(threshold=0.0))
+    predictor.fit(train)
+    tuned_scores = predictor._scores([doc.text for doc in dev])
+    predicted = predictor.predict(dev)
+    assert SCORE_FLOOR > 0
+    for scores, prediction in zip(tuned_scores, predicted, strict=True):
+        assert {(code.code, code.system) for code in prediction.codes} == {split_key(key) for key in scores}
+        assert all(code.score >= SCORE_FLOOR for code in prediction.codes)
 
 
 def test_tfidf_fit_predict_save_load(corpus, tmp_path):
@@ -179,12 +193,12 @@ def test_tfidf_fit_predict_save_load(corpus, tmp_path):
     predictor = TfidfPredictor()
     report = predictor.fit(train, dev)
     assert report.extra["codes"] == 5 and report.wall_seconds > 0 and report.peak_rss_mb > 0
-    assert all(report.extra[f"{g}_threshold"] in TFIDF_THRESHOLD_GRID for g in ("diagnosis", "procedure"))
+    assert all(report.extra[f"{g}_threshold"] in THRESHOLDS for g in ("diagnosis", "procedure"))
     predictions = predictor.predict(dev)
     assert [p.doc_id for p in predictions] == [doc.id for doc in dev]
     known = {(g.code, g.system) for doc in train for g in doc.codes}
-    gold = [doc.code_set() for doc in dev]
-    assert micro_f1([{c.code for c in p.codes} for p in predictions], gold) > 0.5
+    gold = {doc.id: doc.code_set() for doc in dev}
+    assert micro_prf(gold, {p.doc_id: [c.code for c in p.codes] for p in predictions})["micro_f1"] > 0.5
     for prediction, doc in zip(predictions, dev, strict=True):
         scores = [c.score for c in prediction.codes]
         assert scores == sorted(scores, reverse=True)
@@ -272,7 +286,7 @@ def test_ontology_terms_are_surface_forms_for_english_notes():
 
 
 def test_description_variants_drop_trailing_qualifiers():
-    from icdcoder.baselines.dictionary import description_variants
+    from icdcoder.spans.lexicon import description_variants
 
     assert description_variants("Undescended testicle, unspecified, bilateral") == {"Undescended testicle"}
     assert description_variants("Diverticulosis of large intestine without perforation or abscess") == {
@@ -303,7 +317,9 @@ def _english_note(doc_id: str, sentence: str, code: str) -> Document:
     """An English note whose evidence is the whole sentence (as projected CodiEsp evidence is)."""
     text = f"{sentence} The patient went home."
     evidence = (Evidence(pieces=((0, len(sentence)),)),)
-    return Document(id=doc_id, text=text, language="en", codes=(GoldCode(code=code, system="icd10cm", evidence=evidence),))
+    return Document(
+        id=doc_id, text=text, language="en", codes=(GoldCode(code=code, system="icd10cm", evidence=evidence),)
+    )
 
 
 def test_evidence_phrases_keep_only_phrases_that_recur_with_their_code():
@@ -322,8 +338,14 @@ def test_evidence_phrases_keep_only_phrases_that_recur_with_their_code():
 
 
 def test_trained_and_untrained_pairs_are_read_apart():
-    train = [Document(id="en1", text="Fever since Monday.", language="en",
-                      codes=(GoldCode(code="R50.9", system="icd10cm", evidence=()),))]
+    train = [
+        Document(
+            id="en1",
+            text="Fever since Monday.",
+            language="en",
+            codes=(GoldCode(code="R50.9", system="icd10cm", evidence=()),),
+        )
+    ]
     index = SurfaceFormIndex.build(train, ontology=_FakeOntology())
     text = "Fever and pyrexia."
     assert [e.text_in(text) for e in index.code_hits(text, trained=True)[0].evidence] == ["Fever"]

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from catalogue import REPO, assert_one_line_error, run_main, run_subprocess
 from test_infer_support import make_codiesp
 
@@ -35,7 +34,9 @@ def corpus(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- helpers
 
 
-def sft_args(output_dir: Path, *extra: str, config: Path = SFT_SMOKE, data_dir: Path | None = None, backbone: Path | None = None) -> list[str]:
+def sft_args(
+    output_dir: Path, *extra: str, config: Path = SFT_SMOKE, data_dir: Path | None = None, backbone: Path | None = None
+) -> list[str]:
     args = ["train", "sft", "--config", str(config), "--set", f"output_dir={output_dir}"]
     if data_dir is not None:
         args += ["--set", f"data.data_dir={data_dir}"]
@@ -56,8 +57,10 @@ def write_checkpoint(folder: Path, step: int, *, optimizer: bool = True) -> Path
 
     checkpoint = folder / f"checkpoint-{step}"
     checkpoint.mkdir(parents=True)
-    save_file({"lora_A.weight": np.zeros((4, 8), dtype=np.float32), "lora_B.weight": np.ones((8, 4), dtype=np.float32)},
-              str(checkpoint / "adapter_model.safetensors"))
+    save_file(
+        {"lora_A.weight": np.zeros((4, 8), dtype=np.float32), "lora_B.weight": np.ones((8, 4), dtype=np.float32)},
+        str(checkpoint / "adapter_model.safetensors"),
+    )
     (checkpoint / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "x"}))
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
     if optimizer:
@@ -203,66 +206,128 @@ def _tfidf_unknown(tmp: Path) -> Path:
 CASES = {
     # train sft
     "sft resume without checkpoint": (
-        lambda t: sft_args(_empty(t), "--resume"), ["run/checkpoints", "no usable checkpoint", "drop --resume"]),
+        lambda t: sft_args(_empty(t), "--resume"),
+        ["run/checkpoints", "no usable checkpoint", "drop --resume"],
+    ),
     "sft resume into a missing folder": (
-        lambda t: sft_args(t / "nowhere", "--resume"), ["nowhere", "nothing to resume", "drop --resume"]),
+        lambda t: sft_args(t / "nowhere", "--resume"),
+        ["nowhere", "nothing to resume", "drop --resume"],
+    ),
     "sft resume with only a damaged checkpoint": (
-        lambda t: sft_args(_damaged_only(t), "--resume"), ["checkpoint-2", "adapter_model.safetensors is damaged", "drop --resume"]),
+        lambda t: sft_args(_damaged_only(t), "--resume"),
+        ["checkpoint-2", "adapter_model.safetensors is damaged", "drop --resume"],
+    ),
     "sft output_dir is a file": (lambda t: sft_args(_file(t)), ["a_file", "exists and is not a folder"]),
-    "sft output_dir under /proc": (lambda t: sft_args(Path("/proc/icdcoder-x")), ["/proc/icdcoder-x", "cannot write here"]),
+    "sft output_dir under /proc": (
+        lambda t: sft_args(Path("/proc/icdcoder-x")),
+        ["/proc/icdcoder-x", "cannot write here"],
+    ),
     "sft output_dir is the data folder": (lambda t: sft_args(t, data_dir=t), ["is also an input"]),
     "sft unknown config field": (lambda t: sft_args(t / "run", "--set", "lora.rank=3"), ["lora.rank"]),
     "sft unknown field in the file": (
-        lambda t: sft_args(t / "run", config=_unknown_field(t, SFT_SMOKE, "epochz")), ["unknown.yaml", "epochz"]),
-    "sft missing config file": (lambda t: sft_args(t / "run", config=t / "missing.yaml"), ["missing.yaml", "config file not found"]),
+        lambda t: sft_args(t / "run", config=_unknown_field(t, SFT_SMOKE, "epochz")),
+        ["unknown.yaml", "epochz"],
+    ),
+    "sft missing config file": (
+        lambda t: sft_args(t / "run", config=t / "missing.yaml"),
+        ["missing.yaml", "config file not found"],
+    ),
     "sft malformed config file": (lambda t: sft_args(t / "run", config=_bad_yaml(t)), ["bad.yaml", "malformed YAML"]),
     "sft bad --set": (lambda t: sft_args(t / "run", "--set", "novalue"), ["--set", "key.sub=value"]),
     "sft --export-from a missing folder": (
-        lambda t: sft_args(t / "run", "--export-from", str(t / "gone")), ["gone", "not found"]),
+        lambda t: sft_args(t / "run", "--export-from", str(t / "gone")),
+        ["gone", "not found"],
+    ),
     "sft --export-from a non-adapter folder": (
-        lambda t: sft_args(t / "run", "--export-from", str(t)), ["adapter_config.json"]),
+        lambda t: sft_args(t / "run", "--export-from", str(t)),
+        ["adapter_config.json"],
+    ),
     "sft --export-from a truncated adapter": (
-        lambda t: sft_args(t / "run", "--export-from", str(_truncated_export(t))), ["checkpoint-1", "adapter_model.safetensors is damaged"]),
+        lambda t: sft_args(t / "run", "--export-from", str(_truncated_export(t))),
+        ["checkpoint-1", "adapter_model.safetensors is damaged"],
+    ),
     "sft --export-from into its own checkpoint": (
-        lambda t: sft_args(_adapter(t), "--export-from", str(t / "checkpoints" / "checkpoint-1")), ["is also an input"]),
+        lambda t: sft_args(_adapter(t), "--export-from", str(t / "checkpoints" / "checkpoint-1")),
+        ["is also an input"],
+    ),
     "sft --export-from with --resume": (
-        lambda t: sft_args(t / "run", "--resume", "--export-from", str(_adapter(t))), ["--export-from", "--resume"]),
+        lambda t: sft_args(t / "run", "--resume", "--export-from", str(_adapter(t))),
+        ["--export-from", "--resume"],
+    ),
     # train grpo
     "grpo resume without checkpoint": (
-        lambda t: rl_args("grpo", _empty(t), "--resume"), ["run/checkpoints", "no usable checkpoint", "drop --resume"]),
+        lambda t: rl_args("grpo", _empty(t), "--resume"),
+        ["run/checkpoints", "no usable checkpoint", "drop --resume"],
+    ),
     "grpo resume with only a damaged checkpoint": (
-        lambda t: rl_args("grpo", _damaged_only(t), "--resume"), ["checkpoint-2", "damaged", "drop --resume"]),
+        lambda t: rl_args("grpo", _damaged_only(t), "--resume"),
+        ["checkpoint-2", "damaged", "drop --resume"],
+    ),
     "grpo output_dir is a file": (lambda t: rl_args("grpo", _file(t)), ["exists and is not a folder"]),
     "grpo output_dir under /proc": (lambda t: rl_args("grpo", Path("/proc/icdcoder-x")), ["cannot write here"]),
     "grpo output_dir is the starting model": (
-        lambda t: rl_args("grpo", _adapter(t), "--set", f"init={t / 'checkpoints' / 'checkpoint-1'}"), ["is also an input"]),
-    "grpo output_dir is the data folder": (lambda t: rl_args("grpo", t, "--set", f"data.data_dir={t}"), ["is also an input"]),
-    "grpo unknown config field": (lambda t: rl_args("grpo", t / "run", "--set", "num_generationz=2"), ["num_generationz"]),
-    "grpo missing config file": (lambda t: rl_args("grpo", t / "run", config=t / "missing.yaml"), ["config file not found"]),
+        lambda t: rl_args("grpo", _adapter(t), "--set", f"init={t / 'checkpoints' / 'checkpoint-1'}"),
+        ["is also an input"],
+    ),
+    "grpo output_dir is the data folder": (
+        lambda t: rl_args("grpo", t, "--set", f"data.data_dir={t}"),
+        ["is also an input"],
+    ),
+    "grpo unknown config field": (
+        lambda t: rl_args("grpo", t / "run", "--set", "num_generationz=2"),
+        ["num_generationz"],
+    ),
+    "grpo missing config file": (
+        lambda t: rl_args("grpo", t / "run", config=t / "missing.yaml"),
+        ["config file not found"],
+    ),
     "grpo bad --set": (lambda t: rl_args("grpo", t / "run", "--set", "=3"), ["--set"]),
     # train phi
     "phi resume with nothing done": (
-        lambda t: rl_args("phi", _empty(t, "phi"), "--resume"), ["phi", "nothing to resume", "drop --resume"]),
+        lambda t: rl_args("phi", _empty(t, "phi"), "--resume"),
+        ["phi", "nothing to resume", "drop --resume"],
+    ),
     "phi resume with only a damaged checkpoint": (
-        lambda t: rl_args("phi", _phi_damaged_only(t), "--resume"), ["round_0/checkpoint-1: no trainer_state.json", "drop --resume"]),
-    "phi resume into a missing folder": (lambda t: rl_args("phi", t / "nowhere", "--resume"), ["nowhere", "nothing to resume"]),
+        lambda t: rl_args("phi", _phi_damaged_only(t), "--resume"),
+        ["round_0/checkpoint-1: no trainer_state.json", "drop --resume"],
+    ),
+    "phi resume into a missing folder": (
+        lambda t: rl_args("phi", t / "nowhere", "--resume"),
+        ["nowhere", "nothing to resume"],
+    ),
     "phi output_dir is a file": (lambda t: rl_args("phi", _file(t)), ["exists and is not a folder"]),
     "phi output_dir under /proc": (lambda t: rl_args("phi", Path("/proc/icdcoder-x")), ["cannot write here"]),
     "phi unknown config field": (lambda t: rl_args("phi", t / "run", "--set", "phi.roundz=2"), ["phi.roundz"]),
-    "phi missing config file": (lambda t: rl_args("phi", t / "run", config=t / "missing.yaml"), ["config file not found"]),
+    "phi missing config file": (
+        lambda t: rl_args("phi", t / "run", config=t / "missing.yaml"),
+        ["config file not found"],
+    ),
     # train baseline
     "baseline --out is a file": (
-        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", str(_file(t))], ["exists and is not a folder"]),
+        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", str(_file(t))],
+        ["exists and is not a folder"],
+    ),
     "baseline --out under /proc": (
-        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", "/proc/icdcoder-x"], ["cannot write here"]),
+        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", "/proc/icdcoder-x"],
+        ["cannot write here"],
+    ),
     "baseline --out is the data folder": (
-        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", str(t)], ["is also an input"]),
+        lambda t: ["train", "baseline", "tfidf", "--data-dir", str(t), "--out", str(t)],
+        ["is also an input"],
+    ),
     "baseline unknown system": (lambda t: ["train", "baseline", "nosuch", "--out", str(t / "out")], ["unknown system"]),
     "baseline unknown config field": (
-        lambda t: ["train", "baseline", "tfidf", "--config", str(_tfidf_unknown(t)), "--out", str(t / "out")], ["no_such_setting"]),
+        lambda t: ["train", "baseline", "tfidf", "--config", str(_tfidf_unknown(t)), "--out", str(t / "out")],
+        ["no_such_setting"],
+    ),
     "baseline missing config file": (
-        lambda t: ["train", "baseline", "tfidf", "--config", str(t / "missing.yaml"), "--out", str(t / "out")], ["config file not found"]),
-    "baseline bad --lang": (lambda t: ["train", "baseline", "tfidf", "--lang", "fr", "--out", str(t / "out")], ["--lang"]),
+        lambda t: ["train", "baseline", "tfidf", "--config", str(t / "missing.yaml"), "--out", str(t / "out")],
+        ["config file not found"],
+    ),
+    "baseline bad --lang": (
+        lambda t: ["train", "baseline", "tfidf", "--lang", "fr", "--out", str(t / "out")],
+        ["--lang"],
+    ),
 }
 
 
@@ -281,8 +346,12 @@ def test_catalogue_unwritable_output_folder(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        for args in (sft_args(locked / "run"), rl_args("grpo", locked / "run"), rl_args("phi", locked / "run"),
-                     ["train", "baseline", "tfidf", "--data-dir", str(tmp_path), "--out", str(locked / "run")]):
+        for args in (
+            sft_args(locked / "run"),
+            rl_args("grpo", locked / "run"),
+            rl_args("phi", locked / "run"),
+            ["train", "baseline", "tfidf", "--data-dir", str(tmp_path), "--out", str(locked / "run")],
+        ):
             assert_one_line_error(run_main(*args), "cannot write here")
     finally:
         locked.chmod(0o700)
@@ -323,7 +392,9 @@ def test_kill_9_during_sft_then_resume_and_a_second_run_is_refused_meanwhile(tmp
     args = sft_args(run, "--set", "save_steps=1", "--set", "max_steps=500", data_dir=corpus, backbone=tiny_lm_dir)
     log_path = tmp_path / "first.log"
     with log_path.open("w") as log_file:
-        first = subprocess.Popen([sys.executable, "-m", "icdcoder.cli", *args], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "icdcoder.cli", *args], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.time() + 120
         while not _whole_checkpoints(run):
@@ -345,13 +416,29 @@ def test_kill_9_during_sft_then_resume_and_a_second_run_is_refused_meanwhile(tmp
 
     # (a) --resume continues from the newest whole checkpoint (one half-written by the kill is skipped)
     last = max(_whole_checkpoints(run))
-    resumed = run_main(*sft_args(run, "--resume", "--set", "save_steps=1", "--set", f"max_steps={last + 1}",
-                                 data_dir=corpus, backbone=tiny_lm_dir))
+    resumed = run_main(
+        *sft_args(
+            run,
+            "--resume",
+            "--set",
+            "save_steps=1",
+            "--set",
+            f"max_steps={last + 1}",
+            data_dir=corpus,
+            backbone=tiny_lm_dir,
+        )
+    )
     assert resumed.status == 0, resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["steps"] == last + 1 and summary["steps_this_run"] == 1
     assert summary["resumed_from"].endswith(f"checkpoint-{last}")
-    for name in ("model/adapter_config.json", "model/adapter_model.safetensors", "retriever/retriever.json", "coder.json", "run_meta.json"):
+    for name in (
+        "model/adapter_config.json",
+        "model/adapter_model.safetensors",
+        "retriever/retriever.json",
+        "coder.json",
+        "run_meta.json",
+    ):
         assert (run / name).is_file(), name
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["steps"] == last + 1 and meta["resumed_from"].endswith(f"checkpoint-{last}")
@@ -364,19 +451,24 @@ def test_kill_9_during_sft_then_resume_and_a_second_run_is_refused_meanwhile(tmp
 
 def test_sft_resume_skips_a_truncated_checkpoint_for_the_previous_one(tmp_path, tiny_lm_dir, corpus, ontology, caplog):
     from icdcoder.config import load_config
+    from icdcoder.train.coder_folder import train_coder
     from icdcoder.train.config import SftConfig
-    from icdcoder.train.sft import run_sft
 
     def config(max_steps: int) -> SftConfig:
-        overrides = {"backbone": str(tiny_lm_dir), "output_dir": str(tmp_path / "run"), "data": {"data_dir": str(corpus)},
-                     "max_steps": max_steps, "save_steps": 1}
+        overrides = {
+            "backbone": str(tiny_lm_dir),
+            "output_dir": str(tmp_path / "run"),
+            "data": {"data_dir": str(corpus)},
+            "max_steps": max_steps,
+            "save_steps": 1,
+        }
         return load_config(SFT_SMOKE, SftConfig, overrides=overrides)
 
-    run_sft(config(2), ontology=ontology)
+    train_coder(config(2), ontology=ontology)
     checkpoints = tmp_path / "run" / "checkpoints"
     truncate(checkpoints / "checkpoint-2" / "adapter_model.safetensors")
     with caplog.at_level(logging.WARNING, logger="icdcoder.train.sft"):
-        report = run_sft(config(3), resume=True, ontology=ontology)
+        report = train_coder(config(3), resume=True, ontology=ontology)
     warnings = [m for m in caplog.messages if "skipping the damaged checkpoint" in m]
     assert len(warnings) == 1 and "checkpoint-2" in warnings[0] and "adapter_model.safetensors" in warnings[0]
     assert report.extra["resumed_from"].endswith("checkpoint-1")
@@ -387,7 +479,9 @@ def test_sft_resume_skips_a_truncated_checkpoint_for_the_previous_one(tmp_path, 
 
 def test_grpo_resume_skips_a_truncated_checkpoint_for_the_previous_one(tmp_path, tiny_lm_dir, corpus, caplog):
     run = tmp_path / "grpo"
-    args = rl_args("grpo", run, "--set", f"init={tiny_lm_dir}", "--set", f"data.data_dir={corpus}", "--set", "max_steps=2")
+    args = rl_args(
+        "grpo", run, "--set", f"init={tiny_lm_dir}", "--set", f"data.data_dir={corpus}", "--set", "max_steps=2"
+    )
     first = run_main(*args)
     assert first.status == 0, first.stderr[-3000:]
     truncate(run / "checkpoints" / "checkpoint-2" / "optimizer.pt", 0.9)

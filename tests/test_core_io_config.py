@@ -101,7 +101,15 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path: Path):
 def test_readable_json_keeps_each_flat_row_on_one_line():
     import json
 
-    record = {"settings": {"threshold": {"icd10cm": 0.1}, "name": "é"}, "table": [{"a": 1, "b": "x"}, {"a": 2}], "empty": {}}
+    record = {
+        "settings": {"threshold": {"icd10cm": 0.1}, "name": "é"},
+        "table": [{"a": 1, "b": "x"}, {"a": 2}],
+        "empty": {},
+    }
     lines = readable_json(record).splitlines()
     assert json.loads("\n".join(lines)) == record
-    assert '    {"a": 1, "b": "x"},' in lines and '    "threshold": {"icd10cm": 0.1},' in lines and '    "name": "é"' in lines
+    assert (
+        '    {"a": 1, "b": "x"},' in lines
+        and '    "threshold": {"icd10cm": 0.1},' in lines
+        and '    "name": "é"' in lines
+    )

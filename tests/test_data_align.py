@@ -31,7 +31,11 @@ def test_segmenter_splits_on_sentence_ends_and_line_breaks():
 
 def test_segmenter_keeps_abbreviations_initials_decimals_and_units_inside_a_sentence():
     text = "Visto por el Dr. Pérez y la T.A. normal. Tumor de 13 cm. Infiltra grasa. Tª 40.2 C hoy."
-    assert _sentences(text) == ["Visto por el Dr. Pérez y la T.A. normal.", "Tumor de 13 cm. Infiltra grasa.", "Tª 40.2 C hoy."]
+    assert _sentences(text) == [
+        "Visto por el Dr. Pérez y la T.A. normal.",
+        "Tumor de 13 cm. Infiltra grasa.",
+        "Tª 40.2 C hoy.",
+    ]
 
 
 def test_segment_spans_slice_the_text_without_outer_whitespace():
@@ -82,7 +86,11 @@ def test_numbers_decide_where_two_sentences_merge():
 
 def test_split_translation_gives_one_to_two_bead():
     source = ["Se practicó nefrectomía radical izquierda con linfadenectomía y el postoperatorio fue normal.", "Alta."]
-    target = ["Left radical nephrectomy with lymphadenectomy was performed.", "The postoperative period was normal.", "Discharge."]
+    target = [
+        "Left radical nephrectomy with lymphadenectomy was performed.",
+        "The postoperative period was normal.",
+        "Discharge.",
+    ]
     assert _kinds(align_sentences(source, target)) == ["1-2", "1-1"]
 
 
@@ -122,12 +130,16 @@ def test_projection_maps_spans_to_the_aligned_lines():
 
 
 def test_projection_of_an_untranslated_sentence_is_empty():
-    spanish = "Hemoglobina 13,7 g/dl; ferritina 80. Plaquetas 300.000. Se decidió el alta sin tratamiento adicional alguno."
+    spanish = (
+        "Hemoglobina 13,7 g/dl; ferritina 80. Plaquetas 300.000. Se decidió el alta sin tratamiento adicional alguno."
+    )
     english = "Hemoglobin 13.7 g/dl; ferritin 80, platelets 300.000."
     aligned = align_document(spanish, [english])
     assert _kinds(aligned.beads) == ["2-1", "1-0"]
     assert project_pieces(aligned, [(spanish.index("alta"), len(spanish))]) == ()
-    assert project_pieces(aligned, [(spanish.index("Plaquetas"), spanish.index("Plaquetas") + 9)]) == ((0, len(english)),)
+    assert project_pieces(aligned, [(spanish.index("Plaquetas"), spanish.index("Plaquetas") + 9)]) == (
+        (0, len(english)),
+    )
     assert aligned.quality()["alignment_one_to_one"] == "false"
     assert aligned.number_agreement() == (1, 1)  # the 1-0 bead is not checked
 

@@ -232,7 +232,13 @@ def test_cli_stats_and_export(tmp_path):
     result = runner.invoke(app, ["stats", "codiesp", "--data-dir", str(root), "--split", "train"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    assert (stats["documents"], stats["D_rows"], stats["P_rows"], stats["X_rows"], stats["X_spans_exact"]) == (1, 1, 1, 2, 2)
+    assert (stats["documents"], stats["D_rows"], stats["P_rows"], stats["X_rows"], stats["X_spans_exact"]) == (
+        1,
+        1,
+        1,
+        2,
+        2,
+    )
     out = tmp_path / "out" / "train_en.jsonl"
     args = ["export", "codiesp", "--data-dir", str(root), "--split", "train", "--lang", "en", "--out", str(out)]
     result = runner.invoke(app, args)

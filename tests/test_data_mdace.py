@@ -15,16 +15,33 @@ from icdcoder.data.prepare_cli import prepare_app
 from icdcoder.data.schema import load_documents
 from icdcoder.errors import InputError
 
-HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION",
-          "CGID", "ISERROR", "TEXT"]
+HEADER = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "CHARTDATE",
+    "CHARTTIME",
+    "STORETIME",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CGID",
+    "ISERROR",
+    "TEXT",
+]
 REPORT = "Admission for fever.\nHistory: hypertension and type 2 diabetes.\nIntubated on day 2."
 RADIOLOGY = "CXR: right lower lobe pneumonia."
 
 
 def annotation(text: str, quote: str, code: str, system: str) -> dict:
     begin = text.index(quote)
-    return {"begin": begin, "end": begin + len(quote), "code": code, "code_system": system,
-            "description": "", "type": "Human"}
+    return {
+        "begin": begin,
+        "end": begin + len(quote),
+        "code": code,
+        "code_system": system,
+        "description": "",
+        "type": "Human",
+    }
 
 
 def make_mdace(root: Path) -> tuple[Path, Path]:
@@ -38,18 +55,29 @@ def make_mdace(root: Path) -> tuple[Path, Path]:
     data = root / "mdace" / "Inpatient" / "ICD-10" / "1.0"
     data.mkdir(parents=True)
     admission = {
-        "hadm_id": 100197, "comment": "",
+        "hadm_id": 100197,
+        "comment": "",
         "notes": [
-            {"note_id": 25762, "category": "Discharge summary", "description": "Report", "annotations": [
-                annotation(REPORT, "hypertension", "I10", "ICD-10-CM"),
-                annotation(REPORT, "type 2 diabetes", "e119", "ICD-10-CM"),
-                annotation(REPORT, "fever", "R50.9", "ICD-10-CM"),
-                annotation(REPORT, "Intubated", "0BH17EZ", "ICD-10-PCS"),
-            ]},
-            {"note_id": 30001, "category": "Radiology", "description": "CHEST", "annotations": [
-                annotation(RADIOLOGY, "pneumonia", "J18.9", "ICD-10-CM"),
-                annotation(RADIOLOGY, "right lower lobe pneumonia", "J18.9", "ICD-10-CM"),
-            ]},
+            {
+                "note_id": 25762,
+                "category": "Discharge summary",
+                "description": "Report",
+                "annotations": [
+                    annotation(REPORT, "hypertension", "I10", "ICD-10-CM"),
+                    annotation(REPORT, "type 2 diabetes", "e119", "ICD-10-CM"),
+                    annotation(REPORT, "fever", "R50.9", "ICD-10-CM"),
+                    annotation(REPORT, "Intubated", "0BH17EZ", "ICD-10-PCS"),
+                ],
+            },
+            {
+                "note_id": 30001,
+                "category": "Radiology",
+                "description": "CHEST",
+                "annotations": [
+                    annotation(RADIOLOGY, "pneumonia", "J18.9", "ICD-10-CM"),
+                    annotation(RADIOLOGY, "right lower lobe pneumonia", "J18.9", "ICD-10-CM"),
+                ],
+            },
         ],
     }
     (data / "100197-ICD-10.json").write_text(json.dumps(admission))
@@ -65,7 +93,10 @@ def test_note_documents_carry_evidence_that_slices_the_text(tmp_path):
     assert report.meta["category"] == "Discharge summary"
     quotes = {gold.code: [ev.text_in(report.text) for ev in gold.evidence] for gold in report.codes}
     assert quotes == {
-        "I10": ["hypertension"], "E11.9": ["type 2 diabetes"], "R50.9": ["fever"], "0BH17EZ": ["Intubated"]
+        "I10": ["hypertension"],
+        "E11.9": ["type 2 diabetes"],
+        "R50.9": ["fever"],
+        "0BH17EZ": ["Intubated"],
     }
     assert {g.code: g.system for g in report.codes}["0BH17EZ"] == "icd10pcs"
     radiology = documents["Inpatient/ICD-10/1.0/100197-ICD-10#30001"]
@@ -144,8 +175,9 @@ def test_malformed_json_and_wrong_field_type(tmp_path):
 def test_cli_prepare_mdace_writes_jsonl(tmp_path):
     mdace_dir, notes = make_mdace(tmp_path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(prepare_app, ["mdace", "--mdace-dir", str(mdace_dir), "--noteevents", str(notes),
-                                              "--out-dir", str(out)])
+    result = CliRunner().invoke(
+        prepare_app, ["mdace", "--mdace-dir", str(mdace_dir), "--noteevents", str(notes), "--out-dir", str(out)]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["documents"] == 2 and summary["evidence_spans"] == 6

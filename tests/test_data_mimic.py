@@ -25,8 +25,19 @@ from icdcoder.data.prepare_cli import prepare_app
 from icdcoder.data.schema import load_documents
 from icdcoder.errors import InputError
 
-NOTE_HEADER_III = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
-                   "DESCRIPTION", "CGID", "ISERROR", "TEXT"]
+NOTE_HEADER_III = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "CHARTDATE",
+    "CHARTTIME",
+    "STORETIME",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CGID",
+    "ISERROR",
+    "TEXT",
+]
 CODE_HEADER_III = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
 NOTE_HEADER_IV = ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"]
 CODE_HEADER_IV = ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]
@@ -60,15 +71,29 @@ def make_mimic3(root: Path) -> tuple[Path, Path]:
         note3(12, 1, 100, "Discharge summary", "Addendum", "Addendum of 100.", date="2150-01-03"),
     ]
     write_csv(mimic / "NOTEEVENTS.csv.gz", NOTE_HEADER_III, notes)
-    diagnoses = [[1, 1, 100, 2, "4019"], [2, 1, 100, 1, "E8790"], [3, 1, 100, 3, "25000"], [4, 1, 100, 4, "4019"],
-                 [5, 2, 200, 1, "4019"], [6, 2, 200, 2, "V5861"], [7, 4, 400, 1, "4019"], [8, 5, 500, 1, "4019"],
-                 [9, 2, 200, "", ""]]
+    diagnoses = [
+        [1, 1, 100, 2, "4019"],
+        [2, 1, 100, 1, "E8790"],
+        [3, 1, 100, 3, "25000"],
+        [4, 1, 100, 4, "4019"],
+        [5, 2, 200, 1, "4019"],
+        [6, 2, 200, 2, "V5861"],
+        [7, 4, 400, 1, "4019"],
+        [8, 5, 500, 1, "4019"],
+        [9, 2, 200, "", ""],
+    ]
     diagnoses += [[100 + i, 6, 600, i + 1, code] for i, code in enumerate(RARE_CODES)]
     write_csv(mimic / "DIAGNOSES_ICD.csv.gz", CODE_HEADER_III, diagnoses)
     write_csv(mimic / "PROCEDURES_ICD.csv.gz", CODE_HEADER_III, [[1, 1, 100, 1, "3893"], [2, 2, 200, 1, "9604"]])
     splits.mkdir(parents=True)
-    for name, ids in {"train_full": [100, 400, 600], "dev_full": [200], "test_full": [300],
-                      "train_50": [600], "dev_50": [200], "test_50": [100]}.items():
+    for name, ids in {
+        "train_full": [100, 400, 600],
+        "dev_full": [200],
+        "test_full": [300],
+        "train_50": [600],
+        "dev_50": [200],
+        "test_50": [100],
+    }.items():
         (splits / f"{name}_hadm_ids.csv").write_text("".join(f"{i}\n" for i in ids))
     return mimic, splits
 
@@ -87,7 +112,10 @@ def test_mimic3_joins_reports_and_addenda_and_normalises_codes(tmp_path):
     doc = train["100"]
     assert doc.text == 'Report of 100.\nHTN, "quoted", commas, ok.\n\nAddendum of 100.'
     assert [(g.code, g.system) for g in doc.codes] == [
-        ("E879.0", "icd9cm"), ("401.9", "icd9cm"), ("250.00", "icd9cm"), ("38.93", "icd9pcs")
+        ("E879.0", "icd9cm"),
+        ("401.9", "icd9cm"),
+        ("250.00", "icd9cm"),
+        ("38.93", "icd9pcs"),
     ]  # diagnoses in SEQ_NUM order, de-duplicated, then procedures
     assert doc.meta["note_ids"] == "10,12" and doc.meta["subject_id"] == "1" and doc.split == "train"
     assert dev["200"].code_set() == {"401.9", "V58.61", "96.04"}
@@ -135,9 +163,16 @@ def make_mimic4(root: Path) -> tuple[Path, Path]:
         ["1-DS-3", 1, 12, "DS", 1, "", "", "Second stay of patient 1."],
     ]
     write_csv(note_dir / "discharge.csv.gz", NOTE_HEADER_IV, notes)
-    diagnoses = [[1, 11, 1, "4019", 9], [1, 11, 2, "0389", 9], [2, 21, 1, "4019", 9], [3, 31, 1, "4019", 9],
-                 [1, 12, 1, "4019", 9], [1, 11, 3, "I10", 10], [5, 51, 1, "I10", 10],
-                 [2, 21, 2, "E119", 10]]
+    diagnoses = [
+        [1, 11, 1, "4019", 9],
+        [1, 11, 2, "0389", 9],
+        [2, 21, 1, "4019", 9],
+        [3, 31, 1, "4019", 9],
+        [1, 12, 1, "4019", 9],
+        [1, 11, 3, "I10", 10],
+        [5, 51, 1, "I10", 10],
+        [2, 21, 2, "E119", 10],
+    ]
     write_csv(hosp / "diagnoses_icd.csv.gz", CODE_HEADER_IV, diagnoses)
     write_csv(hosp / "procedures_icd.csv.gz", CODE_HEADER_IV, [[2, 21, 1, "9604", 9], [5, 51, 1, "0BH17EZ", 10]])
     return note_dir, hosp
@@ -160,8 +195,13 @@ def test_mimic4_applies_edin_filters(tmp_path):
     assert icd10["5-DS-1"].codes[0].code == "I10" and icd10["5-DS-1"].code_set() == {"I10"}
     assert counts["mimic4_icd10/dropped_only_rare_codes"] == 1
     assert icd9["1-DS-1"].split == icd9["1-DS-3"].split  # one patient, one split
-    assert icd9["1-DS-1"].meta == {"subject_id": "1", "hadm_id": "11", "note_type": "DS", "note_seq": "1",
-                                   "charttime": "2180-01-01 00:00:00"}
+    assert icd9["1-DS-1"].meta == {
+        "subject_id": "1",
+        "hadm_id": "11",
+        "note_type": "DS",
+        "note_seq": "1",
+        "charttime": "2180-01-01 00:00:00",
+    }
 
 
 def test_mimic4_given_split_csv(tmp_path):
@@ -230,8 +270,9 @@ def test_malformed_row_names_file_and_line(tmp_path):
 def test_non_integer_id_names_column(tmp_path):
     path = tmp_path / "codes.csv"
     path.write_text("HADM_ID,SEQ_NUM,ICD9_CODE\nabc,1,4019\n")
-    from icdcoder.data.mimic import read_mimic3_codes
     from collections import Counter
+
+    from icdcoder.data.mimic import read_mimic3_codes
 
     with pytest.raises(InputError, match=r"codes\.csv:2: column 'HADM_ID'"):
         read_mimic3_codes(path, path, Counter())
@@ -288,8 +329,18 @@ def test_cli_prepare_mimic3_prints_json_summary(tmp_path):
 
 def test_cli_prepare_mimic4_runs(tmp_path):
     note_dir, hosp = make_mimic4(tmp_path)
-    args = ["mimic4", "--note-dir", str(note_dir), "--hosp-dir", str(hosp), "--out-dir", str(tmp_path / "o"),
-            "--min-code-count", "2", "--quiet"]
+    args = [
+        "mimic4",
+        "--note-dir",
+        str(note_dir),
+        "--hosp-dir",
+        str(hosp),
+        "--out-dir",
+        str(tmp_path / "o"),
+        "--min-code-count",
+        "2",
+        "--quiet",
+    ]
     result = CliRunner().invoke(prepare_app, args)
     assert result.exit_code == 0, result.output
     assert sum(v for k, v in json.loads(result.stdout)["counts"].items() if k.startswith("written/mimic4_icd9")) == 3

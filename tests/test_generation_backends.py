@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from test_infer_support import NOTES
 
 
@@ -85,28 +84,35 @@ def test_pick_backend_with_vllm_and_a_gpu(monkeypatch, fake_vllm):
 
 def test_coder_on_the_vllm_backend_codes_as_on_hf(tiny_lm_dir, fake_vllm, ontology, tmp_path):
     import torch
+    from test_infer_support import make_codiesp
 
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.settings import CoderSettings
     from icdcoder.models.generation import HFGenerator, VLLMGenerator
     from icdcoder.models.loading import load_causal_lm
     from icdcoder.train.data import fit_retriever
-    from test_infer_support import make_codiesp
 
     torch.set_num_threads(1)
     model, tokenizer = load_causal_lm(str(tiny_lm_dir))
     notes = load_codiesp(make_codiesp(tmp_path / "codiesp"), "train")
     retriever = fit_retriever(notes, ontology)
     settings = CoderSettings(
-        backend="vllm", llm_weight=1.0, retrieval_weight=0.0, threshold={"icd10cm": 0.0, "icd10pcs": 0.0}, max_new_tokens=8
+        backend="vllm",
+        llm_weight=1.0,
+        retrieval_weight=0.0,
+        threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
+        max_new_tokens=8,
     )
     coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
     note = next(document for document in notes if document.text == NOTES[0][1])
     (prediction,) = coder.predict([note])
-    assert isinstance(coder._generator_for(), VLLMGenerator)
+    assert isinstance(coder.signals["llm"].generator(coder), VLLMGenerator)
     assert {"config.json", "tokenizer.json"} <= _FakeLLM.loaded_from[0]  # vLLM read the weights the coder holds
     (hypertension,) = [code for code in prediction.codes if code.code == "I10"]
     assert hypertension.score == pytest.approx(math.exp(-0.5), abs=1e-6)  # the line's mean log-prob, as HF computes it
     assert note.text[hypertension.evidence[0].start : hypertension.evidence[0].end] == "hipertensión arterial"
-    hf = SpanLLMPredictor(settings.model_copy(update={"backend": "hf"})).attach(model, tokenizer, retriever, ontology=ontology)
-    assert isinstance(hf._generator_for(), HFGenerator)
+    hf = SpanLLMPredictor(settings.model_copy(update={"backend": "hf"})).attach(
+        model, tokenizer, retriever, ontology=ontology
+    )
+    assert isinstance(hf.signals["llm"].generator(hf), HFGenerator)

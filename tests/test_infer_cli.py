@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_infer_support import NOTES, make_codiesp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,14 +21,21 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def coder_dir(tmp_path_factory, tiny_lm_dir, corpus, ontology) -> Path:
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.settings import CoderSettings
     from icdcoder.models.loading import load_causal_lm
     from icdcoder.train.data import fit_retriever
 
     model, tokenizer = load_causal_lm(str(tiny_lm_dir))
     retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
-    settings = CoderSettings(batch_size=8, max_new_tokens=8, threads=1, llm_weight=0.0, surface_bonus=1.0,
-                             threshold={"icd10cm": 0.5, "icd10pcs": 0.5})
+    settings = CoderSettings(
+        batch_size=8,
+        max_new_tokens=8,
+        threads=1,
+        llm_weight=0.0,
+        surface_bonus=1.0,
+        threshold={"icd10cm": 0.5, "icd10pcs": 0.5},
+    )
     folder = tmp_path_factory.mktemp("coder")
     SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology).save(folder)
     return folder
@@ -37,7 +43,9 @@ def coder_dir(tmp_path_factory, tiny_lm_dir, corpus, ontology) -> Path:
 
 def _icdcoder(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """The real command line in a fresh process (used where the one-line error handling matters)."""
-    return subprocess.run([sys.executable, "-m", "icdcoder.cli", *args], capture_output=True, text=True, cwd=REPO, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "icdcoder.cli", *args], capture_output=True, text=True, cwd=REPO, input=stdin
+    )
 
 
 def _in_process(*args: str, stdin: str | None = None):
@@ -90,7 +98,18 @@ def test_code_bad_input_is_one_line(tmp_path, coder_dir, content, message):
 
 def test_predict_codiesp_writes_the_three_files(tmp_path, corpus, coder_dir):
     out = tmp_path / "pred"
-    result = _in_process("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(out), "--model", str(coder_dir))
+    result = _in_process(
+        "predict",
+        "codiesp",
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--out-dir",
+        str(out),
+        "--model",
+        str(coder_dir),
+    )
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents"] == len(NOTES)
@@ -111,7 +130,9 @@ def _write_fingerprint(partial: Path, corpus: Path, coder_dir: Path) -> None:
     from icdcoder.infer.records import FINGERPRINT_SUFFIX, documents_digest
 
     documents = load_codiesp(corpus, "dev", language="es", with_translation=True, labelled=False)
-    fingerprint = run_fingerprint(documents_digest(documents), coder_dir, "llm", "codiesp", max_note_chars=MAX_NOTE_CHARS)
+    fingerprint = run_fingerprint(
+        documents_digest(documents), coder_dir, "llm", "codiesp", max_note_chars=MAX_NOTE_CHARS
+    )
     partial.with_name(partial.name + FINGERPRINT_SUFFIX).write_text(json.dumps(fingerprint), encoding="utf-8")
 
 
@@ -129,7 +150,9 @@ def test_predict_codiesp_resumes_an_interrupted_run(tmp_path, corpus, coder_dir)
     assert json.loads(result.stdout.strip().splitlines()[-1])["resumed"] == 1
     assert not (interrupted / "predictions.jsonl.partial").exists()
     for name in ("D.tsv", "P.tsv", "X.tsv", "predictions.jsonl"):
-        assert (interrupted / name).read_text(encoding="utf-8") == (tmp_path / "whole" / name).read_text(encoding="utf-8")
+        assert (interrupted / name).read_text(encoding="utf-8") == (tmp_path / "whole" / name).read_text(
+            encoding="utf-8"
+        )
 
 
 def test_predict_codiesp_codes_a_split_without_annotations(tmp_path, corpus, coder_dir):
@@ -138,33 +161,73 @@ def test_predict_codiesp_codes_a_split_without_annotations(tmp_path, corpus, cod
     unlabelled = tmp_path / "codiesp"
     shutil.copytree(corpus / "dev" / "text_files", unlabelled / "background" / "text_files")
     out = tmp_path / "pred"
-    result = _in_process("predict", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--out-dir", str(out),
-                         "--model", str(coder_dir))
+    result = _in_process(
+        "predict",
+        "codiesp",
+        "--data-dir",
+        str(unlabelled),
+        "--split",
+        "background",
+        "--out-dir",
+        str(out),
+        "--model",
+        str(coder_dir),
+    )
     assert result.exit_code == 0, result.output[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["documents"] == len(NOTES)
     assert "S0001-1\ti10" in (out / "D.tsv").read_text().splitlines()
-    scored = _icdcoder("evaluate", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--pred-dir", str(out))
+    scored = _icdcoder(
+        "evaluate", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--pred-dir", str(out)
+    )
     assert scored.returncode == 2 and "backgroundD.tsv: file not found" in scored.stderr
     exported = tmp_path / "background.jsonl"
-    result = _in_process("data", "export", "codiesp", "--data-dir", str(unlabelled), "--split", "background", "--no-labels",
-                         "--out", str(exported), "--quiet")
+    result = _in_process(
+        "data",
+        "export",
+        "codiesp",
+        "--data-dir",
+        str(unlabelled),
+        "--split",
+        "background",
+        "--no-labels",
+        "--out",
+        str(exported),
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output[-2000:]
     assert json.loads(result.stdout) == {"documents": len(NOTES), "codes": 0, "out": str(exported)}
 
 
 def test_predict_jsonl_then_evaluate_jsonl_score_as_the_codiesp_route_does(tmp_path, corpus, coder_dir):
     exported = tmp_path / "dev.jsonl"
-    assert _in_process("data", "export", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out", str(exported),
-                       "--quiet").exit_code == 0
+    assert (
+        _in_process(
+            "data", "export", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out", str(exported), "--quiet"
+        ).exit_code
+        == 0
+    )
     pred = tmp_path / "pred" / "dev.jsonl"
     result = _in_process("predict", "jsonl", "--input", str(exported), "--out", str(pred), "--model", str(coder_dir))
     assert result.exit_code == 0, result.output[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["coded"] == len(NOTES)
     scored = json.loads(_in_process("evaluate", "jsonl", "--gold", str(exported), "--pred", str(pred)).stdout)
-    _in_process("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(tmp_path / "tsv"),
-                "--model", str(coder_dir))
-    official = json.loads(_in_process("evaluate", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--pred-dir",
-                                      str(tmp_path / "tsv")).stdout)
+    _in_process(
+        "predict",
+        "codiesp",
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--out-dir",
+        str(tmp_path / "tsv"),
+        "--model",
+        str(coder_dir),
+    )
+    official = json.loads(
+        _in_process(
+            "evaluate", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--pred-dir", str(tmp_path / "tsv")
+        ).stdout
+    )
     assert official["D"]["micro_f1"] > 0.5
     assert scored["by_system"]["icd10cm"]["micro_f1"] == pytest.approx(official["D"]["micro_f1"])
     assert scored["by_system"]["icd10cm"]["map"] == pytest.approx(official["D"]["map"])
@@ -174,22 +237,40 @@ def test_predict_jsonl_takes_notes_without_a_language_and_refuses_bad_lines_in_o
     notes = tmp_path / "notes.jsonl"
     notes.write_text(json.dumps({"id": "a", "text": NOTES[0][1]}, ensure_ascii=False) + "\n", encoding="utf-8")
     pred = tmp_path / "pred.jsonl"
-    result = _in_process("predict", "jsonl", "--input", str(notes), "--out", str(pred), "--lang", "es", "--model", str(coder_dir))
+    result = _in_process(
+        "predict", "jsonl", "--input", str(notes), "--out", str(pred), "--lang", "es", "--model", str(coder_dir)
+    )
     assert result.exit_code == 0, result.output[-2000:]
     (record,) = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
     assert record["id"] == "a" and "I10" in {code["code"] for code in record["codes"]}
     notes.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n', encoding="utf-8")
-    failed = _icdcoder("predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir))
+    failed = _icdcoder(
+        "predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir)
+    )
     assert failed.returncode == 2 and f"{notes}:2: field 'text'" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1 and not (tmp_path / "other.jsonl").exists()
     notes.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', encoding="utf-8")
-    twice = _icdcoder("predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir))
+    twice = _icdcoder(
+        "predict", "jsonl", "--input", str(notes), "--out", str(tmp_path / "other.jsonl"), "--model", str(coder_dir)
+    )
     assert twice.returncode == 2 and "note id 'a' occurs twice" in twice.stderr
 
 
 def test_predict_with_an_unknown_system_or_missing_model_is_one_line(tmp_path, corpus, coder_dir):
-    result = _icdcoder("predict", "codiesp", "--data-dir", str(corpus), "--split", "dev", "--out-dir", str(tmp_path), "--model",
-                       str(coder_dir), "--system", "nope")
+    result = _icdcoder(
+        "predict",
+        "codiesp",
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--out-dir",
+        str(tmp_path),
+        "--model",
+        str(coder_dir),
+        "--system",
+        "nope",
+    )
     assert result.returncode == 2 and "unknown system" in result.stderr
     result = _icdcoder("code", "-", "--model", str(tmp_path / "missing"), stdin="dolor")
     assert result.returncode == 2 and "model folder not found" in result.stderr
@@ -216,7 +297,9 @@ def test_train_lexicons_then_code_reads_the_translation(tmp_path, coder_dir):
     english.write_text("Patient with high fever.", encoding="utf-8")
     plain = json.loads(_in_process("code", str(note), "--model", str(model), "--json").stdout)
     assert "R50.9" not in {row["code"] for row in plain["codes"]}
-    read = json.loads(_in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout)
+    read = json.loads(
+        _in_process("code", str(note), "--model", str(model), "--translation", str(english), "--json").stdout
+    )
     (fever,) = [row for row in read["codes"] if row["code"] == "R50.9"]
     assert fever["evidence"] == []  # "fever" is in the translation: the evidence is the note's sentence it translates
     assert fever["sentence_evidence"] == [{"start": 0, "end": 25, "quote": "Paciente con fiebre alta.", "traits": []}]
@@ -230,7 +313,20 @@ def test_predict_tune_records_the_tuning_and_counts_dropped_answers(tmp_path, co
     model = tmp_path / "coder"
     shutil.copytree(coder_dir, model)
     cache = tmp_path / "stage1.jsonl"
-    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache), "--dtype", "float32")
+    args = (
+        "predict",
+        "tune",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--cache",
+        str(cache),
+        "--dtype",
+        "float32",
+    )
     result = _in_process(*args)
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -251,14 +347,27 @@ def test_predict_tune_in_scoring_mode_scores_candidates_and_saves_the_mode(tmp_p
     model = tmp_path / "coder"
     shutil.copytree(coder_dir, model)
     cache = tmp_path / "stage1.jsonl"
-    args = ("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--cache", str(cache))
+    args = (
+        "predict",
+        "tune",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--cache",
+        str(cache),
+    )
     result = _in_process(*args, "--llm-mode", "score")
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["llm_mode"] == "score" and summary["llm_segments"] > 0
     assert summary["dropped"] == {}  # nothing is written, so no answer line can be dropped
     scored = [item for line in cache.read_text().splitlines() for item in json.loads(line)["scored"]]
-    assert sum(item["llm"] > 0 for item in scored) >= summary["llm_segments"]  # each shown candidate gets a probability
+    assert (
+        sum(item["signals"].get("llm", 0.0) > 0 for item in scored) >= summary["llm_segments"]
+    )  # each shown candidate gets a probability
     assert json.loads((model / "coder.json").read_text())["settings"]["llm_mode"] == "score"
 
 
@@ -267,8 +376,19 @@ def test_predict_tune_no_llm_skips_the_model_and_saves_the_choice(tmp_path, corp
 
     model = tmp_path / "coder"
     shutil.copytree(coder_dir, model)
-    result = _in_process("predict", "tune", "--model", str(model), "--data-dir", str(corpus), "--split", "dev", "--no-llm",
-                         "--objective", "f1")
+    result = _in_process(
+        "predict",
+        "tune",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(corpus),
+        "--split",
+        "dev",
+        "--no-llm",
+        "--objective",
+        "f1",
+    )
     assert result.exit_code == 0, result.output[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["llm_segments"] == 0 and "llm_alone" not in summary and summary["dtype"] is None
@@ -280,11 +400,35 @@ def test_predict_tune_rejects_an_unknown_precision(tmp_path, corpus, coder_dir):
     from icdcoder.errors import InputError
 
     with pytest.raises(InputError, match="--dtype must be auto, float32 or bfloat16"):
-        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8")
+        _in_process(
+            "predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--dtype", "fp8"
+        )
     with pytest.raises(InputError, match="--llm-mode must be generate or score"):
-        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--llm-mode", "rank")
+        _in_process(
+            "predict",
+            "tune",
+            "--model",
+            str(coder_dir),
+            "--data-dir",
+            str(corpus),
+            "--split",
+            "dev",
+            "--llm-mode",
+            "rank",
+        )
     with pytest.raises(InputError, match="--objective must be f1\\+map or f1"):
-        _in_process("predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev", "--objective", "map")
+        _in_process(
+            "predict",
+            "tune",
+            "--model",
+            str(coder_dir),
+            "--data-dir",
+            str(corpus),
+            "--split",
+            "dev",
+            "--objective",
+            "map",
+        )
 
 
 def test_coding_with_the_llm_off_does_not_import_torch():

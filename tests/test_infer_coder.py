@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_infer_support import NOTES, make_codiesp
 
 
@@ -73,7 +72,9 @@ def test_constrained_decoding_yields_valid_codes_and_verbatim_quotes(tiny_model,
     sources = [note[1][:120] for note in NOTES[:3]]
     prompts = [build_prompt(s) for s in sources]
     generator = HFGenerator(model, tokenizer, batch_size=3, max_new_tokens=16)
-    generations = generator.generate(prompts, logits_processor_factory=constraint_factory(tokenizer, codes, dict(zip(prompts, sources))))
+    generations = generator.generate(
+        prompts, logits_processor_factory=constraint_factory(tokenizer, codes, dict(zip(prompts, sources)))
+    )
     resolve = lambda c: ontology.resolve(c, systems=("icd10cm", "icd10pcs"))  # noqa: E731
     for source, generation in zip(sources, generations):
         lines = [line for line in generation.text.splitlines() if line.strip()]
@@ -91,7 +92,8 @@ def test_constrained_decoding_yields_valid_codes_and_verbatim_quotes(tiny_model,
 
 def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, corpus_docs, ontology):
     from icdcoder.errors import InputError
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.settings import CoderSettings
 
     model, tokenizer = tiny_model
     settings = CoderSettings(batch_size=4, max_new_tokens=12, threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
@@ -109,10 +111,16 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     # the surface form of a training code is found, with its evidence, in the note that holds it
     first = predictions[0]
     hypertension = [c for c in first.codes if c.code == "I10"]
-    assert hypertension and by_id[first.doc_id].text[hypertension[0].evidence[0].start : hypertension[0].evidence[0].end].lower() == "hipertensión arterial"
+    assert (
+        hypertension
+        and by_id[first.doc_id].text[hypertension[0].evidence[0].start : hypertension[0].evidence[0].end].lower()
+        == "hipertensión arterial"
+    )
 
     coder.save(tmp_path / "coder")
-    assert (tmp_path / "coder" / "model" / "config.json").is_file() or (tmp_path / "coder" / "model" / "adapter_config.json").is_file()
+    assert (tmp_path / "coder" / "model" / "config.json").is_file() or (
+        tmp_path / "coder" / "model" / "adapter_config.json"
+    ).is_file()
     loaded = SpanLLMPredictor.load(tmp_path / "coder")
     assert loaded.settings == coder.settings
     again = loaded.predict(corpus_docs[:1])
@@ -141,7 +149,9 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):
     from icdcoder.evaluate.metrics import micro_prf
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, aggregate
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
 
     coder = SpanLLMPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology)
     outputs = coder.segment_outputs(corpus_docs)
@@ -154,7 +164,9 @@ def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corp
         gold = {d.id: {g.code for g in d.codes} for d in corpus_docs}
         return micro_prf(gold, {p.doc_id: [c.code for c in p.codes] for p in predictions})["micro_f1"]
 
-    everything = coder.settings.model_copy(update={"threshold": {"icd10cm": 0.0, "icd10pcs": 0.0}, "untrained_threshold": {}})
+    everything = coder.settings.model_copy(
+        update={"threshold": {"icd10cm": 0.0, "icd10pcs": 0.0}, "untrained_threshold": {}}
+    )
     assert f1(coder.settings) >= f1(everything)
     assert f1(coder.settings) > 0.5
 
@@ -168,15 +180,18 @@ def test_load_rejects_a_folder_without_coder_json(tmp_path):
 
 
 def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.settings import CoderSettings
     from icdcoder.spans import note_windows
 
     model, tokenizer = tiny_model
     jobs_by_setting = {}
     for window in (None, 12):
-        coder = SpanLLMPredictor(CoderSettings(llm_window_words=window, segment_max_words=6)).attach(model, tokenizer, retriever, ontology=ontology)
+        coder = SpanLLMPredictor(CoderSettings(llm_window_words=window, segment_max_words=6)).attach(
+            model, tokenizer, retriever, ontology=ontology
+        )
         jobs = []
-        coder._run_llm = lambda batch, _outputs, jobs=jobs: jobs.extend(batch)
+        coder.signals["llm"].run = lambda _coder, batch, _outputs, jobs=jobs: jobs.extend(batch)
         outputs = coder.segment_outputs(corpus_docs[:1])
         jobs_by_setting[window] = (jobs, outputs[0])
     note = corpus_docs[0].text
@@ -191,16 +206,24 @@ def test_document_models_read_whole_windows_without_candidates(tiny_model, retri
 
 def test_tuning_reports_what_the_llm_alone_is_worth():
     from icdcoder.data.schema import Document, GoldCode
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.signals import NoteOutputs, ScoredCode
     from icdcoder.infer.tuning import tune_fusion
 
-    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
+    dev = [
+        Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),))
+        for i in range(3)
+    ]
     # the LLM names the gold code; retrieval prefers a wrong one
     outputs = [
-        NoteOutputs(doc_id=d.id, llm_segments=1, scored=[
-            ScoredCode("I10", "icd10cm", llm=0.9, retrieval=0.2),
-            ScoredCode("E11.9", "icd10cm", llm=0.1, retrieval=0.9),
-        ])
+        NoteOutputs(
+            doc_id=d.id,
+            llm_segments=1,
+            scored=[
+                ScoredCode("I10", "icd10cm", {"llm": 0.9, "retrieval": 0.2}),
+                ScoredCode("E11.9", "icd10cm", {"llm": 0.1, "retrieval": 0.9}),
+            ],
+        )
         for d in dev
     ]
     result = tune_fusion(outputs, dev, CoderSettings())
@@ -214,16 +237,25 @@ def test_tuning_reports_what_the_llm_alone_is_worth():
 
 def test_llm_alone_settings_with_tuned_thresholds_keep_only_the_llms_codes():
     from icdcoder.data.schema import Document, GoldCode
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, aggregate
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.signals import NoteOutputs, ScoredCode
     from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
-    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),)) for i in range(3)]
+    dev = [
+        Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="I10", system="icd10cm"),))
+        for i in range(3)
+    ]
     outputs = [
-        NoteOutputs(doc_id=d.id, llm_segments=1, scored=[
-            ScoredCode("I10", "icd10cm", llm=0.9, retrieval=0.2),
-            ScoredCode("E11.9", "icd10cm", llm=0.1, retrieval=0.9, lexical=1.0),
-            ScoredCode("R52", "icd10cm", retrieval=1.0, english=1.0, ontology=1.0),
-        ])
+        NoteOutputs(
+            doc_id=d.id,
+            llm_segments=1,
+            scored=[
+                ScoredCode("I10", "icd10cm", {"llm": 0.9, "retrieval": 0.2}),
+                ScoredCode("E11.9", "icd10cm", {"llm": 0.1, "retrieval": 0.9, "lexical": 1.0}),
+                ScoredCode("R52", "icd10cm", {"retrieval": 1.0, "english": 1.0, "ontology": 1.0}),
+            ],
+        )
         for d in dev
     ]
     settings = with_tuned_thresholds(outputs, dev, llm_alone(CoderSettings(lexical_weight=2.0, english_weight=1.0)))
@@ -236,7 +268,11 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
     import copy
     import json
 
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate, outputs_to_json
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.signals import NoteOutputs, ScoredCode
+    from icdcoder.infer.store import outputs_to_json
 
     # a made-up coder whose training notes carried the category E11 itself: it keeps that level
     trained = copy.copy(retriever)
@@ -245,11 +281,11 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
     stage1 = NoteOutputs(
         doc_id=note.id,
         scored=[
-            ScoredCode("N00", "icd10cm", ontology=0.5, start=0, end=5),  # a category title matched
-            ScoredCode("N00.9", "icd10cm", retrieval=0.2),
-            ScoredCode("E11", "icd10cm", lexical=0.9),
-            ScoredCode("I10", "icd10cm", lexical=0.9),
-            ScoredCode("0DT", "icd10pcs", retrieval=0.4),
+            ScoredCode("N00", "icd10cm", {"ontology": 0.5}, start=0, end=5),  # a category title matched
+            ScoredCode("N00.9", "icd10cm", {"retrieval": 0.2}),
+            ScoredCode("E11", "icd10cm", {"lexical": 0.9}),
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}),
+            ScoredCode("0DT", "icd10pcs", {"retrieval": 0.4}),
         ],
     )
     cache = tmp_path / "stage1.jsonl"
@@ -257,7 +293,11 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
 
     def coded(specify: bool) -> dict[str, dict]:
         settings = CoderSettings(
-            use_llm=False, specify_untrained=specify, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.0, "icd10pcs": 0.0}
+            use_llm=False,
+            specify_untrained=specify,
+            lexical_weight=1.0,
+            ontology_weight=1.0,
+            threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
         )
         coder = SpanLLMPredictor(settings).attach(None, None, trained, ontology=ontology)
         [outputs] = coder.segment_outputs([note], cache=cache)
@@ -272,15 +312,23 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
 
 
 def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_threshold(retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.signals import NoteOutputs, ScoredCode
 
     note = corpus_docs[0]
     trained_code = sorted(code for code, system in retriever.trained_codes if system == "icd10cm")[0]
     stage1 = NoteOutputs(
         doc_id=note.id,
-        scored=[ScoredCode(trained_code, "icd10cm", lexical=0.3), ScoredCode("N00.9", "icd10cm", ontology=0.3)],
+        scored=[
+            ScoredCode(trained_code, "icd10cm", {"lexical": 0.3}),
+            ScoredCode("N00.9", "icd10cm", {"ontology": 0.3}),
+        ],
     )
-    shared = CoderSettings(use_llm=False, specify_untrained=False, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.1})
+    shared = CoderSettings(
+        use_llm=False, specify_untrained=False, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.1}
+    )
     coder = SpanLLMPredictor(shared).attach(None, None, retriever, ontology=ontology)
     finished = coder.finished(stage1)
     assert [item.untrained for item in finished.scored] == [False, True]
@@ -293,7 +341,9 @@ def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_thresho
     assert predicted(shared.model_copy(update={"untrained_threshold": {"icd10cm": 0.2}})) == {trained_code}
     lower = shared.model_copy(update={"threshold": {"icd10cm": 0.2}, "untrained_threshold": {"icd10cm": 0.1}})
     assert predicted(lower) == {"N00.9"}
-    assert predicted(lower.model_copy(update={"untrained_threshold": {"icd10pcs": 0.1}})) == set()  # other system: no effect
+    assert (
+        predicted(lower.model_copy(update={"untrained_threshold": {"icd10pcs": 0.1}})) == set()
+    )  # other system: no effect
 
 
 def test_candidate_scores_equal_a_full_forward_pass(tiny_model):
@@ -304,9 +354,13 @@ def test_candidate_scores_equal_a_full_forward_pass(tiny_model):
 
     model, tokenizer = tiny_model
     prompts = [
-        build_prompt("hipertensión arterial", [Candidate("I10", "Essential hypertension"), Candidate("E11.9", "Type 2 diabetes")]),
+        build_prompt(
+            "hipertensión arterial", [Candidate("I10", "Essential hypertension"), Candidate("E11.9", "Type 2 diabetes")]
+        ),
         build_prompt("dolor", []),
-        build_prompt("TAC abdominal con contraste y dolor torácico de larga evolución", [Candidate("BW25", "CT abdomen")]),
+        build_prompt(
+            "TAC abdominal con contraste y dolor torácico de larga evolución", [Candidate("BW25", "CT abdomen")]
+        ),
     ]
     openings = [[answer_opening("I10"), answer_opening("E11.9")], [], [answer_opening("BW25"), "NONE"]]
     scores = CandidateScorer(model, tokenizer, batch_size=2).score(prompts, openings)
@@ -336,24 +390,35 @@ def test_the_output_layer_reads_strided_inputs_unchanged(tiny_model):
 
 
 def test_scoring_mode_scores_every_shown_candidate(tiny_model, retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.settings import CoderSettings
 
     model, tokenizer = tiny_model
     settings = CoderSettings(
-        llm_mode="score", candidates_k=3, batch_size=4, specify_untrained=False, threshold={"icd10cm": 0.0, "icd10pcs": 0.0}
+        llm_mode="score",
+        candidates_k=3,
+        batch_size=4,
+        specify_untrained=False,
+        threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
     )
     coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
     jobs = []
-    run_llm = coder._run_llm
-    coder._run_llm = lambda batch, outputs: (jobs.extend(batch), run_llm(batch, outputs))
+    llm = coder.signals["llm"]
+    run_llm = llm.run
+    llm.run = lambda coder, batch, outputs: (jobs.extend(batch), run_llm(coder, batch, outputs))
     outputs = coder.segment_outputs(corpus_docs[:2])
     shown = {(note_index, start, c.code) for note_index, _, start, candidates in jobs for c in candidates}
-    scored = {(note_index, item.code) for note_index, note in enumerate(outputs) for item in note.scored if item.llm > 0}
+    scored = {
+        (note_index, item.code)
+        for note_index, note in enumerate(outputs)
+        for item in note.scored
+        if item.signals.get("llm", 0.0) > 0
+    }
     assert shown and {(n, code) for n, _, code in shown} == scored
     texts = [d.text for d in corpus_docs[:2]]
     for note_index, note in enumerate(outputs):
-        for item in (i for i in note.scored if i.llm > 0):
-            assert 0.0 < item.llm <= 1.0
+        for item in (i for i in note.scored if i.signals.get("llm", 0.0) > 0):
+            assert 0.0 < item.signals.get("llm", 0.0) <= 1.0
             assert 0 <= item.start < item.end <= len(texts[note_index])  # the training form, else the segment
     assert coder.predict(corpus_docs[:1])[0].codes
 
@@ -361,15 +426,17 @@ def test_scoring_mode_scores_every_shown_candidate(tiny_model, retriever, corpus
 def test_scoring_mode_needs_candidates():
     from pydantic import ValidationError
 
-    from icdcoder.infer.coder import CoderSettings
+    from icdcoder.infer.settings import CoderSettings
 
     for bad in ({"candidates_k": 0}, {"llm_window_words": 20}):
         with pytest.raises(ValidationError, match="'score' scores the candidates"):
             CoderSettings(llm_mode="score", **bad)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs" / "coder").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parent.parent / "configs" / "coder").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_coder_config_validates(path):
-    from icdcoder.infer.coder import load_coder_settings
+    from icdcoder.infer.settings import load_coder_settings
 
     assert load_coder_settings(path).segment_max_words >= 5

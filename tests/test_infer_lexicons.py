@@ -4,12 +4,14 @@ note's translation (or on an English note), and lexicon files that round-trip or
 from __future__ import annotations
 
 import pytest
-
 from test_infer_support import make_codiesp
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
-from icdcoder.infer.coder import CoderSettings, NoteOutputs, ScoredCode, SpanLLMPredictor, aggregate
+from icdcoder.infer.coder import SpanLLMPredictor
+from icdcoder.infer.fusion import aggregate
+from icdcoder.infer.settings import CoderSettings
+from icdcoder.infer.signals import NoteOutputs, ScoredCode
 
 NO_THRESHOLD = {"icd10cm": 0.0, "icd10pcs": 0.0}
 
@@ -26,7 +28,9 @@ def coder(corpus, ontology):
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever, load_training_documents
 
     retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
-    settings = CoderSettings(use_llm=False, retrieval_weight=0.0, ontology_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD)
+    settings = CoderSettings(
+        use_llm=False, retrieval_weight=0.0, ontology_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD
+    )
     coder = SpanLLMPredictor(settings).attach(None, None, retriever, ontology=ontology)
     data = DataSettings(data_dir=corpus)
     fit_coder_lexicons(coder, load_training_documents(data), data)
@@ -34,11 +38,14 @@ def coder(corpus, ontology):
 
 
 def test_fusion_adds_the_signals_and_leads_with_lexicon_evidence():
-    note = NoteOutputs(doc_id="n", scored=[
-        ScoredCode("I10", "icd10cm", retrieval=0.5, start=0, end=4),
-        ScoredCode("I10", "icd10cm", lexical=0.9, start=10, end=20),
-        ScoredCode("R52", "icd10cm", retrieval=1.0, start=30, end=35),
-    ])
+    note = NoteOutputs(
+        doc_id="n",
+        scored=[
+            ScoredCode("I10", "icd10cm", {"retrieval": 0.5}, start=0, end=4),
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}, start=10, end=20),
+            ScoredCode("R52", "icd10cm", {"retrieval": 1.0}, start=30, end=35),
+        ],
+    )
     settings = CoderSettings(llm_weight=0.0, retrieval_weight=1.0, lexical_weight=3.0, threshold=NO_THRESHOLD)
     codes = {c.code: c for c in aggregate(note, settings).codes}
     assert codes["I10"].score == pytest.approx((1.0 * 0.5 + 3.0 * 0.9) / 4.0)
@@ -49,15 +56,18 @@ def test_fusion_adds_the_signals_and_leads_with_lexicon_evidence():
 
 
 def test_evidence_lists_every_match_once_and_sentences_only_when_no_words_support_the_code():
-    note = NoteOutputs(doc_id="n", scored=[
-        ScoredCode("I10", "icd10cm", lexical=0.9, start=40, end=52),
-        ScoredCode("I10", "icd10cm", lexical=0.9, start=0, end=12),
-        ScoredCode("I10", "icd10cm", lexical=0.9, start=0, end=12),  # the same match twice
-        ScoredCode("I10", "icd10cm", lexical=0.9, start=3, end=8),  # inside another match
-        ScoredCode("I10", "icd10cm", english=0.7, start=0, end=60, projected=True),
-        ScoredCode("R52", "icd10cm", english=0.7, start=0, end=60, projected=True),
-        ScoredCode("R52", "icd10cm", english=0.5, start=61, end=90, projected=True),
-    ])
+    note = NoteOutputs(
+        doc_id="n",
+        scored=[
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}, start=40, end=52),
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}, start=0, end=12),
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}, start=0, end=12),  # the same match twice
+            ScoredCode("I10", "icd10cm", {"lexical": 0.9}, start=3, end=8),  # inside another match
+            ScoredCode("I10", "icd10cm", {"english": 0.7}, start=0, end=60, projected=True),
+            ScoredCode("R52", "icd10cm", {"english": 0.7}, start=0, end=60, projected=True),
+            ScoredCode("R52", "icd10cm", {"english": 0.5}, start=61, end=90, projected=True),
+        ],
+    )
     settings = CoderSettings(retrieval_weight=0.0, lexical_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD)
     codes = {c.code: c for c in aggregate(note, settings).codes}
     assert [(e.start, e.end) for e in codes["I10"].evidence] == [(40, 52), (0, 12)]
@@ -67,17 +77,23 @@ def test_evidence_lists_every_match_once_and_sentences_only_when_no_words_suppor
 
 
 @pytest.mark.parametrize(
-    ("signal", "scored", "other"), [("procedure", "0DBP", "I10"), ("concept", "I10", "0DBP"), ("quantity", "I10", "0DBP")]
+    ("signal", "scored", "other"),
+    [("procedure", "0DBP", "I10"), ("concept", "I10", "0DBP"), ("quantity", "I10", "0DBP")],
 )
 def test_a_signal_of_one_system_weighs_only_that_systems_scores(signal, scored, other):
     system = {"0DBP": "icd10pcs", "I10": "icd10cm"}
-    note = NoteOutputs(doc_id="n", scored=[
-        ScoredCode(other, system[other], retrieval=0.6),
-        ScoredCode(scored, system[scored], retrieval=0.6, **{signal: 1.0}),
-    ])
+    note = NoteOutputs(
+        doc_id="n",
+        scored=[
+            ScoredCode(other, system[other], {"retrieval": 0.6}),
+            ScoredCode(scored, system[scored], {"retrieval": 0.6, signal: 1.0}),
+        ],
+    )
     scores = {}
     for weight in (0.0, 1.0, 3.0):
-        settings = CoderSettings(retrieval_weight=1.0, llm_weight=0.0, threshold=NO_THRESHOLD, **{f"{signal}_weight": weight})
+        settings = CoderSettings(
+            retrieval_weight=1.0, llm_weight=0.0, threshold=NO_THRESHOLD, **{f"{signal}_weight": weight}
+        )
         scores[weight] = {c.code: c.score for c in aggregate(note, settings).codes}
     assert {found[other] for found in scores.values()} == {0.6}
     assert [found[scored] for found in scores.values()] == [0.6, pytest.approx(0.8), pytest.approx(0.9)]
@@ -96,7 +112,9 @@ def test_english_lexicon_reads_the_translation_of_a_spanish_note(coder):
     spanish = "Paciente con fiebre alta."
     alone = coder.predict([Document(id="a", text=spanish, language="es")])[0]
     assert "R50.9" not in {c.code for c in alone.codes}
-    translated = coder.predict([Document(id="b", text=spanish, language="es", translation="Patient with high fever.")])[0]
+    translated = coder.predict([Document(id="b", text=spanish, language="es", translation="Patient with high fever.")])[
+        0
+    ]
     fever = [c for c in translated.codes if c.code == "R50.9"]
     assert fever and fever[0].evidence == []  # the words are in the translation, not in the note
     assert [e.text_in(spanish) for e in fever[0].sentence_evidence] == [spanish]  # ... the sentence it translates is
@@ -110,10 +128,14 @@ def test_english_lexicon_reads_an_english_note_with_evidence(coder):
 
 
 def test_ontology_terms_and_trained_forms_are_separate_signals(coder):
-    outputs = coder.segment_outputs([Document(id="d", text="x", language="es", translation="Fever and arterial hypertension.")])[0]
+    outputs = coder.segment_outputs(
+        [Document(id="d", text="x", language="es", translation="Fever and arterial hypertension.")]
+    )[0]
     by_code = {}
     for item in outputs.scored:
-        by_code.setdefault(item.code, set()).update(name for name in ("english", "ontology") if getattr(item, name) > 0)
+        by_code.setdefault(item.code, set()).update(
+            name for name in ("english", "ontology") if item.signals.get(name, 0.0) > 0
+        )
     assert "ontology" in by_code["R50.9"]  # fever never occurs in the training notes
     assert "english" in by_code["I10"]  # training notes confirm "arterial hypertension" -> I10
 
@@ -121,8 +143,12 @@ def test_ontology_terms_and_trained_forms_are_separate_signals(coder):
 def test_saved_lexicons_round_trip_and_a_corrupt_one_fails_in_one_line(coder, tmp_path):
     coder.save(tmp_path / "coder")
     loaded = SpanLLMPredictor.load(tmp_path / "coder")
-    assert len(loaded.lexicon) == len(coder.lexicon) and len(loaded.english_lexicon) == len(coder.english_lexicon)
-    note = Document(id="e", text="Hipertensión arterial.", language="es", translation="Arterial hypertension and fever.")
+    assert len(loaded.signals["lexicon"].index) == len(coder.signals["lexicon"].index) and len(
+        loaded.signals["english_lexicon"].index
+    ) == len(coder.signals["english_lexicon"].index)
+    note = Document(
+        id="e", text="Hipertensión arterial.", language="es", translation="Arterial hypertension and fever."
+    )
     assert loaded.predict([note])[0] == coder.predict([note])[0]
     (tmp_path / "coder" / "lexicon_en" / "surface_forms.json.gz").write_bytes(b"not gzip")
     with pytest.raises(InputError, match="unreadable lexicon") as caught:
@@ -140,12 +166,18 @@ def test_codiesp_loader_attaches_translations_only_when_asked(corpus):
 
 def test_retrieval_also_reads_the_translation_when_asked(coder):
     shared = coder.settings
-    retrieval_only = coder.settings.model_copy(update={"retrieval_weight": 1.0, "english_weight": 0.0, "ontology_weight": 0.0})
+    retrieval_only = coder.settings.model_copy(
+        update={"retrieval_weight": 1.0, "english_weight": 0.0, "ontology_weight": 0.0}
+    )
     note = Document(id="f", text="Paciente estable.", language="es", translation="Acute cystitis without hematuria.")
     best = {}
     for flag in (False, True):
         coder.settings = retrieval_only.model_copy(update={"retrieve_on_translation": flag})
-        scores = [item.retrieval for item in coder.segment_outputs([note])[0].scored if item.code == "N30.00"]
+        scores = [
+            item.signals.get("retrieval", 0.0)
+            for item in coder.segment_outputs([note])[0].scored
+            if item.code == "N30.00"
+        ]
         best[flag] = max(scores, default=0.0)
     coder.settings = shared
     assert best[True] > best[False]
@@ -154,12 +186,16 @@ def test_retrieval_also_reads_the_translation_when_asked(coder):
 def test_procedures_are_composed_on_the_english_text_with_the_spanish_sentence_as_evidence(coder):
     def composed(document):
         scored = coder.segment_outputs([document])[0].scored
-        return [(item.code, item.start, item.end, item.projected) for item in scored if item.procedure > 0]
+        return [
+            (item.code, item.start, item.end, item.projected)
+            for item in scored
+            if item.signals.get("procedure", 0.0) > 0
+        ]
 
     text = "Fiebre. Se toma biopsia rectal."
     spanish = Document(id="g", text=text, language="es", translation="Fever.\nA biopsy of the rectum was taken.\n")
     ((code, start, end, projected),) = composed(spanish)
-    assert code == coder.procedure_composer.coded("0DBP")
+    assert code == coder.signals["procedures"].composer(coder).coded("0DBP")
     assert text[start:end] == "Se toma biopsia rectal." and projected  # the sentence the translation's words translate
     english = "Fever. A biopsy of the rectum was taken."
     ((code, start, end, projected),) = composed(Document(id="h", text=english, language="en"))
@@ -170,7 +206,9 @@ def test_procedures_are_composed_on_the_english_text_with_the_spanish_sentence_a
 def test_concepts_are_matched_on_the_english_text_with_the_spanish_sentence_as_evidence(coder):
     def matched(document):
         scored = coder.segment_outputs([document])[0].scored
-        return [(item.code, item.start, item.end, item.projected) for item in scored if item.concept > 0]
+        return [
+            (item.code, item.start, item.end, item.projected) for item in scored if item.signals.get("concept", 0.0) > 0
+        ]
 
     text = "Carcinoma de ovario derecho."
     spanish = Document(id="j", text=text, language="es", translation="Carcinoma of the right ovary.")
@@ -184,9 +222,18 @@ def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():
     from icdcoder.data.schema import GoldCode
     from icdcoder.infer.tuning import tune_fusion
 
-    dev = [Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="0DBP", system="icd10pcs"),)) for i in range(3)]
+    dev = [
+        Document(id=f"n{i}", text="nota", language="es", codes=(GoldCode(code="0DBP", system="icd10pcs"),))
+        for i in range(3)
+    ]
     outputs = [
-        NoteOutputs(doc_id=d.id, scored=[ScoredCode("0DBP", "icd10pcs", procedure=1.0), ScoredCode("BW21", "icd10pcs", retrieval=0.9)])
+        NoteOutputs(
+            doc_id=d.id,
+            scored=[
+                ScoredCode("0DBP", "icd10pcs", {"procedure": 1.0}),
+                ScoredCode("BW21", "icd10pcs", {"retrieval": 0.9}),
+            ],
+        )
         for d in dev
     ]
     result = tune_fusion(outputs, dev, CoderSettings())
@@ -198,17 +245,20 @@ def test_tuning_weighs_composed_procedures_only_when_the_notes_have_some():
 
 
 def test_concept_reliability_is_learned_on_the_english_training_notes(coder):
-    infection = next(code for code in coder.concept_counts if coder.coded_as(code, "icd10cm") == "N39.0")
-    assert coder.concept_counts[infection] == (2, 2)  # both notes with a urinary tract infection carry N39.0
-    assert coder.concept_reliability(infection) == pytest.approx(3 / 4)
-    assert coder.concept_reliability("C56.1") == 0.5  # never matched on a training note
+    infection = next(code for code in coder.signals["concepts"].counts if coder.coded_as(code, "icd10cm") == "N39.0")
+    assert coder.signals["concepts"].counts[infection] == (
+        2,
+        2,
+    )  # both notes with a urinary tract infection carry N39.0
+    assert coder.signals["concepts"].reliability(infection) == pytest.approx(3 / 4)
+    assert coder.signals["concepts"].reliability("C56.1") == 0.5  # never matched on a training note
 
 
 def test_concept_counts_round_trip_and_malformed_ones_fail_in_one_line(coder, tmp_path):
-    from icdcoder.infer.coder import CONCEPTS_FILE, load_concept_counts
+    from icdcoder.infer.signals.concepts import CONCEPTS_FILE, load_concept_counts
 
-    coder.save_lexicons(tmp_path)
-    assert load_concept_counts(tmp_path / CONCEPTS_FILE) == coder.concept_counts
+    coder.save_signals(tmp_path)
+    assert load_concept_counts(tmp_path / CONCEPTS_FILE) == coder.signals["concepts"].counts
     for malformed in ('{"N39": [1]}', '{"N39": [1, 2]}', "[1, 2]", "{"):
         (tmp_path / CONCEPTS_FILE).write_text(malformed, encoding="utf-8")
         with pytest.raises(InputError, match="malformed concept counts") as caught:
@@ -219,20 +269,26 @@ def test_concept_counts_round_trip_and_malformed_ones_fail_in_one_line(coder, tm
 def test_a_measured_value_names_a_code_no_training_note_carries(coder):
     assert ("E10.9", "icd10cm") not in coder.retriever.trained_codes
     document = Document(id="q", text="Mujer con diabetes mellitus tipo 1 desde la infancia.", language="es")
-    found = {(item.code, document.text[item.start : item.end]) for item in coder.segment_outputs([document])[0].scored if item.quantity > 0}
+    found = {
+        (item.code, document.text[item.start : item.end])
+        for item in coder.segment_outputs([document])[0].scored
+        if item.signals.get("quantity", 0.0) > 0
+    }
     assert ("E10.9", "diabetes mellitus tipo 1") in found  # "tipo 2" named E11.9 in both training notes that write it
     assert {code for code, _ in found} == {"E10.9"}
     english = Document(id="q", text="Woman with type 1 diabetes mellitus since childhood.", language="en")
-    assert {item.code for item in coder.segment_outputs([english])[0].scored if item.quantity > 0} == {"E10.9"}
+    assert {
+        item.code for item in coder.segment_outputs([english])[0].scored if item.signals.get("quantity", 0.0) > 0
+    } == {"E10.9"}
 
 
 def test_value_templates_round_trip_and_malformed_ones_fail_in_one_line(coder, tmp_path):
-    from icdcoder.infer.coder import QUANTITIES_FILE, load_quantity_templates
+    from icdcoder.infer.signals.quantities import QUANTITIES_FILE, load_quantity_templates
 
-    coder.save_lexicons(tmp_path)
+    coder.save_signals(tmp_path)
     loaded = load_quantity_templates(tmp_path / QUANTITIES_FILE)
     assert {language: t.to_json() for language, t in loaded.items()} == {
-        language: t.to_json() for language, t in coder.quantity_templates.items()
+        language: t.to_json() for language, t in coder.signals["quantities"].templates.items()
     }
     for broken in ("[1, 2]", "{not json", '{"es": {"families": {}}}'):
         (tmp_path / QUANTITIES_FILE).write_text(broken, encoding="utf-8")

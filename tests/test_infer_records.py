@@ -8,7 +8,13 @@ import pytest
 
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
-from icdcoder.infer.records import FINGERPRINT_SUFFIX, PARTIAL_SUFFIX, predict_to_jsonl, prediction_record, read_predictions
+from icdcoder.infer.records import (
+    FINGERPRINT_SUFFIX,
+    PARTIAL_SUFFIX,
+    predict_to_jsonl,
+    prediction_record,
+    read_predictions,
+)
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 
 TEXT = "Dolor torácico e hipertensión arterial."
@@ -37,7 +43,11 @@ class _CountingCoder(Predictor):
         predictions = []
         for doc in documents:
             start = doc.text.find("hipertensión")
-            codes = [CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((start, start + 12),))])] if start >= 0 else []
+            codes = (
+                [CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((start, start + 12),))])]
+                if start >= 0
+                else []
+            )
             predictions.append(DocumentPrediction(doc.id, codes))
         return predictions
 
@@ -66,10 +76,14 @@ def _partial(tmp_path, content: str, fingerprint: dict | None = None):
 
 
 def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tmp_path):
-    prediction = DocumentPrediction("n1", [
-        CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((17, 38),))]),
-        CodePrediction("R07.9", "icd10cm", 0.4, sentence_evidence=[Evidence(pieces=((0, 39),))]),
-    ], {"invented_code": 2})
+    prediction = DocumentPrediction(
+        "n1",
+        [
+            CodePrediction("I10", "icd10cm", 0.8, evidence=[Evidence(pieces=((17, 38),))]),
+            CodePrediction("R07.9", "icd10cm", 0.4, sentence_evidence=[Evidence(pieces=((0, 39),))]),
+        ],
+        {"invented_code": 2},
+    )
     record = prediction_record(prediction, TEXT)
     assert record["codes"][0]["evidence"] == [{"start": 17, "end": 38, "quote": "hipertensión arterial"}]
     path = tmp_path / "pred.jsonl"
@@ -81,15 +95,32 @@ def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tm
     ("line", "message"),
     [
         ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm"}]}', "field 'codes.0.score'"),
-        ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": -1, "end": 3}]}]}',
-         "field 'codes.0.evidence.0.start'"),
+        (
+            '{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": -1, "end": 3}]}]}',
+            "field 'codes.0.evidence.0.start'",
+        ),
         ('{"id": "n1", "codes": [], "extra": 1}', "field 'extra'"),
         ('{"id": "n1"}', "field 'codes'"),
         ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": NaN}]}', "finite"),
-        ('{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": 9, "end": 3}]}]}',
-         "ends before it starts"),
+        (
+            '{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "evidence": [{"start": 9, "end": 3}]}]}',
+            "ends before it starts",
+        ),
         ('{"id": "n0", "codes": []}\n{"id": "n0", "codes": []}', "predicted twice"),
         ("[1, 2]", "expected a JSON object"),
+        (
+            '{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, "validity": {"billable": "maybe"}}]}',
+            "field 'codes.0.validity.billable'",
+        ),
+        (
+            '{"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 1, '
+            '"validity": {"billable": false, "problem": "wrong"}}]}',
+            "field 'codes.0.validity.problem'",
+        ),
+        (
+            '{"id": "n1", "codes": [{"code": "R07.9", "system": "icd10cm", "score": 1, "integral_to": "I21.9"}]}',
+            "field 'codes.0.integral_to'",
+        ),
     ],
 )
 def test_a_malformed_record_fails_in_one_line_naming_file_line_and_field(tmp_path, line, message):
@@ -138,11 +169,21 @@ def test_a_partial_file_of_other_notes_is_refused(tmp_path):
 def test_a_rerun_with_another_fingerprint_refuses_to_resume(tmp_path):
     notes, out = _notes(6), tmp_path / "pred.jsonl"
     with pytest.raises(_Interrupted):
-        predict_to_jsonl(_CountingCoder(calls_before_stop=1), notes, _ids(notes), out, chunk=2, fingerprint={"language": "en", "model": "a"})
+        predict_to_jsonl(
+            _CountingCoder(calls_before_stop=1),
+            notes,
+            _ids(notes),
+            out,
+            chunk=2,
+            fingerprint={"language": "en", "model": "a"},
+        )
     with pytest.raises(InputError, match="another language; rerun with the same"):
-        predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "es", "model": "a"})
-    assert predict_to_jsonl(_CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "en", "model": "a"}) == {
-        "coded": 4, "resumed": 2}
+        predict_to_jsonl(
+            _CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "es", "model": "a"}
+        )
+    assert predict_to_jsonl(
+        _CountingCoder(), notes, _ids(notes), out, chunk=2, fingerprint={"language": "en", "model": "a"}
+    ) == {"coded": 4, "resumed": 2}
     assert not (tmp_path / ("pred.jsonl" + PARTIAL_SUFFIX + FINGERPRINT_SUFFIX)).exists()
 
 
@@ -157,10 +198,34 @@ def test_a_partial_file_without_its_fingerprint_is_refused(tmp_path):
     ("record", "message"),
     [
         ({"id": "n1"}, "field 'codes'"),
-        ({"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.8,
-                                 "evidence": [{"start": 17, "end": 29, "quote": "hipertensiXn"}]}]}, "does not quote the note"),
-        ({"id": "n1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.8,
-                                 "evidence": [{"start": 17, "end": 99, "quote": "x"}]}]}, "does not quote the note"),
+        (
+            {
+                "id": "n1",
+                "codes": [
+                    {
+                        "code": "I10",
+                        "system": "icd10cm",
+                        "score": 0.8,
+                        "evidence": [{"start": 17, "end": 29, "quote": "hipertensiXn"}],
+                    }
+                ],
+            },
+            "does not quote the note",
+        ),
+        (
+            {
+                "id": "n1",
+                "codes": [
+                    {
+                        "code": "I10",
+                        "system": "icd10cm",
+                        "score": 0.8,
+                        "evidence": [{"start": 17, "end": 99, "quote": "x"}],
+                    }
+                ],
+            },
+            "does not quote the note",
+        ),
     ],
 )
 def test_a_hand_edited_partial_record_is_refused_not_carried_into_the_output(tmp_path, record, message):

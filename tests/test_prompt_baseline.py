@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_infer_support import make_codiesp
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from icdcoder.prompt import parse_answer
 from icdcoder.rl.rewards import (
     RewardConfig,
     RewardScorer,
@@ -14,7 +15,6 @@ from icdcoder.rl.rewards import (
     validity_score,
     weighted_set_f1,
 )
-from icdcoder.prompt import parse_answer
 
 SOURCE = "Paciente con diabetes mellitus tipo 2 e hipertension arterial. Se realiza Rx torax."
 KNOWN = {"E11.9": "icd10cm", "I10": "icd10cm", "BW03ZZZ": "icd10pcs", "J18.9": "icd10cm"}

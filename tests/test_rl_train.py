@@ -15,14 +15,26 @@ REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "rl" / "smoke.yaml"
 
 NOTES = [
-    ("n1", "Paciente de 60 años con diabetes mellitus tipo 2. Refiere dolor toracico. Se realiza radiografia de torax.",
-     [("E11.9", "icd10cm", "diabetes mellitus tipo 2"), ("R07.9", "icd10cm", "dolor toracico")]),
-    ("n2", "Mujer con hipertension arterial conocida. Presenta neumonia en lobulo inferior derecho.",
-     [("I10", "icd10cm", "hipertension arterial"), ("J18.9", "icd10cm", "neumonia")]),
-    ("n3", "Varon con insuficiencia renal cronica. Antecedente de diabetes mellitus tipo 2. Sin otros hallazgos.",
-     [("N18.9", "icd10cm", "insuficiencia renal cronica"), ("E11.9", "icd10cm", "diabetes mellitus tipo 2")]),
-    ("n4", "Se diagnostica anemia ferropenica. Tratamiento con hierro oral. Control en un mes.",
-     [("D50.9", "icd10cm", "anemia ferropenica")]),
+    (
+        "n1",
+        "Paciente de 60 años con diabetes mellitus tipo 2. Refiere dolor toracico. Se realiza radiografia de torax.",
+        [("E11.9", "icd10cm", "diabetes mellitus tipo 2"), ("R07.9", "icd10cm", "dolor toracico")],
+    ),
+    (
+        "n2",
+        "Mujer con hipertension arterial conocida. Presenta neumonia en lobulo inferior derecho.",
+        [("I10", "icd10cm", "hipertension arterial"), ("J18.9", "icd10cm", "neumonia")],
+    ),
+    (
+        "n3",
+        "Varon con insuficiencia renal cronica. Antecedente de diabetes mellitus tipo 2. Sin otros hallazgos.",
+        [("N18.9", "icd10cm", "insuficiencia renal cronica"), ("E11.9", "icd10cm", "diabetes mellitus tipo 2")],
+    ),
+    (
+        "n4",
+        "Se diagnostica anemia ferropenica. Tratamiento con hierro oral. Control en un mes.",
+        [("D50.9", "icd10cm", "anemia ferropenica")],
+    ),
 ]
 
 
@@ -32,8 +44,12 @@ def made_up_documents() -> list[Document]:
         golds = []
         for code, system, quote in codes:
             start = text.index(quote)
-            golds.append(GoldCode(code=code, system=system, evidence=(Evidence(pieces=((start, start + len(quote)),)),)))
-        documents.append(Document(id=doc_id, text=text, language="es", codes=tuple(golds), source="made-up", split="train"))
+            golds.append(
+                GoldCode(code=code, system=system, evidence=(Evidence(pieces=((start, start + len(quote)),)),))
+            )
+        documents.append(
+            Document(id=doc_id, text=text, language="es", codes=tuple(golds), source="made-up", split="train")
+        )
     return documents
 
 
@@ -46,8 +62,17 @@ def documents_jsonl(tmp_path_factory) -> Path:
 
 def run_cli(command: str, output_dir: Path, init: str, documents: Path, *extra: str) -> dict:
     args = [
-        "train", command, "--config", str(SMOKE),
-        "--set", f"init={init}", "--set", f"data.documents_jsonl={documents}", "--set", f"output_dir={output_dir}", *extra,
+        "train",
+        command,
+        "--config",
+        str(SMOKE),
+        "--set",
+        f"init={init}",
+        "--set",
+        f"data.documents_jsonl={documents}",
+        "--set",
+        f"output_dir={output_dir}",
+        *extra,
     ]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -98,7 +123,9 @@ def test_grpo_continues_an_sft_coder_adapter_with_a_ref_copy(tmp_path, tiny_lm_d
     adapter = json.loads((second / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)  # loadable anywhere, not the ref copy
     assert not (second / "model" / "ref").exists()
-    assert (second / "lexicon" / "surface_forms.json.gz").read_bytes() == b"the SFT coder's lexicon"  # travels with the coder
+    assert (
+        second / "lexicon" / "surface_forms.json.gz"
+    ).read_bytes() == b"the SFT coder's lexicon"  # travels with the coder
     assert any("kl" in entry for entry in map(json.loads, (second / "train_log.jsonl").read_text().splitlines()))
 
 
@@ -135,8 +162,16 @@ def test_phi_smoke_writes_a_hint_pool_per_round_and_resumes(tmp_path, tiny_lm_di
 def test_phi_rounds_can_continue_one_optimisation(tmp_path, tiny_lm_dir, documents_jsonl):
     out = tmp_path / "phi"
     run_cli(
-        "phi", out, str(tiny_lm_dir), documents_jsonl,
-        "--set", "phi.continue_optimizer=true", "--set", "phi.steps_per_round=2", "--set", "save_steps=2",
+        "phi",
+        out,
+        str(tiny_lm_dir),
+        documents_jsonl,
+        "--set",
+        "phi.continue_optimizer=true",
+        "--set",
+        "phi.steps_per_round=2",
+        "--set",
+        "save_steps=2",
     )
     import torch
 
@@ -151,7 +186,10 @@ def test_phi_rounds_can_continue_one_optimisation(tmp_path, tiny_lm_dir, documen
     assert rates == sorted(rates, reverse=True) and len(set(rates)) == 4 and rates[0] <= 1e-3
     assert rates[2] < 0.5e-3 + 1e-9
     # round 1's AdamW counted round 0's steps too
-    steps = {float(state["step"]) for state in torch.load(out / "round_1" / "optimizer.pt", weights_only=True)["state"].values()}
+    steps = {
+        float(state["step"])
+        for state in torch.load(out / "round_1" / "optimizer.pt", weights_only=True)["state"].values()
+    }
     assert steps == {4.0}
 
 
@@ -163,13 +201,12 @@ def test_phi_rounds_can_anchor_their_kl_to_the_starting_checkpoint(tmp_path, tin
     references = [json.loads((out / f"round_{r}" / "done.json").read_text())["kl_reference"] for r in range(2)]
     assert references == ["round start", str(sft / "model")]
 
+    # a later round's policy as TRL sets it up: its own (moved) adapter, plus a frozen "ref" copy of it
+    import torch
     from peft import PeftModel, load_peft_weights
 
     from icdcoder.models.loading import load_causal_lm
     from icdcoder.rl.grpo import StartingPoint, anchor_reference
-
-    # a later round's policy as TRL sets it up: its own (moved) adapter, plus a frozen "ref" copy of it
-    import torch
 
     base, _ = load_causal_lm(str(tiny_lm_dir))
     policy = PeftModel.from_pretrained(base, str(out / "round_0" / "model"), is_trainable=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from icdcoder.spans.concepts import ConceptIndex, ConceptMatch, alternatives, content_words, sentence_spans
+from icdcoder.spans.concepts import ConceptIndex, ConceptMatch, alternatives, content_words
+from icdcoder.spans.segment import sentence_spans
 
 
 def test_content_words_drop_qualifiers_and_digits():
@@ -27,8 +28,13 @@ def test_clinical_wording_holds_every_content_word_of_the_title(clinical, title)
 
 
 def test_sentence_spans_cut_at_closing_punctuation_and_line_breaks_without_blanks():
-    text = "  CT scan: normal. Dose 3.5 mg\n\nBiopsy taken!"
-    assert [text[start:end] for start, end in sentence_spans(text)] == ["CT scan:", "normal.", "Dose 3.5 mg", "Biopsy taken!"]
+    text = "  CT scan: normal. Dose 3.5 mg\n\nBiopsy taken! Dr. Ruiz saw it."
+    assert [text[start:end] for start, end in sentence_spans(text)] == [
+        "CT scan: normal.",
+        "Dose 3.5 mg",
+        "Biopsy taken!",
+        "Dr. Ruiz saw it.",
+    ]
     assert sentence_spans(" \n ") == []
 
 
@@ -38,7 +44,10 @@ def test_numbers_are_content_words_only_when_asked():
 
 
 def test_alternatives_read_each_of_two_joined_words():
-    assert alternatives("Malignant neoplasm of bronchus or lung") == ["Malignant neoplasm of bronchus", "Malignant neoplasm of lung"]
+    assert alternatives("Malignant neoplasm of bronchus or lung") == [
+        "Malignant neoplasm of bronchus",
+        "Malignant neoplasm of lung",
+    ]
     assert len(alternatives("Disorders of eye and adnexa or orbit")) == 4
     assert alternatives("Acute kidney failure") == ["Acute kidney failure"]
 

@@ -8,7 +8,8 @@ import pytest
 
 from icdcoder.data.schema import Document, Evidence, GoldCode
 from icdcoder.errors import InputError
-from icdcoder.spans import TeacherParaphraser, expand_from_ontology, label_space, normalize_text, sparse_codes
+from icdcoder.ontology.labels import label_space
+from icdcoder.spans import TeacherParaphraser, expand_from_ontology, normalize_text, sparse_codes
 from icdcoder.spans.expansion import PROVENANCE_ORDER
 
 
@@ -35,7 +36,9 @@ def test_every_example_names_its_source_and_quotes_its_whole_text(ontology):
     assert by_code["N44"][0].provenance == "expansion:description"
     assert by_code["N44"][0].text == ontology.describe("N44", "icd10cm")
     # a category code borrows the Spanish wording of its children seen in training
-    assert ("expansion:related_form", "Calcificación intratesticular") in {(e.provenance, e.text) for e in by_code["N44"]}
+    assert ("expansion:related_form", "Calcificación intratesticular") in {
+        (e.provenance, e.text) for e in by_code["N44"]
+    }
     # a clinical abbreviation from the hand-written table
     assert "HTA" in {e.text for e in by_code["I10"] if e.provenance == "expansion:abbreviation"}
     # an unspecified code borrows its parent's wording
@@ -46,9 +49,13 @@ def test_dedup_by_normalized_text_and_per_code_cap(ontology):
     examples = expand_from_ontology(ontology, ["I10", "E11.9", "BW03ZZZ", "J18.9"], TRAIN, per_code_cap=3)
     counts = Counter(e.codes[0] for e in examples)
     assert set(counts) == {"I10", "E11.9", "BW03ZZZ", "J18.9"} and max(counts.values()) <= 3
-    keys = [(normalize_text(e.text), e.codes[0]) for e in expand_from_ontology(ontology, ["I10"], TRAIN, per_code_cap=50)]
+    keys = [
+        (normalize_text(e.text), e.codes[0]) for e in expand_from_ontology(ontology, ["I10"], TRAIN, per_code_cap=50)
+    ]
     assert len(keys) == len(set(keys)) > 3
-    assert expand_from_ontology(ontology, ["I10"], TRAIN, seed=1) == expand_from_ontology(ontology, ["I10"], TRAIN, seed=1)
+    assert expand_from_ontology(ontology, ["I10"], TRAIN, seed=1) == expand_from_ontology(
+        ontology, ["I10"], TRAIN, seed=1
+    )
     with pytest.raises(InputError, match="unknown code"):
         expand_from_ontology(ontology, ["QQQ.99"], TRAIN)
     with pytest.raises(InputError):

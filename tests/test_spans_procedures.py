@@ -36,7 +36,7 @@ def test_each_proposal_carries_its_sentence(composer):
     found = composer.compose(text)
     assert [(item.code, text[item.start : item.end]) for item in found] == [
         ("0DBP", "A biopsy of the rectum was taken."),
-        ("BW21", "CT of the abdomen and pelvis:"),
+        ("BW21", "CT of the abdomen and pelvis: normal."),
     ]
 
 
@@ -46,5 +46,7 @@ def test_operations_are_written_at_the_level_training_notes_code_them(ontology):
     composer = ProcedureComposer(ontology, trained)
     assert composer.compose("Biopsy of the left lung.") == [ComposedCode("0BBL8ZX", "0BBL", 0, 24)]
     assert composer.coded("BW21") == "BW21"
-    assert composer.coded("0DBP") == "0DBP8ZX"  # the level belongs to the root operation (excision), not the body system
+    assert (
+        composer.coded("0DBP") == "0DBP8ZX"
+    )  # the level belongs to the root operation (excision), not the body system
     assert composer.coded("0DTJ") == "0DTJ"  # an operation training never coded (resection) stays a prefix

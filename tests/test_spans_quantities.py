@@ -37,17 +37,27 @@ def test_a_title_writes_one_value_or_range(title, expected):
     assert (key, pytest.approx(low), pytest.approx(high)) == expected
 
 
-@pytest.mark.parametrize("title", ["Dislocation of C3/C4 cervical vertebrae", "Essential hypertension",
-                                   "Burns involving 20-29% of body surface with 10-19% third degree burns"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Dislocation of C3/C4 cervical vertebrae",
+        "Essential hypertension",
+        "Burns involving 20-29% of body surface with 10-19% third degree burns",
+    ],
+)
 def test_a_title_without_exactly_one_value_has_no_interval(title):
     assert title_interval(title) is None
 
 
 def test_families_need_several_codes_covering_different_values():
-    families = value_families([
-        ("Z3A.26", "26 weeks gestation of pregnancy"), ("Z3A.27", "27 weeks gestation of pregnancy"),
-        ("Q85.01", "Neurofibromatosis, type 1"), ("X00", "Lonely 3 title"),
-    ])
+    families = value_families(
+        [
+            ("Z3A.26", "26 weeks gestation of pregnancy"),
+            ("Z3A.27", "27 weeks gestation of pregnancy"),
+            ("Q85.01", "Neurofibromatosis, type 1"),
+            ("X00", "Lonely 3 title"),
+        ]
+    )
     assert list(families) == [WEEKS]
     assert [c.code for c in families[WEEKS]] == ["Z3A.26", "Z3A.27"]
 
@@ -101,8 +111,12 @@ def test_templates_round_trip_and_malformed_ones_fail_in_one_line():
     assert again.to_json() == record
     text = "a las 40 semanas de gestación"
     assert again.matches(text) == templates.matches(text)
-    for broken in ({"families": {}}, {**record, "templates": {"# semana": {"nope": [1, 1]}}},
-                   {**record, "templates": {"# semana": {WEEKS: [1, 2]}}}, {**record, "families": {WEEKS: [["Z3A.10"]]}}):
+    for broken in (
+        {"families": {}},
+        {**record, "templates": {"# semana": {"nope": [1, 1]}}},
+        {**record, "templates": {"# semana": {WEEKS: [1, 2]}}},
+        {**record, "families": {WEEKS: [["Z3A.10"]]}},
+    ):
         with pytest.raises(InputError, match="malformed value templates") as caught:
             QuantityTemplates.from_json(broken, "quantities.json")
         assert "quantities.json" in str(caught.value) and "\n" not in str(caught.value)

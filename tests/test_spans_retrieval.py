@@ -32,9 +32,18 @@ def _doc(doc_id: str, text: str, *codes: tuple[str, str, str]) -> Document:
 
 
 TRAIN = [
-    _doc("a", "Refiere una ñapa cardíaca desde hace años y dolor.", ("I51.9", "icd10cm", "ñapa cardíaca"), ("R52", "icd10cm", "dolor")),
-    _doc("b", "Se observa teste derecho aumentado de tamaño.", ("N44.8", "icd10cm", "teste derecho aumentado de tamaño")),
-    _doc("c", "Se realiza Rx tórax urgente con dolor.", ("BW03ZZZ", "icd10pcs", "Rx tórax"), ("R52", "icd10cm", "dolor")),
+    _doc(
+        "a",
+        "Refiere una ñapa cardíaca desde hace años y dolor.",
+        ("I51.9", "icd10cm", "ñapa cardíaca"),
+        ("R52", "icd10cm", "dolor"),
+    ),
+    _doc(
+        "b", "Se observa teste derecho aumentado de tamaño.", ("N44.8", "icd10cm", "teste derecho aumentado de tamaño")
+    ),
+    _doc(
+        "c", "Se realiza Rx tórax urgente con dolor.", ("BW03ZZZ", "icd10pcs", "Rx tórax"), ("R52", "icd10cm", "dolor")
+    ),
     _doc("d", "Neumonía basal izquierda tratada.", ("J18.9", "icd10cm", "Neumonía basal izquierda")),
     _doc("e", "Nueva neumonía basal izquierda.", ("J18.9", "icd10cm", "neumonía basal izquierda")),
 ]
@@ -98,7 +107,9 @@ def test_save_load_round_trip_gives_identical_results(retriever, tmp_path):
     loaded = CandidateRetriever.load(tmp_path / "ret")
     texts = ["ñapa cardíaca con dolor", "torsion of testis", "Rx tórax"]
     assert loaded.retrieve_many(texts, k=5) == retriever.retrieve_many(texts, k=5)
-    assert loaded.retrieve("ñapa cardíaca", exclude_doc_id="a") == retriever.retrieve("ñapa cardíaca", exclude_doc_id="a")
+    assert loaded.retrieve("ñapa cardíaca", exclude_doc_id="a") == retriever.retrieve(
+        "ñapa cardíaca", exclude_doc_id="a"
+    )
     assert sum(f.stat().st_size for f in (tmp_path / "ret").iterdir()) < 1_000_000
     with pytest.raises(InputError, match="not found"):
         CandidateRetriever.load(tmp_path / "missing")
@@ -119,8 +130,12 @@ def test_attach_candidates_is_leak_free_by_default(retriever):
 
 
 def test_hierarchy_neighbours_of_the_best_code_join_the_list(ontology):
-    plain = CandidateRetriever(RetrieverConfig(family_weight=0, tfidf_weight=0)).fit(TRAIN, ontology, label_space=LABELS)
-    family = CandidateRetriever(RetrieverConfig(family_weight=0.5, tfidf_weight=0)).fit(TRAIN, ontology, label_space=LABELS)
+    plain = CandidateRetriever(RetrieverConfig(family_weight=0, tfidf_weight=0)).fit(
+        TRAIN, ontology, label_space=LABELS
+    )
+    family = CandidateRetriever(RetrieverConfig(family_weight=0.5, tfidf_weight=0)).fit(
+        TRAIN, ontology, label_space=LABELS
+    )
     query = "teste derecho aumentado de tamaño"
     assert _codes(plain.retrieve(query)) == ["N44.8"]
     found = family.retrieve(query)
@@ -170,7 +185,9 @@ def test_embedding_source_is_cached_and_saved(ontology, tmp_path):
 
 def test_embeddings_are_cached_in_the_project_cache_by_default(ontology, tmp_path, monkeypatch):
     monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path))
-    CandidateRetriever(RetrieverConfig(family_weight=0, tfidf_weight=0)).fit(TRAIN, ontology, label_space=LABELS, use_embeddings=True)
+    CandidateRetriever(RetrieverConfig(family_weight=0, tfidf_weight=0)).fit(
+        TRAIN, ontology, label_space=LABELS, use_embeddings=True
+    )
     assert [path.name.startswith("codes-") for path in (tmp_path / "embeddings").iterdir()] == [True]
 
 
@@ -181,7 +198,9 @@ def test_parallel_sentences_and_codiesp_builder_on_a_tiny_layout(ontology, tmp_p
     (tmp_path / "train" / "text_files_en").mkdir(parents=True)
     for number, (spanish, english) in enumerate(PAIRS):
         (tmp_path / "train" / "text_files" / f"d{number}.txt").write_text(f"{spanish} Sin fiebre.", encoding="utf-8")
-        (tmp_path / "train" / "text_files_en" / f"d{number}.txt").write_text(f"{english}\nNo fever.\n", encoding="utf-8")
+        (tmp_path / "train" / "text_files_en" / f"d{number}.txt").write_text(
+            f"{english}\nNo fever.\n", encoding="utf-8"
+        )
     pairs = parallel_sentences(tmp_path, "train")
     assert (PAIRS[0][0], PAIRS[0][1]) in pairs and ("Sin fiebre.", "No fever.") in pairs
     retriever = build_codiesp_retriever(tmp_path, ontology, TRAIN)
@@ -207,7 +226,8 @@ def test_document_truncation_counts_leak_free_retrieval_hits(retriever):
 
 
 def test_text_normalization_and_short_titles():
-    from icdcoder.spans.text import normalize_text, short_title
+    from icdcoder.spans.text import short_title
+    from icdcoder.text import normalize_text
 
     assert normalize_text("Hace un AÑO: diagnóstico, Ñapa-cardíaca") == "hace un año diagnostico ñapa cardiaca"
     long_title = "Malignant neoplasm of unspecified part of unspecified bronchus or lung"

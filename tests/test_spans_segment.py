@@ -45,7 +45,11 @@ def test_sentence_ends_need_a_capital_or_digit_after_them():
 
 def test_lines_are_boundaries_even_without_punctuation():
     text = "A 70-year-old male with a history of prostate cancer\nSurgery was performed\nHe came to the ER."
-    assert _texts(text) == ["A 70-year-old male with a history of prostate cancer", "Surgery was performed", "He came to the ER."]
+    assert _texts(text) == [
+        "A 70-year-old male with a history of prostate cancer",
+        "Surgery was performed",
+        "He came to the ER.",
+    ]
 
 
 def test_long_sentences_split_on_semicolons_before_commas_within_max_words():

@@ -39,9 +39,16 @@ def test_one_word_never_names_a_longer_term():
 
 def test_only_codes_without_offsets_get_evidence_and_they_are_counted(ontology):
     given = GoldCode(code="I21.9", system="icd10cm", evidence=(Evidence(pieces=((0, 7),)),))
-    document = Document(id="n", text=NOTE, language="en", codes=(
-        given, GoldCode(code="E11.9", system="icd10cm"), GoldCode(code="N39.0", system="icd10cm"),
-    ))
+    document = Document(
+        id="n",
+        text=NOTE,
+        language="en",
+        codes=(
+            given,
+            GoldCode(code="E11.9", system="icd10cm"),
+            GoldCode(code="N39.0", system="icd10cm"),
+        ),
+    )
     (located,), report = with_silver_evidence([document], ontology)
     assert (report.located, report.missing) == (1, 1)
     codes = {gold.code: gold for gold in located.codes}

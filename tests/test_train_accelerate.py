@@ -17,11 +17,31 @@ def test_two_process_cpu_smoke_training(tmp_path, tiny_lm_dir):
     corpus = make_codiesp(tmp_path / "codiesp")
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu2.yaml"),
-        "--main_process_port", "29517",
-        "-m", "icdcoder.cli", "train", "sft", "--config", str(REPO / "configs/sft/smoke.yaml"),
-        "--set", f"backbone={tiny_lm_dir}", "--set", f"output_dir={out}", "--set", f"data.data_dir={corpus}",
-        "--set", "data.candidates_k=0", "--set", "max_steps=2", "--set", "per_device_batch_size=1",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/cpu2.yaml"),
+        "--main_process_port",
+        "29517",
+        "-m",
+        "icdcoder.cli",
+        "train",
+        "sft",
+        "--config",
+        str(REPO / "configs/sft/smoke.yaml"),
+        "--set",
+        f"backbone={tiny_lm_dir}",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"data.data_dir={corpus}",
+        "--set",
+        "data.candidates_k=0",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "per_device_batch_size=1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

@@ -16,7 +16,8 @@ def _doc(doc_id: str, text: str, code: str, phrase: str) -> Document:
 
 
 DOCS = [
-    _doc(f"d{i}", f"Paciente {i} con estreñimiento crónico. Control en un mes.", "K59.09", "estreñimiento crónico") for i in range(6)
+    _doc(f"d{i}", f"Paciente {i} con estreñimiento crónico. Control en un mes.", "K59.09", "estreñimiento crónico")
+    for i in range(6)
 ]
 
 
@@ -25,8 +26,14 @@ def _sources(settings: DataSettings, ontology) -> Counter:
 
 
 def test_expansion_share_caps_the_ontology_examples_among_the_spans(ontology):
-    base = {"span_max_words": 12, "negative_ratio": 0.0, "candidates_k": 0, "expansion": True, "expansion_label_space": "all",
-            "expansion_per_code_cap": 2}
+    base = {
+        "span_max_words": 12,
+        "negative_ratio": 0.0,
+        "candidates_k": 0,
+        "expansion": True,
+        "expansion_label_space": "all",
+        "expansion_per_code_cap": 2,
+    }
     everything = _sources(DataSettings(**base), ontology)
     assert everything["expansion"] > 3 * everything["span"]  # the whole label space swamps six spans
     shared = _sources(DataSettings(**base, expansion_share=0.25), ontology)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_infer_support import make_codiesp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,10 +33,10 @@ def corpus(tmp_path_factory) -> Path:
 
 def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
     from icdcoder.infer.coder import SpanLLMPredictor
-    from icdcoder.train.sft import run_sft
+    from icdcoder.train.coder_folder import train_coder
 
     config = _smoke_config(tmp_path, tiny_lm_dir, corpus)
-    report = run_sft(config, ontology=ontology)
+    report = train_coder(config, ontology=ontology)
     run = tmp_path / "run"
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["train_tokens"] > 0 and meta["train_tokens"] == report.train_tokens
@@ -51,17 +50,19 @@ def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, c
     assert (run / "retriever" / "retriever.json").is_file() and (run / "coder.json").is_file()
     coder = SpanLLMPredictor.load(run)
     assert coder.model is not None and coder.retriever is not None
-    assert coder.lexicon is not None and coder.settings.language == "es"  # the run's lexicon travels with the coder
+    assert (
+        coder.signals["lexicon"].index is not None and coder.settings.language == "es"
+    )  # the run's lexicon travels with the coder
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_lm_dir, corpus, ontology):
-    from icdcoder.train.sft import run_sft
+    from icdcoder.train.coder_folder import train_coder
 
     first = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=2)
-    run_sft(first, ontology=ontology)
+    train_coder(first, ontology=ontology)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
     second = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=4)
-    run_sft(second, resume=True, ontology=ontology)
+    train_coder(second, resume=True, ontology=ontology)
     state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())
@@ -74,14 +75,27 @@ def test_cli_overrides_and_bad_config_errors(tmp_path, tiny_lm_dir, corpus):
     from icdcoder.train.cli import parse_overrides
 
     assert parse_overrides(["data.candidates_k=3", "lora.r=4", "backbone=x"]) == {
-        "data": {"candidates_k": 3}, "lora": {"r": 4}, "backbone": "x"
+        "data": {"candidates_k": 3},
+        "lora": {"r": 4},
+        "backbone": "x",
     }
     with pytest.raises(InputError, match="--set"):
         parse_overrides(["novalue"])
     result = subprocess.run(
-        [sys.executable, "-m", "icdcoder.cli", "train", "sft", "--config", str(REPO / "configs/sft/smoke.yaml"),
-         "--set", "lora.rank=3"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "icdcoder.cli",
+            "train",
+            "sft",
+            "--config",
+            str(REPO / "configs/sft/smoke.yaml"),
+            "--set",
+            "lora.rank=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 2
     assert "lora.rank" in result.stderr and "Traceback" not in result.stderr
@@ -89,11 +103,13 @@ def test_cli_overrides_and_bad_config_errors(tmp_path, tiny_lm_dir, corpus):
 
 def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
     from icdcoder.infer.coder import SpanLLMPredictor
-    from icdcoder.train.sft import export_checkpoint, run_sft
+    from icdcoder.train.coder_folder import export_checkpoint, train_coder
 
     config = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=2)
-    run_sft(config, ontology=ontology)
-    exported = export_checkpoint(config, tmp_path / "run" / "checkpoints" / "checkpoint-2", tmp_path / "exported", ontology=ontology)
+    train_coder(config, ontology=ontology)
+    exported = export_checkpoint(
+        config, tmp_path / "run" / "checkpoints" / "checkpoint-2", tmp_path / "exported", ontology=ontology
+    )
     adapter = json.loads((exported / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
     coder = SpanLLMPredictor.load(exported)
@@ -116,10 +132,10 @@ def test_examples_cut_at_max_length_are_counted_unless_packed():
 def test_a_document_model_trained_without_candidates_still_codes_notes(tmp_path, tiny_lm_dir, corpus, ontology):
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanLLMPredictor
-    from icdcoder.train.sft import run_sft
+    from icdcoder.train.coder_folder import train_coder
 
     data = {"data_dir": str(corpus), "max_documents": 4, "spans": False, "document_ratio": 0.5, "candidates_k": 0}
-    run_sft(_smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=1, data=data), ontology=ontology)
+    train_coder(_smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=1, data=data), ontology=ontology)
     coder = SpanLLMPredictor.load(tmp_path / "run")
     assert coder.retriever is not None
     prediction = coder.predict(load_codiesp(corpus, "train")[:1])[0]

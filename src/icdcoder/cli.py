@@ -17,13 +17,17 @@ from icdcoder import __version__
 from icdcoder.assertion.cli import assertion_command
 from icdcoder.baselines.cli import train_baseline
 from icdcoder.data.cli import app as data_app
+from icdcoder.errors import InputError
 from icdcoder.evaluate.bench import bench
 from icdcoder.evaluate.cli import app as evaluate_app
-from icdcoder.errors import InputError
+from icdcoder.experiments.cli import app as experiment_app
+from icdcoder.export.cli import app as export_app
 from icdcoder.infer.cli import code, predict_app
 from icdcoder.ontology.cli import app as codes_app
 from icdcoder.rl.cli import train_grpo, train_phi
+from icdcoder.serve.cli import serve
 from icdcoder.train.cli import train_lexicons, train_sft
+from icdcoder.train.verifier import train_verifier_command
 
 #: exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
@@ -54,14 +58,18 @@ def _root(
 app.add_typer(codes_app, name="codes", help="Look up ICD codes.")
 app.add_typer(data_app, name="data", help="Inspect datasets.")
 app.add_typer(evaluate_app, name="evaluate", help="Score predictions against gold.")
+app.add_typer(export_app, name="export", help="Export coded notes: FHIR R4, CodiEsp TSV, canonical JSONL.")
+app.add_typer(experiment_app, name="experiment", help="Run the experiments behind the docs' tables.")
 app.add_typer(predict_app, name="predict", help="Code a dataset split.")
 app.add_typer(train_app, name="train")
 app.command("code")(code)
 app.command("assertion")(assertion_command)
 app.command("bench")(bench)
+app.command("serve")(serve)
 train_app.command("baseline")(train_baseline)
 train_app.command("sft")(train_sft)
 train_app.command("lexicons")(train_lexicons)
+train_app.command("verifier")(train_verifier_command)
 train_app.command("grpo")(train_grpo)
 train_app.command("phi")(train_phi)
 

@@ -76,8 +76,7 @@ def read_text(path: str | Path) -> str:
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` of a UTF-8 text file without line endings."""
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        yield number, line
+    yield from enumerate(read_text(path).splitlines(), start=1)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
@@ -109,7 +108,10 @@ def readable_json(value, level: int = 0) -> str:
         return json.dumps(value, ensure_ascii=False)
     pad, inner = "  " * level, "  " * (level + 1)
     if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(key, ensure_ascii=False)}: {readable_json(child, level + 1)}" for key, child in value.items()]
+        items = [
+            f"{inner}{json.dumps(key, ensure_ascii=False)}: {readable_json(child, level + 1)}"
+            for key, child in value.items()
+        ]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     return "[\n" + ",\n".join(f"{inner}{readable_json(child, level + 1)}" for child in value) + f"\n{pad}]"
 
@@ -178,7 +180,9 @@ def check_output_file(path: str | Path, inputs: Sequence[str | Path | None] = ()
     path = Path(path)
     for given in inputs:
         if given is not None and _same_file(path, Path(given)):
-            raise InputError(f"is also an input ({given}); the output would replace it: choose another output", path=path)
+            raise InputError(
+                f"is also an input ({given}); the output would replace it: choose another output", path=path
+            )
     if path.is_dir():
         raise InputError("is a folder; the output must be a file path", path=path)
     if path.exists() and not os.access(path, os.W_OK):
@@ -221,7 +225,9 @@ def output_lock(output: str | Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise InputError("another icdcoder run is writing this output; wait for it to end or choose another", path=output) from None
+        raise InputError(
+            "another icdcoder run is writing this output; wait for it to end or choose another", path=output
+        ) from None
     except OSError as err:
         raise InputError(f"cannot lock the output ({err.strerror or err})", path=output) from None
     try:

@@ -21,15 +21,16 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_cases(path: Path) -> list[tuple[object, str, list[tuple[int, int]]]]:
+def read_cases(path: Path) -> list[tuple[str | int, str, list[tuple[int, int]]]]:
     """``(id, text, spans)`` of every line of ``path``, checked (see the module docstring)."""
     from icdcoder.errors import InputError
     from icdcoder.io import read_jsonl
 
-    cases = []
+    cases: list[tuple[str | int, str, list[tuple[int, int]]]] = []
     for number, record in read_jsonl(path):
+
         def fail(message: str) -> InputError:
-            return InputError(message, path=path, line=number)
+            return InputError(message, path=path, line=number)  # noqa: B023
 
         for name in ("id", "text", "spans"):
             if name not in record:
@@ -40,7 +41,7 @@ def read_cases(path: Path) -> list[tuple[object, str, list[tuple[int, int]]]]:
         if not isinstance(text, str):
             raise fail("field 'text' must be a string")
         if not isinstance(record["spans"], list):
-            raise fail("field 'spans' must be a list of {\"start\", \"end\"} objects")
+            raise fail('field \'spans\' must be a list of {"start", "end"} objects')
         spans = []
         for index, span in enumerate(record["spans"]):
             where = f"spans.{index}"
@@ -62,7 +63,7 @@ def read_cases(path: Path) -> list[tuple[object, str, list[tuple[int, int]]]]:
 
 
 def assertion_command(
-    input: Annotated[Path, typer.Option("--input", help="Cases JSONL: {\"id\", \"text\", \"spans\": [{\"start\", \"end\"}]}.")],
+    input: Annotated[Path, typer.Option("--input", help='Cases JSONL: {"id", "text", "spans": [{"start", "end"}]}.')],
     out: Annotated[Path, typer.Option("--out", help="JSONL to write (atomically): each span with its traits.")],
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
 ) -> None:

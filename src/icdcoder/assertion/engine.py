@@ -26,7 +26,11 @@ What this engine adds (all of it data in the rule files):
   ``asintomatico`` matches ``asintomático``); ``LOWER``/``TEXT``/``ORTH`` keep them ("si", if, is not "sí", yes);
 * a cue at the **edge of a span** counts: "sin diabetes" given as one span is negated, and so is "evidence of
   fracture" after "no evidence of" (FORWARD cues starting at or before the span; BACKWARD ones ending at or after it).
-  A cue in the middle of a span does not;
+  A negation cue in the middle of a span counts when the span is mostly what it negates: its scope covers the span's far
+  side, and that side holds more of the span's words than the near side, the negation word left out ("ECG sin evidencia
+  de infarto" is negated, "refiere dolor torácico, sin fiebre" and "náuseas sin vómitos" are not);
+  ``metadata.inside_span: false`` keeps a cue from doing so ("ni", "nor": a list going on inside the span; its
+  negation, if any, comes from before it);
 * ``metadata.terminates``: the categories a TERMINATE rule ends (all when absent); ``metadata.cuts``: the scopes it
   cuts, those running ``FORWARD`` into it, ``BACKWARD`` into it, or both (default); ``metadata.unless_followed_by``
   (with ``window``, tokens): a terminator that does not terminate when one of these words follows ("no X, Y ni Z":
@@ -48,15 +52,15 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
 
 from icdcoder.errors import InputError
+from icdcoder.text import strip_accents
 
 #: rule category -> the trait it gives a span
 CATEGORY_TRAITS = {
@@ -76,7 +80,9 @@ LANGUAGES = ("es", "en")
 #: the keys of medspaCy's ConTextRule JSON (the last three are refused: spans here carry no types, and how many
 #: targets a cue may take depends on which spans a caller passes)
 _RULE_KEYS = {"literal", "pattern", "category", "direction", "max_scope", "metadata"} | {
-    "allowed_types", "excluded_types", "max_targets",
+    "allowed_types",
+    "excluded_types",
+    "max_targets",
 }
 _SPEC_ATTRS = ("LOWER", "NORM", "TEXT", "ORTH")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -84,9 +90,11 @@ _SENTENCE_END = re.compile(r"\n|(?<=[.!?;])[ \t]+|(?<=\.)(?=[A-ZÁÉÍÓÚÑ][a-
 
 
 def normalize(text: str) -> str:
-    """Lower case without accents (``á`` -> ``a``, ``ñ`` -> ``n``): what rules and tokens are compared on."""
-    decomposed = unicodedata.normalize("NFD", text.lower())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    """Lower case without accents (``á`` -> ``a``, ``ñ`` -> ``n``): what rules and tokens are compared on.
+
+    Canonical decomposition only (``NFD``): ``º`` stays, as the rules were written and measured.
+    """
+    return strip_accents(text.lower(), keep_enye=False, form="NFD")
 
 
 def tokenize(text: str, offset: int = 0) -> list[tuple[int, int, str, str]]:
@@ -147,6 +155,8 @@ class Rule:
     unless_window: int = 0
     #: TERMINATE rules: which scopes they cut, those running FORWARD into them, BACKWARD into them, or both
     cuts: frozenset[str] = frozenset({"FORWARD", "BACKWARD"})
+    #: negation cues: whether the cue, inside a long span, negates it ("ni", a list going on, does not)
+    inside_span: bool = True
 
 
 @dataclass
@@ -265,11 +275,24 @@ def compile_rules(data: dict, *, source: str = "<rules>") -> RuleSet:
             raise InputError(f"{where}: 'metadata.cuts' is a list of FORWARD and/or BACKWARD")
         if "cuts" in metadata and direction != "TERMINATE":
             raise InputError(f"{where}: 'metadata.cuts' is for TERMINATE rules only")
+        inside_span = metadata.get("inside_span", True)
+        if not isinstance(inside_span, bool) or ("inside_span" in metadata and category != "NEGATED_EXISTENCE"):
+            raise InputError(f"{where}: 'metadata.inside_span' is true or false, on NEGATED_EXISTENCE rules only")
         text = literal if isinstance(literal, str) else json.dumps(pattern, ensure_ascii=False)
         rules.append(
             Rule(
-                index, category, direction, specs, max_scope, terminates, text, cue_length,
-                unless or frozenset(), window, frozenset(cuts),
+                index,
+                category,
+                direction,
+                specs,
+                max_scope,
+                terminates,
+                text,
+                cue_length,
+                unless or frozenset(),
+                window,
+                frozenset(cuts),
+                inside_span,
             )
         )
     seen: dict[tuple, int] = {}
@@ -345,7 +368,7 @@ def load_rules(path: str | Path) -> RuleSet:
     return compile_rules(data, source=str(path))
 
 
-@lru_cache(maxsize=None)
+@cache
 def rules_for(lang: str) -> RuleSet:
     """The shipped rules of ``lang``, compiled once per process."""
     return load_rules(rules_path(lang))
@@ -471,17 +494,34 @@ def _limits(other: Modifier, mod: Modifier) -> bool:
     return other.rule.direction != "PSEUDO" and other.rule.category == mod.rule.category
 
 
-def _applies(mod: Modifier, start: int, end: int) -> bool:
-    """Whether ``mod`` modifies the target of tokens ``[start, end)``."""
+def _applies(mod: Modifier, start: int, end: int, words: Sequence[bool]) -> bool:
+    """Whether ``mod`` modifies the target of tokens ``[start, end)`` (``words``: which tokens of the sentence are
+    words, not punctuation)."""
     if mod.rule.direction in ("TERMINATE", "PSEUDO") or end <= start:
         return False
     if mod.start < end and start < mod.end:  # the cue overlaps the target: it counts from the target's edge only
-        if mod.rule.direction in ("FORWARD", "BIDIRECTIONAL") and mod.start <= start and mod.end < end:
+        forward = mod.rule.direction in ("FORWARD", "BIDIRECTIONAL")
+        backward = mod.rule.direction in ("BACKWARD", "BIDIRECTIONAL")
+        if forward and mod.start <= start and mod.end < end:
             return True  # "sin diabetes" given as one span, or "evidence of fracture" after "no evidence of"
-        if mod.rule.direction in ("BACKWARD", "BIDIRECTIONAL") and mod.end >= end and mod.start > start:
+        if backward and mod.end >= end and mod.start > start:
             return True  # "neumonía descartada" given as one span
+        if mod.start > start and mod.end < end and mod.rule.category == "NEGATED_EXISTENCE" and mod.rule.inside_span:
+            return _inner_cue_applies(mod, start, end, words, forward, backward)  # a negation inside a long span
         return False
     return mod.scope_start < end and start < mod.scope_end
+
+
+def _inner_cue_applies(
+    mod: Modifier, start: int, end: int, words: Sequence[bool], forward: bool, backward: bool
+) -> bool:
+    """A negation cue inside a span ("ECG sin evidencia de infarto", "Rx: no hay signos de neumonía" given whole) negates
+    it when its scope covers the span's far side and that side holds more of the span's words than the near side, the
+    negation word itself (the cue's first token, or last for a backward cue) left out: the span is mostly what is
+    negated. "Refiere dolor torácico, sin fiebre" and "náuseas sin vómitos" stay affirmed."""
+    if forward and mod.scope_end >= end and sum(words[mod.start + 1 : end]) > sum(words[start : mod.start]):
+        return True
+    return backward and mod.scope_start <= start and sum(words[start : mod.end - 1]) > sum(words[mod.end : end])
 
 
 # ------------------------------------------------------------------------------------------------------- public API
@@ -526,6 +566,7 @@ def assert_with(ruleset: RuleSet, text: str, spans: Sequence[tuple[int, int]]) -
             set_scopes(modifiers, len(tokens))
             if ruleset.cancels:
                 modifiers = cancel(modifiers, ruleset.cancels)
+        words = [t[2][:1].isalnum() for t in tokens]
         token_starts = [t[0] for t in tokens]
         token_ends = [t[1] for t in tokens]
         for index in members:
@@ -537,7 +578,7 @@ def assert_with(ruleset: RuleSet, text: str, spans: Sequence[tuple[int, int]]) -
             if morph:
                 traits.update(morph)
             for mod in modifiers:
-                if _applies(mod, first, stop):
+                if _applies(mod, first, stop, words):
                     traits.add(CATEGORY_TRAITS[mod.rule.category])
             out[index] = [t for t in TRAITS if t in traits]
     return out

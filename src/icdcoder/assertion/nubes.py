@@ -113,7 +113,9 @@ def parse_brat(text: str, ann: str, *, name: str = "", path: str | Path | None =
             if not 0 <= start <= end <= len(text):
                 raise InputError(f"entity {parts[0]}: offsets {start}-{end} outside the text", path=where, line=number)
             if len(pieces) == 1 and len(parts) > 2 and text[start:end] != parts[2]:
-                raise InputError(f"entity {parts[0]}: offsets {start}-{end} do not quote its text", path=where, line=number)
+                raise InputError(
+                    f"entity {parts[0]}: offsets {start}-{end} do not quote its text", path=where, line=number
+                )
             doc.entities[parts[0]] = Entity(parts[0], label, start, end)
         elif kind == "R":
             fields = parts[1].split() if len(parts) > 1 else []
@@ -125,7 +127,7 @@ def parse_brat(text: str, ann: str, *, name: str = "", path: str | Path | None =
             continue
         else:
             raise InputError(f"not a BRAT standoff line (starts with {parts[0][:10]!r})", path=where, line=number)
-    for number, (relation, arg1, arg2) in enumerate(doc.relations, start=1):
+    for relation, arg1, arg2 in doc.relations:
         for arg in (arg1, arg2):
             if arg not in doc.entities:
                 raise InputError(f"relation {relation} names unknown entity {arg}", path=where)

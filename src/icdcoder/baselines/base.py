@@ -10,21 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from icdcoder.config import StrictModel, load_config
 from icdcoder.data.schema import DIAGNOSIS_SYSTEMS, Document
 from icdcoder.errors import InputError
+from icdcoder.evaluate.thresholds import best_threshold, ranking_of
 from icdcoder.io import atomic_write, read_text
+from icdcoder.ontology.labels import code_key
 from icdcoder.predictor import FitReport, Predictor, peak_rss_mb
 
 META_FILE = "meta.json"
-
-#: thresholds tried when tuning on dev (scores are probabilities in [0, 1])
-THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.02 * step, 2) for step in range(1, 50))
 
 #: the two CodiEsp sub-tasks; each gets its own threshold because they are scored apart
 CODE_GROUPS: dict[str, frozenset[str]] = {
@@ -49,52 +48,20 @@ def measured_fit(report: FitReport) -> Iterator[FitReport]:
         report.peak_rss_mb = round(peak_rss_mb(), 1)
 
 
-def micro_f1(predicted: Sequence[set[Any]], gold: Sequence[set[Any]]) -> float:
-    """Micro-averaged F1 of predicted code sets against gold code sets (same order)."""
-    true_pos = sum(len(p & g) for p, g in zip(predicted, gold, strict=True))
-    n_pred = sum(len(p) for p in predicted)
-    n_gold = sum(len(g) for g in gold)
-    if true_pos == 0:
-        return 0.0
-    precision, recall = true_pos / n_pred, true_pos / n_gold
-    return 2 * precision * recall / (precision + recall)
+def tune_threshold(scored: Sequence[dict[str, float]], gold: Sequence[set[str]]) -> tuple[float, float]:
+    """The threshold of the shared grid maximising micro-F1 of ``{code: score}`` per document; returns (threshold, F1).
 
-
-def tune_threshold(
-    scored: Sequence[dict[str, float]],
-    gold: Sequence[set[str]],
-    grid: Sequence[float] = THRESHOLD_GRID,
-) -> tuple[float, float]:
-    """The grid threshold maximising micro-F1 of ``{code: score}`` per document; returns (threshold, F1).
-
-    Ties go to the lowest threshold (more recall). An empty grid is a programming error.
+    :func:`icdcoder.evaluate.thresholds.best_threshold` does the work (ties go to the lowest threshold).
     """
-    if not grid:
-        raise ValueError("empty threshold grid")
-    best_threshold, best_f1 = grid[0], -1.0
-    for threshold in grid:
-        predicted = [{code for code, score in doc.items() if score >= threshold} for doc in scored]
-        f1 = micro_f1(predicted, gold)
-        if f1 > best_f1:
-            best_threshold, best_f1 = threshold, f1
-    return float(best_threshold), best_f1
+    ranked = {index: ranking_of(doc) for index, doc in enumerate(scored)}
+    tuned = best_threshold(ranked, dict(enumerate(gold)), objective="f1")
+    return tuned["threshold"], tuned["f1"]
 
 
 def gold_by_group(documents: Sequence[Document], group: str) -> list[set[str]]:
     """Per document, the gold ``system:code`` keys of one code group."""
     systems = CODE_GROUPS[group]
     return [{code_key(g.code, g.system) for g in doc.codes if g.system in systems} for doc in documents]
-
-
-def code_key(code: str, system: str) -> str:
-    """One string naming a code in its system (codes of different systems may collide)."""
-    return f"{system}:{code}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """Inverse of :func:`code_key`: ``(code, system)``."""
-    system, code = key.split(":", 1)
-    return code, system
 
 
 def write_meta(directory: Path, name: str, config: StrictModel, report: FitReport, **extra: Any) -> None:
@@ -134,4 +101,6 @@ def build_predictor(cls: type[Predictor], config_path: str | Path | None) -> Pre
         return cls()
     if config_model is None:
         raise InputError(f"system '{cls.name}' takes no config file", path=config_path)
-    return cls(load_config(config_path, config_model))
+    # the convention: a class with a ``config_model`` takes its config first (``Predictor`` itself takes none)
+    configured = cast("Callable[[StrictModel], Predictor]", cls)
+    return configured(load_config(config_path, config_model))

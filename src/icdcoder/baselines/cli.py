@@ -22,8 +22,14 @@ def train_baseline(
     lang: str = typer.Option("es", "--lang", help="es: Spanish notes; en: English machine translation."),
     train_split: str = typer.Option("train", "--train-split", help="Split to train on."),
     tune_split: str = typer.Option("dev", "--tune-split", help="Split for thresholds / model selection ('' = none)."),
-    train_jsonl: Path | None = typer.Option(None, "--train-jsonl", help="Training notes as canonical JSONL, instead of --data-dir/--train-split."),
-    tune_jsonl: Path | None = typer.Option(None, "--tune-jsonl", help="Tuning notes as canonical JSONL, instead of --tune-split (with --train-jsonl: none unless given)."),
+    train_jsonl: Path | None = typer.Option(
+        None, "--train-jsonl", help="Training notes as canonical JSONL, instead of --data-dir/--train-split."
+    ),
+    tune_jsonl: Path | None = typer.Option(
+        None,
+        "--tune-jsonl",
+        help="Tuning notes as canonical JSONL, instead of --tune-split (with --train-jsonl: none unless given).",
+    ),
     out: Path = typer.Option(..., "--out", help="Folder to save the trained system into."),
 ) -> None:
     """Train a baseline; prints {"system", "out", "fit_report"} as JSON. The --out folder is checked and locked

@@ -18,11 +18,12 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from icdcoder.baselines.base import read_meta
 from icdcoder.baselines.neural_common import (
+    RUN_INDEPENDENT,
     Example,
     LabelSpace,
     LabelWiseAttention,
-    RUN_INDEPENDENT,
     TrainSettings,
     decode_predictions,
     fingerprint,
@@ -36,7 +37,6 @@ from icdcoder.baselines.neural_common import (
     write_json,
 )
 from icdcoder.baselines.word_vectors import WordVectorSettings, load_or_train_word_vectors
-from icdcoder.baselines.base import read_meta
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
@@ -109,9 +109,9 @@ class LaatPredictor(Predictor):
     def _examples(self, documents: Sequence[Document]) -> list[Example]:
         return [self._example(doc) for doc in documents]
 
-    def _build_network(self, vectors=None) -> LaatNetwork:
+    def _build_network(self, labels: LabelSpace, vectors=None) -> LaatNetwork:
         dim = self.settings.word_vectors.vector_size
-        network = LaatNetwork(len(self.vocabulary), dim, self.settings, len(self.labels))
+        network = LaatNetwork(len(self.vocabulary), dim, self.settings, len(labels))
         if vectors is not None:
             weights = network.embedding.weight.data
             weights[2:] = torch.from_numpy(np.asarray(vectors.vectors, dtype=np.float32))
@@ -127,26 +127,46 @@ class LaatPredictor(Predictor):
         vectors = load_or_train_word_vectors(settings.word_vectors, [doc.text for doc in train])
         self._set_vocabulary(list(vectors.index_to_key))
         self.labels = LabelSpace.from_documents(train)
-        self.network = self._build_network(vectors)
+        self.network = self._build_network(self.labels, vectors)
         train_examples = self._examples(train)
         dev_part = (self._examples(dev), self.labels.targets(dev)) if dev else None
-        run_id = fingerprint(settings.model_dump(exclude={"train": RUN_INDEPENDENT}), self.labels.to_json(),
-                             [d.id for d in train], [d.id for d in dev or ()], len(self.vocabulary))
+        run_id = fingerprint(
+            settings.model_dump(exclude={"train": RUN_INDEPENDENT}),
+            self.labels.to_json(),
+            [d.id for d in train],
+            [d.id for d in dev or ()],
+            len(self.vocabulary),
+        )
         outcome = train_label_attention(
-            self.network, self.network, collate_word_ids,
-            (train_examples, self.labels.targets(train)), dev_part, self.labels, settings.train, run_id,
+            self.network,
+            self.network,
+            collate_word_ids,
+            (train_examples, self.labels.targets(train)),
+            dev_part,
+            self.labels,
+            settings.train,
+            run_id,
         )
         self.thresholds, self.history = outcome.thresholds, outcome.history
         tokens = sum(e.num_tokens for e in train_examples) * outcome.epochs_run
-        self.report = fit_report(started, tokens, outcome,
-                                 {"labels": len(self.labels), "vocabulary": len(self.vocabulary)})
+        self.report = fit_report(
+            started, tokens, outcome, {"labels": len(self.labels), "vocabulary": len(self.vocabulary)}
+        )
         return self.report
 
     def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
         if self.network is None or self.labels is None:
             raise InputError("the laat model is not trained: call fit or load first")
-        return decode_predictions(self.network, self.network, collate_word_ids, documents,
-                                  self._examples(documents), self.labels, self.thresholds, self.settings.train)
+        return decode_predictions(
+            self.network,
+            self.network,
+            collate_word_ids,
+            documents,
+            self._examples(documents),
+            self.labels,
+            self.thresholds,
+            self.settings.train,
+        )
 
     def save(self, directory: str | Path) -> None:
         folder = save_trained(self, directory)
@@ -159,6 +179,6 @@ class LaatPredictor(Predictor):
         predictor = cls(LaatSettings.model_validate(meta["config"]))
         predictor._set_vocabulary(read_json(folder / "vocab.json")[2:])
         predictor.labels = LabelSpace.from_json(read_json(folder / "labels.json"))
-        predictor.network = predictor._build_network()
+        predictor.network = predictor._build_network(predictor.labels)
         restore_trained(predictor, folder, meta)
         return predictor

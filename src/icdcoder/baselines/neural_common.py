@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import torch
@@ -26,12 +26,17 @@ from pydantic import Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from icdcoder.predictor import peak_rss_mb
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import DIAGNOSIS_SYSTEMS, Document, Evidence
 from icdcoder.errors import InputError
+from icdcoder.evaluate.thresholds import best_threshold
 from icdcoder.io import atomic_write, progress_bar
-from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport
+from icdcoder.predictor import (
+    CodePrediction,
+    DocumentPrediction,
+    FitReport,
+    peak_rss_mb,
+)
 
 WORD_PATTERN = re.compile(r"\w+", re.UNICODE)
 #: span of a position that is not a piece of the note (padding, [CLS], [SEP])
@@ -95,7 +100,7 @@ class LabelSpace:
 
     @classmethod
     def from_documents(cls, documents: Sequence[Document]) -> LabelSpace:
-        labels = sorted({(gold.code, gold.system) for doc in documents for gold in doc.codes})
+        labels: list[tuple[str, str]] = sorted({(gold.code, gold.system) for doc in documents for gold in doc.codes})
         if not labels:
             raise InputError("the training documents carry no codes: nothing to learn")
         return cls(labels)
@@ -191,18 +196,20 @@ def mean_average_precision(probabilities: np.ndarray, targets: np.ndarray) -> fl
     return float(np.mean(precisions)) if precisions else 0.0
 
 
-THRESHOLD_GRID = np.round(np.arange(0.02, 0.96, 0.02), 2)
-
-
 def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, diagnosis: np.ndarray) -> dict[str, float]:
-    """The micro-F1-best threshold for diagnoses and for procedures, searched separately."""
+    """The micro-F1-best threshold of the shared grid for diagnoses and for procedures, searched separately
+    (:func:`icdcoder.evaluate.thresholds.best_threshold`)."""
     tuned: dict[str, float] = {}
     for group, columns in (("diagnosis", diagnosis), ("procedure", ~diagnosis)):
         if not columns.any():
             tuned[group] = 0.5
             continue
-        scores = [micro_f1(probabilities[:, columns], targets[:, columns], t) for t in THRESHOLD_GRID]
-        tuned[group] = float(THRESHOLD_GRID[int(np.argmax(scores))])
+        ranked, gold = {}, {}
+        for row, (scores, labels) in enumerate(zip(probabilities[:, columns], targets[:, columns] > 0, strict=True)):
+            order = np.argsort(-scores, kind="stable")
+            ranked[row] = list(zip(scores[order].tolist(), order.tolist(), strict=True))
+            gold[row] = set(np.flatnonzero(labels).tolist())
+        tuned[group] = best_threshold(ranked, gold, objective="f1")["threshold"]
     return tuned
 
 
@@ -247,7 +254,9 @@ def length_bucketed_batches(examples: Sequence[Example], size: int, seed: int, p
 
 
 def epoch_progress_bar() -> Progress:
-    return progress_bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    return progress_bar(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()
+    )
 
 
 @torch.no_grad()
@@ -265,6 +274,19 @@ def collect_probabilities(
 def by_length(examples: Sequence[Example]) -> list[int]:
     """Indices of ``examples`` shortest first: inference batches with little padding."""
     return sorted(range(len(examples)), key=lambda i: examples[i].num_tokens)
+
+
+class TrainState(TypedDict):
+    """Where a training run is: what a checkpoint keeps to resume it."""
+
+    epoch: int
+    best_score: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    #: epochs since the best one (early stopping's patience)
+    stale: int
+    #: training seconds so far, earlier runs included
+    seconds: float
 
 
 @dataclass
@@ -303,11 +325,14 @@ def train_label_attention(
     (a pretrained encoder wants a far smaller one than a fresh head).
     """
     train_examples, train_targets = train
-    optimizer = torch.optim.AdamW(_parameter_groups(module, settings.learning_rate, learning_rates or {}),
-                                  lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(module, settings.learning_rate, learning_rates or {}),
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+    )
     loss_function = nn.BCEWithLogitsLoss()
     diagnosis = labels.diagnosis_mask()
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stale": 0, "seconds": 0.0}
+    state = TrainState(epoch=0, best_score=-1.0, best_epoch=0, history=[], stale=0, seconds=0.0)
     checkpoint = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if checkpoint is not None:
@@ -317,12 +342,25 @@ def train_label_attention(
         task = progress.add_task("epochs", total=settings.epochs, completed=state["epoch"])
         started = time.perf_counter()
         while state["epoch"] < settings.epochs and state["stale"] < settings.patience:
-            if settings.max_train_minutes and resumed_seconds + time.perf_counter() - started > 60 * settings.max_train_minutes:
+            if (
+                settings.max_train_minutes
+                and resumed_seconds + time.perf_counter() - started > 60 * settings.max_train_minutes
+            ):
                 break
             epoch = state["epoch"] + 1
-            loss = _train_one_epoch(module, forward, collate, train_examples, train_targets, optimizer,
-                                    loss_function, settings, epoch, progress)
-            record = {"epoch": epoch, "train_loss": loss}
+            loss = _train_one_epoch(
+                module,
+                forward,
+                collate,
+                train_examples,
+                train_targets,
+                optimizer,
+                loss_function,
+                settings,
+                epoch,
+                progress,
+            )
+            record: dict[str, float] = {"epoch": epoch, "train_loss": loss}
             if dev is not None:
                 probabilities = collect_probabilities(module, forward, dev[0], collate, settings.batch_size)
                 score = _selection_score(settings.selection_metric, probabilities, dev[1], diagnosis)
@@ -335,7 +373,7 @@ def train_label_attention(
             # a tie keeps the later (longer trained) weights but does not reset the patience
             state["stale"] = 0 if score > state["best_score"] else state["stale"] + 1
             if score >= state["best_score"]:
-                state.update(best_score=score, best_epoch=epoch)
+                state["best_score"], state["best_epoch"] = score, epoch
                 best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, run_id, module, optimizer, state, best_weights)
@@ -390,18 +428,23 @@ def _save_checkpoint(
     run_id: str,
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
+    state: TrainState,
     best_weights: dict[str, torch.Tensor],
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"run_id": run_id, "state": state, "model": module.state_dict(),
-               "optimizer": optimizer.state_dict(), "best": best_weights}
+    payload = {
+        "run_id": run_id,
+        "state": state,
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best": best_weights,
+    }
     with atomic_write(directory / "last.pt", "wb") as handle:
         torch.save(payload, handle)
 
 
 def _resume(
-    directory: Path, run_id: str, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    directory: Path, run_id: str, module: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
 ) -> dict[str, torch.Tensor] | None:
     path = directory / "last.pt"
     if not path.is_file():
@@ -424,8 +467,12 @@ def fit_report(started: float, train_tokens: int, outcome: TrainOutcome, extra: 
         wall_seconds=round(time.perf_counter() - started + outcome.resumed_seconds, 2),
         train_tokens=train_tokens,
         peak_rss_mb=round(peak_rss_mb(), 1),
-        extra={"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
-               "resumed_seconds": round(outcome.resumed_seconds, 2), **extra},
+        extra={
+            "best_epoch": outcome.best_epoch,
+            "epochs_run": outcome.epochs_run,
+            "resumed_seconds": round(outcome.resumed_seconds, 2),
+            **extra,
+        },
     )
 
 
@@ -475,8 +522,9 @@ def decode_predictions(
                     code=labels.labels[j][0],
                     system=labels.labels[j][1],
                     score=float(probabilities[row, j]),
-                    evidence=evidence_for(attention[row, j].float().numpy(), examples[index].spans,
-                                          doc.text, settings.evidence_window),
+                    evidence=evidence_for(
+                        attention[row, j].float().numpy(), examples[index].spans, doc.text, settings.evidence_window
+                    ),
                 )
                 for j in chosen
             ]
@@ -531,8 +579,14 @@ def save_trained(predictor: Any, directory: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / "model.pt", predictor.network)
     write_json(folder / "labels.json", predictor.labels.to_json())
-    write_meta(folder, predictor.name, predictor.settings, predictor.report or FitReport(),
-               thresholds=predictor.thresholds, history=predictor.history)
+    write_meta(
+        folder,
+        predictor.name,
+        predictor.settings,
+        predictor.report or FitReport(),
+        thresholds=predictor.thresholds,
+        history=predictor.history,
+    )
     return folder
 
 

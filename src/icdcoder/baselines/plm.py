@@ -16,29 +16,33 @@ import importlib.util
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import Field
 from torch import nn
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from icdcoder.baselines.base import read_meta
 from icdcoder.baselines.neural_common import (
     NO_SPAN,
+    RUN_INDEPENDENT,
     Example,
     LabelSpace,
     LabelWiseAttention,
-    RUN_INDEPENDENT,
     TrainSettings,
     decode_predictions,
+    epoch_progress_bar,
     fingerprint,
     fit_report,
-    epoch_progress_bar,
     read_json,
     restore_trained,
     save_trained,
     seed_everything,
     train_label_attention,
 )
-from icdcoder.baselines.base import read_meta
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
@@ -73,9 +77,9 @@ class PlmSettings(StrictModel):
 
 
 class PlmNetwork(nn.Module):
-    def __init__(self, encoder: nn.Module, settings: PlmSettings, num_labels: int):
+    def __init__(self, encoder: PreTrainedModel, settings: PlmSettings, num_labels: int):
         super().__init__()
-        self.encoder = encoder
+        self.encoder: PreTrainedModel = encoder
         self.dropout = nn.Dropout(settings.dropout)
         self.head = LabelWiseAttention(encoder.config.hidden_size, settings.attention_dim, num_labels)
         if not settings.finetune_encoder:
@@ -106,8 +110,12 @@ def collate_chunks(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         attention[row, :used] = example.inputs["attention"]
     batch = {"ids": ids, "attention": attention, "mask": attention.view(len(examples), -1).bool()}
     if all("hidden" in e.inputs for e in examples):
-        hidden = torch.zeros(len(examples), chunks * length, examples[0].inputs["hidden"].shape[-1],
-                             dtype=examples[0].inputs["hidden"].dtype)
+        hidden = torch.zeros(
+            len(examples),
+            chunks * length,
+            examples[0].inputs["hidden"].shape[-1],
+            dtype=examples[0].inputs["hidden"].dtype,
+        )
         for row, example in enumerate(examples):
             hidden[row, : example.inputs["hidden"].shape[0]] = example.inputs["hidden"]
         batch["hidden"] = hidden
@@ -120,7 +128,7 @@ class PlmPredictor(Predictor):
 
     def __init__(self, settings: PlmSettings | None = None):
         self.settings = settings or PlmSettings()
-        self.tokenizer = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
         self.labels: LabelSpace | None = None
         self.network: PlmNetwork | None = None
         self.thresholds: dict[str, float] = {}
@@ -129,7 +137,7 @@ class PlmPredictor(Predictor):
 
     # -- preparing notes
 
-    def _load_encoder(self, folder: str) -> nn.Module:
+    def _load_encoder(self, folder: str) -> PreTrainedModel:
         from transformers import AutoModel, AutoTokenizer
 
         if not Path(folder).is_dir():
@@ -137,19 +145,31 @@ class PlmPredictor(Predictor):
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         return AutoModel.from_pretrained(folder, local_files_only=True)
 
+    def _loaded_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise InputError("the plm model has no encoder: call fit or load first")
+        return self.tokenizer
+
+    def _trained_network(self) -> PlmNetwork:
+        if self.network is None:
+            raise InputError("the plm model is not trained: call fit or load first")
+        return self.network
+
     def _example(self, doc: Document) -> Example:
         body = self.settings.chunk_tokens - 2
-        encoded = self.tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True,
-                                 truncation=False, verbose=False)
+        tokenizer = self._loaded_tokenizer()
+        encoded = tokenizer(
+            doc.text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
         ids = encoded["input_ids"][: body * self.settings.max_chunks]
         offsets = [tuple(o) for o in encoded["offset_mapping"][: len(ids)]]
         chunk_count = max(1, -(-len(ids) // body))
-        chunk_ids = torch.full((chunk_count, self.settings.chunk_tokens), self.tokenizer.pad_token_id)
+        chunk_ids = torch.full((chunk_count, self.settings.chunk_tokens), tokenizer.pad_token_id)
         attention = torch.zeros_like(chunk_ids)
         spans = [NO_SPAN] * (chunk_count * self.settings.chunk_tokens)
         for chunk in range(chunk_count):
             piece = ids[chunk * body : (chunk + 1) * body]
-            row = [self.tokenizer.cls_token_id, *piece, self.tokenizer.sep_token_id]
+            row = [tokenizer.cls_token_id, *piece, tokenizer.sep_token_id]
             chunk_ids[chunk, : len(row)] = torch.tensor(row)
             attention[chunk, : len(row)] = 1
             base = chunk * self.settings.chunk_tokens + 1
@@ -159,14 +179,15 @@ class PlmPredictor(Predictor):
     @torch.no_grad()
     def _cache_states(self, examples: Sequence[Example], what: str) -> None:
         """Frozen encoder: encode each note once and keep its token states (float16) on the example."""
-        self.network.encoder.eval()
+        network = self._trained_network()
+        network.encoder.eval()
         size = self.settings.encode_batch_size
         with epoch_progress_bar() as progress:
             task = progress.add_task(f"encoding {what}", total=len(examples))
             for start in range(0, len(examples), size):
                 group = examples[start : start + size]
                 batch = collate_chunks(group)
-                states = self.network.encode(batch["ids"], batch["attention"]).half()
+                states = network.encode(batch["ids"], batch["attention"]).half()
                 for row, example in enumerate(group):
                     example.inputs["hidden"] = states[row, : example.inputs["ids"].numel()].clone()
                 progress.update(task, advance=len(group))
@@ -189,11 +210,22 @@ class PlmPredictor(Predictor):
         self.network = PlmNetwork(encoder, settings, len(self.labels))
         train_examples = self._examples(train, "train")
         dev_part = (self._examples(dev, "dev"), self.labels.targets(dev)) if dev else None
-        run_id = fingerprint(settings.model_dump(exclude={"train": RUN_INDEPENDENT}), encoder_path,
-                             self.labels.to_json(), [d.id for d in train], [d.id for d in dev or ()])
+        run_id = fingerprint(
+            settings.model_dump(exclude={"train": RUN_INDEPENDENT}),
+            encoder_path,
+            self.labels.to_json(),
+            [d.id for d in train],
+            [d.id for d in dev or ()],
+        )
         outcome = train_label_attention(
-            self.network, self.network, collate_chunks,
-            (train_examples, self.labels.targets(train)), dev_part, self.labels, settings.train, run_id,
+            self.network,
+            self.network,
+            collate_chunks,
+            (train_examples, self.labels.targets(train)),
+            dev_part,
+            self.labels,
+            settings.train,
+            run_id,
             learning_rates={"encoder.": settings.encoder_learning_rate},
         )
         self.thresholds, self.history = outcome.thresholds, outcome.history
@@ -205,15 +237,23 @@ class PlmPredictor(Predictor):
         if self.network is None or self.labels is None:
             raise InputError("the plm model is not trained: call fit or load first")
         torch.set_num_threads(self.settings.train.threads)
-        return decode_predictions(self.network, self.network, collate_chunks, documents,
-                                  self._examples(documents, "notes"), self.labels, self.thresholds,
-                                  self.settings.train)
+        return decode_predictions(
+            self.network,
+            self.network,
+            collate_chunks,
+            documents,
+            self._examples(documents, "notes"),
+            self.labels,
+            self.thresholds,
+            self.settings.train,
+        )
 
     def save(self, directory: str | Path) -> None:
         """Weights of the head (and of a fine-tuned encoder) plus the encoder folder itself."""
+        network, tokenizer = self._trained_network(), self._loaded_tokenizer()
         folder = save_trained(self, directory)
-        self.network.encoder.save_pretrained(folder / "encoder")
-        self.tokenizer.save_pretrained(folder / "encoder")
+        network.encoder.save_pretrained(folder / "encoder")
+        tokenizer.save_pretrained(folder / "encoder")
 
     @classmethod
     def load(cls, directory: str | Path) -> PlmPredictor:

@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -20,11 +21,14 @@ from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
+from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
 from icdcoder.prompt import build_prompt, parse_answer
 
+if TYPE_CHECKING:
+    from icdcoder.spans import CandidateRetriever
+
 SETTINGS_FILE = "prompt.json"
-CODER_SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 class PromptSettings(StrictModel):
@@ -46,7 +50,7 @@ class PromptPredictor(Predictor):
     def __init__(self, settings: PromptSettings | None = None):
         self.settings = settings or PromptSettings()
         self.shot_texts: list[str] = []
-        self.retriever = None
+        self.retriever: CandidateRetriever | None = None
         self._model = None
         self._ontology = None
 
@@ -57,8 +61,13 @@ class PromptPredictor(Predictor):
         from icdcoder.spans import build_span_examples, to_prompt_completion
 
         started = time.time()
-        examples = [e for e in build_span_examples(list(train), max_words=self.settings.segment_max_words, negative_ratio=0.0,
-                                                   seed=self.settings.seed) if e.targets]
+        examples = [
+            e
+            for e in build_span_examples(
+                list(train), max_words=self.settings.segment_max_words, negative_ratio=0.0, seed=self.settings.seed
+            )
+            if e.targets
+        ]
         random.Random(self.settings.seed).shuffle(examples)
         shots = sorted(examples[: self.settings.shots * 4], key=lambda e: len(e.text))[: self.settings.shots]
         self.shot_texts = [pair["prompt"] + pair["completion"] for pair in map(to_prompt_completion, shots)]
@@ -82,15 +91,19 @@ class PromptPredictor(Predictor):
             from icdcoder.models.loading import load_causal_lm
 
             model, tokenizer = load_causal_lm(self.settings.model)
-            self._model = HFGenerator(model, tokenizer, batch_size=self.settings.batch_size, max_new_tokens=self.settings.max_new_tokens)
+            self._model = HFGenerator(
+                model, tokenizer, batch_size=self.settings.batch_size, max_new_tokens=self.settings.max_new_tokens
+            )
         return self._model
 
     def _prompt(self, text: str) -> str:
-        candidates = self.retriever.retrieve(text, k=self.settings.candidates_k).as_candidates() if self.retriever else ()
+        candidates = (
+            self.retriever.retrieve(text, k=self.settings.candidates_k).as_candidates() if self.retriever else ()
+        )
         return "".join(shot + "\n\n" for shot in self.shot_texts) + build_prompt(text, candidates)
 
     def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
-        from icdcoder.infer.coder import _confidence_by_code
+        from icdcoder.infer.signals.llm import confidence_by_code
         from icdcoder.spans import segment_note
 
         jobs = []
@@ -106,7 +119,7 @@ class PromptPredictor(Predictor):
             answer = generation.text.split("\n\n", 1)[0]
             parsed = parse_answer(answer, text, resolve)
             dropped[index].update(parsed.dropped)
-            confidence = _confidence_by_code(generation, resolve)
+            confidence = confidence_by_code(generation, resolve)
             for item in parsed.items:
                 score = confidence.get(item.code, 0.0)
                 key = (item.code, item.system)

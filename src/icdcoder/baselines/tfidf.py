@@ -14,33 +14,36 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from icdcoder.baselines.base import (
     CODE_GROUPS,
     code_group,
-    code_key,
     fit_report_from_meta,
     gold_by_group,
     measured_fit,
     read_meta,
-    split_key,
     tune_threshold,
     write_meta,
 )
-from icdcoder.baselines.dictionary import Token, tokenize
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
+from icdcoder.evaluate.thresholds import THRESHOLDS
 from icdcoder.io import atomic_write
+from icdcoder.ontology.labels import code_key, split_key
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
+from icdcoder.spans.lexicon import Token, tokenize
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 MODEL_FILE = "tfidf_model.joblib"
-#: probabilities of rare codes are small: the grid is fine near zero
-TFIDF_THRESHOLD_GRID: tuple[float, ...] = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015) + tuple(
-    round(0.01 * step, 2) for step in range(2, 100)
-)
+#: a probability below the smallest positive tuning threshold is never a prediction (thousands per note otherwise)
+SCORE_FLOOR = min(threshold for threshold in THRESHOLDS if threshold > 0)
 
 
 class TfidfConfig(StrictModel):
@@ -50,8 +53,8 @@ class TfidfConfig(StrictModel):
     min_df: int = 2
     max_features: int | None = 100_000
     sublinear_tf: bool = True
-    #: inverse regularisation strength of each logistic regression (CodiEsp dev D MAP: C=10 0.128,
-    #: C=100 0.141, C=1000 0.155: with 500 notes and thousands of codes, weak regularisation wins)
+    #: inverse regularisation strength of each logistic regression: with 500 notes and thousands of codes, weak
+    #: regularisation scored best on CodiEsp dev (the values tried are in CHANGELOG.md)
     C: float = 1000.0
     #: weights smaller than this (in absolute value) are dropped after training
     prune_below: float = 0.05
@@ -71,10 +74,10 @@ class TfidfPredictor(Predictor):
 
     def __init__(self, config: TfidfConfig | None = None):
         self.config = config or TfidfConfig()
-        self.vectorizer = None
+        self.vectorizer: TfidfVectorizer | None = None
         self._names: np.ndarray | None = None
         self.labels: list[str] = []
-        self.weights = None  # scipy.sparse.csr_matrix, (codes, features)
+        self.weights: csr_matrix | None = None  # (codes, features)
         self.intercepts: np.ndarray = np.zeros(0)
         fixed = 0.5 if self.config.threshold is None else self.config.threshold
         self.thresholds: dict[str, float] = dict.fromkeys(CODE_GROUPS, fixed)
@@ -101,14 +104,14 @@ class TfidfPredictor(Predictor):
             if not self.labels:
                 raise InputError("the training documents carry no codes")
             not_converged = self._fit_classifiers(features, train)
-            report.extra.update(codes=len(self.labels), features=features.shape[1], weights=int(self.weights.nnz))
+            report.extra.update(codes=len(self.labels), features=features.shape[1], weights=int(self._trained()[1].nnz))
             report.extra["codes_not_converged"] = not_converged
             report.train_tokens = sum(len(tokenize(doc.text)) for doc in train)  # words read in training
             if dev and self.config.threshold is None:
                 scored = self._scores([doc.text for doc in dev])
                 for group, systems in CODE_GROUPS.items():
                     per_doc = [{k: s for k, s in doc.items() if split_key(k)[1] in systems} for doc in scored]
-                    threshold, f1 = tune_threshold(per_doc, gold_by_group(dev, group), TFIDF_THRESHOLD_GRID)
+                    threshold, f1 = tune_threshold(per_doc, gold_by_group(dev, group))
                     self.thresholds[group] = threshold
                     report.extra[f"{group}_threshold"] = threshold
                     report.extra[f"{group}_dev_micro_f1"] = round(f1, 4)
@@ -145,25 +148,29 @@ class TfidfPredictor(Predictor):
         self.intercepts = np.asarray(intercepts, dtype=np.float32)
         return sum(issubclass(warning.category, ConvergenceWarning) for warning in caught)
 
-    def _probabilities(self, texts: Sequence[str]) -> tuple[object, np.ndarray]:
+    def _trained(self) -> tuple[TfidfVectorizer, csr_matrix]:
+        """The vectorizer and the codes' weights; a clear error before ``fit`` or ``load``."""
         if self.vectorizer is None or self.weights is None:
             raise InputError("the tfidf coder is not trained (fit or load it first)")
-        features = self.vectorizer.transform(texts)
-        logits = (features @ self.weights.T).toarray() + self.intercepts
+        return self.vectorizer, self.weights
+
+    def _probabilities(self, texts: Sequence[str]) -> tuple[csr_matrix, np.ndarray]:
+        vectorizer, weights = self._trained()
+        features = vectorizer.transform(texts)
+        logits = (features @ weights.T).toarray() + self.intercepts
         return features, 1.0 / (1.0 + np.exp(-logits))
 
     def _scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
         _, probabilities = self._probabilities(texts)
-        # scores under the lowest grid threshold can never be chosen: leave them out (thousands per note)
-        floor = min(TFIDF_THRESHOLD_GRID)
-        return [{self.labels[i]: float(row[i]) for i in np.flatnonzero(row >= floor)} for row in probabilities]
+        return [{self.labels[i]: float(row[i]) for i in np.flatnonzero(row >= SCORE_FLOOR)} for row in probabilities]
 
     def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
         if not documents:
             return []
         features, probabilities = self._probabilities([doc.text for doc in documents])
+        weights = self._trained()[1]
         group_of_label = np.array([code_group(split_key(key)[1]) for key in self.labels])
-        cutoffs = np.array([self.thresholds[group] for group in group_of_label], dtype=np.float32)
+        cutoffs = np.array([max(self.thresholds[group], SCORE_FLOOR) for group in group_of_label], dtype=np.float32)
         predictions = []
         for row, doc in enumerate(documents):
             chosen = np.flatnonzero(probabilities[row] >= cutoffs)
@@ -173,14 +180,17 @@ class TfidfPredictor(Predictor):
             codes = []
             for label in chosen.tolist():
                 code, system = split_key(self.labels[label])
-                evidence = self._top_ngram_evidence(label, features[row], tokens)
+                evidence = self._top_ngram_evidence(weights[label], features[row], tokens)
                 codes.append(CodePrediction(code, system, round(float(probabilities[row, label]), 6), evidence))
             predictions.append(DocumentPrediction(doc_id=doc.id, codes=codes))
         return predictions
 
-    def _top_ngram_evidence(self, label: int, feature_row, tokens: list[Token]) -> list[Evidence]:
-        """Where the n-gram contributing most to ``label`` first occurs (none if no n-gram adds to it)."""
-        contributions = feature_row.multiply(self.weights[label]).tocoo()
+    def _top_ngram_evidence(
+        self, label_weights: csr_matrix, feature_row: csr_matrix, tokens: list[Token]
+    ) -> list[Evidence]:
+        """Where the n-gram contributing most to a code (its weights ``label_weights``) first occurs (none if no n-gram
+        adds to it)."""
+        contributions = feature_row.multiply(label_weights).tocoo()
         if contributions.nnz == 0 or contributions.data.max() <= 0:
             return []
         words = self._feature_names[int(contributions.col[int(np.argmax(contributions.data))])].split(" ")
@@ -192,7 +202,7 @@ class TfidfPredictor(Predictor):
     @property
     def _feature_names(self) -> np.ndarray:
         if self._names is None:
-            self._names = self.vectorizer.get_feature_names_out()
+            self._names = self._trained()[0].get_feature_names_out()
         return self._names
 
     def save(self, directory: str | Path) -> None:

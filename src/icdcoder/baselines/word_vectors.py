@@ -66,8 +66,11 @@ def load_or_train_word_vectors(settings: WordVectorSettings, extra_texts: Sequen
     from gensim.models import KeyedVectors, Word2Vec
 
     files = corpus_files(settings)
-    key = fingerprint(settings.model_dump(exclude={"cache_path", "workers"}),
-                      [(p.name, p.stat().st_size) for p in files], list(extra_texts))
+    key = fingerprint(
+        settings.model_dump(exclude={"cache_path", "workers"}),
+        [(p.name, p.stat().st_size) for p in files],
+        list(extra_texts),
+    )
     cache = Path(settings.cache_path) if settings.cache_path else None
     if cache is not None and cache.is_file() and _cache_key(cache) == key:
         log.info("word vectors: reusing %s", cache)
@@ -87,8 +90,9 @@ def load_or_train_word_vectors(settings: WordVectorSettings, extra_texts: Sequen
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         vectors.save(str(cache))
-        write_json(_sidecar(cache), {"key": key, "vocabulary": len(vectors.index_to_key),
-                                     "settings": settings.model_dump()})
+        write_json(
+            _sidecar(cache), {"key": key, "vocabulary": len(vectors.index_to_key), "settings": settings.model_dump()}
+        )
     return vectors
 
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 import math
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from icdcoder.text import strip_accents
 
 Span = tuple[int, int]
 
@@ -49,9 +50,7 @@ _ABBREVIATIONS = frozenset(
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'»)\]]*(?=\s+[\"'«(¿¡\-–]?[A-ZÁÉÍÓÚÑÜ0-9])")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_UNIT = re.compile(
-    r"(\d+(?:[.,]\d+)*)\s*(%|mg|g|kg|mcg|µg|ng|ml|dl|l|mm|cm|m|mmhg|meq|mmol|ui|u|h)\b", re.IGNORECASE
-)
+_UNIT = re.compile(r"(\d+(?:[.,]\d+)*)\s*(%|mg|g|kg|mcg|µg|ng|ml|dl|l|mm|cm|m|mmhg|meq|mmol|ui|u|h)\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -102,10 +101,6 @@ def _normalise_number(number: str) -> str:
     return number.replace(",", ".")
 
 
-def _strip_accents(word: str) -> str:
-    return "".join(ch for ch in unicodedata.normalize("NFD", word) if not unicodedata.combining(ch))
-
-
 def numbers(text: str) -> frozenset[str]:
     """The numbers in ``text``, decimal comma read as a point (``40,2`` == ``40.2``)."""
     return frozenset(_normalise_number(n) for n in _NUMBER.findall(text))
@@ -139,7 +134,7 @@ def anchors(sentence: str) -> frozenset[str]:
         if (mixed_case or proper_name) and not word.isdigit():
             found.add(word.lower())
         if len(word) > COGNATE_PREFIX and word.isalpha():
-            found.add("~" + _strip_accents(word.lower())[:COGNATE_PREFIX])
+            found.add("~" + strip_accents(word.lower(), keep_enye=False, form="NFD")[:COGNATE_PREFIX])
     return frozenset(found)
 
 

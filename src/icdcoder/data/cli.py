@@ -32,14 +32,18 @@ def stats_codiesp(data_dir: Path = DataDir, split: str = Split) -> None:
 def export_codiesp(
     data_dir: Path = DataDir,
     split: str = Split,
-    lang: str = typer.Option("es", "--lang", help="es: Spanish with X offsets; en: English MT, sentence-level evidence."),
+    lang: str = typer.Option(
+        "es", "--lang", help="es: Spanish with X offsets; en: English MT, sentence-level evidence."
+    ),
     out: Path = typer.Option(..., "--out", help="JSONL file to write (atomically)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     translation: bool = typer.Option(
         False, "--translation/--no-translation", help="Spanish notes: keep their English translation (text_files_en)."
     ),
     labels: bool = typer.Option(
-        True, "--labels/--no-labels", help="Read the D/P/X tables; --no-labels: the notes alone (a split without them: background)."
+        True,
+        "--labels/--no-labels",
+        help="Read the D/P/X tables; --no-labels: the notes alone (a split without them: background).",
     ),
 ) -> None:
     """Export one split; prints {"documents": N, "codes": M, "out": PATH}."""
@@ -49,7 +53,12 @@ def export_codiesp(
 
     check_output_file(out)
     documents = load_codiesp(
-        data_dir, split, language=lang, progress=not quiet, with_translation=translation and lang == "es", labelled=labels
+        data_dir,
+        split,
+        language=lang,
+        progress=not quiet,
+        with_translation=translation and lang == "es",
+        labelled=labels,
     )
     save_documents(out, documents)
     codes = sum(len(doc.codes) for doc in documents)

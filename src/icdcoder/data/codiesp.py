@@ -196,7 +196,10 @@ def _load_spanish(data_dir: str | Path, split: str) -> _SplitData:
     if counts["X_spans_mismatched"] or counts["X_codes_not_in_DP"]:
         log.warning(
             "%s/%s: %d X references differ from the text they slice, %d X codes not in D/P",
-            Path(data_dir).name, split, counts["X_spans_mismatched"], counts["X_codes_not_in_DP"],
+            Path(data_dir).name,
+            split,
+            counts["X_spans_mismatched"],
+            counts["X_codes_not_in_DP"],
         )
     return _SplitData(documents, counts)
 
@@ -204,7 +207,9 @@ def _load_spanish(data_dir: str | Path, split: str) -> _SplitData:
 def _unlabelled_spanish(data_dir: str | Path, split: str) -> list[Document]:
     """The Spanish notes of a split, without codes."""
     texts = _read_texts(split_dir(data_dir, split) / "text_files")
-    return [Document(id=doc_id, text=text, language="es", source="codiesp", split=split) for doc_id, text in texts.items()]
+    return [
+        Document(id=doc_id, text=text, language="es", source="codiesp", split=split) for doc_id, text in texts.items()
+    ]
 
 
 def _with_translations(documents: list[Document], folder: Path) -> list[Document]:
@@ -213,7 +218,9 @@ def _with_translations(documents: list[Document], folder: Path) -> list[Document
         log.info("no English translations in %s: coding from the Spanish text alone", folder)
         return documents
     return [
-        doc.model_copy(update={"translation": read_text(folder / f"{doc.id}.txt")}) if (folder / f"{doc.id}.txt").is_file() else doc
+        doc.model_copy(update={"translation": read_text(folder / f"{doc.id}.txt")})
+        if (folder / f"{doc.id}.txt").is_file()
+        else doc
         for doc in documents
     ]
 
@@ -253,7 +260,10 @@ def _aligned(
     if not folder.is_dir():
         raise InputError("English text folder not found", path=folder)
     documents = track(
-        spanish, description=f"aligning {split} (es->en)", disable=not progress, transient=True,
+        spanish,
+        description=f"aligning {split} (es->en)",
+        disable=not progress,
+        transient=True,
         console=Console(stderr=True),  # stdout may carry a JSON result
     )
     for doc in documents:
@@ -283,7 +293,9 @@ def load_codiesp(
         raise InputError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     spanish = _load_spanish(data_dir, split).documents if labelled else _unlabelled_spanish(data_dir, split)
     if language == "es":
-        return _with_translations(spanish, split_dir(data_dir, split) / "text_files_en") if with_translation else spanish
+        return (
+            _with_translations(spanish, split_dir(data_dir, split) / "text_files_en") if with_translation else spanish
+        )
     return [to_english(doc, aligned) for doc, aligned in _aligned(data_dir, split, spanish, progress)]
 
 
@@ -299,7 +311,9 @@ def codiesp_stats(data_dir: str | Path, split: str) -> dict:
     docs = data.documents
     counts = data.counts
     ontology = load_ontology()
-    unknown = Counter(gold.system for doc in docs for gold in doc.codes if not ontology.is_valid(gold.code, gold.system))
+    unknown = Counter(
+        gold.system for doc in docs for gold in doc.codes if not ontology.is_valid(gold.code, gold.system)
+    )
     return {
         "split": split,
         "documents": counts["documents"],

@@ -96,8 +96,8 @@ def _parse_annotation(record: dict, path: Path, where: str) -> Annotation:
             f"(expected one of {', '.join(MDACE_SYSTEMS)})",
             path=path,
         )
-    kind = record.get("type") if isinstance(record.get("type"), str) else ""
-    return Annotation(begin, end, normalize_code(code, system), system, kind)
+    kind = record.get("type")
+    return Annotation(begin, end, normalize_code(code, system), system, kind if isinstance(kind, str) else "")
 
 
 def parse_mdace_file(path: Path, root: Path) -> AnnotatedAdmission:
@@ -182,10 +182,18 @@ def _note_documents(admission: AnnotatedAdmission, texts: dict[int, str], split:
         text = texts[note.note_id]
         documents.append(
             Document(
-                id=f"{admission.doc_id}#{note.note_id}", text=text, language="en",
-                codes=_gold_codes(_note_gold(note, text, 0, admission.path)), source="mdace", split=split,
-                meta={"hadm_id": str(admission.hadm_id), "note_id": str(note.note_id),
-                      "category": note.category, "description": note.description},
+                id=f"{admission.doc_id}#{note.note_id}",
+                text=text,
+                language="en",
+                codes=_gold_codes(_note_gold(note, text, 0, admission.path)),
+                source="mdace",
+                split=split,
+                meta={
+                    "hadm_id": str(admission.hadm_id),
+                    "note_id": str(note.note_id),
+                    "category": note.category,
+                    "description": note.description,
+                },
             )
         )
     return documents
@@ -201,8 +209,12 @@ def _admission_document(admission: AnnotatedAdmission, texts: dict[int, str], sp
         pieces.append(text)
         offset += len(text) + len(ADMISSION_SEPARATOR)
     return Document(
-        id=admission.doc_id, text=ADMISSION_SEPARATOR.join(pieces), language="en", codes=_gold_codes(gold),
-        source="mdace", split=split,
+        id=admission.doc_id,
+        text=ADMISSION_SEPARATOR.join(pieces),
+        language="en",
+        codes=_gold_codes(gold),
+        source="mdace",
+        split=split,
         meta={"hadm_id": str(admission.hadm_id), "note_ids": ",".join(str(n.note_id) for n in admission.notes)},
     )
 

@@ -80,11 +80,56 @@ TOP_K = 50
 
 #: The 50 codes of CAML's MIMIC-III-50 as published (Mullenbach et al. 2018).
 CAML_PAPER_TOP50: tuple[str, ...] = (
-    "401.9", "38.93", "428.0", "427.31", "414.01", "96.04", "96.6", "584.9", "250.00", "96.71",
-    "272.4", "518.81", "99.04", "39.61", "599.0", "530.81", "96.72", "272.0", "285.9", "88.56",
-    "244.9", "486", "38.91", "285.1", "36.15", "276.2", "496", "99.15", "995.92", "V58.61",
-    "507.0", "038.9", "88.72", "585.9", "403.90", "311", "305.1", "37.22", "412", "33.24",
-    "39.95", "287.5", "410.71", "276.1", "V45.81", "424.0", "45.13", "V15.82", "511.9", "37.23",
+    "401.9",
+    "38.93",
+    "428.0",
+    "427.31",
+    "414.01",
+    "96.04",
+    "96.6",
+    "584.9",
+    "250.00",
+    "96.71",
+    "272.4",
+    "518.81",
+    "99.04",
+    "39.61",
+    "599.0",
+    "530.81",
+    "96.72",
+    "272.0",
+    "285.9",
+    "88.56",
+    "244.9",
+    "486",
+    "38.91",
+    "285.1",
+    "36.15",
+    "276.2",
+    "496",
+    "99.15",
+    "995.92",
+    "V58.61",
+    "507.0",
+    "038.9",
+    "88.72",
+    "585.9",
+    "403.90",
+    "311",
+    "305.1",
+    "37.22",
+    "412",
+    "33.24",
+    "39.95",
+    "287.5",
+    "410.71",
+    "276.1",
+    "V45.81",
+    "424.0",
+    "45.13",
+    "V15.82",
+    "511.9",
+    "37.23",
 )
 
 _DIAGNOSIS, _PROCEDURE = 0, 1
@@ -315,9 +360,7 @@ def read_split_csv(path: str | Path) -> dict[int, str]:
     return assignment
 
 
-def iterative_stratification(
-    label_sets: dict, ratios: Sequence[float], *, seed: int = 10
-) -> dict:
+def iterative_stratification(label_sets: dict, ratios: Sequence[float], *, seed: int = 10) -> dict:
     """Assign each key to a subset so every label is spread as ``ratios`` (Sechidis et al. 2011).
 
     Repeatedly takes the label with the fewest unassigned examples and gives each
@@ -406,7 +449,12 @@ def _tracked(rows: Iterator, description: str, enabled: bool) -> Iterator[Iterat
     """Wrap a row stream in a rich progress bar counting rows (the total is unknown while streaming)."""
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+    )
     with progress_bar(*columns, enabled=enabled) as progress:
         task = progress.add_task(description, total=None)
 
@@ -536,9 +584,13 @@ def prepare_mimic3(
                 kept = [i for i in code_ids if codes.codes[i][0] in top50_set]
                 _route_mimic3(writers, counts, hadm_id, rows, codes, kept, splits_50, "mimic3_50")
     counts.update({f"written/{name}": value for name, value in writers.counts.items()})
-    summary = {"dataset": "mimic3", "counts": dict(sorted(counts.items())), "top50": top50,
-               "top50_source": ("caml_paper" if paper_top50 else "computed") if top50 else None,
-               "files": sorted(f"{dataset}/{split}.jsonl" for dataset, split in writers.handles)}
+    summary = {
+        "dataset": "mimic3",
+        "counts": dict(sorted(counts.items())),
+        "top50": top50,
+        "top50_source": ("caml_paper" if paper_top50 else "computed") if top50 else None,
+        "files": sorted(f"{dataset}/{split}.jsonl" for dataset, split in writers.handles),
+    }
     _write_summary(out_dir / "mimic3_summary.json", summary)
     return summary
 
@@ -561,8 +613,15 @@ def _route_mimic3(
         counts[f"{dataset}/dropped_without_codes"] += 1
         return
     meta = {"hadm_id": str(hadm_id), "subject_id": rows[0][1], "note_ids": ",".join(row[0] for row in rows)}
-    document = Document(id=str(hadm_id), text=NOTE_SEPARATOR.join(row[7] for row in rows), language="en",
-                        codes=codes.gold(code_ids), source="mimic3", split=split, meta=meta)
+    document = Document(
+        id=str(hadm_id),
+        text=NOTE_SEPARATOR.join(row[7] for row in rows),
+        language="en",
+        codes=codes.gold(code_ids),
+        source="mimic3",
+        split=split,
+        meta=meta,
+    )
     writers.write(dataset, document)
 
 
@@ -677,7 +736,8 @@ def prepare_mimic4(
         labels, admissions = _patient_labels(kept, store, frequent)
         counts[f"mimic4_icd{version}/codes_kept"] = len(frequent)
         split_of_patient = (
-            {} if given_splits is not None
+            {}
+            if given_splits is not None
             else stratified_patient_splits(labels, test_size=test_size, dev_size=dev_size, seed=seed)
         )
         plans[version] = (frequent, split_of_patient)
@@ -694,11 +754,19 @@ def prepare_mimic4(
                     plan = plans[version]
                     _route_mimic4(writers, counts, row, subject_id, hadm_id, store, plan, given_splits, version)
     counts.update({f"written/{name}": value for name, value in writers.counts.items()})
-    split_method = {"method": "iterative_stratification_by_patient", "test_size": test_size, "dev_size": dev_size,
-                    "seed": seed}
-    summary = {"dataset": "mimic4", "counts": dict(sorted(counts.items())), "min_code_count": min_code_count,
-               "splits": "given" if given_splits is not None else split_method,
-               "files": sorted(f"{dataset}/{split}.jsonl" for dataset, split in writers.handles)}
+    split_method = {
+        "method": "iterative_stratification_by_patient",
+        "test_size": test_size,
+        "dev_size": dev_size,
+        "seed": seed,
+    }
+    summary = {
+        "dataset": "mimic4",
+        "counts": dict(sorted(counts.items())),
+        "min_code_count": min_code_count,
+        "splits": "given" if given_splits is not None else split_method,
+        "files": sorted(f"{dataset}/{split}.jsonl" for dataset, split in writers.handles),
+    }
     _write_summary(out_dir / "mimic4_summary.json", summary)
     return summary
 
@@ -727,8 +795,14 @@ def _route_mimic4(
         counts[f"{dataset}/not_in_split_file"] += 1
         return
     note_id, _subject, _hadm, note_type, note_seq, charttime, text = row
-    meta = {"subject_id": str(subject_id), "hadm_id": str(hadm_id), "note_type": note_type,
-            "note_seq": note_seq, "charttime": charttime}
-    document = Document(id=note_id, text=text, language="en", codes=store.gold(code_ids),
-                        source=dataset, split=split, meta=meta)
+    meta = {
+        "subject_id": str(subject_id),
+        "hadm_id": str(hadm_id),
+        "note_type": note_type,
+        "note_seq": note_seq,
+        "charttime": charttime,
+    }
+    document = Document(
+        id=note_id, text=text, language="en", codes=store.gold(code_ids), source=dataset, split=split, meta=meta
+    )
     writers.write(dataset, document)

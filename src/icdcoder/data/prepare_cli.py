@@ -57,8 +57,9 @@ def mimic4(
     from icdcoder.io import check_output_dir
 
     check_output_dir(out_dir, inputs=[note_dir, hosp_dir])
-    summary = prepare_mimic4(note_dir, hosp_dir, out_dir, min_code_count=min_code_count, split_csv=split_csv,
-                             seed=seed, progress=not quiet)
+    summary = prepare_mimic4(
+        note_dir, hosp_dir, out_dir, min_code_count=min_code_count, split_csv=split_csv, seed=seed, progress=not quiet
+    )
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 

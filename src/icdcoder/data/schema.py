@@ -114,7 +114,9 @@ def save_documents(path: str | Path, documents: Iterable[Document]) -> None:
 DocumentCheck = Callable[[Document], None]
 
 
-def iter_documents(path: str | Path, defaults: dict | None = None, check: DocumentCheck | None = None) -> Iterator[Document]:
+def iter_documents(
+    path: str | Path, defaults: dict | None = None, check: DocumentCheck | None = None
+) -> Iterator[Document]:
     """Read documents from JSONL; a bad record raises an error naming its line and field.
 
     ``defaults``: values for fields a record leaves out (``{"language": "en"}`` for notes that name none); ``check``:

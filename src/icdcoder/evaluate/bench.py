@@ -1,7 +1,8 @@
 """``icdcoder bench``: train (or load) several coders, score them on one CodiEsp split, tabulate.
 
-One YAML (``configs/bench/codiesp_dev.yaml``) names the data, the split and the
-systems. For each system the bench trains it on the training split (thresholds
+One YAML names the data, the split and the systems (the ``codiesp_dev`` and
+``codiesp_dev_en`` experiments, :mod:`icdcoder.experiments`, run the project's
+own benches through :func:`run_system`). For each system the bench trains it on the training split (thresholds
 on ``tune_split``) or loads a saved model, codes the evaluated split, writes the
 CodiEsp submission files and scores them with the official-style scorer
 (``icdcoder.evaluate.codiesp.score_submission``) plus :func:`metrics.evaluate`
@@ -27,8 +28,6 @@ import typer
 
 from icdcoder.config import StrictModel
 from icdcoder.io import progress_bar
-
-DEFAULT_CONFIG = Path("configs/bench/codiesp_dev.yaml")
 
 
 class SystemSpec(StrictModel):
@@ -66,16 +65,18 @@ class BenchConfig(StrictModel):
 def run_system(spec: SystemSpec, settings: BenchConfig) -> dict[str, Any]:
     """Train or load, predict, score one system; returns its result record (raises on failure)."""
     from icdcoder.baselines.base import build_predictor
-    from icdcoder.predictor import peak_rss_mb
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.codiesp import score_submission, write_submission
     from icdcoder.evaluate.metrics import code_frequencies, evaluate
+    from icdcoder.predictor import peak_rss_mb
     from icdcoder.registry import predictor_class
 
     cls = predictor_class(spec.system)
     train = load_codiesp(settings.data_dir, settings.train_split, language=settings.lang)
     # Spanish notes come with their English translation where the split ships one (the span coder reads it)
-    evaluated = load_codiesp(settings.data_dir, settings.split, language=settings.lang, with_translation=settings.lang == "es")
+    evaluated = load_codiesp(
+        settings.data_dir, settings.split, language=settings.lang, with_translation=settings.lang == "es"
+    )
     if spec.model is not None:
         predictor = cls.load(spec.model)
         fit_report = _stored_fit_report(spec.model)
@@ -195,8 +196,24 @@ def _cell(value: Any, key: str) -> str:
     return f"{float(value):.3f}"
 
 
-def markdown_table(results: list[dict[str, Any]], settings: BenchConfig, config_path: Path = DEFAULT_CONFIG) -> str:
-    """The bench table in Markdown; a failed (or skipped) system shows its reason instead of numbers."""
+def markdown_table(results: list[dict[str, Any]], settings: BenchConfig, config_path: Path) -> str:
+    """The bench table in Markdown with its caption."""
+    return (
+        results_table(results) + "\n" + caption(settings) + f" Regenerate: `icdcoder bench --config {config_path}`.\n"
+    )
+
+
+def caption(settings: BenchConfig) -> str:
+    """What the table's rows were trained, tuned and scored on, and what its recall bands mean."""
+    return (
+        f"CodiEsp `{settings.split}` ({settings.lang}), trained on `{settings.train_split}`"
+        + (f", thresholds on `{settings.tune_split}`" if settings.tune_split else "")
+        + ". Bands: recall of gold codes (diagnoses and procedures together) seen 0 / 1-4 / >=5 times in training."
+    )
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    """One Markdown row per system; a failed (or skipped) system shows its reason instead of numbers."""
     header = ["system", *(title for title, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for result in results:
@@ -206,13 +223,7 @@ def markdown_table(results: list[dict[str, Any]], settings: BenchConfig, config_
             continue
         cells = [_cell(result[group].get(key), key) for _, group, key in COLUMNS]
         lines.append("| " + " | ".join([result["name"], *cells]) + " |")
-    caption = (
-        f"CodiEsp `{settings.split}` ({settings.lang}), trained on `{settings.train_split}`"
-        + (f", thresholds on `{settings.tune_split}`" if settings.tune_split else "")
-        + ". Bands: recall of gold codes (diagnoses and procedures together) seen 0 / 1-4 / >=5 times in training. "
-        + f"Regenerate: `icdcoder bench --config {config_path}`."
-    )
-    return "\n".join(lines) + "\n\n" + caption + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def write_chart(path: Path, results: list[dict[str, Any]]) -> None:
@@ -262,7 +273,7 @@ def update_readme(readme: Path, marker: str, table: str) -> None:
 
 
 def bench(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Bench YAML (configs/bench/)."),
+    config: Path = typer.Option(..., "--config", help="Bench YAML naming the data, the split and the systems."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Override the YAML's data_dir."),
     force: bool = typer.Option(False, "--force", help="Re-run systems that already have a result."),
     only: list[str] = typer.Option([], "--only", help="Run only these system names (others are still tabulated)."),
@@ -271,7 +282,12 @@ def bench(
     """Train/load each system, score it on the split, write json/md/png; prints the outputs as JSON."""
     from icdcoder.config import load_config
     from icdcoder.errors import InputError
-    from icdcoder.io import atomic_write, check_output_dir, check_output_file, output_lock
+    from icdcoder.io import (
+        atomic_write,
+        check_output_dir,
+        check_output_file,
+        output_lock,
+    )
 
     overrides = {"data_dir": str(data_dir)} if data_dir is not None else None
     settings = load_config(config, BenchConfig, overrides=overrides)
@@ -292,7 +308,9 @@ def bench(
             progress.update(task, description=f"bench: {spec.name}")
             results.append(_result_for(spec, settings, bench_dir / f"{spec.name}.json", force, only))
             progress.advance(task)
-    results = [_stored_result(bench_dir / f"{spec.name}.json", result) for spec, result in zip(settings.systems, results)]
+    results = [
+        _stored_result(bench_dir / f"{spec.name}.json", result) for spec, result in zip(settings.systems, results)
+    ]
     table = markdown_table(results, settings, config)
     outputs = {suffix: Path(settings.output_dir) / f"{settings.name}.{suffix}" for suffix in ("json", "md", "png")}
     with atomic_write(outputs["json"]) as handle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,14 +27,14 @@ def codiesp(
     split: Annotated[str, typer.Option("--split", help="Split to score against, e.g. dev.")],
     pred_dir: Annotated[Path, typer.Option("--pred-dir", help="Folder with D.tsv, P.tsv, X.tsv.")],
     train_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--train-dir", help="Training split folder, for unseen codes (default: DATA_DIR/train)."),
     ] = None,
     valid_codes_d: Annotated[
-        Optional[Path], typer.Option("--valid-codes-d", help="Official valid diagnosis codes (TSV, code first).")
+        Path | None, typer.Option("--valid-codes-d", help="Official valid diagnosis codes (TSV, code first).")
     ] = None,
     valid_codes_p: Annotated[
-        Optional[Path], typer.Option("--valid-codes-p", help="Official valid procedure codes (TSV, code first).")
+        Path | None, typer.Option("--valid-codes-p", help="Official valid procedure codes (TSV, code first).")
     ] = None,
 ) -> None:
     """Score a CodiEsp submission (D/P: MAP, P/R/F1; X: evidence P/R/F1) and print the JSON contract."""
@@ -66,7 +66,9 @@ def check_gold_documents(documents: Sequence[Document], path: Path) -> None:
     seen: set[str] = set()
     for doc in documents:
         if doc.id in seen:
-            raise InputError(f"note '{doc.id}' occurs twice in the gold file", path=path, line=_line_of(path, doc.id, 2))
+            raise InputError(
+                f"note '{doc.id}' occurs twice in the gold file", path=path, line=_line_of(path, doc.id, 2)
+            )
         seen.add(doc.id)
 
 
@@ -121,13 +123,13 @@ def jsonl(
     gold: Annotated[Path, typer.Option("--gold", help="Notes with their gold codes, canonical JSONL.")],
     pred: Annotated[Path, typer.Option("--pred", help="Predictions JSONL (`icdcoder predict jsonl`).")],
     train: Annotated[
-        Optional[Path], typer.Option("--train", help="Training notes (canonical JSONL), for seen/unseen code bands.")
+        Path | None, typer.Option("--train", help="Training notes (canonical JSONL), for seen/unseen code bands.")
     ] = None,
 ) -> None:
     """Score a predictions file against gold notes, per code system: micro/macro P/R/F1, MAP, P@k/R@k, AUC,
     frequency bands with --train, evidence P/R/F1 (CodiEsp-X rule) where the gold has evidence.
 
-    Codes of a system the gold has no code of are not scored; they are counted in ``codes_in_systems_without_gold``.
+    Codes of a system the gold has no code of are not scored; they are counted in 'codes_in_systems_without_gold'.
     """
     from icdcoder.data.schema import load_documents
     from icdcoder.errors import InputError
@@ -148,6 +150,8 @@ def jsonl(
         "predicted_documents": sum(1 for p in predictions if p.doc_id in ids),
         "predictions_outside_gold": sum(1 for p in predictions if p.doc_id not in ids),
         "codes_in_systems_without_gold": codes_without_gold_system(predictions, ids, systems),
-        "by_system": {system: evaluate(documents, predictions, train_counts=counts, systems=[system]) for system in systems},
+        "by_system": {
+            system: evaluate(documents, predictions, train_counts=counts, systems=[system]) for system in systems
+        },
     }
     typer.echo(json.dumps(result, ensure_ascii=False))

@@ -193,7 +193,7 @@ def precision_recall_at_k(gold: Mapping[str, set], ranked: Mapping[str, Sequence
 
 def auc_scores(
     gold: Mapping[str, set],
-    scores: Mapping[str, Mapping[Hashable, float]],
+    scores: Mapping[str, Mapping[Any, float]],
     label_space: Iterable[Hashable] | None = None,
 ) -> dict[str, float | None]:
     """Micro and macro ROC AUC over documents x labels (scikit-learn ``roc_auc_score``).
@@ -254,7 +254,7 @@ def frequency_band(count: int) -> str:
 
 
 def frequency_band_recall(
-    gold: Mapping[str, set], ranked: Mapping[str, Sequence], train_counts: Mapping[Hashable, int]
+    gold: Mapping[str, set], ranked: Mapping[str, Sequence], train_counts: Mapping[Any, int]
 ) -> dict[str, float | int | None]:
     """Recall on gold (document, code) pairs grouped by the code's training frequency band.
 
@@ -286,8 +286,8 @@ def reference_inside(gold_span: Span, predicted_span: Span, slack: int = EVIDENC
 
 
 def evidence_prf(
-    gold: Mapping[tuple[str, Hashable], Sequence[Span]],
-    predicted: Mapping[tuple[str, Hashable], Sequence[Span]],
+    gold: Mapping[tuple[str, Any], Sequence[Span]],
+    predicted: Mapping[tuple[str, Any], Sequence[Span]],
     slack: int = EVIDENCE_SLACK,
 ) -> dict[str, float]:
     """CodiEsp-X precision/recall/F1 over (document, code) pairs.

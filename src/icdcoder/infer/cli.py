@@ -13,6 +13,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from textwrap import shorten
 from typing import TYPE_CHECKING, Annotated
@@ -86,17 +87,39 @@ def codable(max_chars: int) -> DocumentCheck:
 
 def run_fingerprint(input_digest: str, model: Path | None, system: str, profile: str, **settings) -> dict:
     """What identifies a coding run, so that an interrupted run resumes only under the same input, model, profile,
-    assertion rules and settings (see ``icdcoder.infer.records``)."""
+    assertion and integral-symptom rules and settings (see ``icdcoder.infer.records``)."""
     from icdcoder.assertion import LANGUAGES as ASSERTION_LANGUAGES
     from icdcoder.assertion import rules_version
     from icdcoder.infer.records import folder_digest
+    from icdcoder.ontology.symptoms import rules_version as symptom_rules_version
 
     return {
-        "input": input_digest, "model": folder_digest(model_folder(model)), "system": system, "icdcoder": __version__,
-        "profile": profile, "assertion_rules": {lang: rules_version(lang) for lang in ASSERTION_LANGUAGES}, **settings,
+        "input": input_digest,
+        "model": folder_digest(model_folder(model)),
+        "system": system,
+        "icdcoder": __version__,
+        "profile": profile,
+        "assertion_rules": {lang: rules_version(lang) for lang in ASSERTION_LANGUAGES},
+        "symptom_rules": symptom_rules_version(),
+        **settings,
     }
 
 
+def coding_engine(model: Path | None, system: str, workers: int):
+    """Where the batches are coded: this process (None) or a pool of ``workers`` processes, each loading the coder."""
+    from icdcoder.infer.parallel import WorkerPool
+
+    return WorkerPool(partial(load_predictor, model, system), workers) if workers > 1 else None
+
+
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Worker processes, each with its own copy of the coder (about 0.8 GB): up to the CPU cores. The output is "
+        "the same as with one, and a run resumes under any number.",
+    ),
+]
 MaxNoteChars = Annotated[
     int, typer.Option("--max-note-chars", min=1, help="Refuse notes longer than this many characters.")
 ]
@@ -116,30 +139,40 @@ def predict_codiesp(
     split: Annotated[str, typer.Option("--split", help="Split to code, e.g. dev.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where D.tsv, P.tsv and X.tsv are written.")],
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
-    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
+    ] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     limit: Annotated[int | None, typer.Option("--limit", help="Code only the first N notes (quick checks).")] = None,
     translation: Annotated[
-        bool, typer.Option("--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it.")
+        bool,
+        typer.Option(
+            "--translation/--no-translation", help="Spanish notes: also read text_files_en when the split has it."
+        ),
     ] = True,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "codiesp",
+    workers: Workers = 1,
 ) -> None:
     """Code every note of a CodiEsp split; prints row counts as JSON.
 
-    Only the notes are read: a split without annotations (``background``, or a test split before its gold is out)
-    is coded as any other. The notes' records (codes, scores, evidence) go to ``OUT_DIR/predictions.jsonl`` as
-    ``predict jsonl`` writes them, a chunk at a time: an interrupted run resumes where it stopped. D/P/X.tsv hold the
-    records' ``codes`` only (under ``--profile clinical``, not the excluded ones)."""
+    Only the notes are read: a split without annotations ('background', or a test split before its gold is out)
+    is coded as any other. The notes' records (codes, scores, evidence) go to 'OUT_DIR/predictions.jsonl' as
+    'predict jsonl' writes them, a chunk at a time: an interrupted run resumes where it stopped. D/P/X.tsv hold the
+    records' 'codes' only (under '--profile clinical', not the excluded ones)."""
     from icdcoder.data.codiesp import load_codiesp, split_dir
     from icdcoder.evaluate.codiesp import write_submission
+    from icdcoder.infer.parallel import check_workers
     from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import documents_digest, predict_to_jsonl, read_predictions
 
     check_language(lang)
     check_profile(profile)
+    check_workers(workers)
     check_output_dir(out_dir, inputs=[data_dir, split_dir(data_dir, split)])
-    documents = load_codiesp(data_dir, split, language=lang, with_translation=translation and lang == "es", labelled=False)
+    documents = load_codiesp(
+        data_dir, split, language=lang, with_translation=translation and lang == "es", labelled=False
+    )
     if limit is not None:
         documents = documents[:limit]
     _check_split_notes(documents, split_dir(data_dir, split), codable(max_note_chars))
@@ -148,8 +181,15 @@ def predict_codiesp(
     with output_lock(out_dir), progress_bar() as bar:
         task = bar.add_task(f"coding {split}", total=len(documents))
         counts = predict_to_jsonl(
-            lambda: load_predictor(model, system), documents, [document.id for document in documents], records, chunk=PREDICT_CHUNK,
-            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint, profile=profile,
+            lambda: load_predictor(model, system),
+            documents,
+            [document.id for document in documents],
+            records,
+            chunk=PREDICT_CHUNK,
+            report=lambda done, _total: bar.update(task, completed=done),
+            fingerprint=fingerprint,
+            profile=profile,
+            engine=coding_engine(model, system, workers),
         )
         predictions = read_predictions(records)
         rows = write_submission(out_dir, predictions)
@@ -169,33 +209,128 @@ def _check_split_notes(documents: list[Document], folder: Path, check: DocumentC
 
 @predict_app.command("jsonl")
 def predict_jsonl(
-    input_path: Annotated[Path, typer.Option("--input", help="Notes in canonical JSONL (id, text; language, translation optional).")],
+    input_path: Annotated[
+        Path, typer.Option("--input", help="Notes in canonical JSONL (id, text; language, translation optional).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: one record per note, codes with evidence.")],
     lang: Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")] = "en",
-    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
+    ] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
+    workers: Workers = 1,
 ) -> None:
     """Code every note of a JSONL file (MIMIC, exported CodiEsp, your own notes); an interrupted run resumes.
 
     Prints counts as JSON."""
     from icdcoder.data.schema import document_ids, iter_documents
+    from icdcoder.infer.parallel import check_workers
     from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import file_digest, predict_to_jsonl
 
     check_language(lang)
     check_profile(profile)
+    check_workers(workers)
     check_output_file(out, inputs=[input_path])
     defaults = {"language": lang}
     ids = document_ids(input_path, defaults, codable(max_note_chars))  # a bad record fails now, not hours into the run
-    fingerprint = run_fingerprint(file_digest(input_path), model, system, profile, language=lang, max_note_chars=max_note_chars)
+    fingerprint = run_fingerprint(
+        file_digest(input_path), model, system, profile, language=lang, max_note_chars=max_note_chars
+    )
     with output_lock(out), progress_bar() as bar:
         task = bar.add_task(f"coding {input_path.name}", total=len(ids))
         counts = predict_to_jsonl(
-            lambda: load_predictor(model, system), iter_documents(input_path, defaults), ids, out, chunk=chunk,
-            report=lambda done, _total: bar.update(task, completed=done), fingerprint=fingerprint, profile=profile,
+            lambda: load_predictor(model, system),
+            iter_documents(input_path, defaults),
+            ids,
+            out,
+            chunk=chunk,
+            report=lambda done, _total: bar.update(task, completed=done),
+            fingerprint=fingerprint,
+            profile=profile,
+            engine=coding_engine(model, system, workers),
+        )
+    typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))
+
+
+@predict_app.command("ray")
+def predict_ray(
+    input_path: Annotated[
+        Path, typer.Option("--input", help="Notes in canonical JSONL (id, text; language, translation optional).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: the file predict jsonl writes.")],
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join ('auto': the one this machine belongs to, or ray://host:10001); "
+            "default: a Ray started on this machine.",
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            "--actors",
+            min=1,
+            help="Coder actors, each loading the coder once (default: the cluster's CPUs / --cpus-per-actor).",
+        ),
+    ] = None,
+    cpus_per_actor: Annotated[
+        float, typer.Option("--cpus-per-actor", min=0.0, help="CPUs Ray reserves per actor.")
+    ] = 1.0,
+    gpus_per_actor: Annotated[
+        float, typer.Option("--gpus-per-actor", min=0.0, help="GPUs Ray reserves per actor (a coder with its LLM on).")
+    ] = 0.0,
+    shard_notes: Annotated[
+        int, typer.Option("--shard-notes", min=1, help="Notes per shard: the unit of work and of resuming.")
+    ] = 1000,
+    lang: Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")] = "en",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
+    ] = None,
+    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes an actor codes at a time.")] = 64,
+    max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
+    profile: Profile = "clinical",
+) -> None:
+    """Code every note of a JSONL file on a Ray cluster (Ray Data, an actor pool of coders); resumes by shard.
+
+    The output is the file 'predict jsonl' writes. Prints counts as JSON."""
+    from icdcoder.data.schema import document_ids, iter_documents
+    from icdcoder.infer.profiles import check_profile
+    from icdcoder.infer.ray_engine import ActorPool, predict_on_ray
+    from icdcoder.infer.records import file_digest
+
+    check_language(lang)
+    check_profile(profile)
+    check_output_file(out, inputs=[input_path])
+    defaults = {"language": lang}
+    ids = document_ids(input_path, defaults, codable(max_note_chars))
+    fingerprint = run_fingerprint(
+        file_digest(input_path),
+        model,
+        system,
+        profile,
+        language=lang,
+        max_note_chars=max_note_chars,
+        shard_notes=shard_notes,
+    )
+    with output_lock(out), progress_bar() as bar:
+        task = bar.add_task(f"coding {input_path.name} on Ray", total=len(ids))
+        counts = predict_on_ray(
+            partial(load_predictor, model, system),
+            iter_documents(input_path, defaults),
+            ids,
+            out,
+            fingerprint=fingerprint,
+            profile=profile,
+            chunk=chunk,
+            shard_notes=shard_notes,
+            pool=ActorPool(address, actors, cpus_per_actor, gpus_per_actor),
+            report=lambda done, _total: bar.update(task, completed=done),
         )
     typer.echo(json.dumps({"documents": len(ids), **counts, "out": str(out)}))
 
@@ -211,19 +346,31 @@ def tune(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="CodiEsp folder (official layout).")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to tune on (dev; never test).")] = "dev",
     jsonl: Annotated[
-        Path | None, typer.Option("--jsonl", help="Tuning notes with gold codes as canonical JSONL, instead of --data-dir/--split.")
+        Path | None,
+        typer.Option("--jsonl", help="Tuning notes with gold codes as canonical JSONL, instead of --data-dir/--split."),
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="es or en (JSONL: for notes that name no language).")] = "es",
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Also write D/P/X.tsv with the tuned settings.")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="JSONL cache of per-segment outputs (resumable).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Also write D/P/X.tsv with the tuned settings.")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="JSONL cache of per-segment outputs (resumable).")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Tune on the first N notes only.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     llm: Annotated[
-        bool | None, typer.Option("--llm/--no-llm", help="Run the coder's LLM or not (default: its saved use_llm); saved with the tuned weights.")
+        bool | None,
+        typer.Option(
+            "--llm/--no-llm",
+            help="Run the coder's LLM or not (default: its saved use_llm); saved with the tuned weights.",
+        ),
     ] = None,
     dtype: Annotated[
         str | None,
-        typer.Option("--dtype", help="The LLM's precision: auto, float32 or bfloat16 (default: its saved dtype); saved with the tuned weights."),
+        typer.Option(
+            "--dtype",
+            help="The LLM's precision: auto, float32 or bfloat16 (default: its saved dtype); saved with the tuned weights.",
+        ),
     ] = None,
     llm_mode: Annotated[
         str | None,
@@ -246,10 +393,14 @@ def tune(
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
-    from icdcoder.infer.coder import INFERENCE_DTYPES, LLM_MODES, TUNING_OBJECTIVES, SpanLLMPredictor, aggregate
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import INFERENCE_DTYPES, LLM_MODES, TUNING_OBJECTIVES
 
     if dtype is not None and dtype not in INFERENCE_DTYPES:
-        raise InputError(f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')")
+        raise InputError(
+            f"--dtype must be {', '.join(INFERENCE_DTYPES[:-1])} or {INFERENCE_DTYPES[-1]} (got '{dtype}')"
+        )
     if llm_mode is not None and llm_mode not in LLM_MODES:
         raise InputError(f"--llm-mode must be {' or '.join(LLM_MODES)} (got '{llm_mode}')")
     if objective is not None and objective not in TUNING_OBJECTIVES:
@@ -264,7 +415,9 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
-    coder = SpanLLMPredictor.load(model, check_files=False, use_llm=llm, dtype=dtype, llm_mode=llm_mode)  # tuning may repair it
+    coder = SpanLLMPredictor.load(
+        model, check_files=False, use_llm=llm, dtype=dtype, llm_mode=llm_mode
+    )  # tuning may repair it
     with progress_bar() as bar:
         task = bar.add_task(f"coding {jsonl.name if jsonl else split}", total=len(documents))
         outputs = coder.segment_outputs(documents, progress=lambda n: bar.advance(task, n), cache=cache)
@@ -324,7 +477,10 @@ def read_note(source: str, max_chars: int = MAX_NOTE_CHARS) -> str:
     if not text.strip():
         raise InputError("the note is empty", path=where)
     if len(text) > max_chars:
-        raise InputError(f"the note has {len(text):,} characters, more than the limit of {max_chars:,} (--max-note-chars)", path=where)
+        raise InputError(
+            f"the note has {len(text):,} characters, more than the limit of {max_chars:,} (--max-note-chars)",
+            path=where,
+        )
     return text
 
 
@@ -337,18 +493,21 @@ def _describe(code: str, system: str) -> str:
 
 def code(
     file: Annotated[str, typer.Argument(help="A plain-text note, or - for stdin.")],
-    model: Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
+    ] = None,
     system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
     translation: Annotated[
-        Path | None, typer.Option("--translation", help="The note's English translation (plain text), read for English code terms.")
+        Path | None,
+        typer.Option("--translation", help="The note's English translation (plain text), read for English code terms."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
 ) -> None:
-    """Code one note: codes with description, score, assertion and evidence (``--json``: the record ``predict jsonl``
-    writes, each code with its description); under ``--profile clinical`` the excluded findings are listed apart."""
+    """Code one note: codes with description, score, assertion and evidence ('--json': the record 'predict jsonl'
+    writes, each code with its description); under '--profile clinical' the excluded findings are listed apart."""
     from icdcoder.data.schema import Document
     from icdcoder.infer.profiles import check_profile
     from icdcoder.infer.records import prediction_record
@@ -372,10 +531,10 @@ def _evidence_cell(row: dict, shown: int = TABLE_EVIDENCE) -> str:
     """The first ``shown`` evidence spans of a row, each with its traits; a translated sentence, cut short, when the
     words are not in the note."""
     if row["evidence"]:
-        quoted = [f"{e['start']}-{e['end']} \"{e['quote']}\"{_traits_cell(e)}" for e in row["evidence"]]
+        quoted = [f'{e["start"]}-{e["end"]} "{e["quote"]}"{_traits_cell(e)}' for e in row["evidence"]]
     else:
         quoted = [
-            f"{e['start']}-{e['end']} sentence \"{shorten(e['quote'], 60, placeholder=' ...')}\"{_traits_cell(e)}"
+            f'{e["start"]}-{e["end"]} sentence "{shorten(e["quote"], 60, placeholder=" ...")}"{_traits_cell(e)}'
             for e in row["sentence_evidence"]
         ]
     more = f" (+{len(quoted) - shown} more)" if len(quoted) > shown else ""
@@ -392,8 +551,30 @@ def _print_table(rows: list[dict], title: str, column: str = "assertion") -> Non
     from rich.table import Table
 
     table = Table(title=title)
-    for name in ("code", "description", "score", column, "evidence"):
+    for name in ("code", "description", "score", column, "validity", "evidence"):
         table.add_column(name)
     for row in rows:
-        table.add_row(row["code"], row["description"], f"{row['score']:.2f}", row.get(column, ""), _evidence_cell(row))
+        table.add_row(
+            row["code"],
+            row["description"],
+            f"{row['score']:.2f}",
+            row.get(column, ""),
+            _validity_cell(row),
+            _evidence_cell(row),
+        )
     Console().print(table)
+
+
+def _validity_cell(row: dict) -> str:
+    """Billable or the problem (with the first replacement), then any Excludes1 conflict and integral-symptom flag."""
+    validity = row.get("validity") or {}
+    if not validity:
+        return ""
+    parts = ["billable" if validity["billable"] else validity["problem"].replace("_", " ")]
+    if not validity["billable"] and validity["replacements"]:
+        parts[0] += f" -> {validity['replacements'][0]}"
+    if validity["excludes1"]:
+        parts.append(f"Excludes1 with {', '.join(validity['excludes1'])}")
+    if row.get("integral_to"):
+        parts.append(f"integral to {', '.join(row['integral_to'])}")
+    return "; ".join(parts)

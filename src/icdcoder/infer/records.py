@@ -9,7 +9,10 @@ The format of ``icdcoder predict jsonl`` (notes in canonical JSONL, any predicto
 
 Each span carries its assertion ``traits`` and each code its ``assertion`` (see :mod:`icdcoder.infer.profiles` for
 the rule); under the ``clinical`` profile the record also has ``excluded``: the codes whose findings are negated,
-uncertain, hypothetical or a relative's, each with its ``reason``. Only ``codes`` are read back as predictions.
+uncertain, hypothetical or a relative's, each with its ``reason``. Every code also carries its ``validity`` (billable,
+code-set release, problem and replacements, Excludes1 partners: :mod:`icdcoder.ontology.validity`), and under
+``clinical`` a symptom code integral to a coded diagnosis its ``integral_to``. Only ``codes`` are read back as
+predictions.
 ``quote`` is there for people; reading a file back takes the offsets. Coding many notes streams them (a chunk in memory
 at a time) and is resumable: finished notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output
 appears whole, by rename, at the end. ``OUT.partial.json`` holds the run's fingerprint (input, model, settings): a rerun
@@ -19,21 +22,36 @@ checked as the final output is (schema, offsets inside the note, quotes equal to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from icdcoder.assertion import Trait
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError, first_invalid_field
-from icdcoder.assertion import Trait
-from icdcoder.infer.profiles import SPAN_KINDS, Assertion, ExcludedAssertion, add_traits, apply_profile
+from icdcoder.infer.profiles import (
+    SPAN_KINDS,
+    Assertion,
+    ExcludedAssertion,
+    add_traits,
+    apply_profile,
+)
 from icdcoder.io import atomic_write, read_jsonl
+from icdcoder.ontology.validity import CodeValidity
 from icdcoder.predictor import CodePrediction, DocumentPrediction, Predictor
 
 #: suffix of the file that holds the finished notes of an unfinished ``predict_to_jsonl``
@@ -67,12 +85,17 @@ class CodeRecord(StrictModel):
         if not math.isfinite(score):
             raise ValueError(f"score must be a finite number (got {score})")
         return score
+
     #: the code's title, in the records ``icdcoder code --json`` prints
     description: str = ""
     evidence: list[SpanRecord] = []
     sentence_evidence: list[SpanRecord] = []
     #: the code-level assertion (see :mod:`icdcoder.infer.profiles`)
     assertion: Assertion | None = None
+    #: billable or not, code-set release, problem and replacements (see :mod:`icdcoder.ontology.validity`)
+    validity: CodeValidity | None = None
+    #: ``clinical`` profile: the coded diagnoses this symptom code is integral to (:mod:`icdcoder.ontology.symptoms`)
+    integral_to: list[str] | None = None
 
 
 class ExcludedRecord(CodeRecord):
@@ -108,14 +131,16 @@ def prediction_record(
     codes = []
     for p in prediction.ranked():
         described = {"description": describe(p.code, p.system)} if describe is not None else {}
-        codes.append({
-            "code": p.code,
-            "system": p.system,
-            "score": round(p.score, 6),
-            **described,
-            "evidence": evidence_spans(p.evidence, text),
-            "sentence_evidence": evidence_spans(p.sentence_evidence, text),
-        })
+        codes.append(
+            {
+                "code": p.code,
+                "system": p.system,
+                "score": round(p.score, 6),
+                **described,
+                "evidence": evidence_spans(p.evidence, text),
+                "sentence_evidence": evidence_spans(p.sentence_evidence, text),
+            }
+        )
     record = {"id": prediction.doc_id, "codes": codes, "dropped": dict(prediction.dropped)}
     if lang is None:
         return record
@@ -132,7 +157,13 @@ def prediction_from_record(record: dict, path: str | Path, line: int) -> Documen
     try:
         parsed = PredictionRecord.model_validate(record)
         codes = [
-            CodePrediction(c.code, c.system, c.score, evidence=_evidence(c.evidence), sentence_evidence=_evidence(c.sentence_evidence))
+            CodePrediction(
+                c.code,
+                c.system,
+                c.score,
+                evidence=_evidence(c.evidence),
+                sentence_evidence=_evidence(c.sentence_evidence),
+            )
             for c in parsed.codes
         ]
     except ValidationError as err:
@@ -167,7 +198,11 @@ def folder_digest(folder: str | Path) -> str:
     any file the coder reads changes, re-tuning included."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+    for path in sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ):
         digest.update(str(path.relative_to(folder)).encode("utf-8") + b"\0" + file_digest(path).encode("ascii"))
     return digest.hexdigest()
 
@@ -214,10 +249,14 @@ class _Resumed:
 
     def _add(self, prediction: DocumentPrediction, record: dict, line: int) -> None:
         if prediction.doc_id in self.spans:
-            raise InputError(f"note '{prediction.doc_id}' occurs twice: delete it to start over", path=self.partial, line=line)
+            raise InputError(
+                f"note '{prediction.doc_id}' occurs twice: delete it to start over", path=self.partial, line=line
+            )
         spans = [
             (span["start"], span["end"], span.get("quote", ""))
-            for code in [*record["codes"], *record.get("excluded", [])] for kind in SPAN_KINDS for span in code.get(kind, [])
+            for code in [*record["codes"], *record.get("excluded", [])]
+            for kind in SPAN_KINDS
+            for span in code.get(kind, [])
         ]
         self.spans[prediction.doc_id] = (line, spans)
 
@@ -228,7 +267,8 @@ class _Resumed:
             if end > len(document.text) or document.text[start:end] != quote:
                 raise InputError(
                     f"note '{document.id}': the span {start}-{end} does not quote the note; delete the file to start over",
-                    path=self.partial, line=line,
+                    path=self.partial,
+                    line=line,
                 )
 
 
@@ -244,11 +284,15 @@ def _check_or_start_fingerprint(partial: Path, fingerprint: dict) -> None:
             json.dump(fingerprint, handle, sort_keys=True)
         return
     if not path.is_file():
-        raise InputError(f"has no fingerprint ({path.name}), so what wrote it is unknown; delete it to start over", path=partial)
+        raise InputError(
+            f"has no fingerprint ({path.name}), so what wrote it is unknown; delete it to start over", path=partial
+        )
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise InputError("unreadable run fingerprint; delete it and the .partial file to start over", path=path) from None
+        raise InputError(
+            "unreadable run fingerprint; delete it and the .partial file to start over", path=path
+        ) from None
     differing = sorted(key for key in set(recorded) | set(fingerprint) if recorded.get(key) != fingerprint.get(key))
     if differing:
         raise InputError(
@@ -256,6 +300,32 @@ def _check_or_start_fingerprint(partial: Path, fingerprint: dict) -> None:
             "to resume, or delete it to start over",
             path=partial,
         )
+
+
+#: codes runs of notes elsewhere (a process pool, :mod:`icdcoder.infer.parallel`): ``(batches, profile)`` -> each
+#: batch's size and the JSON lines of its records (:func:`batch_lines`), in the order of the batches
+BatchEngine = Callable[[Iterator[list[Document]], str], Iterator[tuple[int, str]]]
+
+
+def batch_lines(predictor: Predictor, batch: Sequence[Document], profile: str) -> str:
+    """The JSON lines of the records of ``batch``, coded by ``predictor``: what every engine writes for it."""
+    predictions = predictor.predict(batch)
+    records = (prediction_record(p, d.text, lang=d.language, profile=profile) for p, d in zip(predictions, batch))
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
+def _closable(coded: Iterator[tuple[int, str]]) -> Generator[tuple[int, str], None, None]:
+    """``coded`` as a generator: closing it (an interrupted run) closes ``coded`` too (PEP 380), whatever made it."""
+    yield from coded
+
+
+def _in_process(
+    predictor: Predictor | Callable[[], Predictor], batches: Iterator[list[Document]], profile: str
+) -> Iterator[tuple[int, str]]:
+    if not isinstance(predictor, Predictor):
+        predictor = predictor()
+    for batch in batches:
+        yield len(batch), batch_lines(predictor, batch, profile)
 
 
 def _batches(documents: Iterable[Document], skip: set[str], size: int) -> Iterator[list[Document]]:
@@ -281,22 +351,24 @@ def predict_to_jsonl(
     report: Callable[[int, int], None] | None = None,
     fingerprint: dict | None = None,
     profile: str = "codiesp",
+    engine: BatchEngine | None = None,
 ) -> dict:
     """Code ``documents`` (streamed; ``ids``: theirs, known up front) into the predictions file ``out``, resuming an
-    interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings, ``profile``).
-Records carry assertion traits, read in each note's language, and follow ``profile``.
+        interrupted run with the same ``fingerprint`` (what identifies the run: input, model, settings, ``profile``).
+    Records carry assertion traits, read in each note's language, and follow ``profile``.
 
-    ``predictor`` may be a function that loads it: it is called once the output and the earlier run are checked, so
-    that a run that cannot resume fails before the model loads. ``report(done, total)`` is called after each chunk.
-    Returns how many notes were coded now, and how many an earlier run had coded already. If coding fails, the notes
-    finished so far stay in ``OUT.partial``.
+        ``predictor`` may be a function that loads it: it is called once the output and the earlier run are checked, so
+        that a run that cannot resume fails before the model loads. ``report(done, total)`` is called after each chunk.
+        Returns how many notes were coded now, and how many an earlier run had coded already. If coding fails, the notes
+        finished so far stay in ``OUT.partial``. With ``engine``, the batches are coded there (``predictor`` unused), and
+        the output is the same file.
     """
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     out.parent.mkdir(parents=True, exist_ok=True)
     _check_or_start_fingerprint(partial, fingerprint or {})
     try:
-        return _code_into(predictor, documents, ids, out, partial, chunk, report, profile)
+        return _code_into(predictor, documents, ids, out, partial, chunk, report, profile, engine)
     except BaseException:
         if not partial.is_file() or partial.stat().st_size == 0:  # nothing finished: leave nothing behind
             partial.unlink(missing_ok=True)
@@ -313,22 +385,23 @@ def _code_into(
     chunk: int,
     report: Callable[[int, int], None] | None,
     profile: str,
+    engine: BatchEngine | None,
 ) -> dict:
     finished = _Resumed.read(partial)
     strangers = set(finished.spans) - set(ids)
     if strangers:
-        raise InputError(f"holds notes that are not in the input (e.g. '{min(strangers)}'); delete it to start over", path=partial)
+        raise InputError(
+            f"holds notes that are not in the input (e.g. '{min(strangers)}'); delete it to start over", path=partial
+        )
     resumed, done = len(finished.spans), len(finished.spans)
-    if not isinstance(predictor, Predictor):
-        predictor = predictor()
-    with partial.open("a", encoding="utf-8") as handle:
-        for batch in _batches(_checked_against(documents, finished), set(finished.spans), chunk):
-            predictions = predictor.predict(batch)
-            records = (prediction_record(p, d.text, lang=d.language, profile=profile) for p, d in zip(predictions, batch))
-            handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    batches = _batches(_checked_against(documents, finished), set(finished.spans), chunk)
+    coded = _closable(engine(batches, profile) if engine is not None else _in_process(predictor, batches, profile))
+    with partial.open("a", encoding="utf-8") as handle, contextlib.closing(coded):
+        for size, lines in coded:
+            handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
-            done += len(batch)
+            done += size
             if report:
                 report(done, len(ids))
     os.replace(partial, out)

@@ -3,9 +3,10 @@ each system's threshold for the codes no training note carries.
 
 Stage 1 (:meth:`SpanLLMPredictor.segment_outputs`) runs once; every setting of the grid only re-weighs the
 same signals. :class:`FusionTable` holds each note's codes with their best value of every signal as one
-matrix, so a setting is a matrix product and a sort per note and system; :func:`best_threshold` scores all
-thresholds of a ranking in one pass over cumulative hits. Both give what :func:`icdcoder.infer.coder.aggregate`
-and the metrics of :mod:`icdcoder.evaluate.metrics` give, fast enough to try hundreds of settings.
+matrix, so a setting is a matrix product and a sort per note and system;
+:func:`icdcoder.evaluate.thresholds.best_threshold` scores all thresholds of a ranking in one pass over cumulative
+hits. Both give what :func:`icdcoder.infer.fusion.aggregate` and the metrics of :mod:`icdcoder.evaluate.metrics`
+give, fast enough to try hundreds of settings.
 
 The grid maximises micro-F1 + MAP. The untrained codes' threshold (:func:`best_untrained_threshold`) is picked last,
 for the chosen weights, by micro-F1 + MAP + macro-F1: those codes are rare by definition, so what a lower threshold
@@ -21,33 +22,26 @@ from collections.abc import Sequence
 import numpy as np
 
 from icdcoder.data.schema import Document
-from icdcoder.evaluate.metrics import f1_score, macro_prf, mean_average_precision, micro_prf, safe_divide
-from icdcoder.infer.coder import (
-    CODER_SYSTEMS,
+from icdcoder.evaluate.metrics import macro_prf, mean_average_precision, micro_prf
+from icdcoder.evaluate.thresholds import THRESHOLDS, best_threshold
+from icdcoder.infer.fusion import (
     SCORE_DIGITS,
-    SIGNAL_WEIGHTS,
-    SIGNALS,
-    CoderSettings,
-    NoteOutputs,
     code_threshold,
     collect_signals,
     signal_weights,
 )
+from icdcoder.infer.settings import CoderSettings
+from icdcoder.infer.signals import (
+    HELD_WEIGHTS,
+    SIGNAL_WEIGHTS,
+    SIGNALS,
+    WEIGHT_GRID,
+    NoteOutputs,
+)
+from icdcoder.ontology.labels import CODER_SYSTEMS
 
-#: the weights the grid tries for each signal the stage-1 outputs carry (retrieval's weight is fixed at 1)
-WEIGHT_GRID = {
-    "llm": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
-    "lexical": [0.0, 1.0, 2.0, 4.0, 8.0],
-    "english": [0.0, 1.0, 2.0, 4.0, 8.0],
-    "ontology": [0.0, 1.0, 2.0, 4.0, 8.0],
-    "procedure": [0.0, 0.5, 1.0, 2.0, 4.0],
-    "concept": [0.0, 0.5, 1.0, 2.0, 4.0],
-    "quantity": [0.0, 1.0, 2.0, 4.0],
-}
 #: the settings fields the grid varies, in ``WEIGHT_GRID`` order (the weight columns of the tuning table)
 GRID_WEIGHTS = tuple(SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID)
-#: the thresholds tried for each system
-THRESHOLDS = [round(step * 0.025, 3) for step in range(40)]
 
 
 class FusionTable:
@@ -56,7 +50,9 @@ class FusionTable:
 
     def __init__(self, outputs: Sequence[NoteOutputs]) -> None:
         self.doc_ids = [note.doc_id for note in outputs]
-        rows, codes, untrained = [], [], []
+        rows: list[list[float]] = []
+        codes: list[str] = []
+        untrained: list[bool] = []
         #: (note index, system) -> the rows [start, end) of its codes
         self.groups: dict[tuple[int, str], tuple[int, int]] = {}
         for index, note in enumerate(outputs):
@@ -97,51 +93,16 @@ class FusionTable:
             start, end = self.groups[(index, system)]
             order = np.argsort(-scores[start:end], kind="stable")[: settings.max_codes_per_system]
             ranked[doc_id] = [
-                (float(scores[start + i]), self.codes[start + i], self.untrained[start + i]) for i in order if scores[start + i] > 0
+                (float(scores[start + i]), self.codes[start + i], self.untrained[start + i])
+                for i in order
+                if scores[start + i] > 0
             ]
         return ranked
 
 
-def best_threshold(
-    ranked: dict[str, list[tuple[float, str]]], gold: dict[str, set[str]], objective: str = "f1+map"
-) -> dict[str, float]:
-    """The threshold of ``THRESHOLDS`` maximising micro-F1 + MAP (``objective="f1"``: micro-F1) of the thresholded
-    rankings, for one system.
-
-    Both count: F1 reads the set, CodiEsp's MAP reads the (thresholded) ranked list. A threshold keeps a prefix
-    of each ranking, so cumulative true positives and precision sums give every threshold's metrics at once.
-    """
-    thresholds = np.asarray(THRESHOLDS)
-    true_positives = np.zeros(len(thresholds))
-    predicted = np.zeros(len(thresholds))
-    precision_sums = np.zeros(len(thresholds))
-    scored_documents = sum(1 for codes in gold.values() if codes)
-    n_gold = sum(len(codes) for codes in gold.values())
-    for doc_id, relevant in gold.items():
-        items = ranked.get(doc_id, [])
-        scores = np.asarray([score for score, _ in items], dtype=np.float64)
-        hits = np.asarray([code in relevant for _, code in items], dtype=np.float64)
-        cumulative_hits = np.concatenate(([0.0], np.cumsum(hits)))
-        ranks = np.arange(1, len(items) + 1)
-        cumulative_precision = np.concatenate(([0.0], np.cumsum(hits * cumulative_hits[1:] / ranks)))
-        kept = np.searchsorted(-scores, -thresholds, side="right")  # scores >= threshold, best first
-        true_positives += cumulative_hits[kept]
-        predicted += kept
-        if relevant:
-            precision_sums += cumulative_precision[kept] / len(relevant)
-    best = {"threshold": 0.5, "f1": 0.0, "map": 0.0}
-    best_sum = 0.0
-    for position, threshold in enumerate(THRESHOLDS):
-        f1 = f1_score(safe_divide(true_positives[position], predicted[position]), safe_divide(true_positives[position], n_gold))
-        average_precision = safe_divide(precision_sums[position], scored_documents)
-        score = f1 + (average_precision if objective == "f1+map" else 0.0)
-        if score > best_sum:
-            best_sum = score
-            best = {"threshold": round(threshold, 3), "f1": round(float(f1), 4), "map": round(float(average_precision), 4)}
-    return best
-
-
-def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], settings: CoderSettings, system: str) -> dict:
+def best_untrained_threshold(
+    table: FusionTable, gold: dict[str, set[str]], settings: CoderSettings, system: str
+) -> dict:
     """The threshold of ``THRESHOLDS`` for ``system``'s untrained codes that maximises micro-F1 + MAP + macro-F1
     (``tuning_objective: f1``: micro-F1), the other codes kept at ``settings.threshold``; the shared threshold unless
     another one scores higher.
@@ -158,7 +119,8 @@ def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], sett
             for doc_id, items in ranked.items()
         }
         return {
-            "f1": micro_prf(gold, kept)["micro_f1"], "map": mean_average_precision(gold, kept),
+            "f1": micro_prf(gold, kept)["micro_f1"],
+            "map": mean_average_precision(gold, kept),
             "macro_f1": macro_prf(gold, kept)["macro_f1"],
         }
 
@@ -175,10 +137,15 @@ def best_untrained_threshold(table: FusionTable, gold: dict[str, set[str]], sett
     return {"threshold": chosen, **rounded, **{f"shared_{key}": round(value, 4) for key, value in at_shared.items()}}
 
 
-def untrained_thresholds(table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings) -> dict[str, dict]:
+def untrained_thresholds(
+    table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings
+) -> dict[str, dict]:
     """:func:`best_untrained_threshold` of each of ``settings.untrained_threshold_systems``, for ``settings``' weights
     and (trained codes') thresholds."""
-    return {system: best_untrained_threshold(table, gold[system], settings, system) for system in settings.untrained_threshold_systems}
+    return {
+        system: best_untrained_threshold(table, gold[system], settings, system)
+        for system in settings.untrained_threshold_systems
+    }
 
 
 def objective(row: dict, name: str = "f1+map") -> float:
@@ -214,25 +181,28 @@ def tuned_row(
 
 
 def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings) -> dict:
-    """Grid over the signal weights (``WEIGHT_GRID``) with retrieval_weight = 1; per-system thresholds; then, for the
-    best weights, the thresholds of the untrained codes of ``settings.untrained_threshold_systems``
+    """Grid over the signal weights (``WEIGHT_GRID``), the others at their ``HELD_WEIGHTS``; per-system thresholds;
+    then, for the best weights, the thresholds of the untrained codes of ``settings.untrained_threshold_systems``
     (:func:`best_untrained_threshold`).
 
     Returns the best settings and a table with the best row of each set of signals the grid weighs (which weights
     are above 0): the ablation of every signal (LLM, lexicon, English lexicon, ontology terms, composed procedures,
     matched concepts, measured values). Kept in the model's ``coder.json``, the whole grid would be megabytes.
-    A signal the stage-1 outputs lack stays at 0; so does the surface bonus: retrieval already
-    counts the training surface forms.
+    A signal the stage-1 outputs lack stays at 0.
     """
     has_llm = any(o.llm_segments for o in outputs)
     table = FusionTable(outputs)
-    present = {**dict(zip(SIGNALS, (table.values > 0).any(axis=0))), "llm": has_llm}
+    present = {
+        **{name: bool((table.values[:, column] > 0).any()) for column, name in enumerate(SIGNALS)},
+        "llm": has_llm,
+    }
     grid = itertools.product(*(values if present[signal] else [0.0] for signal, values in WEIGHT_GRID.items()))
     gold = gold_by_system(dev)
     best_by_signals: dict[tuple[bool, ...], dict] = {}
-    best, memo = None, {}
+    best: tuple[float, dict] | None = None
+    memo: dict = {}
     for values in grid:
-        weights = {**dict(zip(GRID_WEIGHTS, values)), "retrieval_weight": 1.0, "surface_bonus": 0.0}
+        weights = {**dict(zip(GRID_WEIGHTS, values)), **HELD_WEIGHTS}
         scores, thresholds = tuned_row(table, gold, settings.model_copy(update=weights), memo)
         row = {**dict(zip(GRID_WEIGHTS, values)), **scores}
         signals = tuple(value > 0 for value in values)
@@ -241,6 +211,8 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
             best_by_signals[signals] = row
         if best is None or score > best[0]:
             best = (score, {**weights, "threshold": thresholds})
+    if best is None:  # the grid always has a row: every signal's weights include one value at least
+        raise ValueError("empty weight grid")
     untrained = untrained_thresholds(table, gold, settings.model_copy(update=best[1]))
     best_settings = {
         **best[1],
@@ -272,4 +244,6 @@ def with_tuned_thresholds(
     if not untrained:
         return tuned
     found = untrained_thresholds(table, gold, tuned)
-    return tuned.model_copy(update={"untrained_threshold": {system: best["threshold"] for system, best in found.items()}})
+    return tuned.model_copy(
+        update={"untrained_threshold": {system: best["threshold"] for system, best in found.items()}}
+    )

@@ -29,7 +29,9 @@ class _Vocabulary:
         self.code_tokens = [
             i for i, t in enumerate(self.texts) if t and i not in special and set(t) <= self.code_alphabet
         ]
-        self.newline_tokens = [i for i, t in enumerate(self.texts) if t and i not in special and not t.strip(" \n") and "\n" in t]
+        self.newline_tokens = [
+            i for i, t in enumerate(self.texts) if t and i not in special and not t.strip(" \n") and "\n" in t
+        ]
 
     @classmethod
     def of(cls, tokenizer) -> _Vocabulary:

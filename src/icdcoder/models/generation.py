@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from icdcoder.errors import InputError
 
@@ -129,7 +130,8 @@ class HFGenerator(PromptBatches):
 
 
 #: the generation backends a coder can ask for ("auto": :func:`pick_backend` decides)
-BACKENDS = ("auto", "hf", "vllm")
+Backend = Literal["auto", "hf", "vllm"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 #: why constrained decoding cannot run on vLLM here
 CONSTRAINED_ON_HF = "constrained decoding runs on the hf backend only (backend: hf or auto)"
 

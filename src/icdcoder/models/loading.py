@@ -42,7 +42,7 @@ def missing_package_message(package: str, needed_by: str) -> str:
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU advertises bf16 arithmetic (Linux ``/proc/cpuinfo`` flags; False where unreadable).
 
-    Elsewhere torch emulates bf16 on the CPU, several times slower than fp32 (``benchmarks/sft_throughput.py``)."""
+    Elsewhere torch emulates bf16 on the CPU, several times slower than fp32 (``benchmarks/perf/sft_throughput.py``)."""
     try:
         flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
     except OSError:
@@ -75,7 +75,9 @@ def contiguous_head_inputs(model):
     """
     head = model.get_output_embeddings()
     if head is not None:
-        head.register_forward_pre_hook(lambda _module, args: tuple(a.contiguous() if hasattr(a, "contiguous") else a for a in args))
+        head.register_forward_pre_hook(
+            lambda _module, args: tuple(a.contiguous() if hasattr(a, "contiguous") else a for a in args)
+        )
     return model
 
 
@@ -124,10 +126,10 @@ def load_causal_lm(name_or_path: str, dtype=None):
         return model, tokenizer
     source = resolve_backbone(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=dtype)
+        causal_lm = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=dtype)
     except OSError as err:
         raise InputError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}") from None
-    return contiguous_head_inputs(model), load_tokenizer(source)
+    return contiguous_head_inputs(causal_lm), load_tokenizer(source)
 
 
 def make_tiny_causal_lm(directory: str | Path, tokenizer_source: str = DEFAULT_BACKBONE, seed: int = 0) -> Path:

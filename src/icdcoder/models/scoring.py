@@ -30,7 +30,9 @@ class CandidateScorer(PromptBatches):
             raise ValueError("one list of continuations per prompt")
         results: list[list[float]] = [[] for _ in prompts]
         for chunk in self.batches(prompts, [i for i in range(len(prompts)) if continuations[i]]):
-            for index, scores in zip(chunk, self._score_batch([prompts[i] for i in chunk], [continuations[i] for i in chunk])):
+            for index, scores in zip(
+                chunk, self._score_batch([prompts[i] for i in chunk], [continuations[i] for i in chunk])
+            ):
                 results[index] = scores
             if progress:
                 progress(len(chunk))
@@ -63,7 +65,9 @@ class CandidateScorer(PromptBatches):
                 **{_cache_argument(self.model): cache},
             )
             # position p of the continuation predicts its token p + 1; padding positions count 0
-            later_logprobs = out.logits[:, :-1].float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)
+            later_logprobs = (
+                out.logits[:, :-1].float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)
+            )
             first = first_logprobs[row_index, padded[:, 0]]
             totals = (first + (later_logprobs * mask[:, 1:]).sum(-1)).tolist()
         per_prompt: list[list[float]] = [[] for _ in prompts]

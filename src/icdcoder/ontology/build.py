@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import re
-import unicodedata
 import xml.etree.ElementTree as ET
 from array import array
 from collections import defaultdict
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from icdcoder.errors import InputError
 from icdcoder.ontology.codes import SYSTEMS, normalize_code
+from icdcoder.text import strip_accents
 
 #: kinds that are groupings, not codes a coder may assign
 GROUP_KINDS = frozenset({"chapter", "block"})
@@ -58,7 +58,9 @@ _DANGLING_WORDS = frozenset({"of", "to", "with", "and", "or", "using", "from", "
 _RANGE_SUFFIX = re.compile(r"\s*\(([A-Z0-9]{3}-[A-Z0-9]{3})\)\s*$")
 _TOKEN = re.compile(r"[a-z0-9]+")
 #: words too common in code titles to help a search (they are neither indexed nor queried)
-STOPWORDS = frozenset({"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with"})
+STOPWORDS = frozenset(
+    {"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with"}
+)
 
 
 def _package_dir(name: str) -> Path:
@@ -86,9 +88,8 @@ def source_files() -> dict[str, Path]:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case ASCII word tokens (accents folded), used for indexing and querying."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return _TOKEN.findall(folded.lower())
+    """Lower-case ASCII word tokens (accents folded, ``ñ`` too), used for indexing and querying."""
+    return _TOKEN.findall(strip_accents(text, keep_enye=False).lower())
 
 
 @dataclass
@@ -132,7 +133,9 @@ class Tables:
 
 
 def _notes(element: ET.Element, tag: str) -> tuple[str, ...]:
-    return tuple(" ".join(note.text.split()) for block in element.findall(tag) for note in block.findall("note") if note.text)
+    return tuple(
+        " ".join(note.text.split()) for block in element.findall(tag) for note in block.findall("note") if note.text
+    )
 
 
 def _strip_range(description: str) -> tuple[str, str | None]:
@@ -153,7 +156,9 @@ def _add_cm_diag(tables: Tables, element: ET.Element, parent: int, extensions: d
         tables.notes[row] = (inclusion, excludes1, excludes2)
     seventh = element.find("sevenChrDef")
     if seventh is not None:
-        extensions[row] = {ext.get("char", ""): " ".join((ext.text or "").split()) for ext in seventh.findall("extension")}
+        extensions[row] = {
+            ext.get("char", ""): " ".join((ext.text or "").split()) for ext in seventh.findall("extension")
+        }
     for child in element.findall("diag"):
         _add_cm_diag(tables, child, row, extensions)
 

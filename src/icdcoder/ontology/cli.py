@@ -14,7 +14,8 @@ from icdcoder.errors import InputError
 app = typer.Typer(no_args_is_help=True, help="Look up ICD codes.")
 
 SystemOption = Annotated[
-    str | None, typer.Option("--system", "-s", help="icd10cm, icd10pcs, icd9cm or icd9pcs (default: try all in that order).")
+    str | None,
+    typer.Option("--system", "-s", help="icd10cm, icd10pcs, icd9cm or icd9pcs (default: try all in that order)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -72,7 +73,11 @@ def _print_record(record: dict) -> None:
     console.print(f"  {record['description']}")
     for ancestor in record["ancestors"]:
         console.print(f"  [dim]< {ancestor['code']}  {ancestor['description']}[/dim]")
-    sections = [("Includes", record["inclusion_terms"]), ("Excludes1", record["excludes1"]), ("Excludes2", record["excludes2"])]
+    sections = [
+        ("Includes", record["inclusion_terms"]),
+        ("Excludes1", record["excludes1"]),
+        ("Excludes2", record["excludes2"]),
+    ]
     for title, lines in sections:
         if lines:
             console.print(f"[bold]{title}:[/bold]")
@@ -110,25 +115,37 @@ def show(
 
 @app.command("search")
 def search(
-    words: Annotated[str, typer.Argument(help="Words to look for in code titles and inclusion terms.")],
+    words: Annotated[
+        str, typer.Argument(help="Words to look for, Spanish or English (accents and plurals do not matter).")
+    ],
     system: SystemOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Number of codes to list.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """Find codes by words (ranked by how rare the matched words are)."""
-    from icdcoder.ontology import load_ontology
-    from icdcoder.ontology.codes import check_system
+    """Find codes by words: English titles and inclusion terms, and the Spanish words of the CodiEsp training evidence
+    (ranked by how much of the query, then how exactly, a code's best text matches)."""
+    from icdcoder.ontology.search import search_codes
 
-    if system is not None:
-        check_system(system)
-    hits = load_ontology().search(words, system=system, limit=limit)
+    hits = search_codes(words, system=system, limit=limit)
     if as_json:
-        records = [{"code": h.code, "system": h.system, "description": h.description, "score": round(h.score, 4)} for h in hits]
+        records = [
+            {
+                "code": h.code,
+                "system": h.system,
+                "description": h.description,
+                "score": round(h.score, 4),
+                "matched": h.matched,
+                "source": h.source,
+                "notes": h.notes,
+            }
+            for h in hits
+        ]
         typer.echo(json.dumps(records, ensure_ascii=False))
         return
     table = Table(title=f"{len(hits)} codes for '{words}'")
-    for column in ("code", "system", "score", "description"):
+    for column in ("code", "system", "score", "description", "matched"):
         table.add_column(column)
     for hit in hits:
-        table.add_row(hit.code, hit.system, f"{hit.score:.2f}", hit.description)
+        matched = f"{hit.matched} (es, {hit.notes} notes)" if hit.source == "spanish" else hit.matched
+        table.add_row(hit.code, hit.system, f"{hit.score:.2f}", hit.description, matched)
     Console().print(table)

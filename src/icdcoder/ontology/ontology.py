@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: (words a child's title adds, words it must not add) that mark it as its parent's default form, strongest first;
 #: "with unspecified complications" names a complication, not the default
-DEFAULT_CHILD_MARKS = (
+DEFAULT_CHILD_MARKS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
     (frozenset({"unspecified"}), frozenset({"with"})),
     (frozenset({"without", "uncomplicated"}), frozenset()),
     (frozenset({"unspecified"}), frozenset()),

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 ConfigOption = Annotated[Path, typer.Option("--config", help="RL config (configs/rl/*.yaml)")]
-ResumeOption = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint (and finished PHI rounds)")]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="continue from the last checkpoint (and finished PHI rounds)")
+]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="override a field: a.b=value (repeatable)")]
 
 
@@ -22,7 +24,12 @@ def _load(config: Path, set_: list[str] | None):
 
 
 def _print_summary(output_dir: Path, report) -> None:
-    summary = {"output_dir": str(output_dir), "wall_seconds": round(report.wall_seconds, 1), "peak_rss_mb": round(report.peak_rss_mb, 1), **report.extra}
+    summary = {
+        "output_dir": str(output_dir),
+        "wall_seconds": round(report.wall_seconds, 1),
+        "peak_rss_mb": round(report.peak_rss_mb, 1),
+        **report.extra,
+    }
     typer.echo(json.dumps(summary))
 
 

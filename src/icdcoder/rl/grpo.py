@@ -38,24 +38,28 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from icdcoder.data.schema import Document
 from icdcoder.io import atomic_write, output_lock, write_jsonl
-from icdcoder.predictor import FitReport
+from icdcoder.ontology.labels import CODER_SYSTEMS
+from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.prompt import Candidate, build_prompt, find_quote
 from icdcoder.rl.config import GrpoConfig
 from icdcoder.rl.rewards import RewardScorer
-from icdcoder.predictor import peak_rss_mb
-from icdcoder.train.sft import check_training_output, common_trainer_arguments, existing_path, resume_checkpoint, usable_checkpoint
 from icdcoder.train.data import load_training_documents
+from icdcoder.train.sft import (
+    check_training_output,
+    common_trainer_arguments,
+    existing_path,
+    resume_checkpoint,
+    usable_checkpoint,
+)
 
 log = logging.getLogger(__name__)
-
-CODER_SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 # --------------------------------------------------------------------------- starting point
@@ -108,7 +112,9 @@ def load_policy(start: StartingPoint, config: GrpoConfig) -> Policy:
     if not config.lora.enabled and config.beta > 0 and not (Path(start.model_path) / "config.json").is_file():
         from icdcoder.errors import InputError
 
-        raise InputError("full fine-tuning with beta > 0 needs 'init' to be a transformers model folder (TRL reloads the reference from it)")
+        raise InputError(
+            "full fine-tuning with beta > 0 needs 'init' to be a transformers model folder (TRL reloads the reference from it)"
+        )
     return Policy(model, tokenizer, config.lora.to_peft(), start.model_path)
 
 
@@ -184,12 +190,19 @@ def build_rl_examples(documents: Sequence[Document], config: GrpoConfig, ontolog
     return [to_rl_example(index, example) for index, example in enumerate(examples)]
 
 
-def to_dataset(examples: Sequence[RlExample], hints: dict[str, Sequence[Candidate]] | None = None):
+def to_dataset(examples: Sequence[RlExample], hints: Mapping[str, Sequence[Candidate]] | None = None):
     """The TRL dataset: prompt + the columns the rewards read (+ ``example_id``)."""
     from datasets import Dataset
 
     hints = hints or {}
-    rows: dict[str, list] = {"prompt": [], "source": [], "gold_codes": [], "gold_spans": [], "example_id": [], "hinted": []}
+    rows: dict[str, list] = {
+        "prompt": [],
+        "source": [],
+        "gold_codes": [],
+        "gold_spans": [],
+        "example_id": [],
+        "hinted": [],
+    }
     for example in examples:
         example_hints = hints.get(example.example_id, ())
         rows["prompt"].append(example.prompt(example_hints))
@@ -273,7 +286,11 @@ def _use_vllm(setting) -> bool:
 
 
 def grpo_arguments(
-    config: GrpoConfig, checkpoint_dir: Path, max_steps: int, reward_weights: list[float], continuation: Continuation | None = None
+    config: GrpoConfig,
+    checkpoint_dir: Path,
+    max_steps: int,
+    reward_weights: list[float],
+    continuation: Continuation | None = None,
 ):
     from trl import GRPOConfig as TrlGrpoConfig
 
@@ -408,8 +425,11 @@ def prepare_retriever(start: StartingPoint, config: GrpoConfig, documents: Seque
 
 
 def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_dir: Path) -> None:
-    """Make ``output_dir`` a coder folder: the trained ``model/``, the retriever, the SFT coder's settings and lexicons."""
-    from icdcoder.infer.coder import CODER_FILE, ENGLISH_LEXICON_DIR, LEXICON_DIR, SpanLLMPredictor
+    """Make ``output_dir`` a coder folder: the trained ``model/``, the retriever, the SFT coder's ``coder.json`` and
+    signals' files (:data:`~icdcoder.infer.signals.SIGNAL_PATHS`), copied as they are."""
+    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.signals import SIGNAL_PATHS
+    from icdcoder.infer.store import CODER_FILE
 
     if model_dir.resolve() != (output_dir / "model").resolve():
         if (output_dir / "model").exists():
@@ -420,9 +440,12 @@ def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_
     if start.coder_dir is not None and (start.coder_dir / CODER_FILE).is_file():
         with atomic_write(output_dir / CODER_FILE) as handle:
             handle.write((start.coder_dir / CODER_FILE).read_text(encoding="utf-8"))
-        for lexicon in (LEXICON_DIR, ENGLISH_LEXICON_DIR):
-            if (start.coder_dir / lexicon).is_dir():
-                shutil.copytree(start.coder_dir / lexicon, output_dir / lexicon, dirs_exist_ok=True)
+        for name in SIGNAL_PATHS:
+            source = start.coder_dir / name
+            if source.is_dir():
+                shutil.copytree(source, output_dir / name, dirs_exist_ok=True)
+            elif source.is_file():
+                shutil.copy2(source, output_dir / name)
     elif retriever is not None:
         SpanLLMPredictor().write_settings(output_dir)
 
@@ -430,7 +453,11 @@ def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_
 def summarise_history(history: Sequence[dict]) -> dict:
     """First and last logged values of the reward components, set F1 and the zero-std share."""
     keys = sorted({key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")})
-    keys += [key for key in ("reward", "set_f1", "frac_reward_zero_std", "zero_advantage_share", "kl") if any(key in e for e in history)]
+    keys += [
+        key
+        for key in ("reward", "set_f1", "frac_reward_zero_std", "zero_advantage_share", "kl")
+        if any(key in e for e in history)
+    ]
     logged = [entry for entry in history if "reward" in entry]
     if not logged:
         return {}
@@ -463,7 +490,12 @@ class RunInputs(NamedTuple):
 def run_inputs(config: GrpoConfig) -> list[Path | None]:
     """What an RL run reads (the starting model, the notes): its output folder must be none of them."""
     start = StartingPoint.from_init(config.init)
-    return [existing_path(config.init), existing_path(start.model_path), config.data.data_dir, config.data.documents_jsonl]
+    return [
+        existing_path(config.init),
+        existing_path(start.model_path),
+        config.data.data_dir,
+        config.data.documents_jsonl,
+    ]
 
 
 def check_rl_output(config: GrpoConfig, resume: bool) -> Path:
@@ -490,7 +522,10 @@ def prepare_run(config: GrpoConfig, documents=None, ontology=None) -> RunInputs:
     if not examples:
         from icdcoder.errors import InputError
 
-        raise InputError("no training prompts could be built from the documents", path=config.data.documents_jsonl or config.data.data_dir)
+        raise InputError(
+            "no training prompts could be built from the documents",
+            path=config.data.documents_jsonl or config.data.data_dir,
+        )
     return RunInputs(output_dir, documents, ontology, start, retriever, examples)
 
 
@@ -509,7 +544,16 @@ def _run_grpo(config: GrpoConfig, checkpoint: Path | None, documents, ontology) 
     log.info("GRPO on %d prompts from %d documents", len(examples), len(documents))
     scorer = RewardScorer(code_resolver(ontology), config.reward, training_frequencies(documents))
     policy = load_policy(start, config)
-    result = run_grpo_round(config, policy, to_dataset(examples), scorer, output_dir, config.max_steps, checkpoint is not None, checkpoint=checkpoint)
+    result = run_grpo_round(
+        config,
+        policy,
+        to_dataset(examples),
+        scorer,
+        output_dir,
+        config.max_steps,
+        checkpoint is not None,
+        checkpoint=checkpoint,
+    )
     write_coder_folder(output_dir, start, retriever, output_dir / "model")
     report = FitReport(
         wall_seconds=time.time() - started,

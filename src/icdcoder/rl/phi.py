@@ -50,7 +50,7 @@ from pathlib import Path
 
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, output_lock, read_jsonl, read_text, write_jsonl
-from icdcoder.predictor import FitReport
+from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.prompt import Candidate, parse_answer
 from icdcoder.rl.config import GrpoConfig, PhiSettings
 from icdcoder.rl.grpo import (
@@ -69,7 +69,6 @@ from icdcoder.rl.grpo import (
     write_run_meta,
 )
 from icdcoder.rl.rewards import RewardScorer
-from icdcoder.predictor import peak_rss_mb
 from icdcoder.train.sft import START_FRESH, damaged_list, find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,9 @@ MISS_RATE_FLOOR = 0.05
 # --------------------------------------------------------------------------- (a) hint-free pass
 
 
-def hint_free_predictions(model, tokenizer, examples: Sequence[RlExample], resolve, config: GrpoConfig) -> list[set[str]]:
+def hint_free_predictions(
+    model, tokenizer, examples: Sequence[RlExample], resolve, config: GrpoConfig
+) -> list[set[str]]:
     """Greedy hint-free answers of ``model`` on ``examples``, parsed to code sets."""
     from icdcoder.models.generation import HFGenerator
 
@@ -118,10 +119,12 @@ def hint_weights(
     return weights
 
 
-def sample_without_replacement(items: Sequence[str], weights: Sequence[float], count: int, rng: random.Random) -> list[str]:
+def sample_without_replacement(
+    items: Sequence[str], weights: Sequence[float], count: int, rng: random.Random
+) -> list[str]:
     """``count`` distinct items drawn one at a time proportionally to ``weights``."""
     pool = list(zip(items, weights))
-    chosen = []
+    chosen: list[str] = []
     while pool and len(chosen) < count:
         total = sum(weight for _, weight in pool)
         pick = rng.random() * total
@@ -167,7 +170,9 @@ def hint_candidates(records: Sequence[dict], examples: Sequence[RlExample], desc
     """example_id -> the hint codes with short descriptions, for ``build_prompt(hints=...)``."""
     systems = {example.example_id: dict(example.gold) for example in examples}
     return {
-        record["example_id"]: [Candidate(code, describe(code, systems[record["example_id"]][code])) for code in record["hints"]]
+        record["example_id"]: [
+            Candidate(code, describe(code, systems[record["example_id"]][code])) for code in record["hints"]
+        ]
         for record in records
         if record["hints"]
     }
@@ -310,7 +315,12 @@ def _run_phi(config: GrpoConfig, resume: bool, documents, ontology) -> FitReport
     describe = describer(retriever, ontology)
     pool_examples = _pool_examples(examples, settings, config.seed)
     by_id = {example.example_id: example for example in examples}
-    prompts_per_round = settings.steps_per_round * config.per_device_batch_size * config.gradient_accumulation_steps // config.num_generations
+    prompts_per_round = (
+        settings.steps_per_round
+        * config.per_device_batch_size
+        * config.gradient_accumulation_steps
+        // config.num_generations
+    )
     rounds_meta = []
     for round_index in range(settings.rounds):
         round_dir = output_dir / f"round_{round_index}"
@@ -327,13 +337,21 @@ def _run_phi(config: GrpoConfig, resume: bool, documents, ontology) -> FitReport
             return build_hint_pool(pool_examples, predicted, frequencies, settings, rng)
 
         records = _load_or_build_pool(round_dir, build)
-        skip = zero_advantage_ids(output_dir / f"round_{round_index - 1}", config.num_generations) if round_index else set()
-        chosen = round_examples([by_id[r["example_id"]] for r in records if r["example_id"] in by_id], skip, max(prompts_per_round, 1), rng)
+        skip = (
+            zero_advantage_ids(output_dir / f"round_{round_index - 1}", config.num_generations)
+            if round_index
+            else set()
+        )
+        chosen = round_examples(
+            [by_id[r["example_id"]] for r in records if r["example_id"] in by_id], skip, max(prompts_per_round, 1), rng
+        )
         hints = hint_candidates(records, examples, describe)
         dataset = to_dataset(chosen, hints)
         continuation = round_continuation(config, output_dir, round_index)
         anchor = round_kl_anchor(config, round_index)
-        result = run_grpo_round(config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume, continuation, anchor)
+        result = run_grpo_round(
+            config, policy, dataset, scorer, round_dir, settings.steps_per_round, resume, continuation, anchor
+        )
         meta = {
             "round": round_index,
             "steps": result.steps,
@@ -359,7 +377,12 @@ def _run_phi(config: GrpoConfig, resume: bool, documents, ontology) -> FitReport
     report = FitReport(
         wall_seconds=time.time() - started,
         peak_rss_mb=peak_rss_mb(),
-        extra={"rounds": settings.rounds, "steps": sum(m["steps"] for m in rounds_meta), "prompts": len(examples), "documents": len(documents)},
+        extra={
+            "rounds": settings.rounds,
+            "steps": sum(m["steps"] for m in rounds_meta),
+            "prompts": len(examples),
+            "documents": len(documents),
+        },
     )
     write_run_meta(output_dir, config, report, {"rounds_meta": rounds_meta})
     return report

@@ -222,7 +222,9 @@ class RewardScorer:
         self.frequencies = dict(frequencies or {})
         self._cache: dict[tuple, RewardBreakdown] = {}
 
-    def score_batch(self, completions: Sequence, completion_ids: Sequence | None, source, gold_codes, gold_spans) -> list[RewardBreakdown]:
+    def score_batch(
+        self, completions: Sequence, completion_ids: Sequence | None, source, gold_codes, gold_spans
+    ) -> list[RewardBreakdown]:
         results = []
         for index, completion in enumerate(completions):
             text = completion if isinstance(completion, str) else completion[-1]["content"]
@@ -244,7 +246,9 @@ class RewardScorer:
         if component not in COMPONENTS:
             raise ValueError(f"unknown reward component '{component}'")
 
-        def reward(completions, source, gold_codes, gold_spans, completion_ids=None, log_metric=None, **_kwargs) -> list[float]:
+        def reward(
+            completions, source, gold_codes, gold_spans, completion_ids=None, log_metric=None, **_kwargs
+        ) -> list[float]:
             scores = self.score_batch(completions, completion_ids, source, gold_codes, gold_spans)
             if component == "f1" and log_metric is not None:
                 log_metric("set_f1", sum(score.plain_f1 for score in scores) / max(len(scores), 1))

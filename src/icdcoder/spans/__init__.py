@@ -16,7 +16,6 @@ from icdcoder.spans.expansion import (
     CLINICAL_ABBREVIATIONS,
     TeacherParaphraser,
     expand_from_ontology,
-    label_space,
     sparse_codes,
 )
 from icdcoder.spans.retrieval import (
@@ -27,8 +26,8 @@ from icdcoder.spans.retrieval import (
     build_codiesp_retriever,
 )
 from icdcoder.spans.segment import Segment, note_windows, segment_note
-from icdcoder.spans.text import normalize_text
 from icdcoder.spans.translate import WordTranslator, parallel_sentences
+from icdcoder.text import normalize_text
 
 __all__ = [
     "CLINICAL_ABBREVIATIONS",
@@ -45,7 +44,6 @@ __all__ = [
     "build_document_examples",
     "build_span_examples",
     "expand_from_ontology",
-    "label_space",
     "mix_examples",
     "normalize_text",
     "parallel_sentences",

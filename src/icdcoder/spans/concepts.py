@@ -14,6 +14,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from icdcoder import text as normaliser
+from icdcoder.spans.segment import sentence_spans
+from icdcoder.text import normalize_word
+
 #: words that qualify a description without naming the concept
 QUALIFIERS = frozenset(
     "of the and or with in to a an by for on at as from other unspecified specified nos site sites part parts type due not "
@@ -21,25 +25,75 @@ QUALIFIERS = frozenset(
 )
 #: site adjectives and synonyms, mapped to the noun ICD titles use
 NOUNS = {
-    "ovarian": "ovary", "renal": "kidney", "hepatic": "liver", "pulmonary": "lung", "tibial": "tibia", "femoral": "femur",
-    "cardiac": "heart", "gastric": "stomach", "vertebral": "vertebra", "urethral": "urethra", "vesical": "bladder",
-    "splenic": "spleen", "pancreatic": "pancreas", "cutaneous": "skin", "ocular": "eye", "orbital": "orbit",
-    "testicular": "testis", "testicle": "testis", "prostatic": "prostate", "uterine": "uterus", "mammary": "breast",
-    "intestinal": "intestine", "colonic": "colon", "esophageal": "esophagus", "duodenal": "duodenum", "biliary": "bile",
-    "ureteral": "ureter", "nasal": "nose", "oral": "mouth", "dental": "tooth", "teeth": "tooth", "osseous": "bone",
-    "cerebral": "brain", "encephalic": "brain", "arterial": "artery", "venous": "vein", "lymphatic": "lymph",
-    "ganglion": "lymph", "tumour": "neoplasm", "tumor": "neoplasm", "neoplasia": "neoplasm", "metastasis": "secondary",
-    "metastases": "secondary", "metastatic": "secondary", "haemorrhage": "hemorrhage", "bleeding": "hemorrhage",
-    "lithiasis": "calculus", "stone": "calculus", "calculi": "calculus", "abdominal": "abdomen", "pelvic": "pelvis",
-    "thoracic": "chest", "thorax": "chest", "scrotal": "scrotum", "mandibular": "mandible", "axillary": "axilla",
+    "ovarian": "ovary",
+    "renal": "kidney",
+    "hepatic": "liver",
+    "pulmonary": "lung",
+    "tibial": "tibia",
+    "femoral": "femur",
+    "cardiac": "heart",
+    "gastric": "stomach",
+    "vertebral": "vertebra",
+    "urethral": "urethra",
+    "vesical": "bladder",
+    "splenic": "spleen",
+    "pancreatic": "pancreas",
+    "cutaneous": "skin",
+    "ocular": "eye",
+    "orbital": "orbit",
+    "testicular": "testis",
+    "testicle": "testis",
+    "prostatic": "prostate",
+    "uterine": "uterus",
+    "mammary": "breast",
+    "intestinal": "intestine",
+    "colonic": "colon",
+    "esophageal": "esophagus",
+    "duodenal": "duodenum",
+    "biliary": "bile",
+    "ureteral": "ureter",
+    "nasal": "nose",
+    "oral": "mouth",
+    "dental": "tooth",
+    "teeth": "tooth",
+    "osseous": "bone",
+    "cerebral": "brain",
+    "encephalic": "brain",
+    "arterial": "artery",
+    "venous": "vein",
+    "lymphatic": "lymph",
+    "ganglion": "lymph",
+    "tumour": "neoplasm",
+    "tumor": "neoplasm",
+    "neoplasia": "neoplasm",
+    "metastasis": "secondary",
+    "metastases": "secondary",
+    "metastatic": "secondary",
+    "haemorrhage": "hemorrhage",
+    "bleeding": "hemorrhage",
+    "lithiasis": "calculus",
+    "stone": "calculus",
+    "calculi": "calculus",
+    "abdominal": "abdomen",
+    "pelvic": "pelvis",
+    "thoracic": "chest",
+    "thorax": "chest",
+    "scrotal": "scrotum",
+    "mandibular": "mandible",
+    "axillary": "axilla",
     "testes": "testis",
 }
 _MALIGNANT = ("malignant", "neoplasm")
 #: words that stand for two title words
-EXPANSIONS = {"carcinoma": _MALIGNANT, "cancer": _MALIGNANT, "adenocarcinoma": _MALIGNANT, "sarcoma": _MALIGNANT, "liposarcoma": _MALIGNANT}
+EXPANSIONS = {
+    "carcinoma": _MALIGNANT,
+    "cancer": _MALIGNANT,
+    "adenocarcinoma": _MALIGNANT,
+    "sarcoma": _MALIGNANT,
+    "liposarcoma": _MALIGNANT,
+}
 _WORD = re.compile(r"\w+")
 #: where a sentence ends: after closing punctuation and a space, or at a line break
-_SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+|\n+")
 #: two single words joined by "or" or "and": in ICD-10-CM titles ("Malignant neoplasm of bronchus and lung"), either
 _ALTERNATIVE = re.compile(r"\b(\w+) (?:or|and) (\w+)\b")
 
@@ -48,8 +102,6 @@ _ALTERNATIVE = re.compile(r"\b(\w+) (?:or|and) (\w+)\b")
 def fold_word(word: str) -> str:
     """``word`` in lower case without accents, an English plural folded: "arteries" -> "artery", "stones" -> "stone";
     singulars in -s ("testis", "calculus", "pancreas", "mass") stay."""
-    from icdcoder.baselines.dictionary import normalize_word
-
     norm = normalize_word(word)
     if len(norm) > 4 and norm.endswith("ies"):
         return norm[:-3] + "y"
@@ -85,19 +137,6 @@ def concepts_of(word: str) -> tuple[str, ...]:
     return tuple(concept for concept in expansions.get(norm, (norm,)) if concept not in QUALIFIERS)
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of each sentence of ``text``, without surrounding blanks."""
-    spans, start = [], 0
-    for boundary in (*_SENTENCE_END.finditer(text), None):
-        end = boundary.start() if boundary else len(text)
-        piece = text[start:end]
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            spans.append((start + lead, start + len(piece.rstrip())))
-        start = boundary.end() if boundary else end
-    return spans
-
-
 #: the fewest content words (numbers aside) a term needs to be matched: one word alone, "failure" or "mass",
 #: names no concept
 MIN_CONCEPT_WORDS = 2
@@ -124,7 +163,9 @@ class ConceptIndex:
         owner: dict[frozenset[str], str] = {}
         for code in ontology.codes(system):
             info = ontology.get(code, system)
-            for term in (variant for text in (info.description, *info.inclusion_terms) for variant in alternatives(text)):
+            for term in (
+                variant for text in (info.description, *info.inclusion_terms) for variant in alternatives(text)
+            ):
                 words = content_words(term, numbers=True)
                 if sum(not word.isdigit() for word in words) >= MIN_CONCEPT_WORDS and _precedes(code, owner.get(words)):
                     owner[words] = code
@@ -174,11 +215,10 @@ def alternatives(term: str) -> list[str]:
 def _cache_path(ontology, system: str) -> Path:
     """Where the index of ``system`` is cached: keyed by the ontology's titles and by the source of the matching rules
     (this module and the word normaliser it uses)."""
-    from icdcoder.baselines import dictionary
     from icdcoder.ontology.ontology import cache_dir
 
     digest = hashlib.sha256(ontology.fingerprint(system).encode("utf-8"))
-    for source in (__file__, dictionary.__file__):
+    for source in (__file__, normaliser.__file__):
         digest.update(Path(source).read_bytes())
     return cache_dir() / f"concepts-{system}-{digest.hexdigest()[:16]}.pkl"
 

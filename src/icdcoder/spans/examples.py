@@ -17,7 +17,7 @@ from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
 from icdcoder.prompt import Candidate, build_prompt, format_answer
 from icdcoder.spans.segment import Segment, segment_note
-from icdcoder.spans.text import normalize_text
+from icdcoder.text import normalize_text
 
 if TYPE_CHECKING:
     from icdcoder.spans.retrieval import CandidateRetriever
@@ -30,12 +30,44 @@ Schedule = Literal["shuffled", "documents_first", "spans_first"]
 
 #: phrases that announce diagnoses or history, matched on accent-free lower-case text (es + en)
 DIAGNOSTIC_CUES = (
-    "diagnostico", "se diagnostica", "diagnosticad", "compatible con", "antecedente", "impresion",
-    "sugestivo de", "sugestiva de", "confirma", "presenta", "padece", "afecto de", "afecta de",
-    "juicio clinico", "jc", "tratamiento", "se realiza", "se practica", "intervenid", "cirugia",
-    "biopsia", "ecografia", "tac", "resonancia", "radiografia",
-    "diagnosed", "diagnosis", "consistent with", "compatible with", "history of", "suggestive of",
-    "impression", "confirmed", "underwent", "was performed", "surgery", "biopsy", "treated with",
+    "diagnostico",
+    "se diagnostica",
+    "diagnosticad",
+    "compatible con",
+    "antecedente",
+    "impresion",
+    "sugestivo de",
+    "sugestiva de",
+    "confirma",
+    "presenta",
+    "padece",
+    "afecto de",
+    "afecta de",
+    "juicio clinico",
+    "jc",
+    "tratamiento",
+    "se realiza",
+    "se practica",
+    "intervenid",
+    "cirugia",
+    "biopsia",
+    "ecografia",
+    "tac",
+    "resonancia",
+    "radiografia",
+    "diagnosed",
+    "diagnosis",
+    "consistent with",
+    "compatible with",
+    "history of",
+    "suggestive of",
+    "impression",
+    "confirmed",
+    "underwent",
+    "was performed",
+    "surgery",
+    "biopsy",
+    "treated with",
 )
 _CUE_PATTERN = re.compile(r"\b(?:" + "|".join(re.escape(cue) for cue in DIAGNOSTIC_CUES) + r")")
 
@@ -270,10 +302,7 @@ def attach_candidates(
         k=k,
         exclude_doc_ids=[example.doc_id or None for example in examples] if leak_free else None,
     )
-    return [
-        replace(example, candidates=tuple(found.as_candidates()))
-        for example, found in zip(examples, candidates)
-    ]
+    return [replace(example, candidates=tuple(found.as_candidates())) for example, found in zip(examples, candidates)]
 
 
 def mix_examples(

@@ -20,15 +20,13 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
+from icdcoder.ontology.labels import CodeKey
 from icdcoder.spans.examples import SpanExample
-from icdcoder.spans.text import normalize_text
-
-CodeKey = tuple[str, str]  # (code, system)
-LabelSpaceMode = Literal["chapters_in_data", "all", "seen"]
+from icdcoder.text import normalize_text
 
 #: (code prefix, system, Spanish forms, English forms): abbreviations clinicians write for common codes
 CLINICAL_ABBREVIATIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -94,72 +92,6 @@ PROVENANCE_ORDER = (
 _UNSPECIFIED = re.compile(r"\b(unspecified|NOS|no especificad[oa]|sin especificar)\b", re.IGNORECASE)
 
 
-# --------------------------------------------------------------------------- label space
-
-
-def category_of(code: str, system: str) -> str:
-    """3-character category (ICD-10-CM, ICD-9), or the first 4 characters of an ICD-10-PCS code."""
-    if system == "icd10pcs":
-        return code[:4]
-    return code.split(".")[0]
-
-
-def _group_of(ontology: Any, code: str, system: str) -> str:
-    """The neighbourhood used by ``chapters_in_data``.
-
-    ICD-10-CM / ICD-9: the block holding the code's category (``N40-N53``), or the
-    category when the ontology has no block for it. ICD-10-PCS: section + body
-    system (2 characters) for 4-character prefixes, the 4-character prefix for
-    full codes.
-    """
-    if system == "icd10pcs":
-        return code[:2] if len(code) <= 4 else code[:4]
-    category = category_of(code, system)
-    block = ontology.parent(category, system) if ontology.get(category, system) is not None else None
-    return block or category
-
-
-def _bare_length(code: str) -> int:
-    return len(code.replace(".", ""))
-
-
-def _common_lengths(seen: set[CodeKey], system: str, min_share: float = 0.01) -> set[int]:
-    """Code lengths (without dots) making up at least ``min_share`` of the seen codes of a system."""
-    lengths = Counter(_bare_length(code) for code, code_system in seen if code_system == system)
-    total = sum(lengths.values())
-    return {length for length, count in lengths.items() if count >= min_share * total}
-
-
-def label_space(ontology: Any, documents: Iterable[Document], mode: LabelSpaceMode = "chapters_in_data") -> list[CodeKey]:
-    """The codes a coder chooses among.
-
-    ``seen``: codes in ``documents``. ``chapters_in_data``: those plus every
-    ontology code in the neighbourhood of one of them (see :func:`_group_of`:
-    the ICD-10-CM block, the ICD-10-PCS body system / 4-character prefix) whose
-    length the data uses (CodiEsp: no 7-character ICD-10-CM extensions; PCS as
-    4-character prefixes or full codes). About 60,000 codes for CodiEsp train,
-    reaching ~90% of the diagnosis codes of dev that train never shows. ``all``:
-    every code of the systems present in ``documents``.
-    """
-    seen = {(gold.code, gold.system) for document in documents for gold in document.codes}
-    if mode == "seen":
-        return sorted(seen, key=lambda key: (key[1], key[0]))
-    if mode not in ("chapters_in_data", "all"):
-        raise InputError(f"unknown label space mode '{mode}' (chapters_in_data, all, seen)")
-    space = set(seen)
-    for system in sorted({system for _, system in seen}):
-        if mode == "all":
-            space.update((code, system) for code in ontology.codes(system))
-            continue
-        lengths = _common_lengths(seen, system)
-        candidates = [code for code in ontology.codes(system) if _bare_length(code) in lengths]
-        groups = {_group_of(ontology, code, system) for code, code_system in seen if code_system == system}
-        if system == "icd10pcs":  # a seen full code also opens its body system to 4-character prefixes
-            groups |= {code[:2] for code, code_system in seen if code_system == system}
-        space.update((code, system) for code in candidates if _group_of(ontology, code, system) in groups)
-    return sorted(space, key=lambda key: (key[1], key[0]))
-
-
 def sparse_codes(codes: Iterable[CodeKey], documents: Iterable[Document], max_evidence: int = 2) -> list[CodeKey]:
     """The codes among ``codes`` with at most ``max_evidence`` training evidence spans."""
     counts: Counter = Counter()
@@ -186,7 +118,9 @@ def _training_forms(documents: Iterable[Document], max_words: int = 10) -> dict[
     return forms
 
 
-def _related_forms(ontology: Any, code: str, system: str, unspecified: bool, forms: dict[CodeKey, Counter]) -> list[str]:
+def _related_forms(
+    ontology: Any, code: str, system: str, unspecified: bool, forms: dict[CodeKey, Counter]
+) -> list[str]:
     """Spanish training wording of hierarchy neighbours that also names this code.
 
     A descendant's wording names a (less specific) instance of a category code;
@@ -202,7 +136,8 @@ def _related_forms(ontology: Any, code: str, system: str, unspecified: bool, for
 
 
 def _descendants(ontology: Any, code: str, system: str, limit: int = 200) -> list[str]:
-    found, queue = [], list(ontology.children(code, system))
+    found: list[str] = []
+    queue = list(ontology.children(code, system))
     while queue and len(found) < limit:
         child = queue.pop(0)
         found.append(child)
@@ -211,7 +146,7 @@ def _descendants(ontology: Any, code: str, system: str, limit: int = 200) -> lis
 
 
 def _abbreviation_forms(code: str, system: str) -> list[str]:
-    forms = []
+    forms: list[str] = []
     for prefix, prefix_system, spanish, english in CLINICAL_ABBREVIATIONS:
         if prefix_system == system and code.startswith(prefix):
             forms.extend(spanish + english)
@@ -238,14 +173,18 @@ def _texts_for_code(
         "expansion:inclusion": list(info.inclusion_terms),
         "expansion:parent": [ontology.describe(parent, system)] if unspecified and parent else [],
         "expansion:child": [
-            ontology.describe(child, system) for child in ontology.children(code, system) if (child, system) not in targets
+            ontology.describe(child, system)
+            for child in ontology.children(code, system)
+            if (child, system) not in targets
         ],
     }
 
 
 def _as_example(text: str, code: str, system: str, provenance: str) -> SpanExample:
     text = " ".join(text.split())
-    return SpanExample(text=text, targets=((code, system, text),), doc_id="", start=0, end=len(text), provenance=provenance)
+    return SpanExample(
+        text=text, targets=((code, system, text),), doc_id="", start=0, end=len(text), provenance=provenance
+    )
 
 
 def _resolve_targets(ontology: Any, target_codes: Iterable[str | CodeKey]) -> list[CodeKey]:

@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from icdcoder.spans.concepts import content_words, fold_word, sentence_spans
+from icdcoder.spans.concepts import content_words, fold_word
+from icdcoder.spans.segment import sentence_spans
 
 #: clinical words for a root operation or imaging type, keyed by how 4-character PCS titles name it
 OPERATION_WORDS = {
@@ -105,7 +106,7 @@ class ProcedureComposer:
         if not words & SIDES:  # an exam or operation of an organ that has two, no side named: both sides
             words |= {"bilateral"}
         folded = {fold_word(word) for word in re.findall(r"\w+", sentence)}
-        found = set()
+        found: set[str] = set()
         for operation, clues in self.clues.items():
             if folded & clues:
                 matched = [(body, code) for body, code in self.by_operation[operation] if body <= words]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
+from icdcoder.spans.lexicon import smoothed_reliability
+from icdcoder.text import normalize_word
 
 #: a number in a title, not part of a code-like word ("C3/C4", "T11")
 _TITLE_NUMBER = r"(?<![\w./])(\d+(?:\.\d+)?)%?(?![\w/])"
@@ -147,8 +149,6 @@ class _Token:
 def value_tokens(text: str) -> list[_Token]:
     """The tokens a template reads: numbers with their value, words folded as the lexicon folds them; function
     words left out."""
-    from icdcoder.baselines.dictionary import normalize_word
-
     tokens = []
     for match in _TOKEN.finditer(text):
         word = match.group()
@@ -200,8 +200,6 @@ class TemplateCounts:
     @property
     def reliability(self) -> float:
         """(right + 1) / (matched + 2): a template never wrong tends to 1, one often wrong to 0."""
-        from icdcoder.baselines.dictionary import smoothed_reliability
-
         return smoothed_reliability(self.right, self.matched)
 
 
@@ -254,7 +252,9 @@ class QuantityTemplates:
 
     def to_json(self) -> dict:
         return {
-            "families": {key: [[c.code, _bound(c.low), _bound(c.high)] for c in codes] for key, codes in self.families.items()},
+            "families": {
+                key: [[c.code, _bound(c.low), _bound(c.high)] for c in codes] for key, codes in self.families.items()
+            },
             "templates": {
                 template: {key: [c.matched, c.right] for key, c in sorted(by_key.items())}
                 for template, by_key in sorted(self.templates.items())
@@ -266,11 +266,16 @@ class QuantityTemplates:
         """The inverse of :meth:`to_json`; a malformed record fails in one line naming ``source``."""
         try:
             families = {
-                str(key): [ValueCode(str(code), _unbound(low, -math.inf), _unbound(high, math.inf)) for code, low, high in codes]
+                str(key): [
+                    ValueCode(str(code), _unbound(low, -math.inf), _unbound(high, math.inf))
+                    for code, low, high in codes
+                ]
                 for key, codes in record["families"].items()
             }
             templates = {
-                str(template): {str(key): TemplateCounts(int(matched), int(right)) for key, (matched, right) in by_key.items()}
+                str(template): {
+                    str(key): TemplateCounts(int(matched), int(right)) for key, (matched, right) in by_key.items()
+                }
                 for template, by_key in record["templates"].items()
             }
         except (KeyError, AttributeError, TypeError, ValueError) as err:

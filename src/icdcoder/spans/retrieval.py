@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +40,16 @@ from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
+from icdcoder.ontology.labels import LabelSpaceMode
+from icdcoder.ontology.labels import label_space as default_label_space
 from icdcoder.prompt import Candidate
-from icdcoder.spans.text import first_words, normalize_text, short_title
+from icdcoder.spans.text import first_words, short_title
 from icdcoder.spans.translate import WordTranslator
+from icdcoder.text import normalize_text
 
 if TYPE_CHECKING:
     import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
 
 CodeKey = tuple[str, str]  # (code, system)
 _FORMAT_VERSION = 2
@@ -136,7 +140,7 @@ class CandidateRetriever:
         self.forms: dict[str, dict[int, dict[str, int]]] = {}
         #: normalized form -> how it first read in a note
         self.display: dict[str, str] = {}
-        self.vectorizer = None  # CountVectorizer of character n-grams
+        self.vectorizer: CountVectorizer | None = None  # character n-grams
         self.weighting = None  # TfidfTransformer (sublinear tf, idf, L2 rows)
         self.counts = None  # rows x n-grams raw counts (what is saved: small, compresses well)
         self.matrix = None  # the weighted rows, rebuilt from counts
@@ -159,15 +163,13 @@ class CandidateRetriever:
     ) -> CandidateRetriever:
         """Index the training evidence and the ontology texts of the label space.
 
-        ``label_space`` defaults to :func:`icdcoder.spans.expansion.label_space`
+        ``label_space`` defaults to :func:`icdcoder.ontology.labels.label_space`
         in ``chapters_in_data`` mode; codes seen in training are always in it.
         ``translator`` (a fitted :class:`~icdcoder.spans.translate.WordTranslator`)
         adds the ``translated`` source: Spanish spans matched against English titles.
         """
         documents = list(train_documents)
         if label_space is None:
-            from icdcoder.spans.expansion import label_space as default_label_space
-
             label_space = default_label_space(ontology, documents, mode="chapters_in_data")
         seen = {(gold.code, gold.system) for document in documents for gold in document.codes}
         self.codes = sorted(set(label_space) | seen, key=lambda key: (key[1], key[0]))
@@ -177,7 +179,9 @@ class CandidateRetriever:
         self.descriptions = [short_title(title, self.config.short_description_words) for title in titles]
         self.forms, self.display = {}, {}
         for document in documents:
-            for code, system, display, form in _evidence_forms(document, self.config.max_form_words, self.config.min_form_chars):
+            for code, system, display, form in _evidence_forms(
+                document, self.config.max_form_words, self.config.min_form_chars
+            ):
                 per_doc = self.forms.setdefault(form, {}).setdefault(index[(code, system)], {})
                 per_doc[document.id] = per_doc.get(document.id, 0) + 1
                 self.display.setdefault(form, display)
@@ -239,9 +243,11 @@ class CandidateRetriever:
             self.first_word[words[0]].append((len(words), form))
         for entries in self.first_word.values():
             entries.sort(reverse=True)
-        row_codes = self.row_codes if self.row_codes is not None else []
+        row_codes: list[int] = self.row_codes.tolist() if self.row_codes is not None else []
         #: (surface form, code index) -> its TF-IDF row, to mask one document's forms
-        self.form_row = {(form, int(code)): row for row, (form, code) in enumerate(zip(self.row_forms, row_codes)) if form}
+        self.form_row = {
+            (form, int(code)): row for row, (form, code) in enumerate(zip(self.row_forms, row_codes)) if form
+        }
         self.doc_forms: dict[str, list[tuple[str, int]]] = defaultdict(list)
         self.forms_by_code: dict[int, list[str]] = defaultdict(list)
         notes_by_code: dict[int, set[str]] = defaultdict(set)
@@ -292,13 +298,14 @@ class CandidateRetriever:
 
     def _surface_ranking(self, text: str, exclude_doc_id: str | None) -> list[int]:
         """Codes of the surface forms in ``text``: longer forms and likelier codes first."""
-        scores: Counter = Counter()
+        scores: defaultdict[int, float] = defaultdict(float)
         for form in self.surface_hits(text, exclude_doc_id):
             counts = self._form_counts(form, exclude_doc_id)
             total = sum(counts.values())
             for code_index, count in counts.items():
                 scores[code_index] += len(form.split()) * (count / total) + 0.01 * count
-        return [code_index for code_index, _ in scores.most_common(self.config.depth)]
+        best_first = sorted(scores.items(), key=lambda item: item[1], reverse=True)  # stable: ties in first-seen order
+        return [code_index for code_index, _ in best_first[: self.config.depth]]
 
     def _excluded_rows(self, exclude_doc_id: str | None) -> list[int]:
         """TF-IDF rows holding a surface form that only ``exclude_doc_id`` contributed."""
@@ -310,6 +317,11 @@ class CandidateRetriever:
                 rows.append(self.form_row[(form, code_index)])
         return rows
 
+    def _fitted_vectorizer(self) -> CountVectorizer:
+        if self.vectorizer is None:
+            raise InputError("the retriever is not fitted (fit or load it first)")
+        return self.vectorizer
+
     def _tfidf_rankings(self, texts: Sequence[str], exclude_doc_ids: Sequence[str | None]) -> list[list[int]]:
         """Per text, code indexes by their best-matching row (one sparse product per batch)."""
         import numpy as np
@@ -317,7 +329,7 @@ class CandidateRetriever:
         rankings: list[list[int]] = []
         for start in range(0, len(texts), self.config.batch_size):
             batch = texts[start : start + self.config.batch_size]
-            scores = (self._weigh(self.vectorizer.transform(batch)) @ self.matrix_t).tocsr()
+            scores = (self._weigh(self._fitted_vectorizer().transform(batch)) @ self.matrix_t).tocsr()
             for offset, document_id in enumerate(exclude_doc_ids[start : start + len(batch)]):
                 rows = scores.indices[scores.indptr[offset] : scores.indptr[offset + 1]]
                 values = scores.data[scores.indptr[offset] : scores.indptr[offset + 1]]
@@ -360,14 +372,16 @@ class CandidateRetriever:
     def _ranked_codes(self, rows: np.ndarray, values: np.ndarray) -> list[int]:
         import numpy as np
 
+        if self.row_codes is None:
+            raise InputError("the retriever is not fitted (fit or load it first)")
         codes = self.row_codes[rows[np.argsort(-values, kind="stable")]]
         _, first = np.unique(codes, return_index=True)
         return [int(code) for code in codes[np.sort(first)]]
 
-    def _embedding_rankings(self, texts: Sequence[str]) -> list[list[int]]:
+    def _embedding_rankings(self, texts: Sequence[str], embeddings: np.ndarray) -> list[list[int]]:
         import numpy as np
 
-        scores = self.embed_texts(texts) @ self.embeddings.T
+        scores = self.embed_texts(texts) @ embeddings.T
         top = min(self.config.depth, scores.shape[1])
         best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
         return [[int(i) for i in candidates[np.argsort(-row[candidates])]] for row, candidates in zip(scores, best)]
@@ -396,7 +410,7 @@ class CandidateRetriever:
             translated = self.translator.translate_many(texts)
             sources["translated"] = (self.config.translated_weight, self._tfidf_rankings(translated, exclude))
         if self.embeddings is not None and self.config.embedding_weight > 0:
-            sources["embedding"] = (self.config.embedding_weight, self._embedding_rankings(texts))
+            sources["embedding"] = (self.config.embedding_weight, self._embedding_rankings(texts, self.embeddings))
         results = []
         for position, (text, document_id) in enumerate(zip(texts, exclude)):
             rankings = {"surface": (self.config.surface_weight, self._surface_ranking(text, document_id))}
@@ -569,7 +583,9 @@ class CandidateRetriever:
         digest = hashlib.sha256("\n".join([model_dir, *texts]).encode()).hexdigest()[:16]
         from icdcoder.ontology.ontology import cache_dir
 
-        folder = Path(self.config.embedding_cache_dir) if self.config.embedding_cache_dir else cache_dir() / "embeddings"
+        folder = (
+            Path(self.config.embedding_cache_dir) if self.config.embedding_cache_dir else cache_dir() / "embeddings"
+        )
         cache_file = folder / f"codes-{digest}.npy"
         if cache_file.is_file():
             return np.load(cache_file)
@@ -584,13 +600,12 @@ def build_codiesp_retriever(
     ontology: Any,
     train_documents: Sequence[Document],
     config: RetrieverConfig | None = None,
-    mode: str = "chapters_in_data",
+    mode: LabelSpaceMode = "chapters_in_data",
     use_embeddings: bool = False,
     translate: bool = True,
 ) -> CandidateRetriever:
     """The recommended retriever for CodiEsp: default label space, plus the glossary learned
     from the train split's own Spanish/English notes (``translate``) for Spanish documents."""
-    from icdcoder.spans.expansion import label_space
     from icdcoder.spans.translate import parallel_sentences
 
     spanish = any(document.language == "es" for document in train_documents)
@@ -598,7 +613,7 @@ def build_codiesp_retriever(
     return CandidateRetriever(config).fit(
         train_documents,
         ontology,
-        label_space=label_space(ontology, train_documents, mode=mode),
+        label_space=default_label_space(ontology, train_documents, mode=mode),
         use_embeddings=use_embeddings,
         translator=translator,
     )
@@ -619,7 +634,13 @@ def _embed(texts: Sequence[str], model_dir: str, batch_size: int) -> np.ndarray:
     chunks = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -23,12 +23,69 @@ from icdcoder.errors import InputError
 ABBREVIATIONS = frozenset(
     {
         # Spanish
-        "dr", "dra", "drs", "dras", "sr", "sra", "srta", "sres", "ud", "uds", "dña", "núm", "nº", "pág",
-        "pag", "ej", "aprox", "aa", "ss", "art", "vol", "fig", "figs", "izq", "izda", "dcha", "dch", "der",
-        "ant", "post", "sup", "inf", "lat", "prox", "dist", "cols", "tto", "trat", "hosp", "serv", "unid",
-        "cap", "avda", "sta", "sto", "vv", "cc", "ca",
+        "dr",
+        "dra",
+        "drs",
+        "dras",
+        "sr",
+        "sra",
+        "srta",
+        "sres",
+        "ud",
+        "uds",
+        "dña",
+        "núm",
+        "nº",
+        "pág",
+        "pag",
+        "ej",
+        "aprox",
+        "aa",
+        "ss",
+        "art",
+        "vol",
+        "fig",
+        "figs",
+        "izq",
+        "izda",
+        "dcha",
+        "dch",
+        "der",
+        "ant",
+        "post",
+        "sup",
+        "inf",
+        "lat",
+        "prox",
+        "dist",
+        "cols",
+        "tto",
+        "trat",
+        "hosp",
+        "serv",
+        "unid",
+        "cap",
+        "avda",
+        "sta",
+        "sto",
+        "vv",
+        "cc",
+        "ca",
         # English
-        "mr", "mrs", "ms", "prof", "st", "vs", "cf", "approx", "dept", "no", "nos", "eg", "ie", "etal",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "st",
+        "vs",
+        "cf",
+        "approx",
+        "dept",
+        "no",
+        "nos",
+        "eg",
+        "ie",
+        "etal",
     }
 )
 
@@ -96,6 +153,13 @@ def _sentences(text: str) -> list[Segment]:
     return segments
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of ``text``, without surrounding blanks: the one sentence splitter of the coder's
+    segments, concepts and composed procedures (line breaks, then sentence-final punctuation before a capital, a digit
+    or an opening mark, abbreviations kept whole)."""
+    return [(segment.start, segment.end) for segment in _sentences(text)]
+
+
 def _word_count(text: str, segment: Segment) -> int:
     return len(text[segment.start : segment.end].split())
 
@@ -119,7 +183,9 @@ def _cut_after(text: str, segment: Segment, separator: str) -> list[Segment]:
 
 def _cut_words(text: str, segment: Segment, max_words: int) -> list[Segment]:
     """Consecutive windows of ``max_words`` words."""
-    words = [(segment.start + m.start(), segment.start + m.end()) for m in _WORD.finditer(text[segment.start : segment.end])]
+    words = [
+        (segment.start + m.start(), segment.start + m.end()) for m in _WORD.finditer(text[segment.start : segment.end])
+    ]
     return [Segment(words[i][0], words[min(i + max_words, len(words)) - 1][1]) for i in range(0, len(words), max_words)]
 
 

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from icdcoder.data.schema import Document, Evidence
-from icdcoder.spans.concepts import alternatives, concepts_of, content_words, fold_word, sentence_spans
+from icdcoder.spans.concepts import alternatives, concepts_of, content_words, fold_word
 from icdcoder.spans.procedures import OPERATION_WORDS
+from icdcoder.spans.segment import sentence_spans
 
 _WORD = re.compile(r"\w+")
 #: the shortest ancestor whose terms still name the code: the ICD-10-CM category, the PCS prefix down to the body part
@@ -55,7 +56,10 @@ def code_terms(ontology, code: str, system: str) -> list[frozenset[str]]:
     if ontology.get(code, system) is None:
         return []
     level = NAMED_LEVEL.get(system, 3)
-    names = [code, *(ancestor for ancestor in ontology.ancestors(code, system) if "-" not in ancestor and len(ancestor) >= level)]
+    names = [
+        code,
+        *(ancestor for ancestor in ontology.ancestors(code, system) if "-" not in ancestor and len(ancestor) >= level),
+    ]
     terms: list[frozenset[str]] = []
     for name in names:
         info = ontology.get(name, system)
@@ -81,7 +85,10 @@ def locate_evidence(text: str, terms: Sequence[frozenset[str]], min_share: float
     best: tuple[float, int, int] | None = None
     span = None
     for start, end in sentence_spans(text):
-        tokens = [(match.start() + start, match.end() + start, _word_concepts(match.group())) for match in _WORD.finditer(text[start:end])]
+        tokens = [
+            (match.start() + start, match.end() + start, _word_concepts(match.group()))
+            for match in _WORD.finditer(text[start:end])
+        ]
         words = frozenset().union(*(concepts for _, _, concepts in tokens)) if tokens else frozenset()
         for term in terms:
             held = _held(term, words, min_share)
@@ -94,7 +101,9 @@ def locate_evidence(text: str, terms: Sequence[frozenset[str]], min_share: float
     return span
 
 
-def with_silver_evidence(documents: Sequence[Document], ontology, min_share: float = 0.5) -> tuple[list[Document], SilverReport]:
+def with_silver_evidence(
+    documents: Sequence[Document], ontology, min_share: float = 0.5
+) -> tuple[list[Document], SilverReport]:
     """``documents`` with evidence located for every gold code that has none (codes with offsets are kept as they are)."""
     located = missing = 0
     result = []

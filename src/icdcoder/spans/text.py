@@ -1,31 +1,11 @@
-"""Text normalisation shared by the span tools: accent- and case-insensitive word forms."""
+"""Short forms of code titles for prompts and retrieval (the normalisers are in :mod:`icdcoder.text`)."""
 
 from __future__ import annotations
 
 import re
-import unicodedata
 
-_NON_WORD = re.compile(r"[^0-9a-zñ]+")
-_KEEP = {"ñ": "\uE000", "Ñ": "\uE001"}
-
-
-def strip_accents(text: str) -> str:
-    """``"Diagnóstico"`` -> ``"Diagnostico"`` (drops combining marks after NFKD), keeping ``ñ``.
-
-    ``ñ`` is a letter of its own in Spanish: "año" (year) and "ano" (anus) must not meet.
-    """
-    for letter, placeholder in _KEEP.items():
-        text = text.replace(letter, placeholder)
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
-    for letter, placeholder in _KEEP.items():
-        stripped = stripped.replace(placeholder, letter)
-    return stripped
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, no accents but ``ñ``, punctuation as spaces, single spaces: the key for surface forms."""
-    return _NON_WORD.sub(" ", strip_accents(text).lower()).strip()
+# saved retrievers (``retriever/tfidf.joblib``, the shipped coder's among them) pickle their preprocessor by this name
+from icdcoder.text import normalize_text  # noqa: F401
 
 
 def first_words(text: str, limit: int) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from icdcoder.errors import InputError
 from icdcoder.io import read_text
-from icdcoder.spans.text import normalize_text
+from icdcoder.text import normalize_text
 
 
 def parallel_sentences(data_dir: str | Path, split: str) -> list[tuple[str, str]]:

@@ -40,16 +40,18 @@ def train_sft(
 
     The output folder is checked and locked before any work; --resume without a usable checkpoint is an error."""
     from icdcoder.config import load_config
+    from icdcoder.train.coder_folder import export_checkpoint, train_coder
     from icdcoder.train.config import SftConfig
-    from icdcoder.train.sft import export_checkpoint, run_sft
 
     if export_from is not None and resume:
         raise InputError("exports a checkpoint and trains nothing: it does not go with --resume", path="--export-from")
     settings = load_config(config, SftConfig, overrides=parse_overrides(set_ or []))
     if export_from is not None:
-        typer.echo(json.dumps({"output_dir": str(export_checkpoint(settings, export_from)), "checkpoint": str(export_from)}))
+        typer.echo(
+            json.dumps({"output_dir": str(export_checkpoint(settings, export_from)), "checkpoint": str(export_from)})
+        )
         return
-    report = run_sft(settings, resume=resume)
+    report = train_coder(settings, resume=resume)
     summary = {
         "output_dir": str(settings.output_dir),
         "train_tokens": report.train_tokens,
@@ -67,13 +69,22 @@ def train_lexicons(
     ),
     split: Annotated[str, typer.Option("--split", help="Training split (never dev or test).")] = "train",
     jsonl: Annotated[
-        Path | None, typer.Option("--jsonl", help="Training notes with gold codes as canonical JSONL, instead of --data-dir/--split.")
+        Path | None,
+        typer.Option(
+            "--jsonl", help="Training notes with gold codes as canonical JSONL, instead of --data-dir/--split."
+        ),
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
     """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training);
-    then re-tune with ``predict tune``."""
+    then re-tune with 'predict tune'."""
     from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.signals import (
+        ConceptSignal,
+        EnglishLexiconSignal,
+        LexiconSignal,
+        QuantitySignal,
+    )
     from icdcoder.train.config import DataSettings
     from icdcoder.train.data import fit_coder_lexicons, load_training_documents
 
@@ -82,8 +93,12 @@ def train_lexicons(
     coder = SpanLLMPredictor.load(model, check_files=False)  # its lexicons are about to be rebuilt
     settings = DataSettings(data_dir=data_dir, split=split, documents_jsonl=jsonl, lang=lang)
     fit_coder_lexicons(coder, load_training_documents(settings), settings)
-    coder.save_lexicons(model)
-    sizes = {name: len(lexicon) for name, lexicon in (("lexicon", coder.lexicon), ("english_lexicon", coder.english_lexicon)) if lexicon}
-    templates = {language: len(found) for language, found in coder.quantity_templates.items()}
-    counted = {"concepts_counted": len(coder.concept_counts), "value_templates": templates}
+    coder.save_signals(model)
+    lexicons = {
+        "lexicon": coder.signal_of(LexiconSignal).index,
+        "english_lexicon": coder.signal_of(EnglishLexiconSignal).index,
+    }
+    sizes = {name: len(lexicon) for name, lexicon in lexicons.items() if lexicon}
+    templates = {language: len(found) for language, found in coder.signal_of(QuantitySignal).templates.items()}
+    counted = {"concepts_counted": len(coder.signal_of(ConceptSignal).counts), "value_templates": templates}
     typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, **counted}))

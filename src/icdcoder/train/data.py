@@ -13,13 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 from icdcoder.data.schema import Document
+from icdcoder.infer.signals.base import TrainingNotes
+from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.prompt import Candidate
 from icdcoder.train.config import DataSettings
 
 log = logging.getLogger(__name__)
-
-#: systems the LLM coder writes (CodiEsp D and P)
-CODER_SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 def load_training_documents(settings: DataSettings) -> list[Document]:
@@ -42,7 +41,9 @@ def load_training_documents(settings: DataSettings) -> list[Document]:
     if settings.max_documents is not None:
         documents = documents[: settings.max_documents]
     if not any(gold.system in CODER_SYSTEMS for document in documents for gold in document.codes):
-        raise InputError("no training note carries an ICD-10-CM or ICD-10-PCS code (the span coder writes those)", path=source)
+        raise InputError(
+            "no training note carries an ICD-10-CM or ICD-10-PCS code (the span coder writes those)", path=source
+        )
     return documents
 
 
@@ -70,28 +71,17 @@ def english_training_notes(documents: Sequence[Document], settings: DataSettings
     return [doc for doc in load_codiesp(settings.data_dir, settings.split, language="en") if doc.id in wanted]
 
 
-def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSettings) -> None:
-    """Give ``coder`` what it learns from the training notes besides retrieval and the LLM.
-
-    - Lexicons. Spanish notes get a lexicon of the training evidence, plus an English lexicon (ontology terms and
-      phrases of the projected evidence, reliabilities counted on the English versions of the same notes) when the
-      split ships translations; English notes get the English lexicon only. ``settings.lexicons = false``: none.
-    - How reliable each matched ICD-10-CM concept is (:meth:`SpanLLMPredictor.count_concepts`), on the English notes.
-    - The phrases around a measured value that name a code (:class:`icdcoder.spans.quantities.QuantityTemplates`),
-      for the notes' language and, from their English versions, for English notes.
-    """
-    from icdcoder.infer.coder import build_lexicon
-    from icdcoder.spans.quantities import QuantityTemplates, ontology_value_families
-
+def training_notes(documents: Sequence[Document], settings: DataSettings) -> TrainingNotes:
+    """What the coder's signals learn from (:mod:`icdcoder.infer.signals`): the notes, their English versions, their
+    language and whether lexicons are wanted (``settings.lexicons``)."""
     english = english_training_notes(documents, settings)
-    coder.lexicon = build_lexicon(documents) if settings.lexicons and settings.lang != "en" else None
-    coder.english_lexicon = build_lexicon(english, coder.ontology) if settings.lexicons and english else None
-    coder.count_concepts(english)
-    families = ontology_value_families(coder.ontology)
-    by_language = {settings.lang: documents, "en": english}
-    coder.quantity_templates = {
-        language: QuantityTemplates.build(notes, families) for language, notes in by_language.items() if notes
-    }
+    return TrainingNotes(list(documents), english, settings.lang, settings.lexicons)
+
+
+def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSettings) -> None:
+    """Give ``coder`` what it learns from the training notes besides retrieval and the LLM: every signal fitted
+    (lexicons, concept reliabilities, value templates; see :mod:`icdcoder.infer.signals`)."""
+    coder.fit_signals(training_notes(documents, settings))
 
 
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
@@ -118,7 +108,10 @@ def _with_candidates(examples: list, retriever, k: int, gold_share: float, rng: 
         if gold and rng.random() < gold_share:
             candidates = candidates[: max(k - len(gold), 0)]
             for code, system in gold:
-                candidates.insert(rng.randint(0, len(candidates)), Candidate(code, _describe(retriever, code, system, example.doc_id or None)))
+                candidates.insert(
+                    rng.randint(0, len(candidates)),
+                    Candidate(code, _describe(retriever, code, system, example.doc_id or None)),
+                )
         result.append(dataclasses.replace(example, candidates=tuple(candidates[: max(k, len(gold))])))
     return result
 
@@ -131,16 +124,21 @@ def _share_of(extra: list, share: float | None, others: int, rng: random.Random)
     return rng.sample(extra, wanted) if wanted < len(extra) else extra
 
 
-def build_examples(documents: Sequence[Document], settings: DataSettings, ontology, retriever=None, seed: int = 0) -> list:
+def build_examples(
+    documents: Sequence[Document], settings: DataSettings, ontology, retriever=None, seed: int = 0
+) -> list:
     """All training examples the settings ask for, mixed and capped."""
-    from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, label_space, mix_examples
+    from icdcoder.ontology.labels import label_space
+    from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, mix_examples
 
     documents = list(documents)
     if settings.silver_evidence:
         from icdcoder.spans.silver import with_silver_evidence
 
         documents, silver = with_silver_evidence(documents, ontology, settings.silver_min_share)
-        log.info("silver evidence located for %d gold codes without offsets (%d not found)", silver.located, silver.missing)
+        log.info(
+            "silver evidence located for %d gold codes without offsets (%d not found)", silver.located, silver.missing
+        )
     span_examples: list = []
     if settings.spans:
         span_examples = build_span_examples(
@@ -152,13 +150,19 @@ def build_examples(documents: Sequence[Document], settings: DataSettings, ontolo
         )
     if settings.expansion:
         codes = label_space(ontology, documents, mode=settings.expansion_label_space)
-        expanded = expand_from_ontology(ontology, codes, documents, per_code_cap=settings.expansion_per_code_cap, seed=seed)
-        span_examples = span_examples + _share_of(expanded, settings.expansion_share, len(span_examples), random.Random(seed))
+        expanded = expand_from_ontology(
+            ontology, codes, documents, per_code_cap=settings.expansion_per_code_cap, seed=seed
+        )
+        span_examples = span_examples + _share_of(
+            expanded, settings.expansion_share, len(span_examples), random.Random(seed)
+        )
     doc_examples: list = []
     if settings.document_ratio > 0:
         doc_examples = build_document_examples(documents, max_words=settings.document_max_words)
     if span_examples and doc_examples:
-        examples = mix_examples(span_examples, doc_examples, doc_ratio=settings.document_ratio, schedule=settings.mix_schedule, seed=seed)
+        examples = mix_examples(
+            span_examples, doc_examples, doc_ratio=settings.document_ratio, schedule=settings.mix_schedule, seed=seed
+        )
     else:
         examples = list(span_examples or doc_examples)
         random.Random(seed).shuffle(examples)
@@ -166,7 +170,9 @@ def build_examples(documents: Sequence[Document], settings: DataSettings, ontolo
     if settings.max_examples is not None:
         examples = examples[: settings.max_examples]
     if settings.candidates_k > 0 and retriever is not None:
-        examples = _with_candidates(examples, retriever, settings.candidates_k, settings.gold_in_candidates, random.Random(seed + 1))
+        examples = _with_candidates(
+            examples, retriever, settings.candidates_k, settings.gold_in_candidates, random.Random(seed + 1)
+        )
     return examples
 
 
@@ -181,7 +187,7 @@ def to_dataset(examples: Sequence, eos_token: str):
 
     from icdcoder.spans import to_prompt_completion
 
-    rows = {"prompt": [], "completion": []}
+    rows: dict[str, list[str]] = {"prompt": [], "completion": []}
     for example in examples:
         pair = to_prompt_completion(example)
         rows["prompt"].append(pair["prompt"])

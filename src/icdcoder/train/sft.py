@@ -1,13 +1,12 @@
 """Supervised fine-tuning with TRL's ``SFTTrainer`` (LoRA via peft), loss on the completion only.
 
-The output folder is a complete coder folder for :class:`icdcoder.infer.coder.SpanLLMPredictor`:
-``model/`` (adapter + tokenizer, loadable by ``load_causal_lm`` anywhere), ``retriever/``,
-``coder.json``, plus ``run_meta.json`` (tokens, wall time, memory, example counts, config)
-and ``checkpoints/`` for ``--resume``.
+:func:`run_sft` trains an adapter (checkpoints under ``output_dir/checkpoints/`` for ``--resume``) and returns it;
+:mod:`icdcoder.train.coder_folder` makes a coder folder of it (``model/`` loadable by ``load_causal_lm`` anywhere,
+``retriever/``, the signals' files, ``coder.json``, ``run_meta.json``).
 
-Before any work the output folder is checked (:func:`icdcoder.io.check_output_dir`) and locked for the whole run
-(:func:`icdcoder.io.output_lock`); ``--resume`` picks the newest checkpoint that is whole
-(:func:`resume_checkpoint`, shared with GRPO and PHI): a damaged one is skipped with a warning.
+Checks shared by every training run live here too: the output folder checked (:func:`check_training_output`) and
+``--resume``'s checkpoint, the newest one that is whole (:func:`resume_checkpoint`, shared with GRPO and PHI): a
+damaged one is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,11 +15,13 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write, check_output_dir, output_lock
+from icdcoder.io import atomic_write, check_output_dir
 from icdcoder.predictor import FitReport, peak_rss_mb
 from icdcoder.train.config import SftConfig
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def use_bf16(setting: bool | str) -> bool:
     """Resolve the ``bf16`` setting: ``"auto"`` means bf16 exactly where the hardware computes it natively:
     a CUDA device that supports it, or (without CUDA) a CPU with AVX-512 BF16 or AMX instructions. On other
-    CPUs bf16 autocast is emulated and several times slower than fp32 (``benchmarks/sft_throughput.py``)."""
+    CPUs bf16 autocast is emulated and several times slower than fp32 (``benchmarks/perf/sft_throughput.py``)."""
     import torch
 
     if setting == "auto":
@@ -221,7 +222,7 @@ def existing_path(name: str | Path | None) -> Path | None:
     return Path(name) if name is not None and Path(name).exists() else None
 
 
-def _sft_inputs(config: SftConfig) -> list[Path | None]:
+def sft_inputs(config: SftConfig) -> list[Path | None]:
     """What an SFT run reads: the output folder must be none of them."""
     return [existing_path(config.backbone), config.data.data_dir, config.data.documents_jsonl, config.coder_config]
 
@@ -277,7 +278,7 @@ def _count_cut(dataset, max_length: int | None) -> int:
     return sum(len(ids) >= max_length for ids in dataset["input_ids"])
 
 
-def _save_adapter(model, tokenizer, directory: Path, base_name: str, half: bool) -> None:
+def save_adapter(model, tokenizer, directory: Path, base_name: str, half: bool) -> None:
     """Save the trained adapter (or full model) so ``load_causal_lm(directory)`` works anywhere."""
     import torch
 
@@ -301,24 +302,42 @@ def _as_trainable(model):
     return model
 
 
-def run_sft(config: SftConfig, resume: bool = False, documents=None, ontology=None) -> FitReport:
-    """Build examples, train, save the coder folder; returns what the run cost.
+@dataclass
+class SftAdapter:
+    """What an SFT run trained: the model (LoRA adapter on its base) and tokenizer, the retriever its prompts' candidates
+    came from, the notes and ontology it read, what it cost, and how many examples each source gave."""
 
-    Before any work: the output folder is checked and locked for the whole run, and with ``resume`` the checkpoint
-    to continue from is chosen (none usable: a one-line error)."""
-    output_dir = check_training_output(config.output_dir, _sft_inputs(config), resume)
-    with output_lock(output_dir):
-        checkpoint = resume_checkpoint(output_dir / "checkpoints") if resume else None
-        return _run_sft(config, output_dir, checkpoint, documents, ontology)
+    model: Any
+    tokenizer: Any
+    retriever: Any
+    documents: list
+    ontology: Any
+    report: FitReport
+    provenance: dict[str, int] = field(default_factory=dict)
+    #: whether this process is the one that saves (one of several in a distributed run)
+    main_process: bool = True
+
+    def saver(self, config: SftConfig) -> Callable[[Any, Path], None]:
+        """How a coder folder saves this adapter: with ``config.backbone`` as its base, half precision if configured."""
+        backbone, half = config.backbone, config.save_half_precision
+        return lambda model, directory: save_adapter(model, self.tokenizer, directory, backbone, half)
 
 
-def _run_sft(config: SftConfig, output_dir: Path, checkpoint: Path | None, documents, ontology) -> FitReport:
+def run_sft(config: SftConfig, checkpoint: Path | None = None, documents=None, ontology=None) -> SftAdapter:
+    """Build examples and train an adapter, checkpoints under ``config.output_dir`` (from ``checkpoint`` if given).
+
+    Making a coder folder of it is :func:`icdcoder.train.coder_folder.train_coder`'s work."""
     import torch
     from trl import SFTTrainer
 
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import build_examples, fit_coder_lexicons, fit_retriever, load_training_documents, provenance_counts, to_dataset
+    from icdcoder.train.data import (
+        build_examples,
+        fit_retriever,
+        load_training_documents,
+        provenance_counts,
+        to_dataset,
+    )
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -339,10 +358,9 @@ def _run_sft(config: SftConfig, output_dir: Path, checkpoint: Path | None, docum
     model, tokenizer = load_causal_lm(config.backbone)
     model = _as_trainable(model)
     dataset = to_dataset(examples, tokenizer.eos_token)
-    checkpoint_dir = output_dir / "checkpoints"
     trainer = SFTTrainer(
         model=model,
-        args=_trainer_args(config, checkpoint_dir),
+        args=_trainer_args(config, Path(config.output_dir) / "checkpoints"),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=config.lora.to_peft(),
@@ -351,24 +369,18 @@ def _run_sft(config: SftConfig, output_dir: Path, checkpoint: Path | None, docum
     tokens_per_epoch = _count_tokens(trainer.train_dataset)
     cut = _count_cut(trainer.train_dataset, None if config.packing else config.max_length)
     if cut:
-        log.warning("%d of %d training examples reach max_length=%d and were cut: their answers are lost in part or whole",
-                    cut, len(trainer.train_dataset), config.max_length)
+        log.warning(
+            "%d of %d training examples reach max_length=%d and were cut: their answers are lost in part or whole",
+            cut,
+            len(dataset),
+            config.max_length,
+        )
     steps_started = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps_seconds = time.time() - steps_started
-    wall = time.time() - started
-    seen_tokens = _tokens_seen(trainer, tokens_per_epoch)
-
-    if not trainer.is_world_process_zero():
-        return FitReport(wall_seconds=wall, train_tokens=seen_tokens, peak_rss_mb=peak_rss_mb())
-    settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
-    settings = settings.model_copy(update={"language": config.data.lang})
-    coder = SpanLLMPredictor(settings).attach(trainer.model, tokenizer, retriever, ontology=ontology)
-    fit_coder_lexicons(coder, documents, config.data)
-    coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
     report = FitReport(
-        wall_seconds=wall,
-        train_tokens=seen_tokens,
+        wall_seconds=time.time() - started,
+        train_tokens=_tokens_seen(trainer, tokens_per_epoch),
         peak_rss_mb=peak_rss_mb(),
         extra={
             "examples": len(examples),
@@ -380,19 +392,20 @@ def _run_sft(config: SftConfig, output_dir: Path, checkpoint: Path | None, docum
             "resumed_from": str(checkpoint) if checkpoint else "",
         },
     )
-    _write_run_meta(output_dir, config, report, provenance_counts(examples), len(documents))
-    return report
+    return SftAdapter(
+        trainer.model,
+        tokenizer,
+        retriever,
+        list(documents),
+        ontology,
+        report,
+        provenance_counts(examples),
+        main_process=trainer.is_world_process_zero(),
+    )
 
 
-def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str | Path | None = None, ontology=None) -> Path:
-    """Turn a training checkpoint (e.g. of an interrupted run) into a complete coder folder.
-
-    The adapter is re-saved (half precision if configured) with ``config.backbone`` as its
-    base, the retriever is re-fitted on the training documents, and ``coder.json`` comes
-    from ``config.coder_config``. The checkpoint's weights and the output folder are checked, and the output folder
-    locked, before any work.
-    """
-    checkpoint = Path(checkpoint)
+def check_checkpoint(checkpoint: Path) -> None:
+    """Raise unless ``checkpoint`` is an adapter checkpoint whose weights are whole."""
     if not checkpoint.is_dir():
         raise InputError("checkpoint folder not found", path=checkpoint)
     if not (checkpoint / "adapter_config.json").is_file():
@@ -400,33 +413,19 @@ def export_checkpoint(config: SftConfig, checkpoint: str | Path, output_dir: str
     problem = weights_problem(checkpoint)
     if problem:
         raise InputError(f"cannot export this checkpoint: {problem}", path=checkpoint)
-    output_dir = check_output_dir(Path(output_dir or config.output_dir), inputs=[checkpoint, *_sft_inputs(config)])
-    with output_lock(output_dir):
-        return _export_checkpoint(config, checkpoint, output_dir, ontology)
 
 
-def _export_checkpoint(config: SftConfig, checkpoint: Path, output_dir: Path, ontology) -> Path:
+def load_checkpoint(config: SftConfig, checkpoint: Path):
+    """The model of a training checkpoint (its adapter on ``config.backbone``) and its tokenizer."""
     from peft import PeftModel
 
-    from icdcoder.infer.coder import CoderSettings, SpanLLMPredictor, load_coder_settings
     from icdcoder.models.loading import load_causal_lm
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever, load_training_documents
 
     base, tokenizer = load_causal_lm(config.backbone)
-    model = PeftModel.from_pretrained(_as_trainable(base), str(checkpoint))
-    ontology = ontology or _load_ontology()
-    documents = load_training_documents(config.data)
-    retriever = fit_retriever(documents, ontology)
-    settings = load_coder_settings(config.coder_config) if config.coder_config else CoderSettings()
-    settings = settings.model_copy(update={"language": config.data.lang})
-    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
-    fit_coder_lexicons(coder, documents, config.data)
-    coder.save(output_dir, adapter_saver=lambda m, d: _save_adapter(m, tokenizer, d, config.backbone, config.save_half_precision))
-    _write_export_meta(output_dir, config, checkpoint)
-    return output_dir
+    return PeftModel.from_pretrained(_as_trainable(base), str(checkpoint)), tokenizer
 
 
-def _write_export_meta(output_dir: Path, config: SftConfig, checkpoint: Path) -> None:
+def write_export_meta(output_dir: Path, config: SftConfig, checkpoint: Path) -> None:
     """``run_meta.json`` for an exported checkpoint: its step and training tokens from the trainer state.
     Wall time is unknown (``null``): a checkpoint does not record it."""
     state_path = checkpoint / "trainer_state.json"
@@ -460,7 +459,9 @@ def _logged_tokens(log_history: list[dict]) -> int | None:
     return int(max(logged)) if logged else None
 
 
-def _write_run_meta(output_dir: Path, config: SftConfig, report: FitReport, provenance: dict[str, int], n_documents: int) -> None:
+def write_run_meta(
+    output_dir: Path, config: SftConfig, report: FitReport, provenance: dict[str, int], n_documents: int
+) -> None:
     import torch
 
     meta = {

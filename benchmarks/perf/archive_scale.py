@@ -1,0 +1,232 @@
+"""Code a synthetic archive of MIMIC-IV-shaped discharge summaries (:mod:`icdcoder.data.synthetic`) through
+``predict jsonl --workers 1``, ``--workers 2`` and ``predict ray`` (a local Ray with as many actors), with the default
+coder; report notes/s, peak RAM per worker and the hours 330,000 notes (MIMIC-IV's discharge summaries) would take.
+
+    nice -n 10 python benchmarks/perf/archive_scale.py --codiesp-dir ../shared/data/codiesp --notes 200
+
+Each engine runs as the real command in its own process. What is measured:
+
+* ``notes_per_s``: notes written after the first batch (or shard) appeared, over the seconds since: the steady rate,
+  start-up (interpreter, coder load in every worker) left out; ``startup_s``: seconds to the first batch;
+* ``peak_rss_mb_per_worker``: the largest peak resident memory (``VmHWM``) of a process that codes (the command
+  itself with one worker; each pool worker; each Ray actor), sampled from ``/proc`` (Linux);
+* ``hours_330k``: ``startup_s`` + 330,000 / ``notes_per_s``, in hours;
+* ``cpu_s``: CPU seconds of the whole run, all its processes (Ray's own included), sampled from ``/proc``; and the
+  load average before it: other work on the machine slows the run, not its CPU seconds. ``steady_cpu_s_per_note``:
+  CPU seconds per note after the first batch (start-up left out), the figure that other work on a shared machine
+  does not change; ``core_hours_330k``: 330,000 notes at that cost, in CPU-core hours.
+
+Writes ``OUT/archive_scale.json`` and prints a Markdown table. The archive and the predictions (CodiEsp sentences)
+stay in ``--work`` (a temporary folder by default), never in the results. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from icdcoder.data.synthetic import write_synthetic_archive  # noqa: E402
+from icdcoder.io import atomic_write  # noqa: E402
+
+MIMIC_IV_NOTES = 330_000
+SAMPLE_SECONDS = 0.25
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux ``/proc``)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(child) for child in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo.extend(children - found)
+            found |= children
+    return found
+
+
+def peak_rss_mb(pid: int) -> tuple[str, float] | None:
+    """A process's command line and peak resident memory (MiB), None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return command, int(line.split()[1]) / 1024
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (``/proc/PID/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def is_coding_worker(command: str, engine: str) -> bool:
+    if engine == "ray":
+        return command.startswith("ray::MapWorker") or "MapBatches(ShardCoder)" in command
+    return "multiprocessing.spawn" in command
+
+
+def written(out: Path, engine: str, shard_notes: int) -> int:
+    """Notes finished so far: lines of the ``.partial`` file, or finished shards."""
+    if engine == "ray":
+        shards = out.with_name(out.name + ".shards")
+        return shard_notes * len(list(shards.glob("*.jsonl"))) if shards.is_dir() else 0
+    partial = out.with_name(out.name + ".partial")
+    try:
+        return partial.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, chunk: int, shard_notes: int) -> dict:
+    """Run one engine as the real command; sample its progress and its processes' memory until it ends."""
+    out.unlink(missing_ok=True)
+    common = ["--input", str(archive), "--out", str(out), "--chunk", str(chunk)]
+    if engine == "ray":
+        command = ["predict", "ray", *common, "--actors", str(workers), "--shard-notes", str(shard_notes)]
+    else:
+        command = ["predict", "jsonl", *common, "--workers", str(workers)]
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "icdcoder.cli", *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    peaks: dict[int, tuple[str, float]] = {}
+    cpu: dict[int, float] = {}
+    first: tuple[float, int] | None = None
+    while process.poll() is None:
+        for pid in {process.pid} | descendants(process.pid):
+            if (sample := peak_rss_mb(pid)) is not None:
+                peaks[pid] = sample
+            if (used := cpu_seconds(pid)) is not None:
+                cpu[pid] = max(used, cpu.get(pid, 0.0))
+        done = written(out, engine, shard_notes)
+        if first is None and done > 0:
+            first = (time.perf_counter() - started, done)
+            cpu_at_first = sum(cpu.values())
+        time.sleep(SAMPLE_SECONDS)
+    wall = time.perf_counter() - started
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"{engine} x{workers} failed: {stderr.decode(errors='replace')[-2000:]}")
+    if first is None:  # finished between two samples: no steady part to measure
+        first, cpu_at_first = (wall, 0), 0.0
+    startup, at_first = first
+    steady = (notes - at_first) / (wall - startup) if wall > startup and notes > at_first else notes / wall
+    steady_cpu = (
+        (sum(cpu.values()) - cpu_at_first) / (notes - at_first) if notes > at_first else sum(cpu.values()) / notes
+    )
+    coding = [mb for command, mb in peaks.values() if is_coding_worker(command, engine)]
+    if engine == "jsonl" and workers == 1:
+        coding = [peaks[process.pid][1]]
+    return {
+        "engine": "predict ray" if engine == "ray" else f"predict jsonl --workers {workers}",
+        "workers": workers,
+        "notes": notes,
+        "wall_s": round(wall, 1),
+        "startup_s": round(startup, 1),
+        "notes_per_s": round(steady, 3),
+        "peak_rss_mb_per_worker": round(max(coding), 1) if coding else None,
+        "hours_330k": round((startup + MIMIC_IV_NOTES / steady) / 3600, 2),
+        "cpu_s": round(sum(cpu.values()), 1),
+        "steady_cpu_s_per_note": round(steady_cpu, 3),
+        "core_hours_330k": round(MIMIC_IV_NOTES * steady_cpu / 3600, 1),
+        "load_avg_before": round(load, 2),
+        "counts": json.loads(stdout),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    base = rows[0]["notes_per_s"]
+    lines = [
+        "| engine | notes/s (steady) | vs 1 worker | start-up s | peak RAM/worker MB | hours for 330k | steady CPU s/note | load before |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['engine']} | {row['notes_per_s']} | {row['notes_per_s'] / base:.2f}x | {row['startup_s']} | "
+            f"{row['peak_rss_mb_per_worker']} | {row['hours_330k']} | {row['steady_cpu_s_per_note']} | {row['load_avg_before']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--codiesp-dir", default=str(REPO.parent / "shared" / "data" / "codiesp"))
+    parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk", type=int, default=4, help="notes per batch (predict jsonl) and per coding step of an actor"
+    )
+    parser.add_argument("--shard-notes", type=int, default=8, help="notes per Ray shard")
+    parser.add_argument("--workers", type=int, default=2, help="the pool size compared with one worker")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf", help="where archive_scale.json goes")
+    parser.add_argument("--work", type=Path, default=None, help="archive and predictions (default: a temporary folder)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="icdcoder-archive-scale."))
+    archive = write_synthetic_archive(
+        args.codiesp_dir, work / f"archive_{args.notes}_{args.seed}.jsonl", args.notes, args.seed
+    )
+    words = [len(json.loads(line)["text"].split()) for line in archive.read_text(encoding="utf-8").splitlines()]
+    runs = [("jsonl", 1), ("jsonl", args.workers), ("ray", args.workers)]
+    rows = [
+        run_engine(
+            engine,
+            workers,
+            archive,
+            work / f"predictions_{engine}_{workers}.jsonl",
+            args.notes,
+            args.chunk,
+            args.shard_notes,
+        )
+        for engine, workers in runs
+    ]
+    outputs = {
+        (engine, workers): (work / f"predictions_{engine}_{workers}.jsonl").read_bytes() for engine, workers in runs
+    }
+    result = {
+        "command": " ".join(["python", "benchmarks/perf/archive_scale.py", *sys.argv[1:]]),
+        "archive": {
+            "notes": args.notes,
+            "seed": args.seed,
+            "median_words": sorted(words)[len(words) // 2],
+            "words": sum(words),
+        },
+        "cores": len(os.sched_getaffinity(0)),
+        "identical_outputs": len(set(outputs.values())) == 1,
+        "speedup_workers": round(rows[1]["notes_per_s"] / rows[0]["notes_per_s"], 3),
+        "ray_vs_workers": round(rows[2]["notes_per_s"] / rows[1]["notes_per_s"], 3),
+        # on idle cores, one per worker: each worker codes 1 / (its steady CPU s per note) notes/s
+        "idle_speedup_workers": round(
+            rows[0]["steady_cpu_s_per_note"] / rows[1]["steady_cpu_s_per_note"] * args.workers, 3
+        ),
+        "idle_ray_vs_workers": round(rows[1]["steady_cpu_s_per_note"] / rows[2]["steady_cpu_s_per_note"], 3),
+        "runs": rows,
+    }
+    with atomic_write(args.out / "archive_scale.json") as handle:
+        json.dump(result, handle, indent=2)
+    print(table(rows))
+    print(json.dumps({key: value for key, value in result.items() if key not in ("runs", "command")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""What several experiments share: the CodiEsp notes a coder is scored on, and the D/P scores of its predictions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from icdcoder.errors import InputError
+
+#: the coder's systems and the CodiEsp task each is scored as
+TASKS = (("icd10cm", "D"), ("icd10pcs", "P"))
+DEFAULT_MODEL = Path("src/icdcoder/models/default")
+CODIESP = Path("../shared/data/codiesp")
+
+
+def coder_and_notes(model: Path, data_dir: Path, lang: str, limit: int | None = None) -> tuple[Any, list, Counter]:
+    """The coder (set to its fusion for ``lang``; its LLM as saved), the dev notes (Spanish with their translations,
+    or English), and how often each code occurs in the training notes."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanLLMPredictor
+
+    coder = SpanLLMPredictor.load(model)
+    coder.settings = coder.settings.for_language(lang)
+    train = load_codiesp(data_dir, "train")
+    dev = load_codiesp(data_dir, "dev", language=lang, with_translation=lang == "es")[:limit]
+    return coder, dev, Counter(gold.code for document in train for gold in document.codes)
+
+
+def prediction_scores(dev: list, predictions: list, train_counts: Counter) -> dict[str, float | None]:
+    """D/P micro-F1, MAP, macro-F1 and unseen-code recall of ``predictions`` for the ``dev`` notes."""
+    from icdcoder.evaluate.metrics import (
+        frequency_band_recall,
+        macro_prf,
+        mean_average_precision,
+        micro_prf,
+    )
+
+    row: dict[str, float | None] = {}
+    for system, task in TASKS:
+        ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
+        truth = {document.id: document.code_set(system) for document in dev}
+        row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
+        row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
+        row[f"{task}_macro_f1"] = round(macro_prf(truth, ranked)["macro_f1"], 4)
+        unseen = frequency_band_recall(truth, ranked, train_counts)["unseen_recall"]  # None: no unseen gold code
+        row[f"{task}_unseen_recall"] = None if unseen is None else round(unseen, 4)
+    return row
+
+
+def run_cli(arguments: list[str], log: Path, cwd: Path | None = None) -> dict[str, Any]:
+    """Run an ``icdcoder`` command in a fresh process (stderr to ``log``) and parse the JSON summary it prints last."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "icdcoder.cli", *arguments],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=cwd,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise InputError(
+            f"'icdcoder {' '.join(arguments[:2])}' failed (exit {result.returncode}); see the log", path=log
+        )
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def sets(overrides: dict[str, Any]) -> list[str]:
+    """``--set key=value`` arguments for the overrides that have a value."""
+    return [part for key, value in overrides.items() if value is not None for part in ("--set", f"{key}={value}")]
+
+
+def mean_and_spread(values: list[float], digits: int = 3) -> str:
+    """``mean`` for one value, ``mean ± sample standard deviation`` for more, ``-`` for none."""
+    import statistics
+
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def weight_rows(
+    coder,
+    dev: list,
+    outputs: list,
+    train_counts: Counter,
+    weights: list[float],
+    weight_name: str,
+    one_threshold: bool = False,
+) -> list[dict[str, Any]]:
+    """Per value of the coder's ``weight_name``: D/P scores at thresholds re-tuned on ``dev`` (each system's, then its
+    untrained codes' own unless ``one_threshold``), and those thresholds."""
+    from icdcoder.infer.fusion import aggregate, collect_signals
+    from icdcoder.infer.tuning import with_tuned_thresholds
+
+    collected = [collect_signals(note) for note in outputs]
+    rows = []
+    for weight in weights:
+        settings = coder.settings.model_copy(update={weight_name: weight})
+        tuned = with_tuned_thresholds(outputs, dev, settings, untrained=not one_threshold)
+        predictions = [aggregate(note, tuned, found) for note, found in zip(outputs, collected)]
+        thresholds = {f"{task}_threshold": tuned.threshold[system] for system, task in TASKS}
+        thresholds |= {
+            f"{task}_untrained_threshold": tuned.untrained_threshold[system]
+            for system, task in TASKS
+            if system in tuned.untrained_threshold
+        }
+        rows.append({"weight": weight, **prediction_scores(dev, predictions, train_counts), **thresholds})
+    return rows
+
+
+def hit_report(dev: list, hits: dict[str, set[str]], system: str, train_counts: Counter) -> dict[str, Any]:
+    """How many ``hits`` (codes per note) on codes seen and unseen in training are gold, and how many are the prefix
+    of a gold code."""
+    counts: Counter = Counter()
+    for document in dev:
+        gold = document.code_set(system)
+        for code in hits[document.id]:
+            band = "unseen" if train_counts[code] == 0 else "seen"
+            counts[f"{band}_hits"] += 1
+            counts[f"{band}_correct"] += code in gold
+            counts[f"{band}_prefix_of_gold"] += any(other != code and other.startswith(code) for other in gold)
+    precision = {
+        f"{band}_precision": round(counts[f"{band}_correct"] / max(counts[f"{band}_hits"], 1), 3)
+        for band in ("seen", "unseen")
+    }
+    return {**counts, **precision}
+
+
+def script_parser(description: str, weights: list[float] | None = None):
+    """The options the benchmark scripts that weigh one signal of the shipped coder share: ``--data-dir``, ``--model``,
+    ``--lang``, ``--weights``, ``--one-threshold``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--lang", choices=("es", "en"), default="es")
+    parser.add_argument("--weights", type=float, nargs="*", default=list(weights or []))
+    parser.add_argument(
+        "--one-threshold", action="store_true", help="one threshold per system (no untrained codes' own)"
+    )
+    return parser
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A score for a table cell; ``-`` where there is none (e.g. no unseen gold code)."""
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,68 @@
+"""The shipped coder's predictions on CodiEsp dev, pinned by digest: a restructuring must leave them byte-identical.
+
+The digest covers every prediction the default coder (``icdcoder/models/default``) makes on the 250 dev notes, in
+Spanish (with their English translations) and in English: codes, systems, scores, evidence and sentence evidence,
+and the dropped-output counts. It is taken on :meth:`SpanLLMPredictor.predict` itself, so the assertion traits and
+profiles that the CLI adds on top do not move it.
+
+When the coder is *meant* to change (new model files, a new signal, a retuned fusion), rerun with
+``ICDCODER_UPDATE_CODER_DIGEST=1`` to record the new digests, and say in the commit why they changed::
+
+    ICDCODER_UPDATE_CODER_DIGEST=1 .venv/bin/python -m pytest -q tests/test_coder_identity.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+DIGEST_FILE = Path(__file__).resolve().parent / "data" / "coder_dev_digest.json"
+#: (note language, whether Spanish notes carry their English translation): the paths ``predict codiesp`` takes
+RUNS = {"es": ("es", True), "en": ("en", False)}
+
+
+def predictions_digest(predictions) -> str:
+    """SHA-256 of the predictions as canonical JSON (one line per note, in order)."""
+    digest = hashlib.sha256()
+    for prediction in predictions:
+        record = {
+            "id": prediction.doc_id,
+            "codes": [
+                [
+                    code.code,
+                    code.system,
+                    code.score,
+                    [list(e.pieces) for e in code.evidence],
+                    [list(e.pieces) for e in code.sentence_evidence],
+                ]
+                for code in prediction.codes
+            ],
+            "dropped": dict(sorted(prediction.dropped.items())),
+        }
+        digest.update((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_default_coder_dev_predictions_unchanged(codiesp_dir, run):
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.cli import DEFAULT_MODEL_DIR
+    from icdcoder.registry import predictor_class
+
+    language, with_translation = RUNS[run]
+    documents = load_codiesp(codiesp_dir, "dev", language=language, with_translation=with_translation, labelled=False)
+    predictions = predictor_class("llm").load(DEFAULT_MODEL_DIR).predict(documents)
+    digest = predictions_digest(predictions)
+    recorded = json.loads(DIGEST_FILE.read_text(encoding="utf-8")) if DIGEST_FILE.is_file() else {}
+    if os.environ.get("ICDCODER_UPDATE_CODER_DIGEST") == "1":
+        recorded[run] = {"notes": len(documents), "sha256": digest}
+        DIGEST_FILE.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    assert run in recorded, f"no digest recorded for '{run}' (see the module docstring to record one)"
+    assert recorded[run] == {"notes": len(documents), "sha256": digest}, (
+        "the default coder's dev predictions changed; if that is meant, record the new digest (module docstring)"
+    )
