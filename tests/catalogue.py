@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,18 @@ def run_main(*args: str, stdin: str = "") -> Result:
     finally:
         sys.stdin = saved_stdin
     return Result(status, out.getvalue(), err.getvalue())
+
+
+def _default_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_interruptible(command: list[str], cwd: Path) -> subprocess.Popen:
+    """``command`` started with Ctrl-C (SIGINT) at its default, so that the test can interrupt it even when the test
+    run itself ignores SIGINT (a shell's background job, ``nohup``): an ignored signal is inherited across exec."""
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_ctrl_c
+    )
 
 
 def run_subprocess(*args: str, stdin: str | None = None, timeout: float = 300) -> Result:

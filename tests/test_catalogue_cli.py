@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from catalogue import REPO, assert_one_line_error, run_main
+from catalogue import REPO, assert_one_line_error, run_main, start_interruptible
 
 SAMPLE = (REPO / "examples" / "sample_note.txt").read_text(encoding="utf-8")
 
@@ -419,7 +419,7 @@ def _start(archive: Path, out: Path) -> subprocess.Popen:
         "--chunk",
         "4",
     ]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_interruptible(command, REPO)
 
 
 def _wait_for_records(partial: Path, process: subprocess.Popen, at_least: int, timeout: float = 120) -> None:

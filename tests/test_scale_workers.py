@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from catalogue import REPO, assert_one_line_error, run_main
+from catalogue import REPO, assert_one_line_error, run_main, start_interruptible
 from test_infer_support import make_codiesp
 
 from icdcoder.data.schema import Document, Evidence
@@ -266,7 +266,7 @@ def test_a_stopped_pool_run_resumes_to_the_same_output(tmp_path, one_process, st
     archive, whole = one_process
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "icdcoder.cli", *_predict(archive, out, 2)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_interruptible(command, REPO)
     _wait_for_records(tmp_path / "out.jsonl.partial", process, at_least=6)
     workers = _children(process.pid)
     assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)

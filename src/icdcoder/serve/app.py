@@ -38,7 +38,7 @@ from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.serve import review
 from icdcoder.serve.coding import Coder
-from icdcoder.serve.db import AuditRow, Job, Note, as_utc, open_database
+from icdcoder.serve.db import AuditRow, Job, Note, add_job, as_utc, open_database
 from icdcoder.serve.jobs import QueueFull, WorkQueue
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -385,21 +385,7 @@ def _add_coding_routes(app: FastAPI, station: Workstation) -> None:
         documents = [_document(note, station.settings) for note in body.notes]
         if station.queue.waiting >= station.queue.bound:
             raise QueueFull
-        job = Job(profile=body.profile, total=len(documents))
-        session.add(job)
-        session.flush()
-        for position, document in enumerate(documents):
-            session.add(
-                Note(
-                    external_id=document.id,
-                    text=document.text,
-                    language=document.language,
-                    translation=document.translation,
-                    profile=body.profile,
-                    job_id=job.id,
-                    position=position,
-                )
-            )
+        job = add_job(session, documents, body.profile)
         session.commit()
         try:
             station.queue.submit_job(job.id)

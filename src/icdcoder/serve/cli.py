@@ -84,7 +84,7 @@ def load_notes(station, path: Path, lang: str, profile: str) -> int:
 
     from icdcoder.data.schema import iter_documents
     from icdcoder.infer.cli import MAX_NOTE_CHARS, codable
-    from icdcoder.serve.db import Job, Note
+    from icdcoder.serve.db import Note, add_job
 
     documents = list(iter_documents(path, {"language": lang}, codable(MAX_NOTE_CHARS)))
     with station.sessions() as session:
@@ -92,21 +92,7 @@ def load_notes(station, path: Path, lang: str, profile: str) -> int:
         fresh = [document for document in documents if document.id not in known]
         if not fresh:
             return 0
-        job = Job(profile=profile, total=len(fresh))
-        session.add(job)
-        session.flush()
-        for position, document in enumerate(fresh):
-            session.add(
-                Note(
-                    external_id=document.id,
-                    text=document.text,
-                    language=document.language,
-                    translation=document.translation,
-                    profile=profile,
-                    job_id=job.id,
-                    position=position,
-                )
-            )
+        add_job(session, fresh, profile)
         session.commit()
     return len(fresh)
 

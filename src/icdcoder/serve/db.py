@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import (
@@ -42,6 +43,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 
 #: where migrations live inside the package
@@ -142,6 +144,26 @@ class AuditRow(Base):
     before: Mapped[dict | None] = mapped_column(JSON, default=None)
     after: Mapped[dict | None] = mapped_column(JSON, default=None)
     model_version: Mapped[str | None] = mapped_column(String(80), default=None)
+
+
+def add_job(session: Session, documents: Sequence[Document], profile: str) -> Job:
+    """A new job holding ``documents`` as its notes, in order, added to ``session`` (not committed)."""
+    job = Job(profile=profile, total=len(documents))
+    session.add(job)
+    session.flush()
+    for position, document in enumerate(documents):
+        session.add(
+            Note(
+                external_id=document.id,
+                text=document.text,
+                language=document.language,
+                translation=document.translation,
+                profile=profile,
+                job_id=job.id,
+                position=position,
+            )
+        )
+    return job
 
 
 class AppendOnlyError(RuntimeError):
