@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,3 +81,30 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     assert not result.stdout.strip(), result.stdout[-2000:]
+
+
+def sample_archive(folder: Path, notes: int) -> Path:
+    """``notes`` short notes in ``folder/archive.jsonl``, each a rotation of the sample note's sentences: a run over
+    them takes seconds, a chunk a fraction of one."""
+    sample = (REPO / "examples" / "sample_note.txt").read_text(encoding="utf-8")
+    sentences = [line for line in sample.splitlines() if line.strip()]
+    records = [
+        {"id": f"n{i:04d}", "text": " ".join(sentences[i % len(sentences) :] + sentences[: i % len(sentences)])}
+        for i in range(notes)
+    ]
+    path = folder / "archive.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def wait_for_records(partial: Path, process: subprocess.Popen, at_least: int, timeout: float = 180) -> None:
+    """Return once ``partial`` holds ``at_least`` records; fail if the run ends first or nothing comes in time."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if partial.is_file() and partial.read_bytes().count(b"\n") >= at_least:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it was stopped: {process.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("no records appeared in time")

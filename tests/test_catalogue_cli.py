@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from catalogue import REPO, assert_one_line_error, run_main, start_interruptible
+from catalogue import REPO, assert_one_line_error, run_main, sample_archive, start_interruptible, wait_for_records
 
 SAMPLE = (REPO / "examples" / "sample_note.txt").read_text(encoding="utf-8")
 
@@ -391,18 +390,6 @@ def test_a_held_lock_refuses_a_second_writer_in_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------------- fault tests
 
 
-def _archive(folder: Path, notes: int = 240) -> Path:
-    """Many short notes: a run takes a few seconds, a chunk a fraction of one."""
-    sentences = [line for line in SAMPLE.splitlines() if line.strip()]
-    records = [
-        {"id": f"n{i:04d}", "text": " ".join(sentences[i % len(sentences) :] + sentences[: i % len(sentences)])}
-        for i in range(notes)
-    ]
-    path = folder / "archive.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def _start(archive: Path, out: Path) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -422,18 +409,6 @@ def _start(archive: Path, out: Path) -> subprocess.Popen:
     return start_interruptible(command, REPO)
 
 
-def _wait_for_records(partial: Path, process: subprocess.Popen, at_least: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if partial.is_file() and partial.read_bytes().count(b"\n") >= at_least:
-            return
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it was stopped: {process.communicate()[1][-2000:]}")
-        time.sleep(0.05)
-    process.kill()
-    pytest.fail("no records appeared in time")
-
-
 def _ids_of(path: Path) -> list[str]:
     return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -442,7 +417,7 @@ def _ids_of(path: Path) -> list[str]:
 def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
     """The archive and its predictions from one run that nothing stopped."""
     folder = tmp_path_factory.mktemp("whole")
-    archive = _archive(folder)
+    archive = sample_archive(folder, 240)
     result = run_main("predict", "jsonl", "--input", str(archive), "--out", str(folder / "whole.jsonl"), "--lang", "es")
     assert result.status == 0, result.stderr[-2000:]
     return archive, folder / "whole.jsonl"
@@ -454,7 +429,7 @@ def test_a_stopped_run_resumes_to_the_same_output(stop, tmp_path, uninterrupted)
     archive, whole = uninterrupted
     out = tmp_path / "out.jsonl"
     process = _start(archive, out)
-    _wait_for_records(tmp_path / "out.jsonl.partial", process, at_least=8)
+    wait_for_records(tmp_path / "out.jsonl.partial", process, at_least=8)
     process.send_signal(getattr(signal, stop))
     _, stderr = process.communicate(timeout=60)
     assert not out.exists()
@@ -482,7 +457,7 @@ def test_two_runs_on_one_output_never_mix(tmp_path, uninterrupted):
     archive, whole = uninterrupted
     out = tmp_path / "out.jsonl"
     first = _start(archive, out)
-    _wait_for_records(tmp_path / "out.jsonl.partial", first, at_least=1)
+    wait_for_records(tmp_path / "out.jsonl.partial", first, at_least=1)
     second = run_main("predict", "jsonl", "--input", str(archive), "--out", str(out), "--lang", "es")
     assert_one_line_error(second, "another icdcoder run is writing this output")
     assert first.wait(timeout=300) == 0, first.communicate()[1][-2000:]

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import pytest
-from catalogue import REPO, assert_one_line_error, run_main, start_interruptible
+from catalogue import REPO, assert_one_line_error, run_main, sample_archive, start_interruptible, wait_for_records
 from test_infer_support import make_codiesp
 
 from icdcoder.data.schema import Document, Evidence
@@ -158,18 +157,6 @@ def test_a_model_folder_a_worker_cannot_load_is_one_line(tmp_path):
 # ------------------------------------------------------------------------------ the commands, with the default coder
 
 
-def _archive(folder: Path, notes: int = 48) -> Path:
-    """Short notes, each a rotation of the sample note's sentences."""
-    sentences = [line for line in SAMPLE.splitlines() if line.strip()]
-    records = [
-        {"id": f"n{i:03d}", "text": " ".join(sentences[i % len(sentences) :] + sentences[: i % len(sentences)])}
-        for i in range(notes)
-    ]
-    path = folder / "archive.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def _predict(archive: Path, out: Path, workers: int, *extra: str) -> list[str]:
     return [
         "predict",
@@ -192,7 +179,7 @@ def _predict(archive: Path, out: Path, workers: int, *extra: str) -> list[str]:
 def one_process(tmp_path_factory) -> tuple[Path, Path]:
     """The archive and its predictions from one process."""
     folder = tmp_path_factory.mktemp("one")
-    archive = _archive(folder)
+    archive = sample_archive(folder, 48)
     result = run_main(*_predict(archive, folder / "one.jsonl", 1))
     assert result.status == 0, result.stderr[-2000:]
     return archive, folder / "one.jsonl"
@@ -236,18 +223,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _wait_for_records(partial: Path, process: subprocess.Popen, at_least: int, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if partial.is_file() and partial.read_bytes().count(b"\n") >= at_least:
-            return
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it was stopped: {process.communicate()[1][-2000:]}")
-        time.sleep(0.05)
-    process.kill()
-    pytest.fail("no records appeared in time")
-
-
 def _gone(pids: set[int], timeout: float = 15) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -267,7 +242,7 @@ def test_a_stopped_pool_run_resumes_to_the_same_output(tmp_path, one_process, st
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "icdcoder.cli", *_predict(archive, out, 2)]
     process = start_interruptible(command, REPO)
-    _wait_for_records(tmp_path / "out.jsonl.partial", process, at_least=6)
+    wait_for_records(tmp_path / "out.jsonl.partial", process, at_least=6)
     workers = _children(process.pid)
     assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
     if stop == "worker SIGKILL":
