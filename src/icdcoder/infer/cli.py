@@ -112,6 +112,9 @@ def coding_engine(model: Path | None, system: str, workers: int):
     return WorkerPool(partial(load_predictor, model, system), workers) if workers > 1 else None
 
 
+ModelDir = Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")]
+SystemName = Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")]
+JsonlLanguage = Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")]
 Workers = Annotated[
     int,
     typer.Option(
@@ -139,10 +142,8 @@ def predict_codiesp(
     split: Annotated[str, typer.Option("--split", help="Split to code, e.g. dev.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where D.tsv, P.tsv and X.tsv are written.")],
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
-    ] = None,
-    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    model: ModelDir = None,
+    system: SystemName = "llm",
     limit: Annotated[int | None, typer.Option("--limit", help="Code only the first N notes (quick checks).")] = None,
     translation: Annotated[
         bool,
@@ -207,17 +208,42 @@ def _check_split_notes(documents: list[Document], folder: Path, check: DocumentC
             raise InputError(str(err), path=folder / "text_files" / f"{document.id}.txt") from None
 
 
+def checked_jsonl_run(
+    input_path: Path,
+    out: Path,
+    lang: str,
+    model: Path | None,
+    system: str,
+    profile: str,
+    max_note_chars: int,
+    **settings: object,
+) -> tuple[dict[str, str], list[str], dict]:
+    """Everything a JSONL run checks before it codes (options, output, every record: a bad one fails now, not hours into
+    the run): the record defaults, the ids to code and the run's resume fingerprint (``settings`` join it)."""
+    from icdcoder.data.schema import document_ids
+    from icdcoder.infer.profiles import check_profile
+    from icdcoder.infer.records import file_digest
+
+    check_language(lang)
+    check_profile(profile)
+    check_output_file(out, inputs=[input_path])
+    defaults = {"language": lang}
+    ids = document_ids(input_path, defaults, codable(max_note_chars))
+    fingerprint = run_fingerprint(
+        file_digest(input_path), model, system, profile, language=lang, max_note_chars=max_note_chars, **settings
+    )
+    return defaults, ids, fingerprint
+
+
 @predict_app.command("jsonl")
 def predict_jsonl(
     input_path: Annotated[
         Path, typer.Option("--input", help="Notes in canonical JSONL (id, text; language, translation optional).")
     ],
     out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: one record per note, codes with evidence.")],
-    lang: Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")] = "en",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
-    ] = None,
-    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    lang: JsonlLanguage = "en",
+    model: ModelDir = None,
+    system: SystemName = "llm",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
@@ -226,20 +252,12 @@ def predict_jsonl(
     """Code every note of a JSONL file (MIMIC, exported CodiEsp, your own notes); an interrupted run resumes.
 
     Prints counts as JSON."""
-    from icdcoder.data.schema import document_ids, iter_documents
+    from icdcoder.data.schema import iter_documents
     from icdcoder.infer.parallel import check_workers
-    from icdcoder.infer.profiles import check_profile
-    from icdcoder.infer.records import file_digest, predict_to_jsonl
+    from icdcoder.infer.records import predict_to_jsonl
 
-    check_language(lang)
-    check_profile(profile)
     check_workers(workers)
-    check_output_file(out, inputs=[input_path])
-    defaults = {"language": lang}
-    ids = document_ids(input_path, defaults, codable(max_note_chars))  # a bad record fails now, not hours into the run
-    fingerprint = run_fingerprint(
-        file_digest(input_path), model, system, profile, language=lang, max_note_chars=max_note_chars
-    )
+    defaults, ids, fingerprint = checked_jsonl_run(input_path, out, lang, model, system, profile, max_note_chars)
     with output_lock(out), progress_bar() as bar:
         task = bar.add_task(f"coding {input_path.name}", total=len(ids))
         counts = predict_to_jsonl(
@@ -287,11 +305,9 @@ def predict_ray(
     shard_notes: Annotated[
         int, typer.Option("--shard-notes", min=1, help="Notes per shard: the unit of work and of resuming.")
     ] = 1000,
-    lang: Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")] = "en",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
-    ] = None,
-    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    lang: JsonlLanguage = "en",
+    model: ModelDir = None,
+    system: SystemName = "llm",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes an actor codes at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
@@ -299,24 +315,11 @@ def predict_ray(
     """Code every note of a JSONL file on a Ray cluster (Ray Data, an actor pool of coders); resumes by shard.
 
     The output is the file 'predict jsonl' writes. Prints counts as JSON."""
-    from icdcoder.data.schema import document_ids, iter_documents
-    from icdcoder.infer.profiles import check_profile
+    from icdcoder.data.schema import iter_documents
     from icdcoder.infer.ray_engine import ActorPool, predict_on_ray
-    from icdcoder.infer.records import file_digest
 
-    check_language(lang)
-    check_profile(profile)
-    check_output_file(out, inputs=[input_path])
-    defaults = {"language": lang}
-    ids = document_ids(input_path, defaults, codable(max_note_chars))
-    fingerprint = run_fingerprint(
-        file_digest(input_path),
-        model,
-        system,
-        profile,
-        language=lang,
-        max_note_chars=max_note_chars,
-        shard_notes=shard_notes,
+    defaults, ids, fingerprint = checked_jsonl_run(
+        input_path, out, lang, model, system, profile, max_note_chars, shard_notes=shard_notes
     )
     with output_lock(out), progress_bar() as bar:
         task = bar.add_task(f"coding {input_path.name} on Ray", total=len(ids))
@@ -493,10 +496,8 @@ def _describe(code: str, system: str) -> str:
 
 def code(
     file: Annotated[str, typer.Argument(help="A plain-text note, or - for stdin.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
-    ] = None,
-    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    model: ModelDir = None,
+    system: SystemName = "llm",
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
     translation: Annotated[
         Path | None,
