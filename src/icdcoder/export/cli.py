@@ -15,7 +15,6 @@ from icdcoder.io import (
     atomic_write,
     check_output_dir,
     check_output_file,
-    read_jsonl,
     write_jsonl,
 )
 
@@ -31,16 +30,9 @@ def export() -> None:
 
 def read_records(path: Path) -> list[dict]:
     """The records of a predictions file, each validated; a note twice is an error."""
-    from icdcoder.infer.records import prediction_from_record
+    from icdcoder.infer.records import read_prediction_records
 
-    records, seen = [], set()
-    for line, record in read_jsonl(path):
-        prediction = prediction_from_record(record, path, line)
-        if prediction.doc_id in seen:
-            raise InputError(f"note '{prediction.doc_id}' occurs twice", path=path, line=line)
-        seen.add(prediction.doc_id)
-        records.append(record)
-    return records
+    return [record for record, _ in read_prediction_records(path)]
 
 
 @app.command("fhir")

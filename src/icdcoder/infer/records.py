@@ -172,16 +172,25 @@ def prediction_from_record(record: dict, path: str | Path, line: int) -> Documen
     return DocumentPrediction(parsed.id, codes, dict(parsed.dropped))
 
 
-def read_predictions(path: str | Path) -> list[DocumentPrediction]:
-    """Every record of a predictions file; a second record for one note is an error."""
-    predictions, seen = [], set()
+def read_prediction_records(path: str | Path) -> list[tuple[dict, DocumentPrediction]]:
+    """Every record of a predictions file with what it predicts, each validated; a second record for one note is an
+    error."""
+    records: list[tuple[dict, DocumentPrediction]] = []
+    seen: set[str] = set()
     for line, record in read_jsonl(path):
         prediction = prediction_from_record(record, path, line)
         if prediction.doc_id in seen:
-            raise InputError(f"note '{prediction.doc_id}' predicted twice", path=path, line=line)
+            raise InputError(
+                f"note '{prediction.doc_id}' predicted twice (a record occurs twice)", path=path, line=line
+            )
         seen.add(prediction.doc_id)
-        predictions.append(prediction)
-    return predictions
+        records.append((record, prediction))
+    return records
+
+
+def read_predictions(path: str | Path) -> list[DocumentPrediction]:
+    """What every record of a predictions file predicts (see :func:`read_prediction_records`)."""
+    return [prediction for _, prediction in read_prediction_records(path)]
 
 
 def file_digest(path: str | Path) -> str:
