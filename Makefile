@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	.venv/bin/icdcoder code examples/sample_note.txt
 
+# tests/test_serve_postgres.py runs against a throwaway PostgreSQL (.ci/postgres: installed when missing, started in a
+# temporary folder, stopped and removed after the run) unless ICDCODER_TEST_POSTGRES_URL names one already; when none
+# can be started, that module is skipped and says why.
 test: $(STAMP) chromium
+	@if [ -z "$$ICDCODER_TEST_POSTGRES_URL" ]; then \
+	  if pg_env=$$(.ci/postgres start); then eval "$$pg_env"; trap '.ci/postgres stop' EXIT; \
+	  else echo "PostgreSQL could not be started: tests/test_serve_postgres.py will be skipped"; fi; \
+	fi; \
 	$(PY) -m pytest -q
 
 # Style and types, as CI runs them (settings in pyproject.toml)

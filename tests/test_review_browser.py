@@ -3,7 +3,8 @@ server (uvicorn on a loopback port, the shipped default coder, a SQLite file).
 
 It pastes a note and codes it, checks that every code's evidence is highlighted at exactly its characters, rejects a
 code, adds a missed one by selecting words and searching in Spanish, exports the note's FHIR bundle from the page and
-validates it, and saves a screenshot of the page to ``docs/images/review.png``. ``make test`` installs chromium when it
+validates it, checks that a non-billable code is flagged with its replacement (taken with one click) and that an
+Excludes1 pair is flagged on both codes, and saves a screenshot of the page to ``docs/images/review.png``. ``make test`` installs chromium when it
 is missing; without it (or its driver) the test is skipped with the reason.
 """
 
@@ -107,6 +108,36 @@ def _select(driver, start: int, end: int) -> None:
     )
 
 
+def _add(base: str, note_id: str, code: str, words: str) -> dict:
+    """Add ``code`` with the note's first ``words`` as its evidence, through the API, as ana."""
+    start = SAMPLE_NOTE.index(words)
+    response = httpx.post(
+        f"{base}/v1/notes/{note_id}/codes",
+        json={"code": code, "start": start, "end": start + len(words)},
+        headers={"X-User": "ana"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _flags(driver, code_id: int) -> dict:
+    """The validity flags the page shows on a code's row: the problem's text, the replacement buttons, the Excludes1
+    flag's text (only those present)."""
+    return driver.execute_script(
+        """
+        const row = document.querySelector(`#codes tr[data-id="${arguments[0]}"]`);
+        const shown = {};
+        const problem = row.querySelector('.flag.problem'), excludes = row.querySelector('.flag.excludes1');
+        const replace = [...row.querySelectorAll('button.replace')].map(b => b.dataset.replace);
+        if (problem) shown.problem = problem.textContent;
+        if (replace.length) shown.replace = replace;
+        if (excludes) shown.excludes1 = excludes.textContent;
+        return shown;
+        """,
+        code_id,
+    )
+
+
 def test_review_page_highlights_rejects_adds_and_exports(browser, tmp_path):
     from fhir.resources.R4B.bundle import Bundle
     from selenium.webdriver.common.by import By
@@ -201,14 +232,58 @@ def test_review_page_highlights_rejects_adds_and_exports(browser, tmp_path):
         assert verdicts["I21.19"] == "confirmed"
         assert verdicts[first["code"]] in ("refuted", "not-done")
 
+        # validity: a category (I21) and cystitis beside the note's urinary infection (N39.0 excludes N30), added
+        # through the API, are flagged once the note is opened again from the queue
+        category = _add(base, note_id, "I21", "infarto agudo de miocardio")
+        cystitis = _add(base, note_id, "N30.00", "infección urinaria")
+        urinary = next(code for code in note["codes"] if code["code"] == "N39.0")
+        browser.find_element(By.CSS_SELECTOR, f'#queue-list li[data-id="{note_id}"]').click()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#codes tr[data-id="{category["id"]}"]'))
+        assert _flags(browser, category["id"]) == {"problem": "⚠ category", "replace": ["I21.9"]}
+        assert _flags(browser, cystitis["id"]) == {"excludes1": "Excludes1 with N39.0"}
+        assert _flags(browser, urinary["id"]) == {"excludes1": "Excludes1 with N30.00"}
+        assert _flags(browser, note["codes"][1]["id"]) == {}
+
         browser.execute_script(
             "document.querySelector('#export-preview').closest('details').open = false; window.getSelection().removeAllRanges(); document.querySelector('main').scrollTop = 0;"
         )
-        row = browser.find_element(By.CSS_SELECTOR, f'#codes tr[data-id="{note["codes"][1]["id"]}"]')
-        browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseenter'));", row)
+        # the screenshot: the flagged codes in view (the note stays in view beside them), the category hovered
+        row = browser.find_element(By.CSS_SELECTOR, f'#codes tr[data-id="{category["id"]}"]')
+        browser.execute_script(
+            "arguments[0].scrollIntoView({block: 'end'}); arguments[0].dispatchEvent(new MouseEvent('mouseenter'));",
+            row,
+        )
         time.sleep(0.2)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(SCREENSHOT))
+
+        # one click on the replacement changes the code: a 'change' decision, audited; the flag goes
+        browser.find_element(
+            By.CSS_SELECTOR, f'#codes tr[data-id="{category["id"]}"] button[data-replace="I21.9"]'
+        ).click()
+        wait_for(lambda: _flags(browser, category["id"]) == {})
+        changed = next(c for c in httpx.get(f"{base}/v1/notes/{note_id}").json()["codes"] if c["id"] == category["id"])
+        assert (changed["code"], changed["original_code"], changed["decision"]) == ("I21.9", "I21", "accepted")
+        last = httpx.get(f"{base}/v1/notes/{note_id}/audit").json()[-1]
+        assert (last["user"], last["action"], last["before"]["code"], last["after"]["code"]) == (
+            "ana",
+            "change",
+            "I21",
+            "I21.9",
+        )
+        assert browser.find_element(By.CSS_SELECTOR, f'#codes tr[data-id="{category["id"]}"] .code').text == "I21.9"
+        # undo brings the category and its flag back; f (the row is selected) takes its first replacement again
+        browser.find_element(By.CSS_SELECTOR, f'#codes tr[data-id="{category["id"]}"] button[data-act="undo"]').click()
+        wait_for(lambda: _flags(browser, category["id"]) == {"problem": "⚠ category", "replace": ["I21.9"]})
+        browser.find_element(By.TAG_NAME, "body").send_keys("f")
+        wait_for(lambda: _flags(browser, category["id"]) == {})
+        actions = [row["action"] for row in httpx.get(f"{base}/v1/notes/{note_id}/audit").json()[-3:]]
+        assert actions == ["change", "undo", "change"]
+        # rejecting one of the Excludes1 pair clears the other's flag
+        browser.find_element(
+            By.CSS_SELECTOR, f'#codes tr[data-id="{cystitis["id"]}"] button[data-act="reject"]'
+        ).click()
+        wait_for(lambda: _flags(browser, urinary["id"]) == {})
 
         # the queue: another note waits; n opens it
         httpx.post(

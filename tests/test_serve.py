@@ -185,6 +185,46 @@ def test_review_decisions_are_audited_append_only(client, settings):
         db.execute("update audit set user = 'mallory'")
 
 
+def test_codes_carry_their_validity_as_the_review_stands(client):
+    note = _coded_note(client)
+    assert all(code["validity"]["billable"] and code["validity"]["excludes1"] == [] for code in note["codes"])
+    codes = {code["code"]: code for code in note["codes"]}
+    decide = f"/v1/notes/{note['id']}/codes"
+    changed = client.post(f"{decide}/{codes['I21.3']['id']}", json={"action": "change", "code": "I21"}).json()
+    assert changed["validity"] | {"note": ""} == {
+        "billable": False,
+        "code_set": "ICD-10-CM 2024",
+        "problem": "category",
+        "replacements": ["I21.9"],
+        "note": "",
+        "excludes1": [],
+        "replacement_system": "icd10cm",
+        "replacement_descriptions": ["Acute myocardial infarction, unspecified"],
+    }
+    start = SAMPLE_NOTE.index("infección urinaria")
+    cystitis = client.post(decide, json={"code": "N30.00", "start": start, "end": start + 18}).json()
+    assert cystitis["validity"]["excludes1"] == ["N39.0"]
+    shown = {code["code"]: code for code in client.get(f"/v1/notes/{note['id']}").json()["codes"]}
+    assert shown["N39.0"]["validity"]["excludes1"] == ["N30.00"] and shown["I21"]["validity"]["problem"] == "category"
+    client.post(f"{decide}/{cystitis['id']}", json={"action": "reject"})
+    shown = {code["code"]: code for code in client.get(f"/v1/notes/{note['id']}").json()["codes"]}
+    assert shown["N39.0"]["validity"]["excludes1"] == [] and shown["N30.00"]["validity"]["excludes1"] == []
+    fixed = client.post(f"{decide}/{codes['I21.3']['id']}", json={"action": "change", "code": "I21.9"}).json()
+    assert fixed["validity"]["billable"] and fixed["original_code"] == "I21.3"
+
+
+def test_what_a_database_cannot_store_is_refused_with_the_field_named(client):
+    nul = client.post("/v1/notes", json={"text": "Fiebre\x00 alta.", "id": "x"})
+    assert nul.status_code == 400 and "field 'text': holds a NUL character" in nul.json()["detail"]
+    nul_id = client.post("/v1/code", json={"text": "Fiebre.", "id": "x\x00"})
+    assert nul_id.status_code == 400 and "field 'id'" in nul_id.json()["detail"]
+    note = _coded_note(client)
+    accept = f"/v1/notes/{note['id']}/codes/{note['codes'][0]['id']}"
+    long_user = client.post(accept, json={"action": "accept"}, headers={"X-User": "u" * 201})
+    assert long_user.status_code == 400 and "X-User" in long_user.json()["detail"]
+    assert client.post(accept, json={"action": "accept"}, headers={"X-User": "u" * 200}).status_code == 200
+
+
 def test_exports_follow_the_review(client):
     from fhir.resources.R4B.bundle import Bundle
 
@@ -261,11 +301,18 @@ def test_binding_beyond_loopback_needs_tokens_and_bad_token_files_are_one_line(t
     short.write_text("abc ana\n", encoding="utf-8")
     with pytest.raises(InputError, match="short.txt:1: a token must have at least 16"):
         read_tokens(short)
+    long_user = tmp_path / "long.txt"
+    long_user.write_text(f"# tokens\n{TOKEN} {'u' * 201}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="long.txt:2: a user name has at most 200 characters"):
+        read_tokens(long_user)
     assert_one_line_error(run_main("serve", "--host", "0.0.0.0"), "--token-file")
     assert_one_line_error(
         run_main("serve", "--token-file", str(tmp_path / "missing.txt")), "missing.txt", "file not found"
     )
     assert_one_line_error(run_main("serve", "--db", "nosuchdb://x/y"), "--db", "not a usable database URL")
+    assert_one_line_error(
+        run_main("serve", "--db", "postgresql+pg8000://u@127.0.0.1:1/x"), "--db", "driver is not installed"
+    )
     assert_one_line_error(
         run_main("serve", "--db", str(tmp_path / "no" / "such" / "x.sqlite")), "--db", "cannot open the database"
     )
@@ -298,7 +345,7 @@ def test_the_schema_is_migrated_at_start_and_data_survives_a_reopen(tmp_path):
 
     url = str(tmp_path / "m.sqlite")
     engine, _ = open_database(url)
-    assert upgrade(engine) == "0001_initial"
+    assert upgrade(engine) == "0002_postgres_append_only"
     with engine.connect() as connection:  # the migrations build exactly the schema the models describe
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     with TestClient(create_app(ServeSettings(db=url), default_coder())) as client:

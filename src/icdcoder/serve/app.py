@@ -38,7 +38,7 @@ from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.serve import review
 from icdcoder.serve.coding import Coder
-from icdcoder.serve.db import AuditRow, Job, Note, add_job, as_utc, open_database
+from icdcoder.serve.db import USER_CHARS, AuditRow, Job, Note, add_job, as_utc, check_storable, open_database
 from icdcoder.serve.jobs import QueueFull, WorkQueue
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -121,6 +121,8 @@ def read_tokens(path: Path) -> dict[str, str]:
             continue
         if len(fields[0]) < 16:
             raise InputError("a token must have at least 16 characters", path=path, line=number)
+        if len(fields) > 1 and len(fields[1]) > USER_CHARS:
+            raise InputError(f"a user name has at most {USER_CHARS} characters", path=path, line=number)
         tokens[fields[0]] = fields[1] if len(fields) > 1 else f"token-{number}"
     if not tokens:
         raise InputError("holds no token", path=path)
@@ -319,6 +321,8 @@ SessionDep = Annotated[Session, Depends(_session)]
 
 def _current_user(request: Request) -> str:
     """Who makes a change: the token's user, else the X-User header, else ``local``."""
+    if len(request.state.user) > USER_CHARS:
+        raise HTTPException(400, f"header 'X-User': more than {USER_CHARS} characters")
     return request.state.user
 
 
@@ -333,7 +337,12 @@ def _document(note: NoteIn, settings: ServeSettings) -> Document:
             413,
             f"field 'text': the note has {len(note.text):,} characters, more than the limit of {settings.max_note_chars:,}",
         )
-    return Document(id=note.id, text=note.text, language=note.language, translation=note.translation)
+    document = Document(id=note.id, text=note.text, language=note.language, translation=note.translation)
+    try:
+        check_storable(document)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    return document
 
 
 def _get_note(session: Session, note_id: str) -> Note:
@@ -484,7 +493,7 @@ def _add_review_routes(app: FastAPI, station: Workstation) -> None:
         except review.UnknownCode as err:
             raise HTTPException(404, str(err)) from None
         session.commit()
-        return review.code_view(row)
+        return review.note_code_view(note, row)
 
     @app.post("/v1/notes/{note_id}/codes", status_code=201, tags=["review"])
     def add_code(note_id: str, body: AddCodeIn, session: SessionDep, who: User) -> dict:
@@ -492,7 +501,7 @@ def _add_review_routes(app: FastAPI, station: Workstation) -> None:
         note = _get_note(session, note_id)
         row = review.add_code(session, note, body.code, body.system, body.start, body.end, who)
         session.commit()
-        return review.code_view(row)
+        return review.note_code_view(note, row)
 
     @app.post("/v1/notes/{note_id}/review", tags=["review"])
     def set_reviewed(note_id: str, body: ReviewedIn, session: SessionDep, who: User) -> dict:

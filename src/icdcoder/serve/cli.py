@@ -82,11 +82,17 @@ def load_notes(station, path: Path, lang: str, profile: str) -> int:
     returns how many."""
     from sqlalchemy import select
 
-    from icdcoder.data.schema import iter_documents
+    from icdcoder.data.schema import Document, iter_documents
     from icdcoder.infer.cli import MAX_NOTE_CHARS, codable
-    from icdcoder.serve.db import Note, add_job
+    from icdcoder.serve.db import Note, add_job, check_storable
 
-    documents = list(iter_documents(path, {"language": lang}, codable(MAX_NOTE_CHARS)))
+    coding_check = codable(MAX_NOTE_CHARS)
+
+    def check(document: Document) -> None:
+        coding_check(document)
+        check_storable(document)
+
+    documents = list(iter_documents(path, {"language": lang}, check))
     with station.sessions() as session:
         known = set(session.scalars(select(Note.external_id)))
         fresh = [document for document in documents if document.id not in known]

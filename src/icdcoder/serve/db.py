@@ -8,10 +8,13 @@
 - ``jobs``: batches submitted to ``POST /v1/jobs``; their notes are ``notes`` rows with ``job_id`` and ``position``
   (unique together: a note is never coded into a job twice), so a restart resumes at the first uncoded note.
 - ``audit``: append-only, one row per change (user, time, action, before, after, model version). The ORM refuses to
-  update or delete a row, and on SQLite a trigger refuses it in the database too.
+  update or delete a row, and a trigger refuses it in the database too (SQLite and PostgreSQL).
 
 The schema is created and upgraded by the Alembic migrations shipped in ``migrations/`` (:func:`open_database`
-applies them at start), never by ``create_all``: an upgrade keeps the data.
+applies them at start), never by ``create_all``: an upgrade keeps the data. The same schema runs on SQLite and on
+PostgreSQL (``tests/test_serve_postgres.py`` runs the migrations and the API on a real server). What PostgreSQL is
+stricter about is checked before a write (:func:`check_storable`): text holds no NUL character, and strings fit their
+column (SQLite stores a longer one as it is; PostgreSQL refuses it).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ NOTE_STATUSES = ("pending", "coded", "reviewed", "failed")
 CODE_ORIGINS = ("coded", "excluded", "added")
 DECISIONS = ("accepted", "rejected")
 JOB_STATUSES = ("queued", "running", "done", "failed")
+#: the longest note id (``external_id``) and user name the tables hold
+EXTERNAL_ID_CHARS = 200
+USER_CHARS = 200
 
 
 def utcnow() -> dt.datetime:
@@ -89,7 +95,7 @@ class Note(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     #: the caller's own id for the note (a file name, a CodiEsp id); exports use it
-    external_id: Mapped[str] = mapped_column(String(200), index=True)
+    external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_CHARS), index=True)
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(8))
     translation: Mapped[str] = mapped_column(Text, default="")
@@ -138,7 +144,7 @@ class AuditRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     note_id: Mapped[str] = mapped_column(ForeignKey("notes.id"), index=True)
     code_id: Mapped[int | None] = mapped_column(Integer, default=None)
-    user: Mapped[str] = mapped_column(String(200))
+    user: Mapped[str] = mapped_column(String(USER_CHARS))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     action: Mapped[str] = mapped_column(String(16))
     before: Mapped[dict | None] = mapped_column(JSON, default=None)
@@ -176,9 +182,20 @@ def _refuse_audit_change(_mapper, _connection, row: AuditRow) -> None:
     raise AppendOnlyError(f"audit row {row.id} is append-only")
 
 
+def check_storable(document: Document) -> None:
+    """Refuse (``ValueError`` naming the field) a note the tables cannot hold on every database: PostgreSQL's text
+    cannot hold a NUL character, and its ``external_id`` column holds at most ``EXTERNAL_ID_CHARS`` characters."""
+    if len(document.id) > EXTERNAL_ID_CHARS:
+        raise ValueError(f"field 'id': {len(document.id)} characters, more than the limit of {EXTERNAL_ID_CHARS}")
+    for name in ("id", "text", "translation"):
+        if "\x00" in getattr(document, name):
+            raise ValueError(f"field '{name}': holds a NUL character (\\u0000)")
+
+
 def as_utc(moment: dt.datetime) -> dt.datetime:
-    """SQLite returns naive datetimes for the UTC ones stored: make them aware again."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    """A stored time in UTC: SQLite returns the UTC times stored as naive datetimes, PostgreSQL returns them in the
+    session's time zone (the server's or the database's ``timezone`` setting)."""
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def database_url(db: str | None) -> str:
@@ -210,6 +227,10 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as err:
         raise InputError(f"--db: not a usable database URL ({err})") from None
+    except ImportError as err:  # the dialect is known, its driver is not installed
+        raise InputError(
+            f"--db: the database driver is not installed ({err}); for PostgreSQL: pip install 'psycopg[binary]'"
+        ) from None
 
 
 def upgrade(engine: Engine) -> str:

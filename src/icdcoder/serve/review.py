@@ -5,6 +5,9 @@ one transaction. A note's *export record* (:func:`export_record`) is its coder r
 ``codes`` holds what the coder kept (accepted, changed, added and not-yet-decided coded ones), each code with its
 ``review`` (``accepted``, ``rejected``, ``added`` or null); rejected codes and the profile's exclusions stay listed
 under ``excluded`` with their ``reason`` (``rejected`` for a reviewer's rejection).
+
+A code as the API shows it (:func:`code_view`) carries its ``validity`` as the review stands (:func:`code_validity`);
+what an audit row records of it (:func:`code_state`) is a part of that view.
 """
 
 from __future__ import annotations
@@ -16,18 +19,64 @@ from icdcoder.errors import InputError
 from icdcoder.serve.db import AuditRow, Note, NoteCode, as_utc
 
 REVIEW_ACTIONS = ("accept", "reject", "change", "undo")
+#: the columns of a code row the API shows, in order
+VIEW_FIELDS = (
+    "id",
+    "code",
+    "system",
+    "description",
+    "score",
+    "origin",
+    "decision",
+    "original_code",
+    "assertion",
+    "reason",
+    "evidence",
+    "sentence_evidence",
+)
+#: the fields of the view an audit row records: everything a decision can change (and the evidence, as offsets)
+AUDITED_FIELDS = ("code", "system", "origin", "decision", "original_code")
+#: the system a retired ICD-9 code's replacements (its GEM targets) belong to
+_REPLACEMENT_SYSTEM = {"icd9cm": "icd10cm"}
+
+
+def code_view(row: NoteCode, validity: dict | None = None) -> dict:
+    """A code as the API shows it; with its ``validity`` (see :func:`code_validity`) when given."""
+    view = {name: getattr(row, name) for name in VIEW_FIELDS}
+    return view if validity is None else {**view, "validity": validity}
 
 
 def code_state(row: NoteCode) -> dict:
-    """What an audit row records of a code: everything a decision can change."""
+    """What an audit row records of a code: the audited fields of its view, its evidence as ``[start, end]`` pairs."""
+    view = code_view(row)
     return {
-        "code": row.code,
-        "system": row.system,
-        "origin": row.origin,
-        "decision": row.decision,
-        "original_code": row.original_code,
-        "evidence": [[span["start"], span["end"]] for span in row.evidence],
+        **{name: view[name] for name in AUDITED_FIELDS},
+        "evidence": [[span["start"], span["end"]] for span in view["evidence"]],
     }
+
+
+def code_validity(note: Note) -> dict[int, dict]:
+    """Each code's ``validity`` (code row id -> :class:`~icdcoder.ontology.validity.CodeValidity` as a dict), as the
+    review stands now: a changed or added code is checked as it is, and the Excludes1 partners are looked for among
+    the codes kept (:func:`kept`), so that rejecting one of a pair clears the other's conflict. Besides the fields of
+    ``code --json``, each names the system of its ``replacements`` (``replacement_system``) and their titles
+    (``replacement_descriptions``), so that the page can offer them."""
+    from icdcoder.infer.profiles import add_validity
+    from icdcoder.serve.coding import describe
+
+    kept_rows = [row for row in note.codes if kept(row)]
+    other_rows = [row for row in note.codes if not kept(row)]
+    kept_codes: list[dict] = [{"code": row.code, "system": row.system} for row in kept_rows]
+    other_codes: list[dict] = [{"code": row.code, "system": row.system} for row in other_rows]
+    add_validity(kept_codes, other_codes)
+    validities: dict[int, dict] = {}
+    for row, checked in zip([*kept_rows, *other_rows], [*kept_codes, *other_codes], strict=True):
+        validity: dict = checked["validity"]
+        system = _REPLACEMENT_SYSTEM.get(row.system, row.system)
+        validity["replacement_system"] = system
+        validity["replacement_descriptions"] = [describe(code, system) for code in validity["replacements"]]
+        validities[row.id] = validity
+    return validities
 
 
 def audit(
@@ -173,21 +222,9 @@ def set_reviewed(session: Session, note: Note, reviewed: bool, user: str) -> Non
     audit(session, note, user, "reviewed" if reviewed else "reopen", {"status": before}, {"status": note.status})
 
 
-def code_view(row: NoteCode) -> dict:
-    return {
-        "id": row.id,
-        "code": row.code,
-        "system": row.system,
-        "description": row.description,
-        "score": row.score,
-        "origin": row.origin,
-        "decision": row.decision,
-        "original_code": row.original_code,
-        "assertion": row.assertion,
-        "reason": row.reason,
-        "evidence": row.evidence,
-        "sentence_evidence": row.sentence_evidence,
-    }
+def note_code_view(note: Note, row: NoteCode) -> dict:
+    """One code of ``note`` as the API shows it, its validity among the note's codes included."""
+    return code_view(row, code_validity(note)[row.id])
 
 
 def note_summary(note: Note) -> dict:
@@ -205,12 +242,13 @@ def note_summary(note: Note) -> dict:
 
 def note_view(note: Note) -> dict:
     """Everything the review page shows of a note."""
+    validities = code_validity(note)
     return {
         **note_summary(note),
         "text": note.text,
         "model_version": note.model_version,
         "error": note.error,
-        "codes": [code_view(row) for row in note.codes],
+        "codes": [code_view(row, validities[row.id]) for row in note.codes],
     }
 
 

@@ -107,6 +107,57 @@ function decisionBadge(code) {
   return "";
 }
 
+/** An element: `tag` with its attributes (`className`, `title`, `dataset`) and children (text or elements). */
+function el(tag, attributes, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) {
+    if (name === "dataset") Object.assign(element.dataset, value);
+    else element[name] = value;
+  }
+  element.append(...children);
+  return element;
+}
+
+/** Whether a code is in the reviewed code list (review.kept on the server): the ones Excludes1 is checked among. */
+function isKept(code) { return code.decision !== "rejected" && (code.decision === "accepted" || code.origin === "coded"); }
+
+/** What the code set says of a code, under its description: a non-billable code's problem (the note as its tooltip)
+ * with its replacements as buttons (a click changes the code to it: a 'change' decision), the kept codes an Excludes1
+ * note forbids beside it (hovering the flag outlines them), a billable code's release note. Null when nothing to say. */
+function validityBox(code, note) {
+  const validity = code.validity;
+  if (!validity) return null;
+  const box = el("div", { className: "validity" });
+  if (!validity.billable) {
+    const problem = (validity.problem || "not billable").replace(/_/g, " ");
+    box.append(el("span", { className: "flag problem", title: validity.note }, `⚠ ${problem}`));
+    if (validity.replacements.length) box.append(" use ");
+    validity.replacements.forEach((replacement, i) => box.append(el("button", {
+      type: "button", className: "replace", title: `change to ${replacement} ${validity.replacement_descriptions[i] || ""} (f: the first)`,
+      dataset: { replace: replacement, system: validity.replacement_system },
+    }, replacement)));
+  } else if (validity.note) {
+    box.append(el("small", { className: "release" }, validity.note));
+  }
+  if (validity.excludes1.length) {
+    const partners = note.codes.filter((other) => other.id !== code.id && isKept(other) && validity.excludes1.includes(other.code)).map((other) => other.id);
+    const flag = el("span", { className: "flag excludes1", title: "An Excludes1 note: these conditions are not coded together" },
+      `Excludes1 with ${validity.excludes1.join(", ")}`);
+    flag.addEventListener("mouseenter", () => linkHover(partners, true));
+    flag.addEventListener("mouseleave", () => linkHover(partners, false));
+    box.append(flag);
+  }
+  return box.childNodes.length ? box : null;
+}
+
+/** Change a code to the replacement its validity suggests (the first when none is named). */
+function replaceCode(code, replacement) {
+  const validity = code.validity;
+  const chosen = replacement || (validity && !validity.billable && validity.replacements[0]);
+  if (!chosen) { say(`${code.code}: no replacement to take`, true); return; }
+  guarded(() => decide(code.id, "change", { code: chosen, system: validity.replacement_system }));
+}
+
 function renderCodes(note) {
   const body = $("#codes tbody");
   body.replaceChildren();
@@ -115,19 +166,27 @@ function renderCodes(note) {
     const row = document.createElement("tr");
     row.dataset.id = code.id;
     row.dataset.code = code.code;
-    row.className = [code.decision === "rejected" ? "rejected" : "", code.origin === "excluded" && !code.decision ? "excluded" : "", index === state.selected ? "selected" : ""].join(" ").trim();
+    const flags = [
+      code.decision === "rejected" ? "rejected" : "", code.origin === "excluded" && !code.decision ? "excluded" : "",
+      code.validity && !code.validity.billable ? "invalid" : "", code.validity && code.validity.excludes1.length ? "conflict" : "",
+      index === state.selected ? "selected" : "",
+    ];
+    row.className = flags.filter(Boolean).join(" ");
     row.innerHTML = `<td><span class="swatch" style="background:${colours[code.id]}"></span></td>
       <td class="code">${escapeHtml(code.code)}</td>
-      <td>${escapeHtml(code.description)}<br><small>${code.system}${code.score != null ? " · " + code.score.toFixed(2) : ""}</small></td>
+      <td class="description">${escapeHtml(code.description)}<br><small>${code.system}${code.score != null ? " · " + code.score.toFixed(2) : ""}</small></td>
       <td>${escapeHtml(code.assertion || "")} ${traitBadges(code)}</td>
       <td class="decision">${decisionBadge(code)}</td>
       <td class="actions"><button data-act="accept" title="accept (a)">✓</button><button data-act="reject" title="reject (r)">✗</button><button data-act="change" title="change (c)">✎</button><button data-act="undo" title="undo (u)">↺</button></td>`;
+    const box = validityBox(code, note);
+    if (box) row.querySelector(".description").append(box);
     row.addEventListener("mouseenter", () => linkHover([code.id], true));
     row.addEventListener("mouseleave", () => linkHover([code.id], false));
     row.addEventListener("click", (event) => {
       selectCode(index);
       const act = event.target.dataset.act;
       if (act) guarded(() => act === "change" ? openPicker({ kind: "change", codeId: code.id }) : decide(code.id, act));
+      if (event.target.dataset.replace) replaceCode(code, event.target.dataset.replace);
     });
     body.appendChild(row);
   });
@@ -377,6 +436,7 @@ function onKey(event) {
     j: () => selectCode(state.selected + 1), k: () => selectCode(state.selected - 1),
     a: () => code && guarded(() => decide(code.id, "accept")), r: () => code && guarded(() => decide(code.id, "reject")),
     u: () => code && guarded(() => decide(code.id, "undo")), c: () => code && openPicker({ kind: "change", codeId: code.id }),
+    f: () => code && replaceCode(code),
     "+": () => state.note && addFromSelection(), d: () => state.note && guarded(markReviewed), n: () => guarded(nextNote),
     "?": () => $("#help").showModal(), Escape: () => closePicker(),
   };
