@@ -14,6 +14,7 @@ from icdcoder.data.align import (
     project_pieces,
     segment_sentences,
 )
+from icdcoder.spans.segment import sentence_spans
 
 
 def _sentences(text: str) -> list[str]:
@@ -36,6 +37,13 @@ def test_segmenter_keeps_abbreviations_initials_decimals_and_units_inside_a_sent
         "Tumor de 13 cm. Infiltra grasa.",
         "Tª 40.2 C hoy.",
     ]
+
+
+def test_segmenter_is_the_coders_splitter_but_keeps_unit_periods():
+    text = "Plaquetas 363.000. Tumor de 13 cm. Infiltra grasa. Peso de 56 kg. Afebril."
+    coder = [text[start:end] for start, end in sentence_spans(text)]
+    assert coder == ["Plaquetas 363.000.", "Tumor de 13 cm.", "Infiltra grasa.", "Peso de 56 kg.", "Afebril."]
+    assert _sentences(text) == ["Plaquetas 363.000.", "Tumor de 13 cm. Infiltra grasa.", "Peso de 56 kg. Afebril."]
 
 
 def test_segment_spans_slice_the_text_without_outer_whitespace():

@@ -257,3 +257,204 @@ def test_ladder_trains_rl_from_the_sft_coder_with_the_experiments_data(places, t
     assert set(rungs) == {"sft", "grpo"} and "span_plain_f1" in rungs["grpo"][0]
     meta = json.loads((tmp_path / "runs" / "grpo" / "seed0" / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["config"]["data"]["data_dir"] == str(corpus)  # data_dir reaches the RL data config
+
+
+@pytest.fixture()
+def fold_coders_with_retrieval_only(monkeypatch):
+    """Coders fitted on training folds keep only their retriever: fitting the other signals reads every ontology
+    title (~30 s a fold whatever the notes; the test_infer_* files cover it), and these experiments fit one per fold."""
+    import icdcoder.train.data as train_data
+
+    monkeypatch.setattr(train_data, "fit_coder_lexicons", lambda coder, documents, settings: None)
+
+
+@pytest.fixture(scope="module")
+def corpus_of_eight(tmp_path_factory) -> Path:
+    """The tiny corpus twice over (eight notes, new ids): enough notes for three folds of a few notes each."""
+    from test_infer_support import NOTES, TRANSLATIONS, write_split
+
+    root = tmp_path_factory.mktemp("codiesp_eight")
+    copies = {doc_id.replace("S0", "S1", 1): doc_id for doc_id, _, _ in NOTES}
+    notes = NOTES + [(copy, text, codes) for copy, (_, text, codes) in zip(copies, NOTES)]
+    for split in ("train", "dev"):
+        write_split(root, split, notes)
+        (root / split / "text_files_en").mkdir()
+        for doc_id, _, _ in notes:
+            english = TRANSLATIONS[copies.get(doc_id, doc_id)]
+            (root / split / "text_files_en" / f"{doc_id}.txt").write_text(english + "\n", encoding="utf-8")
+    return root
+
+
+def test_every_config_validates_with_its_yaml_and_defaults():
+    from icdcoder.experiments.runner import CONFIG_DIR, load_experiment_config
+
+    configs = Path(__file__).resolve().parent.parent / CONFIG_DIR
+    for found in all_experiments():
+        config = load_experiment_config(found, configs, [])
+        assert isinstance(config, found.config) and found.caveats.strip() and found.cost
+
+
+def test_specificity_renames_untrained_codes_and_scores_the_step_off_and_on(places, corpus, sft_coder):
+    record = run("specificity", places, f"data_dir={corpus}", f"model={sft_coder}", "langs=[es]")
+    (renamed,) = record["results"]["renamed"]
+    assert renamed["lang"] == "es" and renamed["gold_before"] <= renamed["renamed"]
+    rows = record["results"]["rows"]
+    assert [row["specify_untrained"] for row in rows] == [False, True] and all("D_f1" in row for row in rows)
+
+
+def test_unseen_threshold_scores_each_system_at_each_threshold(places, corpus, sft_coder):
+    record = run(
+        "unseen_threshold", places, f"data_dir={corpus}", f"model={sft_coder}", "langs=[es]", "thresholds=[0.05, 0.2]"
+    )
+    rows = record["results"]["rows"]
+    assert [(row["task"], row["untrained_threshold"]) for row in rows] == [
+        ("D", 0.05),
+        ("D", 0.2),
+        ("P", 0.05),
+        ("P", 0.2),
+    ]
+    assert all(0.0 <= row["micro_f1"] <= 1.0 for row in rows)
+
+
+def test_learned_fusion_cross_fits_the_grid_and_the_trees(
+    places, tmp_path, corpus_of_eight, sft_coder, fold_coders_with_retrieval_only
+):
+    import shutil
+
+    from threadpoolctl import threadpool_limits
+
+    from icdcoder.infer.coder import SpanLLMPredictor
+
+    coder = shutil.copytree(sft_coder, tmp_path / "coder")
+    SpanLLMPredictor.load(coder, use_llm=False).write_settings(coder)  # as shipped: no LLM weight in the grid
+    with threadpool_limits(limits=1, user_api="openmp"):  # the trees' OpenMP threads crawl on a busy 2-core CPU
+        record = run(
+            "learned_fusion",
+            places,
+            f"data_dir={corpus_of_eight}",
+            f"model={coder}",
+            "langs=[es]",
+            "folds=3",  # the thresholds of a fold are tuned on the other folds cross-fitted again: 3 at least
+            "weights=[0, 1]",
+        )
+    fusions = [row["fusion"] for row in record["results"]["rows"]]
+    assert fusions == [
+        "grid",
+        "trees on dev folds",
+        "trees on training notes",
+        "trees as a signal",
+        "trees as a signal",
+    ]
+    assert all("D_map" in (row.get("cross_fitted") or row["in_sample_thresholds"]) for row in record["results"]["rows"])
+
+
+def test_translation_embeddings_fuses_the_nearest_titles_as_a_signal(places, corpus, sft_coder, monkeypatch):
+    """A fixed encoder stands in for MiniLM (embedding the label space's titles takes minutes; test_spans_retrieval
+    runs the real one): every segment points at the first code of the label space, every other title away from it."""
+    import numpy as np
+
+    from icdcoder.spans.retrieval import CandidateRetriever
+
+    def titles(retriever, found) -> np.ndarray:
+        vectors = np.tile(np.array([0.0, 1.0], dtype=np.float32), (len(found), 1))
+        vectors[0] = (1.0, 0.0)
+        return vectors
+
+    def segments(retriever, texts) -> np.ndarray:
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+    monkeypatch.setattr(CandidateRetriever, "embed_code_titles", titles)
+    monkeypatch.setattr(CandidateRetriever, "embed_texts", segments)
+    record = run(
+        "translation_embeddings", places, f"data_dir={corpus}", f"model={sft_coder}", "weights=[0, 2]", "top=1"
+    )
+    rows = record["results"]["rows"]
+    assert [(row["top"], row["weight"]) for row in rows] == [(1, 0.0), (1, 2.0)] and "D_unseen_recall" in rows[0]
+
+
+def test_retrieval_recall_reports_recall_at_k_per_query_kind(places, corpus):
+    record = run("retrieval_recall", places, f"data_dir={corpus}", "mode=seen")
+    results = record["results"]
+    assert results["label_space_size"] > 0 and "+translated" in results["sources"]
+    assert results["evidence"]["all"]["r@50"] == 1.0  # every code of a note seen in train is in a 50-code space
+    assert results["segment"]["all"]["n"] > 0
+
+
+def test_alignment_coverage_reports_each_split(places, corpus):
+    record = run("alignment_coverage", places, f"data_dir={corpus}")
+    rows = record["results"]["rows"]
+    assert [row["split"] for row in rows] == ["train", "dev"] and rows[0]["documents"] == 4
+    assert rows[0]["docs_all_one_to_one"] == 1.0
+
+
+def test_silver_evidence_grades_located_spans_against_the_gold(places, corpus):
+    record = run("silver_evidence", places, f"data_dir={corpus}", "min_share=[0.5, 1.0]")
+    rows = record["results"]["rows"]
+    assert [(row["system"], row["min_share"]) for row in rows] == [
+        ("icd10cm", 0.5),
+        ("icd10pcs", 0.5),
+        ("icd10cm", 1.0),
+        ("icd10pcs", 1.0),
+    ]
+    assert all(row["on_gold"] <= row["located"] <= row["codes"] for row in rows) and rows[0]["codes"] > 0
+
+
+def test_llm_modes_scores_each_weight_and_the_llm_alone(places, tmp_path, corpus, sft_coder):
+    record = run(
+        "llm_modes",
+        places,
+        f"data_dir={corpus}",
+        f"model={sft_coder}",
+        "runs=[{mode: score, gate: 0}]",
+        "weights=[0, 1]",
+        f"runs_dir={tmp_path / 'runs'}",
+    )
+    rows = record["results"]["rows"]
+    assert [row["llm_weight"] for row in rows] == [0.0, 1.0, "alone"] and rows[0]["llm_segments"] > 0
+    assert (tmp_path / "runs" / "es_score_gate0.jsonl").is_file()
+
+
+def test_silver_sft_trains_the_silver_variant_on_notes_without_offsets(tmp_path, corpus, monkeypatch):
+    """The training command each variant gets (the run itself is the span_vs_document protocol, tested above)."""
+    from icdcoder.data.schema import load_documents
+    from icdcoder.experiments import silver_sft
+
+    commands = []
+    monkeypatch.setattr(silver_sft, "run_cli", lambda arguments, log: commands.append(arguments))
+    config = silver_sft.SilverSftConfig(data_dir=corpus, runs_dir=tmp_path, steps=3, train_set=["backbone=tiny"])
+    for variant in config.variants:
+        silver_sft.train(variant, config)
+    assert "data.silver_evidence=true" in commands[1] and "data.silver_evidence=true" not in commands[0]
+    assert all(
+        "max_steps=3" in command and "backbone=tiny" in command and "data.lang=en" in command for command in commands
+    )
+    documents = f"data.documents_jsonl={tmp_path / 'train_en_no_offsets.jsonl'}"
+    assert documents in commands[1] and documents not in commands[0]
+    bare = load_documents(tmp_path / "train_en_no_offsets.jsonl")
+    assert len(bare) == 4 and all(gold.evidence == () for document in bare for gold in document.codes)
+
+
+#: a verifier band that holds every candidate (the tiny coder's candidates rarely fall in the shipped one)
+EVERY_CANDIDATE = "band.low.icd10cm=0, band.low.icd10pcs=0, band.high.icd10cm=2, band.high.icd10pcs=2"
+
+
+def test_verifier_study_runs_every_stage(
+    places, tmp_path, corpus, sft_coder, tiny_lm_dir, fold_coders_with_retrieval_only
+):
+    record = run(
+        "verifier_study",
+        places,
+        f"data_dir={corpus}",
+        f"model={sft_coder}",
+        "folds=2",
+        "threads=1",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"verifier_set=[backbone={tiny_lm_dir}, lora.layers_to_transform=null, max_examples=8, batch_size=4, threads=1, {EVERY_CANDIDATE}]",
+    )
+    results = record["results"]
+    assert [row["split"] for row in results["candidates"]] == ["dev", "train"]
+    assert results["oracle"][0]["system"] == "coder alone (shipped thresholds)"
+    assert results["train"]["training"]["steps"] >= 1 and (tmp_path / "runs" / "adapter").is_dir()
+    assert set(results["measure"]) == {"verifier", "oracle"}
+    assert [row["system"] for row in results["measure"]["oracle"]["rows"]] == ["LLM off", "verifier on"]
+    assert results["speed"]["coder_notes_per_s"] > 0

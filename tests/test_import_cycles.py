@@ -2,7 +2,8 @@
 
 Every module is parsed with :mod:`ast` (nothing is imported); an edge ``a -> b`` is any ``import`` of ``b`` in ``a``,
 at module level or inside a function or class. Imports under ``if TYPE_CHECKING:`` never run and are left out. An
-import of a package's submodule is an edge to that submodule, not to the package's ``__init__``.
+import of a package's submodule is an edge to that submodule and to the ``__init__`` of every package above it (Python
+runs those first), except the packages the importing module itself lies in (already running) and ``icdcoder`` itself.
 """
 
 from __future__ import annotations
@@ -70,7 +71,16 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
         for alias in node.names:
             submodule = f"{origin}.{alias.name}"
             targets.add(submodule if submodule in modules else origin)
+    targets |= {package for target in targets for package in _enclosing_packages(target, module)}
     return {target for target in targets if target in modules and target != module}
+
+
+def _enclosing_packages(target: str, importer: str) -> list[str]:
+    """The packages whose ``__init__`` importing ``target`` runs: those above it, below the root, that do not hold
+    ``importer``."""
+    parts = target.split(".")
+    packages = [".".join(parts[:end]) for end in range(2, len(parts))]
+    return [package for package in packages if not importer.startswith(package + ".")]
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -182,7 +182,7 @@ def test_load_rejects_a_folder_without_coder_json(tmp_path):
 def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):
     from icdcoder.infer.coder import SpanLLMPredictor
     from icdcoder.infer.settings import CoderSettings
-    from icdcoder.spans import note_windows
+    from icdcoder.spans.segment import note_windows
 
     model, tokenizer = tiny_model
     jobs_by_setting = {}

@@ -9,7 +9,7 @@ import pytest
 from icdcoder.data.schema import Document, Evidence, GoldCode
 from icdcoder.errors import InputError
 from icdcoder.prompt import parse_answer
-from icdcoder.spans import (
+from icdcoder.spans.examples import (
     SpanExample,
     build_document_examples,
     build_span_examples,

@@ -9,8 +9,8 @@ import pytest
 from icdcoder.data.schema import Document, Evidence, GoldCode
 from icdcoder.errors import InputError
 from icdcoder.ontology.labels import label_space
-from icdcoder.spans import TeacherParaphraser, expand_from_ontology, normalize_text, sparse_codes
-from icdcoder.spans.expansion import PROVENANCE_ORDER
+from icdcoder.spans.expansion import PROVENANCE_ORDER, TeacherParaphraser, expand_from_ontology, sparse_codes
+from icdcoder.text import normalize_text
 
 
 def _doc(doc_id: str, text: str, code: str, phrase: str, system: str = "icd10cm", language: str = "es") -> Document:

@@ -7,7 +7,8 @@ import pytest
 from icdcoder.data.schema import Document, Evidence, GoldCode
 from icdcoder.errors import InputError
 from icdcoder.prompt import Candidate
-from icdcoder.spans import CandidateRetriever, RetrieverConfig, SpanExample, attach_candidates
+from icdcoder.spans.examples import SpanExample, attach_candidates
+from icdcoder.spans.retrieval import CandidateRetriever, RetrieverConfig
 from icdcoder.spans.translate import WordTranslator
 
 LABELS = [
@@ -192,7 +193,8 @@ def test_embeddings_are_cached_in_the_project_cache_by_default(ontology, tmp_pat
 
 
 def test_parallel_sentences_and_codiesp_builder_on_a_tiny_layout(ontology, tmp_path):
-    from icdcoder.spans import build_codiesp_retriever, parallel_sentences
+    from icdcoder.spans.retrieval import build_codiesp_retriever
+    from icdcoder.spans.translate import parallel_sentences
 
     (tmp_path / "train" / "text_files").mkdir(parents=True)
     (tmp_path / "train" / "text_files_en").mkdir(parents=True)
@@ -211,7 +213,7 @@ def test_parallel_sentences_and_codiesp_builder_on_a_tiny_layout(ontology, tmp_p
 
 
 def test_document_truncation_counts_leak_free_retrieval_hits(retriever):
-    from icdcoder.spans import build_document_examples
+    from icdcoder.spans.examples import build_document_examples
 
     filler = " ".join(f"Comentario número {i} del caso." for i in range(20))
     text = f"{filler} Refiere una ñapa cardíaca. Otra frase sin interés."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from icdcoder.errors import InputError
-from icdcoder.spans import Segment, segment_note
+from icdcoder.spans.segment import Segment, segment_note, sentence_spans
 
 
 def _texts(text: str, **kwargs) -> list[str]:
@@ -36,6 +36,25 @@ def test_offsets_are_exact_and_segments_trimmed_and_non_empty():
 )
 def test_abbreviations_and_decimals_do_not_end_sentences(sentence):
     assert _texts(sentence) == [sentence]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("Plaquetas 363.000. La VSG normal.", ["Plaquetas 363.000.", "La VSG normal."]),
+        ("Plaquetas 366.000/ul. Bioquímica normal.", ["Plaquetas 366.000/ul.", "Bioquímica normal."]),
+        ("Se administró morfina (i.v). Después mejora.", ["Se administró morfina (i.v).", "Después mejora."]),
+        ("Como se ve en la Fig.1. El tumor no afecta.", ["Como se ve en la Fig.1.", "El tumor no afecta."]),
+    ],
+)
+def test_a_number_or_bracket_before_the_full_stop_ends_the_sentence(text, sentences):
+    assert _texts(text) == sentences
+
+
+def test_more_abbreviations_keep_their_full_stop_inside_the_sentence():
+    text = "Tumor de 13 cm. Infiltra grasa."
+    assert [text[start:end] for start, end in sentence_spans(text)] == ["Tumor de 13 cm.", "Infiltra grasa."]
+    assert [text[start:end] for start, end in sentence_spans(text, abbreviations={"cm"})] == [text]
 
 
 def test_sentence_ends_need_a_capital_or_digit_after_them():
@@ -75,7 +94,7 @@ def test_segment_text_and_bad_max_words():
 
 
 def test_note_windows_merge_whole_sentences_up_to_max_words():
-    from icdcoder.spans import note_windows
+    from icdcoder.spans.segment import note_windows
 
     text = "Uno dos tres. Cuatro cinco.\nSeis siete ocho nueve. Diez."
     windows = [w.text(text) for w in note_windows(text, max_words=6)]

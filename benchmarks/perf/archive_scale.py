@@ -2,7 +2,7 @@
 ``predict jsonl --workers 1``, ``--workers 2`` and ``predict ray`` (a local Ray with as many actors), with the default
 coder; report notes/s, peak RAM per worker and the hours 330,000 notes (MIMIC-IV's discharge summaries) would take.
 
-    nice -n 10 python benchmarks/perf/archive_scale.py --codiesp-dir ../shared/data/codiesp --notes 200
+    python benchmarks/perf/archive_scale.py --codiesp-dir ../shared/data/codiesp --notes 200 [--render]
 
 Each engine runs as the real command in its own process. What is measured:
 
@@ -11,12 +11,17 @@ Each engine runs as the real command in its own process. What is measured:
 * ``peak_rss_mb_per_worker``: the largest peak resident memory (``VmHWM``) of a process that codes (the command
   itself with one worker; each pool worker; each Ray actor), sampled from ``/proc`` (Linux);
 * ``hours_330k``: ``startup_s`` + 330,000 / ``notes_per_s``, in hours;
-* ``cpu_s``: CPU seconds of the whole run, all its processes (Ray's own included), sampled from ``/proc``; and the
-  load average before it: other work on the machine slows the run, not its CPU seconds. ``steady_cpu_s_per_note``:
-  CPU seconds per note after the first batch (start-up left out), the figure that other work on a shared machine
-  does not change; ``core_hours_330k``: 330,000 notes at that cost, in CPU-core hours.
+* ``cpu_s``: CPU seconds of the whole run, all its processes (Ray's own included), sampled from ``/proc``;
+  ``steady_cpu_s_per_note``: CPU seconds per note after the first batch (start-up left out), which other work on
+  the machine moves less than the wall-clock rate (but still raises: torch's threads spin while they wait for a
+  core); ``core_hours_330k``: 330,000 notes at that cost, in CPU-core hours;
+* ``load_avg_before`` and ``other_cpu_share``: the load average before the run, and the share of all the CPUs that
+  other processes (not the run's, not this script's) took during it, from ``/proc/stat``: 0 on an idle machine.
+  Read it before the wall-clock figures on a shared machine.
 
-Writes ``OUT/archive_scale.json`` and prints a Markdown table. The archive and the predictions (CodiEsp sentences)
+Writes ``OUT/archive_scale.json`` (with the machine: CPU model, cores, RAM; the command line; the commit) and prints a
+Markdown table, then renders the ``perf:archive_scale`` blocks of the README and docs/scale.md from that file
+(:func:`icdcoder.reports.render_perf`); ``--render`` only renders. The archive and the predictions (CodiEsp sentences)
 stay in ``--work`` (a temporary folder by default), never in the results. Not a test: figures depend on the machine.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,7 +41,18 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 from icdcoder.data.synthetic import write_synthetic_archive  # noqa: E402
+from icdcoder.errors import InputError  # noqa: E402
+from icdcoder.experiments.runner import git_commit  # noqa: E402
 from icdcoder.io import atomic_write  # noqa: E402
+from icdcoder.reports import (  # noqa: E402
+    PERF_RESULTS,
+    busy_cpu_seconds,
+    machine_description,
+    other_cpu_share,
+    own_cpu_seconds,
+    process_cpu_seconds,
+    render_perf,
+)
 
 MIMIC_IV_NOTES = 330_000
 SAMPLE_SECONDS = 0.25
@@ -43,7 +60,8 @@ SAMPLE_SECONDS = 0.25
 
 def descendants(pid: int) -> set[int]:
     """Every process below ``pid`` (Linux ``/proc``)."""
-    found, todo = set(), [pid]
+    found: set[int] = set()
+    todo = [pid]
     while todo:
         parent = todo.pop()
         for task in Path(f"/proc/{parent}/task").glob("*"):
@@ -67,15 +85,6 @@ def peak_rss_mb(pid: int) -> tuple[str, float] | None:
         if line.startswith("VmHWM:"):
             return command, int(line.split()[1]) / 1024
     return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process so far (``/proc/PID/stat``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def is_coding_worker(command: str, engine: str) -> bool:
@@ -105,6 +114,7 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
     else:
         command = ["predict", "jsonl", *common, "--workers", str(workers)]
     load = os.getloadavg()[0]
+    busy, own = busy_cpu_seconds(), own_cpu_seconds()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "icdcoder.cli", *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -116,7 +126,7 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
         for pid in {process.pid} | descendants(process.pid):
             if (sample := peak_rss_mb(pid)) is not None:
                 peaks[pid] = sample
-            if (used := cpu_seconds(pid)) is not None:
+            if (used := process_cpu_seconds(pid)) is not None:
                 cpu[pid] = max(used, cpu.get(pid, 0.0))
         done = written(out, engine, shard_notes)
         if first is None and done > 0:
@@ -124,6 +134,7 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
             cpu_at_first = sum(cpu.values())
         time.sleep(SAMPLE_SECONDS)
     wall = time.perf_counter() - started
+    others = other_cpu_share(busy, sum(cpu.values()) + own_cpu_seconds() - own, wall)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"{engine} x{workers} failed: {stderr.decode(errors='replace')[-2000:]}")
@@ -150,7 +161,8 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
         "steady_cpu_s_per_note": round(steady_cpu, 3),
         "core_hours_330k": round(MIMIC_IV_NOTES * steady_cpu / 3600, 1),
         "load_avg_before": round(load, 2),
-        "counts": json.loads(stdout),
+        "other_cpu_share": others,
+        "counts": {key: value for key, value in json.loads(stdout).items() if key != "out"},  # "out": a temporary path
     }
 
 
@@ -168,20 +180,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--codiesp-dir", default=str(REPO.parent / "shared" / "data" / "codiesp"))
-    parser.add_argument("--notes", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--chunk", type=int, default=4, help="notes per batch (predict jsonl) and per coding step of an actor"
-    )
-    parser.add_argument("--shard-notes", type=int, default=8, help="notes per Ray shard")
-    parser.add_argument("--workers", type=int, default=2, help="the pool size compared with one worker")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "perf", help="where archive_scale.json goes")
-    parser.add_argument("--work", type=Path, default=None, help="archive and predictions (default: a temporary folder)")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def measure(args: argparse.Namespace) -> dict:
+    """Write the archive, code it through each engine, and return the results record."""
     work = args.work or Path(tempfile.mkdtemp(prefix="icdcoder-archive-scale."))
     archive = write_synthetic_archive(
         args.codiesp_dir, work / f"archive_{args.notes}_{args.seed}.jsonl", args.notes, args.seed
@@ -203,15 +203,20 @@ def main() -> None:
     outputs = {
         (engine, workers): (work / f"predictions_{engine}_{workers}.jsonl").read_bytes() for engine, workers in runs
     }
-    result = {
-        "command": " ".join(["python", "benchmarks/perf/archive_scale.py", *sys.argv[1:]]),
+    return {
+        "command": shlex.join(["python", "benchmarks/perf/archive_scale.py", *sys.argv[1:]]),
+        "commit": git_commit(REPO),
+        "machine": machine_description(),
         "archive": {
             "notes": args.notes,
             "seed": args.seed,
             "median_words": sorted(words)[len(words) // 2],
             "words": sum(words),
+            "bytes": archive.stat().st_size,
         },
-        "cores": len(os.sched_getaffinity(0)),
+        "chunk": args.chunk,
+        "shard_notes": args.shard_notes,
+        "output_bytes": len(outputs[runs[0]]),
         "identical_outputs": len(set(outputs.values())) == 1,
         "speedup_workers": round(rows[1]["notes_per_s"] / rows[0]["notes_per_s"], 3),
         "ray_vs_workers": round(rows[2]["notes_per_s"] / rows[1]["notes_per_s"], 3),
@@ -222,10 +227,35 @@ def main() -> None:
         "idle_ray_vs_workers": round(rows[1]["steady_cpu_s_per_note"] / rows[2]["steady_cpu_s_per_note"], 3),
         "runs": rows,
     }
-    with atomic_write(args.out / "archive_scale.json") as handle:
-        json.dump(result, handle, indent=2)
-    print(table(rows))
-    print(json.dumps({key: value for key, value in result.items() if key not in ("runs", "command")}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--codiesp-dir", default=str(REPO.parent / "shared" / "data" / "codiesp"))
+    parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk", type=int, default=4, help="notes per batch (predict jsonl) and per coding step of an actor"
+    )
+    parser.add_argument("--shard-notes", type=int, default=8, help="notes per Ray shard")
+    parser.add_argument("--workers", type=int, default=2, help="the pool size compared with one worker")
+    parser.add_argument("--out", type=Path, default=REPO / PERF_RESULTS, help="where archive_scale.json goes")
+    parser.add_argument("--work", type=Path, default=None, help="archive and predictions (default: a temporary folder)")
+    parser.add_argument("--render", action="store_true", help="only render the docs' blocks from archive_scale.json")
+    args = parser.parse_args()
+    if not args.render:
+        result = measure(args)
+        with atomic_write(args.out / "archive_scale.json") as handle:
+            json.dump(result, handle, indent=2)
+        print(table(result["runs"]))
+        print(json.dumps({key: value for key, value in result.items() if key not in ("runs", "command")}))
+    if args.out.resolve() != (REPO / PERF_RESULTS).resolve():
+        print(f"docs not rendered: they show {PERF_RESULTS}, not {args.out}", file=sys.stderr)
+        return
+    try:
+        render_perf("archive_scale", root=REPO)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

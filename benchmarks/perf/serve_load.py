@@ -1,6 +1,7 @@
-"""Load on ``icdcoder serve``: concurrent clients coding ~400-word notes over loopback, bounded in count and time.
+"""Load on ``icdcoder serve``: concurrent clients coding 400-word notes over loopback, bounded in count and time.
 
     python benchmarks/perf/serve_load.py [--clients 50] [--per-client 4] [--queue-bound 16] [--batch 8] [--timeout 600]
+                                         [--out results/perf] [--render]
 
 Starts the server (the shipped default coder, a fresh SQLite file in a temporary folder, 127.0.0.1 on a free port),
 then two phases, each with ``--clients`` concurrent clients sending ``--per-client`` notes apiece, every note with its
@@ -12,7 +13,11 @@ own id and text:
 
 Checks, per phase: every note answered exactly once with its own id (lost, duplicated and mismatched counted), and the
 queue never held more than its bound (the server's ``max_waiting``). Prints one JSON line per phase: notes, wall
-seconds, notes/s, p50/p95 latency (ms), 429s, max_waiting, bound, lost, duplicated, mismatched.
+seconds, notes/s, p50/p95 latency (ms), 429s, max_waiting, bound, lost, duplicated, mismatched, the load average
+before it and the share of the CPUs other processes took during it (0 on an idle machine). Writes them, with the machine (CPU model, cores, RAM), the settings and the command line, to
+``--out``/serve_load.json (atomically), then renders the ``perf:serve_load`` blocks of the README and docs/serve.md
+from that file (:func:`icdcoder.reports.render_perf`); ``--render`` only renders. Not a test: figures depend on the
+machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import re
+import shlex
 import signal
 import socket
 import statistics
@@ -33,15 +41,36 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from icdcoder.errors import InputError  # noqa: E402
+from icdcoder.experiments.runner import git_commit  # noqa: E402
+from icdcoder.io import atomic_write  # noqa: E402
+from icdcoder.reports import (  # noqa: E402
+    PERF_RESULTS,
+    busy_cpu_seconds,
+    machine_description,
+    other_cpu_share,
+    own_cpu_seconds,
+    process_cpu_seconds,
+    render_perf,
+)
+
 SAMPLE = REPO / "examples" / "sample_note.txt"
 
 
+NOTE_WORDS = 400
+
+
 def note_text(client: int, index: int) -> str:
-    """A ~400-word Spanish note (the sample, repeated), made unique by the patient's age and a closing line."""
+    """A 400-word Spanish note: the sample, repeated and cut at a word, made unique by the patient's age and a
+    closing line."""
     sample = SAMPLE.read_text(encoding="utf-8").strip()
-    repeats = max(1, round(400 / len(sample.split())))
-    text = "\n".join([sample] * repeats).replace("58 años", f"{20 + (client * 7 + index) % 70} años")
-    return f"{text}\nControl en consulta {client}-{index}."
+    closing = f"Control en consulta {client}-{index}."
+    repeated = "\n".join([sample] * math.ceil(NOTE_WORDS / len(sample.split())))
+    body_words = list(re.finditer(r"\S+", repeated))[: NOTE_WORDS - len(closing.split())]
+    body = repeated[: body_words[-1].end()].replace("58 años", f"{20 + (client * 7 + index) % 70} años")
+    return f"{body}\n{closing}"
 
 
 def free_port() -> int:
@@ -52,7 +81,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(folder: Path, queue_bound: int, batch: int):
-    """``icdcoder serve`` on a free loopback port, its log in ``folder``; yields the base URL once it is ready."""
+    """``icdcoder serve`` on a free loopback port, its log in ``folder``; yields its base URL and process id once it
+    is ready."""
     import httpx
 
     port = free_port()
@@ -87,7 +117,7 @@ def running_server(folder: Path, queue_bound: int, batch: int):
             time.sleep(0.5)
         else:
             raise SystemExit("the server was not ready within 300 s")
-        yield base
+        yield base, process.pid
     except BaseException:
         print(f"server log (tail):\n{(folder / 'serve.log').read_text()[-3000:]}", file=sys.stderr)
         raise
@@ -185,35 +215,73 @@ def summary(
     }
 
 
-def main() -> None:
+def measured_cpu_seconds(server: int) -> float:
+    """CPU seconds of the server and of this process (the clients) so far."""
+    return (process_cpu_seconds(server) or 0.0) + own_cpu_seconds()
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Start the server, run both phases against it, and return the results record."""
     import httpx
 
+    sent = args.clients * args.per_client
+    phases = []
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        running_server(Path(folder), args.queue_bound, args.batch) as (base, server),
+    ):
+        for phase, run in (("code", code_phase), ("jobs", jobs_phase)):
+            load = os.getloadavg()[0]
+            busy, ours = busy_cpu_seconds(), measured_cpu_seconds(server)
+            started = time.perf_counter()
+            latencies, answers, refused = asyncio.run(
+                asyncio.wait_for(run(base, args.clients, args.per_client), args.timeout)
+            )
+            wall = time.perf_counter() - started
+            others = other_cpu_share(busy, measured_cpu_seconds(server) - ours, wall)
+            queue = httpx.get(base + "/readyz", timeout=10).json()["queue"]
+            phases.append(
+                {
+                    **summary(phase, latencies, answers, refused, wall, sent, queue),
+                    "load_avg_before": round(load, 2),
+                    "other_cpu_share": others,
+                }
+            )
+            print(json.dumps(phases[-1]), flush=True)
+    return {
+        "command": shlex.join(["python", "benchmarks/perf/serve_load.py", *sys.argv[1:]]),
+        "commit": git_commit(REPO),
+        "machine": machine_description(),
+        "clients": args.clients,
+        "per_client": args.per_client,
+        "words_per_note": len(note_text(0, 0).split()),
+        "queue_bound": args.queue_bound,
+        "batch": args.batch,
+        "phases": phases,
+    }
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--per-client", type=int, default=4)
     parser.add_argument("--queue-bound", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=600, help="seconds each phase may take")
+    parser.add_argument("--out", type=Path, default=REPO / PERF_RESULTS, help="where serve_load.json goes")
+    parser.add_argument("--render", action="store_true", help="only render the docs' blocks from serve_load.json")
     args = parser.parse_args()
-    sent = args.clients * args.per_client
-    with tempfile.TemporaryDirectory() as folder, running_server(Path(folder), args.queue_bound, args.batch) as base:
-        for phase, run in (("code", code_phase), ("jobs", jobs_phase)):
-            started = time.perf_counter()
-            latencies, answers, refused = asyncio.run(
-                asyncio.wait_for(run(base, args.clients, args.per_client), args.timeout)
-            )
-            wall = time.perf_counter() - started
-            queue = httpx.get(base + "/readyz", timeout=10).json()["queue"]
-            print(
-                json.dumps(
-                    {
-                        **summary(phase, latencies, answers, refused, wall, sent, queue),
-                        "clients": args.clients,
-                        "cpus": os.cpu_count(),
-                    }
-                ),
-                flush=True,
-            )
+    if not args.render:
+        result = measure(args)
+        with atomic_write(args.out / "serve_load.json") as handle:
+            json.dump(result, handle, indent=2)
+    if args.out.resolve() != (REPO / PERF_RESULTS).resolve():
+        print(f"docs not rendered: they show {PERF_RESULTS}, not {args.out}", file=sys.stderr)
+        return
+    try:
+        render_perf("serve_load", root=REPO)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Pr
 from icdcoder.prompt import build_prompt, parse_answer
 
 if TYPE_CHECKING:
-    from icdcoder.spans import CandidateRetriever
+    from icdcoder.spans.retrieval import CandidateRetriever
 
 SETTINGS_FILE = "prompt.json"
 
@@ -58,7 +58,7 @@ class PromptPredictor(Predictor):
         """No training: pick the few-shot examples and, if asked, fit the candidate retriever."""
         import time
 
-        from icdcoder.spans import build_span_examples, to_prompt_completion
+        from icdcoder.spans.examples import build_span_examples, to_prompt_completion
 
         started = time.time()
         examples = [
@@ -104,7 +104,7 @@ class PromptPredictor(Predictor):
 
     def predict(self, documents: Sequence[Document]) -> list[DocumentPrediction]:
         from icdcoder.infer.signals.llm import confidence_by_code
-        from icdcoder.spans import segment_note
+        from icdcoder.spans.segment import segment_note
 
         jobs = []
         for index, document in enumerate(documents):
@@ -149,7 +149,7 @@ class PromptPredictor(Predictor):
 
     @classmethod
     def load(cls, directory: str | Path) -> PromptPredictor:
-        from icdcoder.spans import CandidateRetriever
+        from icdcoder.spans.retrieval import CandidateRetriever
 
         path = Path(directory) / SETTINGS_FILE
         try:

@@ -24,10 +24,20 @@ MODULES = (
     "tuning_holdout",
     "signal_ablation",
     "signal_weights",
+    "specificity",
+    "unseen_threshold",
+    "learned_fusion",
+    "translation_embeddings",
+    "retrieval_recall",
+    "alignment_coverage",
     "assertion_nubes",
+    "llm_modes",
     "span_vs_document",
     "candidates",
+    "silver_evidence",
+    "silver_sft",
     "ladder",
+    "verifier_study",
 )
 
 

@@ -19,7 +19,7 @@ def list_experiments() -> None:
 
     for found in all_experiments():
         status = "results" if (RESULTS_DIR / f"{found.name}.json").is_file() else "not run"
-        typer.echo(f"{found.name:<18} {status:<8} {found.title} ({found.cost})")
+        typer.echo(f"{found.name:<22} {status:<8} {found.title} ({found.cost})")
 
 
 @app.command("run")

@@ -1,4 +1,5 @@
-"""What several experiments share: the CodiEsp notes a coder is scored on, and the D/P scores of its predictions."""
+"""What several experiments share: the CodiEsp notes a coder is scored on, the D/P scores of its predictions, the
+fusion re-tuned on some notes, and the records that training and tuning leave in a coder folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from icdcoder.errors import InputError
+from icdcoder.io import read_text
 
 #: the coder's systems and the CodiEsp task each is scored as
 TASKS = (("icd10cm", "D"), ("icd10pcs", "P"))
@@ -30,8 +32,14 @@ def coder_and_notes(model: Path, data_dir: Path, lang: str, limit: int | None = 
     return coder, dev, Counter(gold.code for document in train for gold in document.codes)
 
 
+def fold_indices(count: int, folds: int) -> list[list[int]]:
+    """``folds`` folds of ``range(count)``: item ``i`` in fold ``i % folds``."""
+    return [list(range(start, count, folds)) for start in range(folds)]
+
+
 def prediction_scores(dev: list, predictions: list, train_counts: Counter) -> dict[str, float | None]:
-    """D/P micro-F1, MAP, macro-F1 and unseen-code recall of ``predictions`` for the ``dev`` notes."""
+    """D/P micro-F1, macro-F1 and unseen-code recall of the decisions of ``predictions`` for the ``dev`` notes, and
+    the MAP of their rankings."""
     from icdcoder.evaluate.metrics import (
         frequency_band_recall,
         macro_prf,
@@ -41,12 +49,13 @@ def prediction_scores(dev: list, predictions: list, train_counts: Counter) -> di
 
     row: dict[str, float | None] = {}
     for system, task in TASKS:
-        ranked = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
+        decided = {p.doc_id: [c.code for c in p.ranked({system})] for p in predictions}
+        ranked = {p.doc_id: [c.code for c in p.ranking({system})] for p in predictions}
         truth = {document.id: document.code_set(system) for document in dev}
-        row[f"{task}_f1"] = round(micro_prf(truth, ranked)["micro_f1"], 4)
+        row[f"{task}_f1"] = round(micro_prf(truth, decided)["micro_f1"], 4)
         row[f"{task}_map"] = round(mean_average_precision(truth, ranked), 4)
-        row[f"{task}_macro_f1"] = round(macro_prf(truth, ranked)["macro_f1"], 4)
-        unseen = frequency_band_recall(truth, ranked, train_counts)["unseen_recall"]  # None: no unseen gold code
+        row[f"{task}_macro_f1"] = round(macro_prf(truth, decided)["macro_f1"], 4)
+        unseen = frequency_band_recall(truth, decided, train_counts)["unseen_recall"]  # None: no unseen gold code
         row[f"{task}_unseen_recall"] = None if unseen is None else round(unseen, 4)
     return row
 
@@ -136,22 +145,57 @@ def hit_report(dev: list, hits: dict[str, set[str]], system: str, train_counts: 
     return {**counts, **precision}
 
 
-def script_parser(description: str, weights: list[float] | None = None):
-    """The options the benchmark scripts that weigh one signal of the shipped coder share: ``--data-dir``, ``--model``,
-    ``--lang``, ``--weights``, ``--one-threshold``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--lang", choices=("es", "en"), default="es")
-    parser.add_argument("--weights", type=float, nargs="*", default=list(weights or []))
-    parser.add_argument(
-        "--one-threshold", action="store_true", help="one threshold per system (no untrained codes' own)"
-    )
-    return parser
-
-
 def number(value: float | None, digits: int = 3) -> str:
     """A score for a table cell; ``-`` where there is none (e.g. no unseen gold code)."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tuned_settings(settings, notes: list, outputs: list) -> tuple[Any, dict[str, Any]]:
+    """The settings that ``predict tune``'s grid picks on ``notes``, and the weights and thresholds it picked."""
+    from icdcoder.infer.tuning import GRID_WEIGHTS, tune_fusion
+
+    best = tune_fusion(outputs, notes, settings)["best_settings"]
+    picked = {name: best[name] for name in GRID_WEIGHTS if best[name]}
+    return settings.model_copy(update=best), picked | {
+        "threshold": best["threshold"],
+        "untrained_threshold": best["untrained_threshold"],
+    }
+
+
+def coded(outputs: list, settings, one_threshold: bool) -> list:
+    """``outputs`` aggregated with ``settings``; ``one_threshold``: without the untrained codes' own thresholds."""
+    from icdcoder.infer.fusion import aggregate, collect_signals
+
+    settings = settings.model_copy(update={"untrained_threshold": {}}) if one_threshold else settings
+    return [aggregate(note, settings, collect_signals(note)) for note in outputs]
+
+
+#: the D/P scores a ``predict tune`` record holds for each row
+TUNED_SCORES = ("D_f1", "D_map", "P_f1", "P_map")
+
+
+def training_cost(folder: Path) -> dict[str, Any]:
+    """Tokens, wall time and steps from ``run_meta.json`` (train sft) or ``meta.json`` (a shipped model)."""
+    if (folder / "run_meta.json").is_file():
+        meta = json.loads(read_text(folder / "run_meta.json"))
+        return {
+            "train_tokens": meta.get("train_tokens"),
+            "wall_seconds": meta.get("wall_seconds"),
+            "steps": meta.get("steps"),
+        }
+    report = json.loads(read_text(folder / "meta.json")).get("fit_report") or {}
+    return {"train_tokens": report.get("train_tokens"), "wall_seconds": report.get("wall_seconds"), "steps": None}
+
+
+def fusion_scores(tuning: dict[str, Any]) -> dict[str, Any]:
+    """The LLM alone, the best fusion, and the best fusion without the LLM, from a ``predict tune`` record."""
+    from icdcoder.infer.tuning import objective
+
+    table = tuning["table"]
+    fused = max(table, key=objective)
+    without = max((row for row in table if row["llm_weight"] == 0), key=objective)
+    return {
+        "llm_alone": {key: tuning["llm_alone"][key] for key in TUNED_SCORES},
+        "fused": {**{key: fused[key] for key in TUNED_SCORES}, "llm_weight": fused["llm_weight"]},
+        "without_llm": {key: without[key] for key in TUNED_SCORES},
+    }

@@ -20,10 +20,8 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, run_cli
+from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, training_cost
 from icdcoder.io import read_text
-
-SCORES = ("D_f1", "D_map", "P_f1", "P_map")
 
 
 class SupervisionConfig(StrictModel):
@@ -68,33 +66,6 @@ def coder_folder(variant: str, config: SupervisionConfig) -> Path:
     elif not (out / "coder.json").is_file():
         train_variant(variant, out, config)
     return out
-
-
-def training_cost(folder: Path) -> dict[str, Any]:
-    """Tokens, wall time and steps from ``run_meta.json`` (train sft) or ``meta.json`` (a shipped model)."""
-    if (folder / "run_meta.json").is_file():
-        meta = json.loads(read_text(folder / "run_meta.json"))
-        return {
-            "train_tokens": meta.get("train_tokens"),
-            "wall_seconds": meta.get("wall_seconds"),
-            "steps": meta.get("steps"),
-        }
-    report = json.loads(read_text(folder / "meta.json")).get("fit_report") or {}
-    return {"train_tokens": report.get("train_tokens"), "wall_seconds": report.get("wall_seconds"), "steps": None}
-
-
-def fusion_scores(tuning: dict[str, Any]) -> dict[str, Any]:
-    """The LLM alone, the best fusion, and the best fusion without the LLM, from a ``predict tune`` record."""
-    from icdcoder.infer.tuning import objective
-
-    table = tuning["table"]
-    fused = max(table, key=objective)
-    without = max((row for row in table if row["llm_weight"] == 0), key=objective)
-    return {
-        "llm_alone": {key: tuning["llm_alone"][key] for key in SCORES},
-        "fused": {**{key: fused[key] for key in SCORES}, "llm_weight": fused["llm_weight"]},
-        "without_llm": {key: without[key] for key in SCORES},
-    }
 
 
 def llm_alone_details(folder: Path, cache: Path, config: SupervisionConfig) -> dict[str, Any]:

@@ -20,9 +20,12 @@ from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
     CODIESP,
     DEFAULT_MODEL,
+    coded,
     coder_and_notes,
+    fold_indices,
     number,
     prediction_scores,
+    tuned_settings,
 )
 
 #: the stage-1 signal each variant drops before tuning
@@ -47,26 +50,6 @@ class HoldoutConfig(StrictModel):
     )
 
 
-def tuned_settings(settings, notes: list, outputs: list) -> tuple[Any, dict[str, Any]]:
-    """The settings that ``predict tune``'s grid picks on ``notes``, and the weights and thresholds it picked."""
-    from icdcoder.infer.tuning import GRID_WEIGHTS, tune_fusion
-
-    best = tune_fusion(outputs, notes, settings)["best_settings"]
-    picked = {name: best[name] for name in GRID_WEIGHTS if best[name]}
-    return settings.model_copy(update=best), picked | {
-        "threshold": best["threshold"],
-        "untrained_threshold": best["untrained_threshold"],
-    }
-
-
-def coded(outputs: list, settings, one_threshold: bool) -> list:
-    """``outputs`` aggregated with ``settings``; ``one_threshold``: without the untrained codes' own thresholds."""
-    from icdcoder.infer.fusion import aggregate, collect_signals
-
-    settings = settings.model_copy(update={"untrained_threshold": {}}) if one_threshold else settings
-    return [aggregate(note, settings, collect_signals(note)) for note in outputs]
-
-
 def without_signal(outputs: list, signal: str | None) -> list:
     if signal is None:
         return outputs
@@ -79,7 +62,7 @@ def without_signal(outputs: list, signal: str | None) -> list:
 def language_rows(config: HoldoutConfig, lang: str) -> list[dict[str, Any]]:
     coder, dev, train_counts = coder_and_notes(config.model, config.data_dir, lang)
     stage1 = coder.segment_outputs(dev)
-    folds = [list(range(start, len(dev), config.folds)) for start in range(config.folds)]
+    folds = fold_indices(len(dev), config.folds)
     rows = []
     for variant in config.variants:
         outputs = without_signal(stage1, VARIANTS[variant])

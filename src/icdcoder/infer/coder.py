@@ -316,7 +316,7 @@ class SpanLLMPredictor(Predictor):
         under this coder's retrieval, lexicons and tuned fusion. ``check_files``: fail on a folder that lacks a file its
         settings or its ``files`` record name (:func:`~icdcoder.infer.store.check_coder_files`); off only to rebuild
         those files."""
-        from icdcoder.spans import CandidateRetriever
+        from icdcoder.spans.retrieval import CandidateRetriever
 
         directory = Path(directory)
         record, settings = read_coder_record(directory)

@@ -180,7 +180,7 @@ def to_rl_example(index: int, example) -> RlExample:
 
 def build_rl_examples(documents: Sequence[Document], config: GrpoConfig, ontology, retriever) -> list[RlExample]:
     """Span/document examples as for SFT, with inference-like (leak-free, unforced) candidates."""
-    from icdcoder.spans import attach_candidates
+    from icdcoder.spans.examples import attach_candidates
     from icdcoder.train.data import build_examples
 
     no_candidates = config.data.model_copy(update={"candidates_k": 0})
@@ -413,7 +413,7 @@ def save_optimizer_state(optimizer, path: Path) -> None:
 
 def prepare_retriever(start: StartingPoint, config: GrpoConfig, documents: Sequence[Document], ontology):
     """The SFT coder's retriever when starting from one, else one fitted on the training documents."""
-    from icdcoder.spans import CandidateRetriever
+    from icdcoder.spans.retrieval import CandidateRetriever
 
     if start.coder_dir is not None and (start.coder_dir / "retriever").is_dir():
         return CandidateRetriever.load(start.coder_dir / "retriever")

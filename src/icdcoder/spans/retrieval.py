@@ -19,7 +19,7 @@ by weighted reciprocal rank fusion:
   space) of the best few codes join the list at a fraction of their score.
 
 :func:`build_codiesp_retriever` builds the recommended one (measured with
-``benchmarks/retrieval_recall.py``).
+``icdcoder experiment run retrieval_recall``).
 
 ``exclude_doc_id`` removes one training document's surface forms from every
 source (the surface index, the TF-IDF rows and the short descriptions), so a

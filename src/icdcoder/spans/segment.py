@@ -8,13 +8,20 @@ Line breaks are always boundaries (the English CodiEsp files hold one sentence
 per line). Inside a line, a sentence ends at ``.``, ``!`` or ``?`` followed by
 white space and a capital letter, a digit or an opening mark, unless the word
 before the full stop is a known abbreviation (``Dr.``, ``p. ej.``, ``aprox.``,
-``e.g.``), a single letter, or itself holds a dot (``EE.UU.``). Decimals such
-as ``3.5`` never split because no space follows the dot.
+``e.g.``), a single letter, or letters holding dots (``EE.UU.``). Decimals such
+as ``3.5`` never split because no space follows the dot; a number or a bracket
+before the full stop (``plaquetas 363.000. La``, ``(i.v). Posteriormente``)
+does end the sentence.
+
+This is the one sentence splitter: the coder's segments, concepts, procedures
+and silver evidence use it as it is, and sentence alignment
+(:mod:`icdcoder.data.align`) with more abbreviations.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from icdcoder.errors import InputError
@@ -106,26 +113,29 @@ class Segment:
         return note[self.start : self.end]
 
 
-def _is_abbreviation(line: str, dot_end: int) -> bool:
-    """Whether the full stop ending at ``dot_end`` belongs to an abbreviation."""
+def _is_abbreviation(line: str, dot_end: int, abbreviations: AbstractSet[str]) -> bool:
+    """Whether the full stop ending at ``dot_end`` belongs to an abbreviation: one of ``abbreviations``, a single
+    letter, or letters holding dots (``e.g.``, ``EE.UU.``). A word holding a dot and a digit or a bracket is a
+    number or a closed aside (``7.44.``, ``366.000/ul.``, ``etc.).``): the sentence ends there."""
     match = _WORD_BEFORE_DOT.search(line[:dot_end])
     if match is None:
         return False
     word = match.group(1).lstrip("(\"'«[")
-    if "." in word:  # e.g. "e.g." or "EE.UU."
-        return True
+    if "." in word:
+        return word.replace(".", "").isalpha()
     letters = word.lower()
-    return letters in ABBREVIATIONS or (len(letters) == 1 and letters.isalpha())
+    return letters in abbreviations or (len(letters) == 1 and letters.isalpha())
 
 
-def _sentence_ends(line: str) -> list[int]:
+def _sentence_ends(line: str, abbreviations: AbstractSet[str]) -> list[int]:
     """Offsets (inside ``line``) just after each sentence-final punctuation run."""
     ends = []
     for match in _SENTENCE_END.finditer(line):
         rest = line[match.end() :].lstrip()
         if not rest or not _OPENS_SENTENCE.match(rest):
             continue
-        if line[match.start()] == "." and match.end() - match.start() == 1 and _is_abbreviation(line, match.end()):
+        single_dot = line[match.start()] == "." and match.end() - match.start() == 1
+        if single_dot and _is_abbreviation(line, match.end(), abbreviations):
             continue
         ends.append(match.end())
     return ends
@@ -140,11 +150,11 @@ def _trimmed(text: str, start: int, end: int) -> Segment | None:
     return Segment(start, end) if end > start else None
 
 
-def _sentences(text: str) -> list[Segment]:
+def _sentences(text: str, abbreviations: AbstractSet[str] = ABBREVIATIONS) -> list[Segment]:
     segments = []
     line_start = 0
     for line in text.splitlines(keepends=True):
-        cuts = [0, *_sentence_ends(line), len(line)]
+        cuts = [0, *_sentence_ends(line, abbreviations), len(line)]
         for left, right in zip(cuts, cuts[1:]):
             segment = _trimmed(text, line_start + left, line_start + right)
             if segment is not None:
@@ -153,11 +163,14 @@ def _sentences(text: str) -> list[Segment]:
     return segments
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
+def sentence_spans(text: str, abbreviations: AbstractSet[str] = ABBREVIATIONS) -> list[tuple[int, int]]:
     """``(start, end)`` of each sentence of ``text``, without surrounding blanks: the one sentence splitter of the coder's
-    segments, concepts and composed procedures (line breaks, then sentence-final punctuation before a capital, a digit
-    or an opening mark, abbreviations kept whole)."""
-    return [(segment.start, segment.end) for segment in _sentences(text)]
+    segments, concepts and composed procedures, and of sentence alignment (line breaks, then sentence-final punctuation
+    before a capital, a digit or an opening mark, abbreviations kept whole).
+
+    ``abbreviations``: the lower-case words whose full stop does not end a sentence (alignment adds units to them).
+    """
+    return [(segment.start, segment.end) for segment in _sentences(text, abbreviations)]
 
 
 def _word_count(text: str, segment: Segment) -> int:

@@ -72,7 +72,7 @@ class DataSettings(StrictModel):
     gold_in_candidates: float = Field(0.8, ge=0.0, le=1.0)
     #: gold codes without evidence offsets (MIMIC-IV's) get evidence located from their ICD terms, so that they make
     #: examples (:mod:`icdcoder.spans.silver`; English notes): the notes' words holding at least ``silver_min_share`` of
-    #: a term. ``benchmarks/silver_evidence.py`` grades it against CodiEsp's evidence
+    #: a term. the ``silver_evidence`` experiment grades it against CodiEsp's evidence
     silver_evidence: bool = False
     silver_min_share: float = Field(0.5, gt=0.0, le=1.0)
     #: cap on the number of training examples after mixing (``null``: all)

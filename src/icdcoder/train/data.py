@@ -49,7 +49,7 @@ def load_training_documents(settings: DataSettings) -> list[Document]:
 
 def fit_retriever(documents: Sequence[Document], ontology):
     """The candidate retriever used for training prompts and, later, inference."""
-    from icdcoder.spans import CandidateRetriever
+    from icdcoder.spans.retrieval import CandidateRetriever
 
     retriever = CandidateRetriever()
     retriever.fit(list(documents), ontology)
@@ -129,7 +129,8 @@ def build_examples(
 ) -> list:
     """All training examples the settings ask for, mixed and capped."""
     from icdcoder.ontology.labels import label_space
-    from icdcoder.spans import build_document_examples, build_span_examples, expand_from_ontology, mix_examples
+    from icdcoder.spans.examples import build_document_examples, build_span_examples, mix_examples
+    from icdcoder.spans.expansion import expand_from_ontology
 
     documents = list(documents)
     if settings.silver_evidence:
@@ -185,7 +186,7 @@ def to_dataset(examples: Sequence, eos_token: str):
     """A ``datasets.Dataset`` of prompt/completion pairs; every completion ends with EOS."""
     from datasets import Dataset
 
-    from icdcoder.spans import to_prompt_completion
+    from icdcoder.spans.examples import to_prompt_completion
 
     rows: dict[str, list[str]] = {"prompt": [], "completion": []}
     for example in examples:

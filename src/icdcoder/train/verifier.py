@@ -368,7 +368,7 @@ def train_verifier_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: a.b=value (repeatable)")] = None,
 ) -> None:
     """Train the span-level verifier's LoRA adapter on the band candidates of a cross-fitted candidate dump
-    ('benchmarks/verifier_study.py candidates'); prints what training cost as JSON."""
+    (the candidates stage of 'icdcoder experiment run verifier_study'); prints what training cost as JSON."""
     from icdcoder.ontology import load_ontology
     from icdcoder.train.cli import parse_overrides
 
