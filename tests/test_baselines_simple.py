@@ -125,7 +125,11 @@ def test_unreliable_surface_form_scores_lower(dictionary):
     """'dolor' is in most training notes but coded R52 once: it must not look as sure as 'fiebre'."""
     hits = {hit.code: hit for hit in dictionary.index.code_hits("Refiere dolor y fiebre.")}
     assert hits["R52"].score < 0.3 < hits["R50.9"].score
-    assert "R52" not in {p.code for p in dictionary.predict([_note("Refiere dolor.")])[0].codes}
+    prediction = dictionary.predict([_note("Refiere dolor.")])[0]
+    assert "R52" not in {p.code for p in prediction.codes}
+    # below its threshold it stays in the ranking, as a candidate without evidence
+    assert [(c.code, c.evidence) for c in prediction.candidates] == [("R52", [])]
+    assert [c.code for c in prediction.ranking()] == ["R52"]
 
 
 def test_surface_index_counts_matches_and_hits(corpus):

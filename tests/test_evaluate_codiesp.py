@@ -83,18 +83,38 @@ def test_write_read_round_trip(tmp_path: Path):
                 CodePrediction(code="BW03ZZZ", system="icd10pcs", score=0.5, evidence=[Evidence(pieces=((1, 2),))]),
                 CodePrediction(code="250.00", system="icd9cm", score=1.0),
             ],
+            candidates=[
+                CodePrediction(code="E11.9", system="icd10cm", score=0.2, evidence=[Evidence(pieces=((3, 4),))])
+            ],
         ),
         DocumentPrediction(doc_id="d2"),
     ]
     counts = write_submission(tmp_path / "sub", predictions)
-    assert counts == {"D.tsv": 2, "P.tsv": 1, "X.tsv": 2}
+    assert counts == {"D.tsv": 2, "P.tsv": 1, "X.tsv": 2, "D_ranking.tsv": 3, "P_ranking.tsv": 1}
     assert (tmp_path / "sub" / "D.tsv").read_text() == "d1\tn44.8\nd1\ti10\n"
+    # the ranking: decisions and candidates by score; a candidate is no decision, its evidence not in X
+    assert (tmp_path / "sub" / "D_ranking.tsv").read_text() == "d1\tn44.8\nd1\ti10\nd1\te11.9\n"
     assert (tmp_path / "sub" / "X.tsv").read_text() == "d1\t5 31\tDIAGNOSTICO\tn44.8\nd1\t1 2\tPROCEDIMIENTO\tbw03zzz\n"
     back = read_submission(tmp_path / "sub")
     assert back.ranked["D"] == {"d1": ["n44.8", "i10"]}
     assert back.ranked["P"] == {"d1": ["bw03zzz"]}
     assert back.references == {("d1", "n44.8"): [(5, 31)], ("d1", "bw03zzz"): [(1, 2)]}
+    assert back.rankings["D"] == {"d1": ["n44.8", "i10", "e11.9"]}
     assert back.missing_files == []
+
+
+def test_map_reads_the_ranking_and_f1_the_decisions(corpus: Path, tmp_path: Path):
+    gold = load_gold(corpus, "dev")
+    doc, codes = next((doc, codes) for doc, codes in gold.ranked["D"].items() if len(codes) >= 2)
+    # one gold code decided, a second one only among the candidates
+    _write(tmp_path / "D.tsv", [f"{doc}\t{codes[0]}"])
+    decisions_only = score_submission(corpus, "dev", tmp_path)
+    assert any("no D_ranking.tsv" in note for note in decisions_only["notes"])
+    _write(tmp_path / "D_ranking.tsv", [f"{doc}\t{codes[0]}", f"{doc}\tz99.89", f"{doc}\t{codes[1]}"])
+    ranked = score_submission(corpus, "dev", tmp_path)
+    assert ranked["D"]["micro_f1"] == decisions_only["D"]["micro_f1"]
+    assert ranked["D"]["n_predicted"] == 1
+    assert ranked["D"]["map"] > decisions_only["D"]["map"]
 
 
 def test_write_submission_is_all_or_nothing(tmp_path: Path):
@@ -164,7 +184,7 @@ def test_score_submission_hand_computed(corpus: Path, tmp_path: Path):
     assert x["precision"] == approx(3 / 4) and x["recall"] == approx(3 / 5)
     assert x["f1"] == approx(2 * 0.75 * 0.6 / 1.35)
     assert result["n_prediction_rows_outside_split"] == 2
-    assert result["notes"] == []
+    assert result["notes"] == ["no D_ranking.tsv: D MAP read from D.tsv", "no P_ranking.tsv: P MAP read from P.tsv"]
 
 
 def test_valid_code_lists_remove_invalid_predictions(corpus: Path, tmp_path: Path):
@@ -184,7 +204,7 @@ def test_missing_x_file_scores_zero_with_a_note(corpus: Path, tmp_path: Path):
     _write(sub / "D.tsv", ["d1\tn44.8"])
     result = score_submission(corpus, "dev", sub)
     assert result["X"]["f1"] == 0.0 and result["P"]["micro_f1"] == 0.0
-    assert result["notes"] == ["P.tsv missing: scored as an empty file", "X.tsv missing: scored as an empty file"]
+    assert result["notes"][:2] == ["P.tsv missing: scored as an empty file", "X.tsv missing: scored as an empty file"]
 
 
 def _perfect_predictions(data_dir: Path, split: str) -> list[DocumentPrediction]:

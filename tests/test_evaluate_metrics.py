@@ -210,3 +210,21 @@ def test_evaluate_over_documents_and_predictions():
     only_dx = evaluate(gold_docs, predictions, systems={"icd10cm"})
     assert only_dx["micro_precision"] == approx(1 / 2) and only_dx["micro_recall"] == approx(1 / 2)
     assert only_dx["evidence_recall"] == 1.0 and "unseen_recall" not in only_dx
+
+
+def test_set_measures_read_the_decisions_and_ranking_measures_the_candidates_too():
+    gold_docs = [_doc("d1", ("E11.9", "icd10cm"), ("I10", "icd10cm"))]
+    decided = DocumentPrediction(doc_id="d1", codes=[CodePrediction(code="E11.9", system="icd10cm", score=0.9)])
+    with_candidates = DocumentPrediction(
+        doc_id="d1",
+        codes=list(decided.codes),
+        candidates=[
+            CodePrediction(code="X99.9", system="icd10cm", score=0.3),
+            CodePrediction(code="I10", system="icd10cm", score=0.2),
+        ],
+    )
+    alone, ranked = evaluate(gold_docs, [decided]), evaluate(gold_docs, [with_candidates])
+    assert ranked["micro_precision"] == alone["micro_precision"] == 1.0
+    assert ranked["micro_recall"] == alone["micro_recall"] == 0.5
+    assert alone["map"] == approx(0.5) and ranked["map"] == approx((1 + 2 / 3) / 2)
+    assert ranked["recall_at_5"] == 1.0

@@ -83,9 +83,12 @@ def test_a_record_round_trips_with_quotes_for_people_and_offsets_for_machines(tm
             CodePrediction("R07.9", "icd10cm", 0.4, sentence_evidence=[Evidence(pieces=((0, 39),))]),
         ],
         {"invented_code": 2},
+        candidates=[CodePrediction("E11.9", "icd10cm", 0.1), CodePrediction("I25.10", "icd10cm", 0.2)],
     )
     record = prediction_record(prediction, TEXT)
     assert record["codes"][0]["evidence"] == [{"start": 17, "end": 38, "quote": "hipertensión arterial"}]
+    assert [c["code"] for c in record["candidates"]] == ["I25.10", "E11.9"]  # best first
+    prediction.candidates.sort(key=lambda c: -c.score)
     path = tmp_path / "pred.jsonl"
     path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     assert read_predictions(path) == [prediction]

@@ -2,9 +2,14 @@
 
 Data flows one way: documents -> ``Predictor.fit`` -> a fitted coder ->
 ``Predictor.predict`` -> :class:`DocumentPrediction` -> metrics. A prediction
-lists the codes the coder *asserts*, best first, each with a score in [0, 1]
-and the evidence it relied on (character pieces into the document's text).
-Ranking metrics (MAP) read the order, set metrics (F1) read the whole list.
+lists the codes the coder *asserts* (its decisions), best first, each with a score
+in [0, 1] and the evidence it relied on (character pieces into the document's
+text), and the *candidates* it scored below its decision threshold.
+
+Two operating points, as ICD coding papers report them: set metrics (micro/macro-F1,
+CodiEsp-X) read the decisions; ranking metrics (MAP, P@k) read the whole ranking,
+decisions and candidates by score (at most :data:`RANKING_DEPTH` codes per system).
+A coder without candidates is ranked by its decisions alone.
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ from __future__ import annotations
 import abc
 import resource
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from icdcoder.data.schema import Document, Evidence
+
+#: codes per system in a prediction's ranking (decisions and candidates together)
+RANKING_DEPTH = 40
 
 
 @dataclass
@@ -36,11 +45,35 @@ class DocumentPrediction:
     codes: list[CodePrediction] = field(default_factory=list)
     #: counts of model output that was dropped (invented codes, quotes not in the note, ...)
     dropped: dict[str, int] = field(default_factory=dict)
+    #: codes scored below the decision threshold, best first: the rest of the ranking (no evidence needed)
+    candidates: list[CodePrediction] = field(default_factory=list)
 
     def ranked(self, systems: set[str] | frozenset[str] | None = None) -> list[CodePrediction]:
-        """Predictions sorted by score (stable), optionally filtered by system."""
+        """The decisions sorted by score (stable), optionally filtered by system."""
         chosen = [p for p in self.codes if systems is None or p.system in systems]
         return sorted(chosen, key=lambda p: -p.score)
+
+    def ranking(self, systems: set[str] | frozenset[str] | None = None) -> list[CodePrediction]:
+        """Decisions and candidates sorted by score (stable, decisions first among equal scores): what MAP reads."""
+        chosen = [p for p in [*self.codes, *self.candidates] if systems is None or p.system in systems]
+        return sorted(chosen, key=lambda p: -p.score)
+
+
+def ranking_candidates(
+    decisions: Sequence[CodePrediction], scored: Iterable[tuple[str, str, float]]
+) -> list[CodePrediction]:
+    """The codes of ``scored`` (``(code, system, score)``, any order) that are not among ``decisions``, best first,
+    each system's filling its ranking up to :data:`RANKING_DEPTH` codes: a baseline's candidates."""
+    scored = list(scored)
+    decided = {(p.code, p.system) for p in decisions}
+    room = Counter({system: RANKING_DEPTH for _, system, _ in scored})
+    room.subtract(p.system for p in decisions)
+    candidates = []
+    for code, system, score in sorted(scored, key=lambda item: (-item[2], item[0])):
+        if (code, system) not in decided and score > 0 and room[system] > 0:
+            candidates.append(CodePrediction(code, system, score))
+            room[system] -= 1
+    return candidates
 
 
 @dataclass

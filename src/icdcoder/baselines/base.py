@@ -54,7 +54,7 @@ def tune_threshold(scored: Sequence[dict[str, float]], gold: Sequence[set[str]])
     :func:`icdcoder.evaluate.thresholds.best_threshold` does the work (ties go to the lowest threshold).
     """
     ranked = {index: ranking_of(doc) for index, doc in enumerate(scored)}
-    tuned = best_threshold(ranked, dict(enumerate(gold)), objective="f1")
+    tuned = best_threshold(ranked, dict(enumerate(gold)))
     return tuned["threshold"], tuned["f1"]
 
 

@@ -31,7 +31,7 @@ from icdcoder.baselines.base import (
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
-from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
+from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor, ranking_candidates
 from icdcoder.spans.lexicon import LexiconConfig, SurfaceFormIndex, tokenize
 
 INDEX_FILE = "surface_forms.json"
@@ -97,12 +97,14 @@ class DictionaryPredictor(Predictor):
         return [self._predict_one(doc) for doc in documents]
 
     def _predict_one(self, doc: Document) -> DocumentPrediction:
+        hits = self.index.code_hits(doc.text)
         asserted = [
             CodePrediction(hit.code, hit.system, hit.score, hit.evidence)
-            for hit in self.index.code_hits(doc.text)
+            for hit in hits
             if hit.score >= self.thresholds[code_group(hit.system)]
         ]
-        return DocumentPrediction(doc_id=doc.id, codes=asserted)
+        candidates = ranking_candidates(asserted, [(hit.code, hit.system, hit.score) for hit in hits])
+        return DocumentPrediction(doc_id=doc.id, codes=asserted, candidates=candidates)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -32,10 +32,12 @@ from icdcoder.errors import InputError
 from icdcoder.evaluate.thresholds import best_threshold
 from icdcoder.io import atomic_write, progress_bar
 from icdcoder.predictor import (
+    RANKING_DEPTH,
     CodePrediction,
     DocumentPrediction,
     FitReport,
     peak_rss_mb,
+    ranking_candidates,
 )
 
 WORD_PATTERN = re.compile(r"\w+", re.UNICODE)
@@ -209,7 +211,7 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, diagnosis: n
             order = np.argsort(-scores, kind="stable")
             ranked[row] = list(zip(scores[order].tolist(), order.tolist(), strict=True))
             gold[row] = set(np.flatnonzero(labels).tolist())
-        tuned[group] = best_threshold(ranked, gold, objective="f1")["threshold"]
+        tuned[group] = best_threshold(ranked, gold)["threshold"]
     return tuned
 
 
@@ -528,7 +530,11 @@ def decode_predictions(
                 )
                 for j in chosen
             ]
-            predictions[index] = DocumentPrediction(doc_id=doc.id, codes=codes)
+            top = np.argsort(-probabilities[row], kind="stable")[: 2 * RANKING_DEPTH].tolist()
+            ranked = [(labels.labels[j][0], labels.labels[j][1], float(probabilities[row, j])) for j in top]
+            predictions[index] = DocumentPrediction(
+                doc_id=doc.id, codes=codes, candidates=ranking_candidates(codes, ranked)
+            )
     return [predictions[i] for i in range(len(examples))]
 
 

@@ -34,7 +34,14 @@ from icdcoder.errors import InputError
 from icdcoder.evaluate.thresholds import THRESHOLDS
 from icdcoder.io import atomic_write
 from icdcoder.ontology.labels import code_key, split_key
-from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor
+from icdcoder.predictor import (
+    RANKING_DEPTH,
+    CodePrediction,
+    DocumentPrediction,
+    FitReport,
+    Predictor,
+    ranking_candidates,
+)
 from icdcoder.spans.lexicon import Token, tokenize
 
 if TYPE_CHECKING:
@@ -182,8 +189,18 @@ class TfidfPredictor(Predictor):
                 code, system = split_key(self.labels[label])
                 evidence = self._top_ngram_evidence(weights[label], features[row], tokens)
                 codes.append(CodePrediction(code, system, round(float(probabilities[row, label]), 6), evidence))
-            predictions.append(DocumentPrediction(doc_id=doc.id, codes=codes))
+            candidates = ranking_candidates(codes, self._ranked_labels(probabilities[row]))
+            predictions.append(DocumentPrediction(doc_id=doc.id, codes=codes, candidates=candidates))
         return predictions
+
+    def _ranked_labels(self, probabilities: np.ndarray) -> list[tuple[str, str, float]]:
+        """The note's best-scored codes above the score floor, enough to fill every system's ranking."""
+        top = np.argsort(-probabilities, kind="stable")[: len(CODE_GROUPS) * RANKING_DEPTH]
+        return [
+            (*split_key(self.labels[label]), round(float(probabilities[label]), 6))
+            for label in top.tolist()
+            if probabilities[label] >= SCORE_FLOOR
+        ]
 
     def _top_ngram_evidence(
         self, label_weights: csr_matrix, feature_row: csr_matrix, tokens: list[Token]

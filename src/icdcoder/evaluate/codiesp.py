@@ -6,6 +6,12 @@ Formats (CodiEsp, CLEF eHealth 2020), one tab-separated row per line, no header:
   (best first), lower case; ICD-10-CM dotted (``n44.8``), ICD-10-PCS undotted
   (``bw03zzz``, 4-character prefixes such as ``ct13`` allowed).
 * ``X.tsv``: ``doc_id<TAB>start end<TAB>DIAGNOSTICO|PROCEDIMIENTO<TAB>code``.
+* ``D_ranking.tsv`` / ``P_ranking.tsv`` (ours, optional): the whole ranking of each
+  note in the format of ``D.tsv``, the decisions of ``D.tsv`` and the candidates
+  below the decision threshold by score (:mod:`icdcoder.predictor`). MAP is read
+  from it when present (a ranking measure, as the shared task scored ranked
+  runs), F1 from ``D.tsv``; give the official scorer ``D_ranking.tsv`` for its
+  MAP and ``D.tsv`` for its F1.
 * Gold ``{split}X.tsv`` adds the reference text and allows multi-piece
   positions ``"s1 e1;s2 e2"``.
 
@@ -47,6 +53,7 @@ What the official scripts (TeMU-BSC/codiesp-evaluation-script) do, and what we d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +77,8 @@ logger = logging.getLogger(__name__)
 TASK_SYSTEMS = {"D": "icd10cm", "P": "icd10pcs"}
 X_LABELS = {"D": "DIAGNOSTICO", "P": "PROCEDIMIENTO"}
 SUBMISSION_FILES = ("D.tsv", "P.tsv", "X.tsv")
+#: the whole ranking of each task's codes: what MAP reads when present
+RANKING_FILES = {"D": "D_ranking.tsv", "P": "P_ranking.tsv"}
 
 Span = tuple[int, int]
 
@@ -83,6 +92,8 @@ class CodiespCodes:
     """
 
     ranked: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {"D": {}, "P": {}})
+    #: a submission's whole rankings (``D_ranking.tsv``, ``P_ranking.tsv``) where it has them
+    rankings: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     references: dict[tuple[str, str], list[Span]] = field(default_factory=dict)
     documents: set[str] = field(default_factory=set)
     missing_files: list[str] = field(default_factory=list)
@@ -223,6 +234,9 @@ def read_submission(pred_dir: str | Path, texts: Mapping[str, Path] | None = Non
             _read_code_file(path, submission.ranked[task], submission.documents)
         else:
             submission.missing_files.append(path.name)
+        ranking = folder / RANKING_FILES[task]
+        if ranking.is_file():
+            _read_code_file(ranking, submission.rankings.setdefault(task, {}), submission.documents)
     if (folder / "X.tsv").is_file():
         _read_x_file(folder / "X.tsv", submission, gold=False, lengths=TextLengths(texts or {}))
     else:
@@ -256,41 +270,50 @@ def _check_id(doc_id: str) -> str:
     return doc_id
 
 
+def _submitted_code(code_prediction: Any, doc: str) -> str:
+    code = code_prediction.code.strip().lower()
+    if not code or any(ch in code for ch in "\t\r\n "):
+        raise InputError(f"code {code_prediction.code!r} of {doc} cannot be written", path="code")
+    return code
+
+
+def _code_rows(doc: str, codes: Sequence[Any]) -> list[str]:
+    """``doc<TAB>code`` rows of ``codes`` in their order, each code once."""
+    written = dict.fromkeys(_submitted_code(code_prediction, doc) for code_prediction in codes)
+    return [f"{doc}\t{code}" for code in written]
+
+
 def submission_rows(predictions: Sequence[Any]) -> dict[str, list[str]]:
-    """The lines of D.tsv, P.tsv and X.tsv for ``DocumentPrediction`` objects (rank = score order)."""
-    rows: dict[str, list[str]] = {name: [] for name in SUBMISSION_FILES}
+    """The lines of D.tsv, P.tsv, X.tsv and the ranking files for ``DocumentPrediction`` objects (rank = score
+    order)."""
+    rows: dict[str, list[str]] = {name: [] for name in (*SUBMISSION_FILES, *RANKING_FILES.values())}
     for prediction in predictions:
         doc = _check_id(prediction.doc_id)
         for task, system in TASK_SYSTEMS.items():
-            written: set[str] = set()
-            for code_prediction in prediction.ranked({system}):
-                code = code_prediction.code.strip().lower()
-                if not code or any(ch in code for ch in "\t\r\n "):
-                    raise InputError(f"code {code_prediction.code!r} of {doc} cannot be written", path="code")
-                if code not in written:
-                    rows[f"{task}.tsv"].append(f"{doc}\t{code}")
-                    written.add(code)
+            decisions = prediction.ranked({system})
+            rows[f"{task}.tsv"].extend(_code_rows(doc, decisions))
+            rows[RANKING_FILES[task]].extend(_code_rows(doc, prediction.ranking({system})))
+            for code_prediction in decisions:
+                code = _submitted_code(code_prediction, doc)
                 for evidence in code_prediction.evidence:
                     rows["X.tsv"].append(f"{doc}\t{evidence.start} {evidence.end}\t{X_LABELS[task]}\t{code}")
     return rows
 
 
 def write_submission(out_dir: str | Path, predictions: Sequence[Any]) -> dict[str, int]:
-    """Write D.tsv, P.tsv and X.tsv into ``out_dir`` (all three or none); returns rows per file.
+    """Write D.tsv, P.tsv, X.tsv and the ranking files into ``out_dir`` (all or none); returns rows per file.
 
-    D.tsv holds ICD-10-CM codes and P.tsv ICD-10-PCS codes in score order; other
+    D.tsv holds the ICD-10-CM decisions and P.tsv the ICD-10-PCS decisions in score order, D_ranking.tsv and
+    P_ranking.tsv the whole rankings (decisions and candidates); other
     systems are not part of CodiEsp and are left out. X.tsv has one row per
     evidence of each code, the position spanning all its pieces.
     """
     rows = submission_rows(predictions)
     folder = Path(out_dir)
-    with (
-        atomic_write(folder / "D.tsv") as d_file,
-        atomic_write(folder / "P.tsv") as p_file,
-        atomic_write(folder / "X.tsv") as x_file,
-    ):
-        for handle, name in ((d_file, "D.tsv"), (p_file, "P.tsv"), (x_file, "X.tsv")):
-            handle.write("".join(line + "\n" for line in rows[name]))
+    with contextlib.ExitStack() as files:
+        handles = {name: files.enter_context(atomic_write(folder / name)) for name in rows}
+        for name, lines in rows.items():
+            handles[name].write("".join(line + "\n" for line in lines))
     return {name: len(lines) for name, lines in rows.items()}
 
 
@@ -304,15 +327,20 @@ def _keep_valid(ranked: Mapping[str, list[str]], valid: set[str] | None) -> dict
 
 
 def score_ranked_task(
-    gold: Mapping[str, set[str]], ranked: Mapping[str, list[str]], train_counts: Mapping[str, int] | None
+    gold: Mapping[str, set[str]],
+    ranked: Mapping[str, list[str]],
+    train_counts: Mapping[str, int] | None,
+    ranking: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The D or P block of the contract for one task."""
+    """The D or P block of the contract for one task: set measures of ``ranked`` (the decisions), MAP of ``ranking``
+    (the whole rankings; the decisions when None)."""
     evaluated = restrict_to_gold_documents(gold, ranked)
+    ranked_for_map = evaluated if ranking is None else restrict_to_gold_documents(gold, ranking)
     micro = micro_prf(gold, evaluated)
     macro = macro_prf(gold, evaluated)
     result: dict[str, Any] = {
-        "map": mean_average_precision(gold, evaluated),
-        "map_trectools": trectools_map(gold, evaluated),
+        "map": mean_average_precision(gold, ranked_for_map),
+        "map_trectools": trectools_map(gold, ranked_for_map),
         "micro_precision": micro["micro_precision"],
         "micro_recall": micro["micro_recall"],
         "micro_f1": micro["micro_f1"],
@@ -366,7 +394,15 @@ def score_submission(
     for task in ("D", "P"):
         gold_sets = {doc: set(gold.ranked[task].get(doc, ())) for doc in gold.documents}
         counts = train_code_counts(train_folder, task) if train_folder.is_dir() else None
-        result[task] = score_ranked_task(gold_sets, _keep_valid(submission.ranked[task], valid[task]), counts)
+        ranking = submission.rankings.get(task)
+        if ranking is None:
+            notes.append(f"no {RANKING_FILES[task]}: {task} MAP read from {task}.tsv")
+        result[task] = score_ranked_task(
+            gold_sets,
+            _keep_valid(submission.ranked[task], valid[task]),
+            counts,
+            None if ranking is None else _keep_valid(ranking, valid[task]),
+        )
     all_valid = None if valid["D"] is None or valid["P"] is None else valid["D"] | valid["P"]
     predicted_refs = {
         key: spans

@@ -344,13 +344,15 @@ def evaluate(
     """All metrics of predictions against gold documents, as one flat JSON-ready dict.
 
     Codes are compared as canonical strings. ``systems`` restricts both sides to
-    those code systems. Rankings come from :meth:`DocumentPrediction.ranked`
-    (score order, stable). Evidence scores use the CodiEsp-X rule over gold codes
+    those code systems. Set metrics (F1, frequency-band recall, evidence) read the
+    decisions (:meth:`DocumentPrediction.ranked`); ranking metrics (MAP, P/R@k, AUC)
+    the whole ranking, candidates included (:meth:`DocumentPrediction.ranking`). Evidence scores use the CodiEsp-X rule over gold codes
     that carry evidence; frequency bands need ``train_counts`` (see
     :func:`code_frequencies`).
     """
     chosen = set(systems) if systems is not None else None
     gold = _gold_sets(gold_docs, chosen)
+    decided: dict[str, list[str]] = {}
     ranked: dict[str, list[str]] = {}
     scores: dict[str, dict[str, float]] = {}
     predicted_spans: dict[tuple[str, str], list[Span]] = {}
@@ -358,21 +360,23 @@ def evaluate(
         if prediction.doc_id not in gold:
             continue
         ordered = prediction.ranked(chosen)
-        ranked.setdefault(prediction.doc_id, []).extend(p.code for p in ordered)
-        for p in ordered:
+        decided.setdefault(prediction.doc_id, []).extend(p.code for p in ordered)
+        ranked.setdefault(prediction.doc_id, []).extend(p.code for p in prediction.ranking(chosen))
+        for p in prediction.ranking(chosen):
             scores.setdefault(prediction.doc_id, {}).setdefault(p.code, p.score)
+        for p in ordered:
             if p.evidence:
                 predicted_spans.setdefault((prediction.doc_id, p.code), []).extend((e.start, e.end) for e in p.evidence)
     space = list(label_space) if label_space is not None else None
     result: dict[str, Any] = {"n_docs": len(gold)}
-    result.update(micro_prf(gold, ranked))
-    result.update(macro_prf(gold, ranked, space))
+    result.update(micro_prf(gold, decided))
+    result.update(macro_prf(gold, decided, space))
     result["map"] = mean_average_precision(gold, ranked)
     for k in ks:
         result[f"precision_at_{k}"], result[f"recall_at_{k}"] = precision_recall_at_k(gold, ranked, k)
     result.update(auc_scores(gold, scores, space))
     if train_counts is not None:
-        result.update(frequency_band_recall(gold, ranked, train_counts))
+        result.update(frequency_band_recall(gold, decided, train_counts))
     evidence = evidence_prf(_gold_spans(gold_docs, chosen), predicted_spans)
     result.update({f"evidence_{name}": value for name, value in evidence.items()})
     return result

@@ -1,9 +1,11 @@
 """The one threshold tuner and its grid, shared by the span coder's fusion tuning and every baseline.
 
-A threshold keeps a prefix of each note's ranking (codes best first), so cumulative true positives and cumulative
-precision sums give the micro-F1 and the CodiEsp MAP of every threshold of the grid in one pass over the notes.
-The scores match :func:`icdcoder.evaluate.metrics.micro_prf` and
-:func:`~icdcoder.evaluate.metrics.mean_average_precision` of the thresholded rankings.
+A threshold decides which of a note's ranked codes are asserted (the decisions); the codes below it stay in the
+ranking as candidates. So a threshold is chosen for micro-F1 of the decisions alone, and the ranking's MAP (every scored
+code, decisions and candidates: :meth:`icdcoder.predictor.DocumentPrediction.ranking`) does not depend on it.
+Cumulative true positives over each note's ranking give the micro-F1 of every threshold of the grid in one pass. The
+scores match :func:`icdcoder.evaluate.metrics.micro_prf` of the decisions and
+:func:`~icdcoder.evaluate.metrics.mean_average_precision` of the rankings.
 
 It sits next to the metrics, below :mod:`icdcoder.infer` and :mod:`icdcoder.baselines`: both tune with it, and a
 baseline must not import the coder's package.
@@ -19,7 +21,7 @@ import numpy as np
 
 from icdcoder.evaluate.metrics import f1_score, safe_divide
 
-#: what a tuner maximises: micro-F1 + MAP (F1 reads the set, CodiEsp's MAP the thresholded ranking) or micro-F1
+#: what weight tuning maximises: micro-F1 of the decisions + MAP of the ranking, or micro-F1 alone
 Objective = Literal["f1+map", "f1"]
 #: a note's codes best first, each as ``(score, code)``
 Ranking = Sequence[tuple[float, Any]]
@@ -31,7 +33,7 @@ THRESHOLDS: tuple[float, ...] = (0.0, *FINE_HEAD, *(round(step * 0.025, 3) for s
 
 
 class TunedThreshold(TypedDict):
-    """The chosen threshold with its micro-F1 and MAP (rounded to 4 digits)."""
+    """The chosen threshold with its micro-F1 and the ranking's MAP (rounded to 4 digits)."""
 
     threshold: float
     f1: float
@@ -41,10 +43,10 @@ class TunedThreshold(TypedDict):
 def best_threshold(
     ranked: Mapping[Any, Ranking],
     gold: Mapping[Any, AbstractSet[Any]],
-    objective: Objective = "f1+map",
     grid: Sequence[float] = THRESHOLDS,
 ) -> TunedThreshold:
-    """The threshold of ``grid`` maximising ``objective`` over the notes of ``gold`` (rankings best first).
+    """The threshold of ``grid`` maximising micro-F1 over the notes of ``gold`` (rankings best first), with the MAP of
+    the whole rankings.
 
     Ties go to the lowest threshold (more recall); when nothing scores above 0 the threshold is 0.5.
     """
@@ -53,31 +55,25 @@ def best_threshold(
     thresholds = np.asarray(grid, dtype=np.float64)
     true_positives = np.zeros(len(thresholds))
     predicted = np.zeros(len(thresholds))
-    precision_sums = np.zeros(len(thresholds))
+    precision_sum = 0.0
     for scores, hits, n_relevant in _note_arrays(ranked, gold):
         cumulative_hits = np.concatenate(([0.0], np.cumsum(hits)))
-        ranks = np.arange(1, len(hits) + 1)
-        cumulative_precision = np.concatenate(([0.0], np.cumsum(hits * cumulative_hits[1:] / ranks)))
         kept = np.searchsorted(-scores, -thresholds, side="right")  # scores >= threshold, best first
         true_positives += cumulative_hits[kept]
         predicted += kept
         if n_relevant:
-            precision_sums += cumulative_precision[kept] / n_relevant
+            ranks = np.arange(1, len(hits) + 1)
+            precision_sum += float(np.sum(hits * cumulative_hits[1:] / ranks)) / n_relevant
     scored_notes = sum(1 for codes in gold.values() if codes)
     n_gold = sum(len(codes) for codes in gold.values())
-    best = TunedThreshold(threshold=0.5, f1=0.0, map=0.0)
-    best_sum = 0.0
+    average_precision = round(safe_divide(precision_sum, scored_notes), 4)
+    best = TunedThreshold(threshold=0.5, f1=0.0, map=average_precision)
     for position, threshold in enumerate(grid):
         f1 = f1_score(
             safe_divide(true_positives[position], predicted[position]), safe_divide(true_positives[position], n_gold)
         )
-        average_precision = safe_divide(precision_sums[position], scored_notes)
-        score = f1 + (average_precision if objective == "f1+map" else 0.0)
-        if score > best_sum:
-            best_sum = score
-            best = TunedThreshold(
-                threshold=round(threshold, 4), f1=round(float(f1), 4), map=round(float(average_precision), 4)
-            )
+        if f1 > best["f1"]:
+            best = TunedThreshold(threshold=round(threshold, 4), f1=round(float(f1), 4), map=average_precision)
     return best
 
 

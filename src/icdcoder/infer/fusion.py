@@ -99,12 +99,13 @@ def collect_signals(outputs: NoteOutputs) -> dict[tuple[str, str], CodeSignals]:
 def aggregate(
     outputs: NoteOutputs, settings: CoderSettings, signals: dict[tuple[str, str], CodeSignals] | None = None
 ) -> DocumentPrediction:
-    """Rank a note's codes by their fused signals; keep those above their system's threshold.
+    """Rank a note's codes by their fused signals: those at or above their system's threshold are its decisions (with
+    evidence), the others, down to ``max_codes_per_system`` codes per system, its candidates.
 
     ``signals``: the note's :func:`collect_signals`, when the caller aggregates it under many settings.
     """
     signals = collect_signals(outputs) if signals is None else signals
-    codes = []
+    codes, candidates = [], []
     for system in CODER_SYSTEMS:
         weights = signal_weights(settings, system)
         ranked = sorted(
@@ -116,11 +117,15 @@ def aggregate(
             key=lambda x: (-x[0], x[1]),
         )
         for score, code, found in ranked[: settings.max_codes_per_system]:
-            if score >= code_threshold(settings, system, found.untrained) and score > 0:
-                evidence = found.evidence(weights)
-                sentences = [] if evidence else found.sentence_evidence(weights)
-                codes.append(CodePrediction(code, system, score, evidence=evidence, sentence_evidence=sentences))
-    return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped))
+            if score <= 0:
+                break
+            if score < code_threshold(settings, system, found.untrained):
+                candidates.append(CodePrediction(code, system, score))
+                continue
+            evidence = found.evidence(weights)
+            sentences = [] if evidence else found.sentence_evidence(weights)
+            codes.append(CodePrediction(code, system, score, evidence=evidence, sentence_evidence=sentences))
+    return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped), candidates=candidates)
 
 
 def code_threshold(settings: CoderSettings, system: str, untrained: bool) -> float:

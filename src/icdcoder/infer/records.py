@@ -5,14 +5,17 @@ The format of ``icdcoder predict jsonl`` (notes in canonical JSONL, any predicto
     {"id": "note-1", "codes": [{"code": "I10", "system": "icd10cm", "score": 0.61,
       "assertion": "affirmed",
       "evidence": [{"start": 37, "end": 58, "quote": "hipertensión arterial", "traits": []}], "sentence_evidence": []}],
-     "dropped": {}}
+     "candidates": [{"code": "E11.9", "system": "icd10cm", "score": 0.08}], "dropped": {}}
+
+``codes`` are the coder's decisions; ``candidates`` the codes it scored below its decision threshold, best first (the
+rest of its ranking, which MAP reads: :mod:`icdcoder.predictor`).
 
 Each span carries its assertion ``traits`` and each code its ``assertion`` (see :mod:`icdcoder.infer.profiles` for
 the rule); under the ``clinical`` profile the record also has ``excluded``: the codes whose findings are negated,
 uncertain, hypothetical or a relative's, each with its ``reason``. Every code also carries its ``validity`` (billable,
 code-set release, problem and replacements, Excludes1 partners: :mod:`icdcoder.ontology.validity`), and under
-``clinical`` a symptom code integral to a coded diagnosis its ``integral_to``. Only ``codes`` are read back as
-predictions.
+``clinical`` a symptom code integral to a coded diagnosis its ``integral_to``. Only ``codes`` and ``candidates`` are
+read back as predictions.
 ``quote`` is there for people; reading a file back takes the offsets. Coding many notes streams them (a chunk in memory
 at a time) and is resumable: finished notes go to ``OUT.partial`` a chunk at a time, a rerun skips them, and the output
 appears whole, by rename, at the end. ``OUT.partial.json`` holds the run's fingerprint (input, model, settings): a rerun
@@ -74,7 +77,9 @@ class SpanRecord(StrictModel):
         return self
 
 
-class CodeRecord(StrictModel):
+class CandidateRecord(StrictModel):
+    """A code scored below the decision threshold: part of the note's ranking, not coded."""
+
     code: str = Field(min_length=1)
     system: str = Field(min_length=1)
     score: float
@@ -85,6 +90,10 @@ class CodeRecord(StrictModel):
         if not math.isfinite(score):
             raise ValueError(f"score must be a finite number (got {score})")
         return score
+
+
+class CodeRecord(CandidateRecord):
+    """A coded code (a decision), with its evidence."""
 
     #: the code's title, in the records ``icdcoder code --json`` prints
     description: str = ""
@@ -107,6 +116,8 @@ class ExcludedRecord(CodeRecord):
 class PredictionRecord(StrictModel):
     id: str = Field(min_length=1)
     codes: list[CodeRecord]
+    #: the rest of the ranking, best first (records written before candidates have none)
+    candidates: list[CandidateRecord] = []
     dropped: dict[str, int] = {}
     #: codes the ``clinical`` profile excluded (not predictions: reading a record back leaves them out)
     excluded: list[ExcludedRecord] = []
@@ -141,7 +152,11 @@ def prediction_record(
                 "sentence_evidence": evidence_spans(p.sentence_evidence, text),
             }
         )
-    record = {"id": prediction.doc_id, "codes": codes, "dropped": dict(prediction.dropped)}
+    candidates = [
+        {"code": p.code, "system": p.system, "score": round(p.score, 6)}
+        for p in sorted(prediction.candidates, key=lambda p: -p.score)
+    ]
+    record = {"id": prediction.doc_id, "codes": codes, "candidates": candidates, "dropped": dict(prediction.dropped)}
     if lang is None:
         return record
     add_traits(codes, text, lang)
@@ -169,7 +184,8 @@ def prediction_from_record(record: dict, path: str | Path, line: int) -> Documen
     except ValidationError as err:
         field, message = first_invalid_field(err, whole="(record)")
         raise InputError(f"field '{field}': {message}", path=path, line=line) from None
-    return DocumentPrediction(parsed.id, codes, dict(parsed.dropped))
+    candidates = [CodePrediction(c.code, c.system, c.score) for c in parsed.candidates]
+    return DocumentPrediction(parsed.id, codes, dict(parsed.dropped), candidates=candidates)
 
 
 def read_prediction_records(path: str | Path) -> list[tuple[dict, DocumentPrediction]]:

@@ -17,6 +17,7 @@ from icdcoder.evaluate.thresholds import Objective
 from icdcoder.infer.signals import SIGNAL_WEIGHTS, SPECS
 from icdcoder.models.generation import Backend
 from icdcoder.ontology.labels import CoderSystem
+from icdcoder.predictor import RANKING_DEPTH
 
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 InferenceDtype = Literal["auto", "float32", "bfloat16"]
@@ -95,11 +96,12 @@ class CoderSettings(SignalWeights):
     #: the systems whose untrained codes tuning gives a threshold of their own; on CodiEsp dev, cross-fitted, that
     #: paid for diagnoses and not for procedures
     untrained_threshold_systems: list[CoderSystem] = ["icd10cm"]
-    #: what ``predict tune`` maximises (per language, as the weights): "f1+map" micro-F1 + MAP (CodiEsp ranks D and P by MAP; the
-    #: untrained codes' threshold adds macro-F1), or "f1" micro-F1 alone (a set of codes, not a ranking, is what
-    #: counts); recorded so that re-tuning keeps it
+    #: what ``predict tune``'s weight grid maximises (per language, as the weights): "f1+map" micro-F1 of the decisions +
+    #: MAP of the ranking (CodiEsp ranks D and P by MAP; the untrained codes' threshold adds macro-F1), or "f1" micro-F1
+    #: alone; thresholds always maximise micro-F1. Recorded so that re-tuning keeps it
     tuning_objective: Objective = "f1+map"
-    max_codes_per_system: int = Field(40, ge=1)
+    #: codes per system in a note's ranking: its decisions, then its candidates
+    max_codes_per_system: int = Field(RANKING_DEPTH, ge=1)
     threads: int | None = Field(None, ge=1)
     #: inference precision; bfloat16 is faster on CPUs with AVX512-BF16 or AMX, and several times slower
     #: where the CPU lacks them (emulated); "auto" picks bfloat16 exactly where the CPU computes it natively
