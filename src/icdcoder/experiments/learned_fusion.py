@@ -14,8 +14,8 @@ whether a candidate code of a note is gold, and its probability ranks the note's
   signals and weights, at each of ``weights``; thresholds re-tuned on all dev, as the per-signal experiments do.
 
 Every classifier's thresholds are tuned on probabilities it did not fit (an inner cross-fitting on the dev folds it
-may read), each system's by micro-F1 + MAP, then the untrained diagnosis codes' own by micro-F1 + MAP + macro-F1, as
-``predict tune`` tunes the grid's; the held-out predictions of all dev folds are scored together.
+may read), each system's by micro-F1, then the untrained diagnosis codes' own by micro-F1, as ``predict tune``
+tunes the grid's; the held-out predictions of all dev folds are scored together.
 
 Features of a candidate: its best value of every signal, whether no training note carries it, in how many training
 notes the retriever saw its evidence (log), how many signals found it, over how many spans (log), the length of the
@@ -151,8 +151,8 @@ def kept(ranking: dict[int, list], threshold: float, untrained_threshold: float)
 
 
 def tuned_thresholds(ranking: dict[int, list], gold: list[set[str]], own_untrained: bool) -> tuple[float, float]:
-    """The threshold by micro-F1 + MAP, then (``own_untrained``) the untrained codes' by micro-F1 + MAP + macro-F1."""
-    from icdcoder.evaluate.metrics import macro_prf, mean_average_precision, micro_prf
+    """The threshold by micro-F1, then (``own_untrained``) the untrained codes' by micro-F1 (as ``predict tune``)."""
+    from icdcoder.evaluate.metrics import micro_prf
     from icdcoder.evaluate.thresholds import THRESHOLDS, best_threshold
 
     truth = {str(i): gold[i] for i in ranking}
@@ -166,11 +166,7 @@ def tuned_thresholds(ranking: dict[int, list], gold: list[set[str]], own_untrain
         chosen = {
             str(i): [code for _, code in items] for i, items in kept(ranking, threshold, untrained_threshold).items()
         }
-        return (
-            micro_prf(truth, chosen)["micro_f1"]
-            + mean_average_precision(truth, chosen)
-            + macro_prf(truth, chosen)["macro_f1"]
-        )
+        return micro_prf(truth, chosen)["micro_f1"]
 
     best = max(THRESHOLDS, key=lambda value: (score(value), value == threshold))
     return threshold, best if score(best) > score(threshold) + 1e-12 else threshold

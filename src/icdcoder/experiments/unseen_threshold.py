@@ -2,7 +2,7 @@
 
 Codes seen in training get their scores mostly from the lexicons; codes never seen in training only from the
 ontology, concept and value signals, so their fused scores sit lower. ``icdcoder predict tune`` gives them a threshold
-of their own (``untrained_threshold``), picked by micro-F1 + MAP + macro-F1; this shows the whole trade. Per note
+of their own (``untrained_threshold``), picked by micro-F1; this shows the whole trade. Per note
 language, system and threshold for the untrained codes (the coder's own threshold for the trained ones): micro-F1 and
 precision, MAP, macro-F1 and unseen-code recall.
 """
