@@ -361,8 +361,9 @@ def evaluate(
             continue
         ordered = prediction.ranked(chosen)
         decided.setdefault(prediction.doc_id, []).extend(p.code for p in ordered)
-        ranked.setdefault(prediction.doc_id, []).extend(p.code for p in prediction.ranking(chosen))
-        for p in prediction.ranking(chosen):
+        ranking = prediction.ranking(chosen)
+        ranked.setdefault(prediction.doc_id, []).extend(p.code for p in ranking)
+        for p in ranking:
             scores.setdefault(prediction.doc_id, {}).setdefault(p.code, p.score)
         for p in ordered:
             if p.evidence:
