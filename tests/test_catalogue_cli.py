@@ -51,7 +51,7 @@ def _partial(tmp: Path, record: dict, fingerprint: dict | None) -> None:
     (tmp / "out.jsonl.partial").write_text(json.dumps(record) + "\n", encoding="utf-8")
     if fingerprint is not None:
         recorded = run_fingerprint(
-            file_digest(tmp / "notes.jsonl"), None, "llm", "clinical", language="en", max_note_chars=MAX_NOTE_CHARS
+            file_digest(tmp / "notes.jsonl"), None, "span", "clinical", language="en", max_note_chars=MAX_NOTE_CHARS
         )
         (tmp / "out.jsonl.partial.json").write_text(json.dumps({**recorded, **fingerprint}), encoding="utf-8")
 

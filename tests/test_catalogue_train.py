@@ -443,9 +443,9 @@ def test_kill_9_during_sft_then_resume_and_a_second_run_is_refused_meanwhile(tmp
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["steps"] == last + 1 and meta["resumed_from"].endswith(f"checkpoint-{last}")
 
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
-    coder = SpanLLMPredictor.load(run)
+    coder = SpanPredictor.load(run)
     assert coder.model is not None and coder.retriever is not None
 
 

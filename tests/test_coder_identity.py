@@ -2,7 +2,7 @@
 
 The digest covers every prediction the default coder (``icdcoder/models/default``) makes on the 250 dev notes, in
 Spanish (with their English translations) and in English: codes, systems, scores, evidence and sentence evidence,
-and the dropped-output counts. It is taken on :meth:`SpanLLMPredictor.predict` itself, so the assertion traits and
+and the dropped-output counts. It is taken on :meth:`SpanPredictor.predict` itself, so the assertion traits and
 profiles that the CLI adds on top do not move it.
 
 When the coder is *meant* to change (new model files, a new signal, a retuned fusion), rerun with
@@ -56,7 +56,7 @@ def test_default_coder_dev_predictions_unchanged(codiesp_dir, run):
 
     language, with_translation = RUNS[run]
     documents = load_codiesp(codiesp_dir, "dev", language=language, with_translation=with_translation, labelled=False)
-    predictions = predictor_class("llm").load(DEFAULT_MODEL_DIR).predict(documents)
+    predictions = predictor_class("span").load(DEFAULT_MODEL_DIR).predict(documents)
     digest = predictions_digest(predictions)
     recorded = json.loads(DIGEST_FILE.read_text(encoding="utf-8")) if DIGEST_FILE.is_file() else {}
     if os.environ.get("ICDCODER_UPDATE_CODER_DIGEST") == "1":

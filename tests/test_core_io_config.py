@@ -113,3 +113,13 @@ def test_readable_json_keeps_each_flat_row_on_one_line():
         and '    "threshold": {"icd10cm": 0.1},' in lines
         and '    "name": "é"' in lines
     )
+
+
+def test_registry_loads_the_old_coder_name_with_a_notice(caplog):
+    from icdcoder.registry import predictor_class
+
+    with caplog.at_level("WARNING", logger="icdcoder.registry"):
+        assert predictor_class("llm") is predictor_class("span")
+    assert "now called 'span'" in caplog.text
+    with pytest.raises(InputError, match="unknown system 'nope'"):
+        predictor_class("nope")

@@ -323,10 +323,10 @@ def test_learned_fusion_cross_fits_the_grid_and_the_trees(
 
     from threadpoolctl import threadpool_limits
 
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     coder = shutil.copytree(sft_coder, tmp_path / "coder")
-    SpanLLMPredictor.load(coder, use_llm=False).write_settings(coder)  # as shipped: no LLM weight in the grid
+    SpanPredictor.load(coder, use_llm=False).write_settings(coder)  # as shipped: no LLM weight in the grid
     with threadpool_limits(limits=1, user_api="openmp"):  # the trees' OpenMP threads crawl on a busy 2-core CPU
         record = run(
             "learned_fusion",

@@ -87,7 +87,7 @@ def test_coder_on_the_vllm_backend_codes_as_on_hf(tiny_lm_dir, fake_vllm, ontolo
     from test_infer_support import make_codiesp
 
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.models.generation import HFGenerator, VLLMGenerator
     from icdcoder.models.loading import load_causal_lm
@@ -104,7 +104,7 @@ def test_coder_on_the_vllm_backend_codes_as_on_hf(tiny_lm_dir, fake_vllm, ontolo
         threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
         max_new_tokens=8,
     )
-    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    coder = SpanPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
     note = next(document for document in notes if document.text == NOTES[0][1])
     (prediction,) = coder.predict([note])
     assert isinstance(coder.signals["llm"].generator(coder), VLLMGenerator)
@@ -112,7 +112,7 @@ def test_coder_on_the_vllm_backend_codes_as_on_hf(tiny_lm_dir, fake_vllm, ontolo
     (hypertension,) = [code for code in prediction.codes if code.code == "I10"]
     assert hypertension.score == pytest.approx(math.exp(-0.5), abs=1e-6)  # the line's mean log-prob, as HF computes it
     assert note.text[hypertension.evidence[0].start : hypertension.evidence[0].end] == "hipertensión arterial"
-    hf = SpanLLMPredictor(settings.model_copy(update={"backend": "hf"})).attach(
+    hf = SpanPredictor(settings.model_copy(update={"backend": "hf"})).attach(
         model, tokenizer, retriever, ontology=ontology
     )
     assert isinstance(hf.signals["llm"].generator(hf), HFGenerator)

@@ -21,7 +21,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def coder_dir(tmp_path_factory, tiny_lm_dir, corpus, ontology) -> Path:
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.models.loading import load_causal_lm
     from icdcoder.train.data import fit_retriever
@@ -37,7 +37,7 @@ def coder_dir(tmp_path_factory, tiny_lm_dir, corpus, ontology) -> Path:
         threshold={"icd10cm": 0.5, "icd10pcs": 0.5},
     )
     folder = tmp_path_factory.mktemp("coder")
-    SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology).save(folder)
+    SpanPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology).save(folder)
     return folder
 
 
@@ -131,7 +131,7 @@ def _write_fingerprint(partial: Path, corpus: Path, coder_dir: Path) -> None:
 
     documents = load_codiesp(corpus, "dev", language="es", with_translation=True, labelled=False)
     fingerprint = run_fingerprint(
-        documents_digest(documents), coder_dir, "llm", "codiesp", max_note_chars=MAX_NOTE_CHARS
+        documents_digest(documents), coder_dir, "span", "codiesp", max_note_chars=MAX_NOTE_CHARS
     )
     partial.with_name(partial.name + FINGERPRINT_SUFFIX).write_text(json.dumps(fingerprint), encoding="utf-8")
 
@@ -436,8 +436,8 @@ def test_coding_with_the_llm_off_does_not_import_torch():
         "import sys\n"
         "from icdcoder.data.schema import Document\n"
         "from icdcoder.infer.cli import DEFAULT_MODEL_DIR\n"
-        "from icdcoder.infer.coder import SpanLLMPredictor\n"
-        "coder = SpanLLMPredictor.load(DEFAULT_MODEL_DIR)\n"
+        "from icdcoder.infer.coder import SpanPredictor\n"
+        "coder = SpanPredictor.load(DEFAULT_MODEL_DIR)\n"
         "assert not coder.settings.use_llm and coder.settings.threads\n"
         "coder.predict([Document(id='n', text='Paciente con fiebre.', language='es')])\n"
         "print('torch' in sys.modules)\n"

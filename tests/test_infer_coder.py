@@ -92,12 +92,12 @@ def test_constrained_decoding_yields_valid_codes_and_verbatim_quotes(tiny_model,
 
 def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, corpus_docs, ontology):
     from icdcoder.errors import InputError
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
 
     model, tokenizer = tiny_model
     settings = CoderSettings(batch_size=4, max_new_tokens=12, threshold={"icd10cm": 0.0, "icd10pcs": 0.0})
-    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    coder = SpanPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
     predictions = coder.predict(corpus_docs)
     assert [p.doc_id for p in predictions] == [d.id for d in corpus_docs]
     by_id = {d.id: d for d in corpus_docs}
@@ -121,39 +121,39 @@ def test_coder_predict_save_load_round_trip(tmp_path, tiny_model, retriever, cor
     assert (tmp_path / "coder" / "model" / "config.json").is_file() or (
         tmp_path / "coder" / "model" / "adapter_config.json"
     ).is_file()
-    loaded = SpanLLMPredictor.load(tmp_path / "coder")
+    loaded = SpanPredictor.load(tmp_path / "coder")
     assert loaded.settings == coder.settings
     again = loaded.predict(corpus_docs[:1])
     assert [(c.code, c.score) for c in again[0].codes] == [(c.code, c.score) for c in predictions[0].codes]
     coder.settings = coder.settings.model_copy(update={"use_llm": False})
     coder.write_settings(tmp_path / "coder")
-    assert SpanLLMPredictor.load(tmp_path / "coder").model is None
-    assert SpanLLMPredictor.load(tmp_path / "coder").llm_dtype is None
-    assert SpanLLMPredictor.load(tmp_path / "coder", use_llm=True).model is not None
+    assert SpanPredictor.load(tmp_path / "coder").model is None
+    assert SpanPredictor.load(tmp_path / "coder").llm_dtype is None
+    assert SpanPredictor.load(tmp_path / "coder", use_llm=True).model is not None
     # the precision override reaches the loaded weights
     for dtype in ("bfloat16", "float32"):
-        overridden = SpanLLMPredictor.load(tmp_path / "coder", use_llm=True, dtype=dtype)
+        overridden = SpanPredictor.load(tmp_path / "coder", use_llm=True, dtype=dtype)
         assert overridden.llm_dtype == dtype and str(next(overridden.model.parameters()).dtype) == f"torch.{dtype}"
     with pytest.raises(InputError, match="^dtype: ") as caught:
-        SpanLLMPredictor.load(tmp_path / "coder", dtype="float16")  # an override is validated as the file is
+        SpanPredictor.load(tmp_path / "coder", dtype="float16")  # an override is validated as the file is
     assert "\n" not in str(caught.value)
     # another folder's LLM in the coder's place (the coder's own moved away, so only the adapter can supply one)
     (tmp_path / "coder" / "model").rename(tmp_path / "other_llm")
-    assert SpanLLMPredictor.load(tmp_path / "coder", use_llm=True).model is None
-    swapped = SpanLLMPredictor.load(tmp_path / "coder", adapter=tmp_path / "other_llm", use_llm=True)
+    assert SpanPredictor.load(tmp_path / "coder", use_llm=True).model is None
+    swapped = SpanPredictor.load(tmp_path / "coder", adapter=tmp_path / "other_llm", use_llm=True)
     assert swapped.model is not None and swapped.settings.retrieval_k == coder.settings.retrieval_k
     with pytest.raises(InputError, match="no such adapter folder") as caught:
-        SpanLLMPredictor.load(tmp_path / "coder", adapter=tmp_path / "missing", use_llm=True)
+        SpanPredictor.load(tmp_path / "coder", adapter=tmp_path / "missing", use_llm=True)
     assert "missing" in str(caught.value)
 
 
 def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corpus_docs, ontology):
     from icdcoder.evaluate.metrics import micro_prf
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.settings import CoderSettings
 
-    coder = SpanLLMPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology)
+    coder = SpanPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology)
     outputs = coder.segment_outputs(corpus_docs)
     result = coder.tune(corpus_docs, outputs)
     assert result["table"] and set(result["best_settings"]) >= {"llm_weight", "threshold", "untrained_threshold"}
@@ -173,21 +173,21 @@ def test_tuning_picks_thresholds_that_beat_predicting_everything(retriever, corp
 
 def test_load_rejects_a_folder_without_coder_json(tmp_path):
     from icdcoder.errors import InputError
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     with pytest.raises(InputError, match="coder.json"):
-        SpanLLMPredictor.load(tmp_path)
+        SpanPredictor.load(tmp_path)
 
 
 def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.spans.segment import note_windows
 
     model, tokenizer = tiny_model
     jobs_by_setting = {}
     for window in (None, 12):
-        coder = SpanLLMPredictor(CoderSettings(llm_window_words=window, segment_max_words=6)).attach(
+        coder = SpanPredictor(CoderSettings(llm_window_words=window, segment_max_words=6)).attach(
             model, tokenizer, retriever, ontology=ontology
         )
         jobs = []
@@ -268,7 +268,7 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
     import copy
     import json
 
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.infer.signals import NoteOutputs, ScoredCode
@@ -299,7 +299,7 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
             ontology_weight=1.0,
             threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
         )
-        coder = SpanLLMPredictor(settings).attach(None, None, trained, ontology=ontology)
+        coder = SpanPredictor(settings).attach(None, None, trained, ontology=ontology)
         [outputs] = coder.segment_outputs([note], cache=cache)
         return {c.code: c for c in aggregate(outputs, settings).codes}
 
@@ -312,7 +312,7 @@ def test_untrained_category_codes_are_named_by_their_default_specific_code(tmp_p
 
 
 def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_threshold(retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.infer.signals import NoteOutputs, ScoredCode
@@ -329,7 +329,7 @@ def test_codes_no_training_note_carries_are_marked_and_kept_at_their_own_thresho
     shared = CoderSettings(
         use_llm=False, specify_untrained=False, lexical_weight=1.0, ontology_weight=1.0, threshold={"icd10cm": 0.1}
     )
-    coder = SpanLLMPredictor(shared).attach(None, None, retriever, ontology=ontology)
+    coder = SpanPredictor(shared).attach(None, None, retriever, ontology=ontology)
     finished = coder.finished(stage1)
     assert [item.untrained for item in finished.scored] == [False, True]
 
@@ -390,7 +390,7 @@ def test_the_output_layer_reads_strided_inputs_unchanged(tiny_model):
 
 
 def test_scoring_mode_scores_every_shown_candidate(tiny_model, retriever, corpus_docs, ontology):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
 
     model, tokenizer = tiny_model
@@ -401,7 +401,7 @@ def test_scoring_mode_scores_every_shown_candidate(tiny_model, retriever, corpus
         specify_untrained=False,
         threshold={"icd10cm": 0.0, "icd10pcs": 0.0},
     )
-    coder = SpanLLMPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
+    coder = SpanPredictor(settings).attach(model, tokenizer, retriever, ontology=ontology)
     jobs = []
     llm = coder.signals["llm"]
     run_llm = llm.run

@@ -8,7 +8,7 @@ from test_infer_support import make_codiesp
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
-from icdcoder.infer.coder import SpanLLMPredictor
+from icdcoder.infer.coder import SpanPredictor
 from icdcoder.infer.fusion import aggregate
 from icdcoder.infer.settings import CoderSettings
 from icdcoder.infer.signals import NoteOutputs, ScoredCode
@@ -31,7 +31,7 @@ def coder(corpus, ontology):
     settings = CoderSettings(
         use_llm=False, retrieval_weight=0.0, ontology_weight=1.0, english_weight=1.0, threshold=NO_THRESHOLD
     )
-    coder = SpanLLMPredictor(settings).attach(None, None, retriever, ontology=ontology)
+    coder = SpanPredictor(settings).attach(None, None, retriever, ontology=ontology)
     data = DataSettings(data_dir=corpus)
     fit_coder_lexicons(coder, load_training_documents(data), data)
     return coder
@@ -142,7 +142,7 @@ def test_ontology_terms_and_trained_forms_are_separate_signals(coder):
 
 def test_saved_lexicons_round_trip_and_a_corrupt_one_fails_in_one_line(coder, tmp_path):
     coder.save(tmp_path / "coder")
-    loaded = SpanLLMPredictor.load(tmp_path / "coder")
+    loaded = SpanPredictor.load(tmp_path / "coder")
     assert len(loaded.signals["lexicon"].index) == len(coder.signals["lexicon"].index) and len(
         loaded.signals["english_lexicon"].index
     ) == len(coder.signals["english_lexicon"].index)
@@ -152,7 +152,7 @@ def test_saved_lexicons_round_trip_and_a_corrupt_one_fails_in_one_line(coder, tm
     assert loaded.predict([note])[0] == coder.predict([note])[0]
     (tmp_path / "coder" / "lexicon_en" / "surface_forms.json.gz").write_bytes(b"not gzip")
     with pytest.raises(InputError, match="unreadable lexicon") as caught:
-        SpanLLMPredictor.load(tmp_path / "coder")
+        SpanPredictor.load(tmp_path / "coder")
     assert "\n" not in str(caught.value) and "surface_forms.json.gz" in str(caught.value)
 
 

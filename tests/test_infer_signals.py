@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from icdcoder.data.schema import Document
-from icdcoder.infer.coder import SpanLLMPredictor
+from icdcoder.infer.coder import SpanPredictor
 from icdcoder.infer.settings import CoderSettings, FusionOverride
 from icdcoder.infer.signals import (
     SIGNAL_CLASSES,
@@ -50,7 +50,7 @@ def test_every_registered_signal_implements_the_protocol():
 
 
 def test_an_unfitted_coder_saves_no_signal_file_and_removes_stale_ones(tmp_path):
-    coder = SpanLLMPredictor()
+    coder = SpanPredictor()
     (tmp_path / "concepts.json").write_text('{"N39.0": [1, 1]}', encoding="utf-8")
     (tmp_path / "lexicon").mkdir()
     coder.save_signals(tmp_path)

@@ -68,13 +68,13 @@ def exported(corpus, tmp_path_factory) -> dict[str, Path]:
 def coder_dir(corpus, ontology, tmp_path_factory) -> Path:
     """A retrieval-only coder folder (no LLM): what `train lexicons` and `predict tune` work on."""
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.train.data import fit_retriever
 
     folder = tmp_path_factory.mktemp("coder")
     retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
-    SpanLLMPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology).save(folder)
+    SpanPredictor(CoderSettings(use_llm=False)).attach(None, None, retriever, ontology=ontology).save(folder)
     return folder
 
 
@@ -141,7 +141,7 @@ def test_tuning_on_jsonl_picks_what_tuning_on_the_split_picks(tmp_path, corpus, 
 
 def test_sft_trains_a_coder_from_jsonl(tmp_path, tiny_lm_dir, exported, ontology):
     from icdcoder.config import load_config
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.coder_folder import train_coder
     from icdcoder.train.config import SftConfig
 
@@ -155,7 +155,7 @@ def test_sft_trains_a_coder_from_jsonl(tmp_path, tiny_lm_dir, exported, ontology
         load_config(REPO / "configs/sft/smoke.yaml", SftConfig, overrides=overrides), ontology=ontology
     )
     assert report.train_tokens > 0
-    coder = SpanLLMPredictor.load(tmp_path / "run")
+    coder = SpanPredictor.load(tmp_path / "run")
     assert (
         coder.model is not None
         and coder.signals["english_lexicon"].index is not None

@@ -123,42 +123,42 @@ def test_the_shipped_coder_names_its_files_and_has_them():
     "absent", ["lexicon/surface_forms.json.gz", "lexicon_en/surface_forms.json.gz", "concepts.json", "quantities.json"]
 )
 def test_a_copy_of_the_shipped_coder_without_one_of_its_files_fails_in_one_line(tmp_path, absent):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     record = _default_record()
     folder = _coder_folder(tmp_path, record, tuple(name for name in record["files"] if name != absent))
     with pytest.raises(InputError) as caught:
-        SpanLLMPredictor.load(folder)
+        SpanPredictor.load(folder)
     message = str(caught.value)
     assert message.startswith(str(folder / absent) + ": coder file missing") and "\n" not in message, message
 
 
 def test_settings_that_weigh_a_signal_need_its_file_in_any_language(tmp_path):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     settings = {"use_llm": False, "by_language": {"en": {"english_weight": 1.0}}}
     with pytest.raises(InputError, match=r"lexicon_en/surface_forms\.json\.gz: .*english_weight 1\.0"):
-        SpanLLMPredictor.load(_coder_folder(tmp_path, {"settings": settings}))
+        SpanPredictor.load(_coder_folder(tmp_path, {"settings": settings}))
     with pytest.raises(InputError, match=r"quantities\.json: .*quantity_weight 2\.0"):
-        SpanLLMPredictor.load(_coder_folder(tmp_path / "q", {"settings": {"use_llm": False, "quantity_weight": 2.0}}))
+        SpanPredictor.load(_coder_folder(tmp_path / "q", {"settings": {"use_llm": False, "quantity_weight": 2.0}}))
 
 
 def test_a_malformed_files_record_is_named(tmp_path):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     with pytest.raises(InputError, match=r"coder\.json: field 'files'"):
-        SpanLLMPredictor.load(_coder_folder(tmp_path, {"settings": {"use_llm": False}, "files": "concepts.json"}))
+        SpanPredictor.load(_coder_folder(tmp_path, {"settings": {"use_llm": False}, "files": "concepts.json"}))
 
 
 def test_the_file_check_can_be_left_off_to_rebuild_the_files(tmp_path):
     """``check_files=False`` reaches the folder's own loading (here: the retriever it lacks), past the file check."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     folder = _coder_folder(tmp_path, {"settings": {"use_llm": False, "lexical_weight": 1.0}})
     with pytest.raises(InputError, match="coder file missing"):
-        SpanLLMPredictor.load(folder)
+        SpanPredictor.load(folder)
     with pytest.raises(InputError) as caught:
-        SpanLLMPredictor.load(folder, check_files=False)
+        SpanPredictor.load(folder, check_files=False)
     assert "coder file missing" not in str(caught.value) and "retriever" in str(caught.value)
 
 

@@ -121,7 +121,7 @@ def test_a_run_cannot_resume_under_another_profile(tmp_path):
     out = tmp_path / "out.jsonl"
     (tmp_path / "out.jsonl.partial").write_text(json.dumps({"id": "a", "codes": []}) + "\n", encoding="utf-8")
     fingerprint = run_fingerprint(
-        file_digest(notes), None, "llm", "codiesp", language="es", max_note_chars=MAX_NOTE_CHARS
+        file_digest(notes), None, "span", "codiesp", language="es", max_note_chars=MAX_NOTE_CHARS
     )
     (tmp_path / "out.jsonl.partial.json").write_text(json.dumps(fingerprint), encoding="utf-8")
     args = ["predict", "jsonl", "--input", str(notes), "--out", str(out), "--lang", "es"]

@@ -96,9 +96,9 @@ def test_grpo_smoke_trains_logs_and_writes_a_coder_folder(tmp_path, tiny_lm_dir,
     meta = json.loads((out / "run_meta.json").read_text())
     assert meta["steps"] == 2 and "rewards" in meta
 
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
-    coder = SpanLLMPredictor.load(out)
+    coder = SpanPredictor.load(out)
     assert coder.model is not None and coder.retriever is not None
 
 

@@ -85,7 +85,7 @@ def _fingerprint_of_a_run(archive: Path, tmp_path: Path) -> Path:
 
     path = tmp_path / "fingerprint.json"
     fingerprint = run_fingerprint(
-        file_digest(archive), None, "llm", "clinical", language="es", max_note_chars=MAX_NOTE_CHARS, shard_notes=5
+        file_digest(archive), None, "span", "clinical", language="es", max_note_chars=MAX_NOTE_CHARS, shard_notes=5
     )
     path.write_text(json.dumps(fingerprint), encoding="utf-8")
     return path

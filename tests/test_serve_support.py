@@ -19,7 +19,7 @@ def default_coder():
     """The shipped default coder (loads in seconds), shared by every test of the session."""
     from icdcoder.serve.coding import Coder
 
-    return Coder.load(None, "llm")
+    return Coder.load(None, "span")
 
 
 class Crash(BaseException):

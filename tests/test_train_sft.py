@@ -32,7 +32,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.coder_folder import train_coder
 
     config = _smoke_config(tmp_path, tiny_lm_dir, corpus)
@@ -48,7 +48,7 @@ def test_smoke_sft_writes_run_meta_and_a_loadable_coder(tmp_path, tiny_lm_dir, c
     adapter = json.loads((run / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
     assert (run / "retriever" / "retriever.json").is_file() and (run / "coder.json").is_file()
-    coder = SpanLLMPredictor.load(run)
+    coder = SpanPredictor.load(run)
     assert coder.model is not None and coder.retriever is not None
     assert (
         coder.signals["lexicon"].index is not None and coder.settings.language == "es"
@@ -102,7 +102,7 @@ def test_cli_overrides_and_bad_config_errors(tmp_path, tiny_lm_dir, corpus):
 
 
 def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, corpus, ontology):
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.coder_folder import export_checkpoint, train_coder
 
     config = _smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=2)
@@ -112,7 +112,7 @@ def test_export_turns_a_checkpoint_into_a_loadable_coder(tmp_path, tiny_lm_dir, 
     )
     adapter = json.loads((exported / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_lm_dir)
-    coder = SpanLLMPredictor.load(exported)
+    coder = SpanPredictor.load(exported)
     assert coder.model is not None and coder.retriever is not None
     meta = json.loads((exported / "run_meta.json").read_text())
     assert meta["steps"] == 2 and meta["train_tokens"] > 0 and meta["wall_seconds"] is None
@@ -131,12 +131,12 @@ def test_examples_cut_at_max_length_are_counted_unless_packed():
 
 def test_a_document_model_trained_without_candidates_still_codes_notes(tmp_path, tiny_lm_dir, corpus, ontology):
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.coder_folder import train_coder
 
     data = {"data_dir": str(corpus), "max_documents": 4, "spans": False, "document_ratio": 0.5, "candidates_k": 0}
     train_coder(_smoke_config(tmp_path, tiny_lm_dir, corpus, max_steps=1, data=data), ontology=ontology)
-    coder = SpanLLMPredictor.load(tmp_path / "run")
+    coder = SpanPredictor.load(tmp_path / "run")
     assert coder.retriever is not None
     prediction = coder.predict(load_codiesp(corpus, "train")[:1])[0]
     assert prediction.doc_id

@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import INFERENCE_DTYPES, LLM_MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     documents = sample_notes(args.notes)
-    coder = SpanLLMPredictor.load(
+    coder = SpanPredictor.load(
         args.model,
         use_llm=args.llm,
         dtype=args.dtype,

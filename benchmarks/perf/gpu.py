@@ -61,10 +61,10 @@ def coder_notes_per_second(data_dir: str, notes: int, device: str = "cuda") -> d
     """The shipped coder with the LLM on every segment, on the first ``notes`` dev notes, on ``device``."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals.llm import load_for_inference
 
-    coder = SpanLLMPredictor.load(DEFAULT_MODEL_DIR)
+    coder = SpanPredictor.load(DEFAULT_MODEL_DIR)
     coder.settings = coder.settings.model_copy(update={"use_llm": True, "min_retrieval_score": 0.0, "batch_size": 256})
     model, tokenizer = load_for_inference(DEFAULT_MODEL_DIR / "model", "bfloat16")
     coder.attach(model.to(device), tokenizer, coder.retriever)

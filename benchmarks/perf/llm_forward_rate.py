@@ -92,7 +92,7 @@ def main() -> None:
     import torch
 
     from icdcoder.infer.cli import DEFAULT_MODEL_DIR
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import INFERENCE_DTYPES, LLM_MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,7 +108,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     documents = sample_notes(args.notes)
     dtype = "float32" if args.int8 else args.dtype
-    coder = SpanLLMPredictor.load(args.model, use_llm=True, llm_mode=args.llm_mode, dtype=dtype)
+    coder = SpanPredictor.load(args.model, use_llm=True, llm_mode=args.llm_mode, dtype=dtype)
     weights = weights_outside_embeddings(coder.model)
     if args.int8:
         coder.model = torch.ao.quantization.quantize_dynamic(coder.model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 
 from icdcoder.errors import InputError
 from icdcoder.predictor import Predictor
@@ -14,12 +15,26 @@ PREDICTORS: dict[str, str] = {
     "laat": "icdcoder.baselines.laat:LaatPredictor",
     "plm": "icdcoder.baselines.plm:PlmPredictor",
     "prompt": "icdcoder.baselines.prompt:PromptPredictor",
-    "llm": "icdcoder.infer.coder:SpanLLMPredictor",
+    "span": "icdcoder.infer.coder:SpanPredictor",
 }
+
+#: old name -> current name; the old name still loads, with a one-line notice
+RENAMED: dict[str, str] = {"llm": "span"}
+
+log = logging.getLogger(__name__)
+
+
+def current_name(name: str) -> str:
+    """``name``, or the name it was renamed to (the shipped coder was ``llm`` while its LLM was off)."""
+    if name in RENAMED:
+        log.warning("system '%s' is now called '%s'", name, RENAMED[name])
+        return RENAMED[name]
+    return name
 
 
 def predictor_class(name: str) -> type[Predictor]:
     """The class registered under ``name``; an unknown name is a one-line error."""
+    name = current_name(name)
     if name not in PREDICTORS:
         raise InputError(f"unknown system '{name}' (choose from: {', '.join(sorted(PREDICTORS))})")
     module_name, class_name = PREDICTORS[name].split(":")

@@ -19,7 +19,7 @@ from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL
 
 SYSTEMS = [
-    SystemSpec(name="llm", system="llm", model=DEFAULT_MODEL),
+    SystemSpec(name="span", system="span", model=DEFAULT_MODEL),
     SystemSpec(name="dictionary", system="dictionary", config=Path("configs/baselines/dictionary.yaml")),
     SystemSpec(name="tfidf", system="tfidf", config=Path("configs/baselines/tfidf.yaml")),
     SystemSpec(name="laat", system="laat", config=Path("configs/baselines/laat.yaml")),
@@ -77,7 +77,7 @@ CAVEATS = """\
 - Thresholds, fusion weights and model selection are tuned on the dev notes these rows score (CodiEsp has no other
   labelled split to spare; the test split is held out and never used), so every row is optimistic. How much of the
   shipped coder's score is that tuning: the `tuning_holdout` experiment (cross-fitted on dev folds).
-- `llm` is the shipped default coder (`src/icdcoder/models/default`), whose LLM is switched off: its numbers come from
+- `span` is the shipped default coder (`src/icdcoder/models/default`), whose LLM is switched off: its numbers come from
   retrieval and lexicons; its `train s` and `train tokens` are those of its unused LoRA adapter (see the model card).
 - `laat` and `plm` stop at the wall-clock caps of their configs on a CPU: far below what these architectures reach with
   GPU-length training on MIMIC. `prompt` is 2-shot SmolLM2-135M-Instruct with no training.

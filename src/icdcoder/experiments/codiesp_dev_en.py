@@ -17,7 +17,7 @@ class EnglishConfig(SystemsConfig):
     lang: Literal["es", "en"] = "en"
     systems: list[SystemSpec] = Field(
         default_factory=lambda: [
-            SystemSpec(name="llm", system="llm", model=DEFAULT_MODEL),
+            SystemSpec(name="span", system="span", model=DEFAULT_MODEL),
             SystemSpec(name="dictionary", system="dictionary", config=Path("configs/baselines/dictionary_en.yaml")),
             SystemSpec(name="tfidf", system="tfidf", config=Path("configs/baselines/tfidf.yaml")),
         ]
@@ -28,7 +28,7 @@ CAVEATS = """\
 - The notes are CodiEsp's English machine translation of the same 250 dev cases; gold evidence is projected onto it by
   sentence, so X F1 says nothing here (the official X offsets point into the Spanish text).
 - Thresholds and fusion weights are tuned on these dev notes, as in `codiesp_dev`: the rows are optimistic.
-- `llm` is the shipped default coder with its LLM switched off; its training cost is that of the unused adapter.
+- `span` is the shipped default coder with its LLM switched off; its training cost is that of the unused adapter.
 """
 
 EXPERIMENT = Experiment(

@@ -23,9 +23,9 @@ def coder_and_notes(model: Path, data_dir: Path, lang: str, limit: int | None = 
     """The coder (set to its fusion for ``lang``; its LLM as saved), the dev notes (Spanish with their translations,
     or English), and how often each code occurs in the training notes."""
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
-    coder = SpanLLMPredictor.load(model)
+    coder = SpanPredictor.load(model)
     coder.settings = coder.settings.for_language(lang)
     train = load_codiesp(data_dir, "train")
     dev = load_codiesp(data_dir, "dev", language=lang, with_translation=lang == "es")[:limit]

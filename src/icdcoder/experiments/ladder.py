@@ -164,7 +164,7 @@ def span_scores(coder, dev_docs: list, settings, ontology, limit: int) -> dict[s
 
 def evaluate_coder(coder, config: LadderConfig, data: dict[str, Any], label: str, init: Path) -> dict[str, Any]:
     """Note-level scores (a span coder's LLM alone) unless ``skip_notes``, and the span evaluation when asked."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
@@ -172,7 +172,7 @@ def evaluate_coder(coder, config: LadderConfig, data: dict[str, Any], label: str
     dev_docs = data["dev"]
     if not config.skip_notes:
         started = time.time()
-        if isinstance(coder, SpanLLMPredictor):
+        if isinstance(coder, SpanPredictor):
             cache = (
                 config.runs_dir
                 / "note_outputs"
@@ -195,13 +195,13 @@ def evaluate_coder(coder, config: LadderConfig, data: dict[str, Any], label: str
 
 def run_rung(rung: str, config: LadderConfig, sft: list[Path], data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per seed (per SFT folder for the SFT rung)."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
     rows = []
     coder: Any
     if rung == "sft":
         for folder in sft:
-            coder = SpanLLMPredictor.load(folder, use_llm=True, dtype=config.dtype)
+            coder = SpanPredictor.load(folder, use_llm=True, dtype=config.dtype)
             meta = folder / "run_meta.json"
             seconds = json.loads(read_text(meta)).get("wall_seconds") if meta.is_file() else None
             rows.append(
@@ -220,7 +220,7 @@ def run_rung(rung: str, config: LadderConfig, sft: list[Path], data: dict[str, A
             seconds = coder.fit(data["train"]).wall_seconds
         else:
             folder, seconds = train_rl_rung(rung, config, sft[0], seed, data["ontology"])
-            coder = SpanLLMPredictor.load(folder, use_llm=True, dtype=config.dtype)
+            coder = SpanPredictor.load(folder, use_llm=True, dtype=config.dtype)
         rows.append(
             {
                 "seed": seed,

@@ -193,7 +193,7 @@ def out_of_fold_outputs(coder, lang: str, data_dir: Path, folds: int) -> tuple[l
     """The training notes, each with its stage-1 outputs by a coder fitted on the other folds, and each note's
     features."""
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever
 
@@ -204,7 +204,7 @@ def out_of_fold_outputs(coder, lang: str, data_dir: Path, folds: int) -> tuple[l
         fold = list(range(start, len(train), folds))
         rest = [note for i, note in enumerate(train) if i % folds != start]
         retriever = fit_retriever(rest, coder.ontology)
-        fold_coder = SpanLLMPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
+        fold_coder = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
         fit_coder_lexicons(fold_coder, rest, data_settings)
         for i, note in zip(fold, fold_coder.segment_outputs([train[i] for i in fold])):
             features[i] = note_features(note, coder.settings, retriever.trained_note_counts)

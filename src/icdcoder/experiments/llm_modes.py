@@ -62,10 +62,10 @@ def adapter_tag(adapter: Path | None) -> str:
 
 def run_rows(config: LlmModesConfig, llm_run: LlmRun, dev: list, train_counts) -> list[dict[str, Any]]:
     """One row per LLM weight, then the LLM alone, for one mode and gate."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.tuning import llm_alone
 
-    coder = SpanLLMPredictor.load(
+    coder = SpanPredictor.load(
         config.model, adapter=config.adapter, use_llm=True, llm_mode=llm_run.mode, min_retrieval_score=llm_run.gate
     )
     coder.settings = coder.settings.for_language(config.lang)

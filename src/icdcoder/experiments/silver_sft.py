@@ -80,9 +80,9 @@ def train(variant: str, config: SilverSftConfig) -> None:
 
 def set_llm_gate(folder: Path, gate: float) -> None:
     """Record ``gate`` as the trained coder's ``min_retrieval_score``."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
-    coder = SpanLLMPredictor.load(folder, use_llm=False)
+    coder = SpanPredictor.load(folder, use_llm=False)
     coder.settings = coder.settings.model_copy(update={"min_retrieval_score": gate})
     coder.write_settings(folder)
 

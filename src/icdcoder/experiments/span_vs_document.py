@@ -73,11 +73,11 @@ def llm_alone_details(folder: Path, cache: Path, config: SupervisionConfig) -> d
     (read from the stage-1 cache: the LLM is not loaded)."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.evaluate.metrics import frequency_band_recall
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.tuning import llm_alone, with_tuned_thresholds
 
-    coder = SpanLLMPredictor.load(folder, use_llm=False)
+    coder = SpanPredictor.load(folder, use_llm=False)
     dev = load_codiesp(config.data_dir, "dev", with_translation=True)[: config.dev_notes]
     train = load_codiesp(config.data_dir, "train")
     outputs = coder.segment_outputs(dev, cache=cache)

@@ -120,13 +120,13 @@ def run_candidates(config: VerifierStudyConfig, settings) -> list[dict[str, Any]
 
 
 def dev_candidates(config: VerifierStudyConfig, settings) -> dict[str, Any]:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.verifier import coder_candidates, gold_codes, kind_counts, write_candidates
 
     started = time.time()
     trained = gold_codes(load_notes(config.data_dir, "train"))
     dev = coder_candidates(
-        SpanLLMPredictor.load(config.model), load_notes(config.data_dir, "dev"), settings.sentence_words, trained
+        SpanPredictor.load(config.model), load_notes(config.data_dir, "dev"), settings.sentence_words, trained
     )
     write_candidates(config.runs_dir / "dev_candidates.jsonl", dev)
     return {"split": "dev", "candidates": len(dev), "kinds": kind_counts(dev), "seconds": round(time.time() - started)}
@@ -409,14 +409,14 @@ def run_speed(config: VerifierStudyConfig, settings) -> dict[str, Any]:
     """Seconds per 400-word note: the coder alone, and the coder plus the verifier on its band candidates."""
     import torch
 
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.models.verifier import load_verifier
     from icdcoder.ontology import load_ontology
     from icdcoder.train.verifier import candidates_of, in_band, with_thresholds_lowered
 
     torch.set_num_threads(config.threads)
     note = note_of_words(load_notes(config.data_dir, "dev"), 400)
-    coder = with_thresholds_lowered(SpanLLMPredictor.load(config.model))
+    coder = with_thresholds_lowered(SpanPredictor.load(config.model))
     scorer = load_verifier(adapter_of(config, settings), dtype="auto", max_prompt_tokens=settings.max_prompt_tokens)
     ontology = load_ontology()
     coder.predict([note])  # warm-up: caches, lazy indexes

@@ -113,7 +113,7 @@ def coding_engine(model: Path | None, system: str, workers: int):
 
 
 ModelDir = Annotated[Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")]
-SystemName = Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")]
+SystemName = Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|span")]
 JsonlLanguage = Annotated[str, typer.Option("--lang", help="Language of notes whose record has none (es or en).")]
 Workers = Annotated[
     int,
@@ -143,7 +143,7 @@ def predict_codiesp(
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where D.tsv, P.tsv and X.tsv are written.")],
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
     model: ModelDir = None,
-    system: SystemName = "llm",
+    system: SystemName = "span",
     limit: Annotated[int | None, typer.Option("--limit", help="Code only the first N notes (quick checks).")] = None,
     translation: Annotated[
         bool,
@@ -243,7 +243,7 @@ def predict_jsonl(
     out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: one record per note, codes with evidence.")],
     lang: JsonlLanguage = "en",
     model: ModelDir = None,
-    system: SystemName = "llm",
+    system: SystemName = "span",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes coded (and saved) at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
@@ -307,7 +307,7 @@ def predict_ray(
     ] = 1000,
     lang: JsonlLanguage = "en",
     model: ModelDir = None,
-    system: SystemName = "llm",
+    system: SystemName = "span",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Notes an actor codes at a time.")] = 64,
     max_note_chars: MaxNoteChars = MAX_NOTE_CHARS,
     profile: Profile = "clinical",
@@ -396,7 +396,7 @@ def tune(
     The LLM runs once per segment (cached); the grid over weights and thresholds
     re-aggregates the cached outputs. Its table is the fusion ablation.
     """
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.settings import INFERENCE_DTYPES, LLM_MODES, TUNING_OBJECTIVES
 
@@ -418,7 +418,7 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
-    coder = SpanLLMPredictor.load(
+    coder = SpanPredictor.load(
         model, check_files=False, use_llm=llm, dtype=dtype, llm_mode=llm_mode
     )  # tuning may repair it
     with progress_bar() as bar:
@@ -497,7 +497,7 @@ def _describe(code: str, system: str) -> str:
 def code(
     file: Annotated[str, typer.Argument(help="A plain-text note, or - for stdin.")],
     model: ModelDir = None,
-    system: SystemName = "llm",
+    system: SystemName = "span",
     lang: Annotated[str, typer.Option("--lang", help="es or en.")] = "es",
     translation: Annotated[
         Path | None,

@@ -2,7 +2,7 @@
 
 ``predict`` runs in two stages so that tuning is cheap:
 
-1. :meth:`SpanLLMPredictor.segment_outputs`: per note, its segments with their retrieved candidates
+1. :meth:`SpanPredictor.segment_outputs`: per note, its segments with their retrieved candidates
    (:mod:`icdcoder.infer.signals.retrieval`), then each registered signal (:mod:`icdcoder.infer.signals`) adds the
    codes it finds, each with a value in [0, 1] and the span it found it in; a diagnosis code no training note carries
    is named at the level the annotators code (``specify_untrained``);
@@ -60,10 +60,13 @@ log = logging.getLogger(__name__)
 NOTES_PER_CHUNK = 8
 
 
-class SpanLLMPredictor(Predictor):
-    """Span-level LLM coder with retrieval candidates and score fusion (registry name ``llm``)."""
+class SpanPredictor(Predictor):
+    """Span-centric coder: signals over the note's segments, fused per code (registry name ``span``).
 
-    name = "llm"
+    The LLM is one of its signals and is off in the shipped model (``use_llm: false``): on CPU it did not pay.
+    """
+
+    name = "span"
 
     def __init__(self, settings: CoderSettings | None = None):
         self.settings = settings or CoderSettings()
@@ -77,7 +80,7 @@ class SpanLLMPredictor(Predictor):
 
     # ------------------------------------------------------------------ assembly
 
-    def attach(self, model, tokenizer, retriever, ontology=None) -> SpanLLMPredictor:
+    def attach(self, model, tokenizer, retriever, ontology=None) -> SpanPredictor:
         """Use an already loaded model/tokenizer (None: no LLM), fitted retriever and, optionally, ontology."""
         self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
         if ontology is not None:
@@ -85,7 +88,7 @@ class SpanLLMPredictor(Predictor):
         self._specific_codes = {}
         return self
 
-    def assemble(self, model, tokenizer, retriever, ontology, training: TrainingNotes) -> SpanLLMPredictor:
+    def assemble(self, model, tokenizer, retriever, ontology, training: TrainingNotes) -> SpanPredictor:
         """The coder of a trained model: the model and retriever attached, every signal fitted on ``training``. SFT,
         checkpoint export and :meth:`fit` build their coders here."""
         self.attach(model, tokenizer, retriever, ontology=ontology)
@@ -309,7 +312,7 @@ class SpanLLMPredictor(Predictor):
     @classmethod
     def load(
         cls, directory: str | Path, adapter: str | Path | None = None, check_files: bool = True, **overrides: object
-    ) -> SpanLLMPredictor:
+    ) -> SpanPredictor:
         """A saved coder; ``overrides`` replace its saved settings, a None keeping the saved value (``use_llm=True`` to
         study an adapter the shipped settings switch off, ``dtype``, ``llm_mode``). ``adapter``: the LLM of this folder
         (a saved model or adapter, e.g. another coder's ``model/``) in place of the coder's own, to study an adapter

@@ -1,7 +1,7 @@
 """Tune the span coder's fusion on dev: a grid over the signal weights, each system's threshold per row, then
 each system's threshold for the codes no training note carries.
 
-Stage 1 (:meth:`SpanLLMPredictor.segment_outputs`) runs once; every setting of the grid only re-weighs the
+Stage 1 (:meth:`SpanPredictor.segment_outputs`) runs once; every setting of the grid only re-weighs the
 same signals. :class:`FusionTable` holds each note's codes with their best value of every signal as one
 matrix, so a setting is a matrix product and a sort per note and system;
 :func:`icdcoder.evaluate.thresholds.best_threshold` scores all thresholds of a ranking in one pass over cumulative

@@ -20,7 +20,7 @@ the token count), and records which examples fell in such groups so that PHI
 can leave them out of its next round and draw other prompts instead.
 
 Output: a coder folder (``model/``, ``retriever/``, ``coder.json``) that
-:class:`icdcoder.infer.coder.SpanLLMPredictor` loads, plus ``train_log.jsonl``
+:class:`icdcoder.infer.coder.SpanPredictor` loads, plus ``train_log.jsonl``
 (per logging step: mean reward per component, set F1, zero-std share, KL),
 ``zero_advantage.json`` and ``run_meta.json``; ``checkpoints/`` for ``--resume``. The output folder is checked and
 locked for the whole run before any work; ``--resume`` continues from the newest whole checkpoint (damaged ones are
@@ -427,7 +427,7 @@ def prepare_retriever(start: StartingPoint, config: GrpoConfig, documents: Seque
 def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_dir: Path) -> None:
     """Make ``output_dir`` a coder folder: the trained ``model/``, the retriever, the SFT coder's ``coder.json`` and
     signals' files (:data:`~icdcoder.infer.signals.SIGNAL_PATHS`), copied as they are."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals import SIGNAL_PATHS
     from icdcoder.infer.store import CODER_FILE
 
@@ -447,7 +447,7 @@ def write_coder_folder(output_dir: Path, start: StartingPoint, retriever, model_
             elif source.is_file():
                 shutil.copy2(source, output_dir / name)
     elif retriever is not None:
-        SpanLLMPredictor().write_settings(output_dir)
+        SpanPredictor().write_settings(output_dir)
 
 
 def summarise_history(history: Sequence[dict]) -> dict:

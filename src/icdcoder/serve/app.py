@@ -55,7 +55,7 @@ class ServeSettings(StrictModel):
     """What ``icdcoder serve`` runs with (its options)."""
 
     model: Path | None = None
-    system: str = "llm"
+    system: str = "span"
     db: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

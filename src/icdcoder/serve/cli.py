@@ -23,7 +23,7 @@ def serve(
     model: Annotated[
         Path | None, typer.Option("--model", help="Saved coder folder (default: the shipped model).")
     ] = None,
-    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|llm")] = "llm",
+    system: Annotated[str, typer.Option("--system", help="tfidf|dictionary|laat|plm|prompt|span")] = "span",
     token_file: Annotated[
         Path | None,
         typer.Option("--token-file", help="API tokens, 'TOKEN [USER]' a line; every request must carry one."),

@@ -78,7 +78,7 @@ def train_lexicons(
 ) -> None:
     """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training);
     then re-tune with 'predict tune'."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals import (
         ConceptSignal,
         EnglishLexiconSignal,
@@ -90,7 +90,7 @@ def train_lexicons(
 
     if lang not in ("es", "en"):
         raise InputError(f"--lang must be es or en (got '{lang}')")
-    coder = SpanLLMPredictor.load(model, check_files=False)  # its lexicons are about to be rebuilt
+    coder = SpanPredictor.load(model, check_files=False)  # its lexicons are about to be rebuilt
     settings = DataSettings(data_dir=data_dir, split=split, documents_jsonl=jsonl, lang=lang)
     fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_signals(model)

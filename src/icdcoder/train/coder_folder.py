@@ -1,7 +1,7 @@
 """Coder folders from training: an SFT run (:func:`train_coder`) or one of its checkpoints (:func:`export_checkpoint`)
-becomes a complete folder for :class:`icdcoder.infer.coder.SpanLLMPredictor` (``model/``, ``retriever/``, the signals'
+becomes a complete folder for :class:`icdcoder.infer.coder.SpanPredictor` (``model/``, ``retriever/``, the signals'
 files, ``coder.json``, ``run_meta.json``). The coder itself is put together by
-:meth:`~icdcoder.infer.coder.SpanLLMPredictor.assemble`, as ``fit`` puts it together.
+:meth:`~icdcoder.infer.coder.SpanPredictor.assemble`, as ``fit`` puts it together.
 
 Before any work the output folder is checked (:func:`icdcoder.train.sft.check_training_output`) and locked for the
 whole run (:func:`icdcoder.io.output_lock`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from icdcoder.infer.coder import SpanLLMPredictor
+from icdcoder.infer.coder import SpanPredictor
 from icdcoder.infer.settings import CoderSettings, load_coder_settings
 from icdcoder.io import check_output_dir, output_lock
 from icdcoder.predictor import FitReport
@@ -45,7 +45,7 @@ def train_coder(config: SftConfig, resume: bool = False, documents=None, ontolog
         adapter = run_sft(config.model_copy(update={"output_dir": output_dir}), checkpoint, documents, ontology)
         if not adapter.main_process:
             return adapter.report
-        coder = SpanLLMPredictor(coder_settings(config)).assemble(
+        coder = SpanPredictor(coder_settings(config)).assemble(
             adapter.model,
             adapter.tokenizer,
             adapter.retriever,
@@ -76,7 +76,7 @@ def export_checkpoint(
 
             ontology = load_ontology()
         documents = load_training_documents(config.data)
-        coder = SpanLLMPredictor(coder_settings(config)).assemble(
+        coder = SpanPredictor(coder_settings(config)).assemble(
             model, tokenizer, fit_retriever(documents, ontology), ontology, training_notes(documents, config.data)
         )
         coder.save(

@@ -11,7 +11,7 @@ score lies in an uncertain band around the threshold become examples:
 - ``sibling``: not gold, but a gold code of the note shares its category (N18.30 vs N18.9);
 - ``negative``: any other wrong candidate.
 
-The coder is used only through its public interface (``SpanLLMPredictor.predict`` with its thresholds lowered), so
+The coder is used only through its public interface (``SpanPredictor.predict`` with its thresholds lowered), so
 every candidate carries the fused score and evidence that the shipped coder ranks by.
 """
 
@@ -222,16 +222,16 @@ def cross_fitted_candidates(
 ) -> list[VerifierCandidate]:
     """The training notes' candidates, each fold coded by the coder of ``coder_dir`` (its settings) with a retriever and
     lexicons built on the other folds only."""
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever
 
-    shipped = SpanLLMPredictor.load(coder_dir)
+    shipped = SpanPredictor.load(coder_dir)
     candidates: list[VerifierCandidate] = []
     for fold in range(folds):
         started = time.time()
         rest = [note for i, note in enumerate(train) if i % folds != fold]
         held_out = [note for i, note in enumerate(train) if i % folds == fold]
-        coder = SpanLLMPredictor(shipped.settings).attach(
+        coder = SpanPredictor(shipped.settings).attach(
             None, None, fit_retriever(rest, shipped.ontology), ontology=shipped.ontology
         )
         fit_coder_lexicons(coder, rest, data_settings)

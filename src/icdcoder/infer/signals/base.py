@@ -21,7 +21,7 @@ from icdcoder.io import atomic_write, readable_json
 from icdcoder.ontology.labels import CODER_SYSTEMS
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ScoredCode:
     end: int = -1
     #: the span is the note's sentence(s) whose translation the code was found in, not the matched words
     projected: bool = False
-    #: no training note carries the code (set when a note's outputs are finished: ``SpanLLMPredictor.finished``)
+    #: no training note carries the code (set when a note's outputs are finished: ``SpanPredictor.finished``)
     untrained: bool = False
 
 
@@ -124,10 +124,10 @@ class Signal(Protocol):
     #: the files and folders ``save`` writes, relative to the coder folder
     files: ClassVar[tuple[str, ...]]
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         """Learn from the training notes (the coder's retriever and ontology are set)."""
 
-    def score(self, coder: SpanLLMPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
+    def score(self, coder: SpanPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
         """Add this signal's scored codes for each note to its outputs."""
 
     def save(self, directory: Path) -> None:
@@ -143,13 +143,13 @@ class NoteSignal:
     specs: ClassVar[tuple[SignalSpec, ...]] = ()
     files: ClassVar[tuple[str, ...]] = ()
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         return None
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         raise NotImplementedError
 
-    def score(self, coder: SpanLLMPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
+    def score(self, coder: SpanPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
         for note, output in zip(notes, outputs):
             output.scored.extend(item for item in self.items(coder, note) if item.system in CODER_SYSTEMS)
 

@@ -28,7 +28,7 @@ from icdcoder.spans.concepts import ConceptIndex
 from icdcoder.spans.lexicon import smoothed_reliability
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 #: how often each matched concept was right on the training notes
 CONCEPTS_FILE = "concepts.json"
@@ -55,15 +55,15 @@ class ConceptSignal(NoteSignal):
         self.counts: dict[str, tuple[int, int]] = {}
         self._index: ConceptIndex | None = None
 
-    def index(self, coder: SpanLLMPredictor) -> ConceptIndex:
+    def index(self, coder: SpanPredictor) -> ConceptIndex:
         if self._index is None:
             self._index = ConceptIndex.load_or_build(coder.ontology)
         return self._index
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         self.counts = self.count(coder, training.english)
 
-    def count(self, coder: SpanLLMPredictor, english_notes: Sequence[Document]) -> dict[str, tuple[int, int]]:
+    def count(self, coder: SpanPredictor, english_notes: Sequence[Document]) -> dict[str, tuple[int, int]]:
         """Per code the concept index names, the notes whose text matches it, and how many of those carry it as the
         coder writes it."""
         counts: dict[str, tuple[int, int]] = {}
@@ -83,7 +83,7 @@ class ConceptSignal(NoteSignal):
         matched, right = self.counts.get(code, (0, 0))
         return smoothed_reliability(right, matched)
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         index = self.index(coder)
         return note.on_english(
             lambda english: [

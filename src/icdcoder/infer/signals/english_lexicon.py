@@ -24,7 +24,7 @@ from icdcoder.infer.signals.lexicon import (
 from icdcoder.spans.lexicon import SurfaceFormIndex
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 ENGLISH_LEXICON_DIR = "lexicon_en"
 _FILE = f"{ENGLISH_LEXICON_DIR}/{LEXICON_FILE}"
@@ -56,10 +56,10 @@ class EnglishLexiconSignal(NoteSignal):
     def __init__(self) -> None:
         self.index: SurfaceFormIndex | None = None
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         self.index = build_lexicon(training.english, coder.ontology) if training.lexicons and training.english else None
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         index = self.index
         return note.on_english(lambda english: self._find(index, english)) if index is not None else []
 

@@ -28,7 +28,7 @@ from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.spans.lexicon import CodeHit, LexiconConfig, SurfaceFormIndex
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 LEXICON_DIR = "lexicon"
 LEXICON_FILE = "surface_forms.json.gz"
@@ -99,11 +99,11 @@ class LexiconSignal(NoteSignal):
     def __init__(self) -> None:
         self.index: SurfaceFormIndex | None = None
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         wanted = training.lexicons and training.language != "en"
         self.index = build_lexicon(training.documents) if wanted else None
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         if self.index is None:
             return []
         return [item for hit in self.index.code_hits(note.document.text) for item in hit_items(hit, "lexical")]

@@ -30,7 +30,7 @@ from icdcoder.prompt import answer_opening, build_prompt, parse_answer
 from icdcoder.spans.segment import note_windows
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 #: one piece of text for the LLM: (note index in the chunk, text, its start in the note, candidates shown)
 Job = tuple[int, str, int, list]
@@ -51,7 +51,7 @@ class LlmSignal(NoteSignal):
         self._generator = None
         self._model = None
 
-    def score(self, coder: SpanLLMPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
+    def score(self, coder: SpanPredictor, notes: Sequence[NoteContext], outputs: Sequence[NoteOutputs]) -> None:
         if not (coder.settings.use_llm and coder.model is not None):
             return
         jobs = [
@@ -62,7 +62,7 @@ class LlmSignal(NoteSignal):
         if jobs:
             self.run(coder, jobs, outputs)
 
-    def run(self, coder: SpanLLMPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
+    def run(self, coder: SpanPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
         """The LLM on every job (``CoderSettings.llm_mode``); its values join the notes' outputs."""
         if coder.settings.llm_mode == "score":
             self._score_candidates(coder, jobs, outputs)
@@ -70,7 +70,7 @@ class LlmSignal(NoteSignal):
             self._generate_answers(coder, jobs, outputs)
 
     @staticmethod
-    def _jobs(coder: SpanLLMPredictor, index: int, note: NoteContext, output: NoteOutputs) -> list[Job]:
+    def _jobs(coder: SpanPredictor, index: int, note: NoteContext, output: NoteOutputs) -> list[Job]:
         """What the LLM reads of one note: the segments whose best retrieval score passes the cheap filter, or the
         note's windows; counted in ``output.llm_segments``."""
         settings, text = coder.settings, note.document.text
@@ -87,13 +87,13 @@ class LlmSignal(NoteSignal):
         output.llm_segments += len(jobs)
         return jobs
 
-    def generator(self, coder: SpanLLMPredictor):
+    def generator(self, coder: SpanPredictor):
         """The generator (or candidate scorer) of the coder's model, built on first use."""
         if self._generator is None or self._model is not coder.model:
             self._generator, self._model = make_generator(coder.model, coder.tokenizer, coder.settings), coder.model
         return self._generator
 
-    def _score_candidates(self, coder: SpanLLMPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
+    def _score_candidates(self, coder: SpanPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
         """Each shown candidate's value: the probability that the answer opens with its line."""
         prompts = [build_prompt(text, candidates) for _, text, _, candidates in jobs]
         openings = [[answer_opening(candidate.code) for candidate in candidates] for *_, candidates in jobs]
@@ -109,7 +109,7 @@ class LlmSignal(NoteSignal):
                     ScoredCode(code, system, {"llm": math.exp(logprob)}, start=offset + start, end=offset + end)
                 )
 
-    def _generate_answers(self, coder: SpanLLMPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
+    def _generate_answers(self, coder: SpanPredictor, jobs: list[Job], outputs: Sequence[NoteOutputs]) -> None:
         """Generate for every job in batches and merge the parsed lines into the notes' outputs."""
         prompts = [build_prompt(text, candidates) for _, text, _, candidates in jobs]
         factory = None

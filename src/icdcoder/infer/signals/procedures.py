@@ -9,7 +9,7 @@ from icdcoder.infer.signals.base import NoteContext, NoteSignal, ScoredCode, Sig
 from icdcoder.spans.procedures import ProcedureComposer
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.spans.retrieval import CandidateRetriever
 
 
@@ -30,7 +30,7 @@ class ProcedureSignal(NoteSignal):
         self._composer: ProcedureComposer | None = None
         self._retriever: CandidateRetriever | None = None
 
-    def composer(self, coder: SpanLLMPredictor) -> ProcedureComposer:
+    def composer(self, coder: SpanPredictor) -> ProcedureComposer:
         """The composer for the coder's retriever (rebuilt when another retriever is attached)."""
         if self._composer is None or self._retriever is not coder.fitted_retriever:
             counts = {
@@ -41,7 +41,7 @@ class ProcedureSignal(NoteSignal):
             self._composer, self._retriever = ProcedureComposer(coder.ontology, counts), coder.fitted_retriever
         return self._composer
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         composer = self.composer(coder)
         return note.on_english(
             lambda english: [

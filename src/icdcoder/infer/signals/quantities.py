@@ -21,7 +21,7 @@ from icdcoder.io import read_text
 from icdcoder.spans.quantities import QuantityTemplates, ontology_value_families
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 #: the phrases around a measured value that name a code, per note language
 QUANTITIES_FILE = "quantities.json"
@@ -47,14 +47,14 @@ class QuantitySignal(NoteSignal):
         #: note language -> the phrases around a measured value that name a code, learned on training notes
         self.templates: dict[str, QuantityTemplates] = {}
 
-    def fit(self, coder: SpanLLMPredictor, training: TrainingNotes) -> None:
+    def fit(self, coder: SpanPredictor, training: TrainingNotes) -> None:
         families = ontology_value_families(coder.ontology)
         by_language = {training.language: training.documents, "en": training.english}
         self.templates = {
             language: QuantityTemplates.build(notes, families) for language, notes in by_language.items() if notes
         }
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         templates = self.templates.get(note.document.language)
         if templates is None:
             return []

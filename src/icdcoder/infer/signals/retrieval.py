@@ -19,7 +19,7 @@ from icdcoder.prompt import find_quote
 from icdcoder.spans.segment import segment_note
 
 if TYPE_CHECKING:
-    from icdcoder.infer.coder import SpanLLMPredictor
+    from icdcoder.infer.coder import SpanPredictor
 
 
 def retrieve_segments(retriever, text: str, max_words: int, k: int) -> list[tuple[Any, str, list[Any]]]:
@@ -72,7 +72,7 @@ class RetrievalSignal(NoteSignal):
         SignalSpec("surface", "surface_bonus", description="weight of a candidate found by a training surface form"),
     )
 
-    def items(self, coder: SpanLLMPredictor, note: NoteContext) -> list[ScoredCode]:
+    def items(self, coder: SpanPredictor, note: NoteContext) -> list[ScoredCode]:
         retriever, scale = coder.fitted_retriever, retrieval_scale(coder.fitted_retriever)
         items = [
             self._segment_item(retriever, candidate, text, segment.start, scale)
@@ -95,7 +95,7 @@ class RetrievalSignal(NoteSignal):
         return item
 
     @staticmethod
-    def _translation_items(coder: SpanLLMPredictor, translation: str, scale: float) -> Sequence[ScoredCode]:
+    def _translation_items(coder: SpanPredictor, translation: str, scale: float) -> Sequence[ScoredCode]:
         settings = coder.settings
         return [
             ScoredCode(c.code, c.system, {"retrieval": min(c.score / scale, 1.0)})
