@@ -192,6 +192,21 @@ def test_tfidf_codes_what_its_tuning_scored_even_at_threshold_zero(corpus):
         assert all(code.score >= SCORE_FLOOR for code in prediction.codes)
 
 
+def test_top_scored_keeps_both_subtasks_rankings_of_labels_above_the_floor():
+    import numpy as np
+
+    from icdcoder.predictor import RANKING_DEPTH, top_scored
+
+    labels = [(f"C{i:03d}", "icd10cm" if i % 2 else "icd10pcs") for i in range(3 * RANKING_DEPTH)]
+    scores = 1.0 - np.arange(len(labels)) / len(labels)  # label 0 best
+    scores[5] = scores[0]  # a tie: label order
+    best = top_scored(scores, labels)
+    assert [code for code, _, _ in best[:3]] == ["C000", "C005", "C001"] and len(best) == 2 * RANKING_DEPTH
+    assert best[2] == ("C001", "icd10cm", float(scores[1]))
+    above = [code for code, _, _ in top_scored(scores, labels, floor=0.86)]  # labels 0 to 16 score 0.86 or more
+    assert above == ["C000", "C005", *(f"C{i:03d}" for i in range(1, 17) if i != 5)]
+
+
 def test_tfidf_fit_predict_save_load(corpus, tmp_path):
     train, dev = corpus
     predictor = TfidfPredictor()

@@ -317,14 +317,23 @@ def test_unseen_threshold_scores_each_system_at_each_threshold(places, corpus, s
 
 
 def test_learned_fusion_cross_fits_the_grid_and_the_trees(
-    places, tmp_path, corpus_of_eight, sft_coder, fold_coders_with_retrieval_only
+    places, tmp_path, corpus_of_eight, sft_coder, fold_coders_with_retrieval_only, monkeypatch
 ):
     import shutil
 
     from threadpoolctl import threadpool_limits
 
+    from icdcoder.experiments import learned_fusion
     from icdcoder.infer.coder import SpanPredictor
 
+    trees_predictions: list = []  # the "trees on ..." rows' predictions
+    as_predictions = learned_fusion.as_predictions
+
+    def recorded(dev, by_system):
+        trees_predictions.extend(as_predictions(dev, by_system))
+        return trees_predictions[-len(dev) :]
+
+    monkeypatch.setattr(learned_fusion, "as_predictions", recorded)
     coder = shutil.copytree(sft_coder, tmp_path / "coder")
     SpanPredictor.load(coder, use_llm=False).write_settings(coder)  # as shipped: no LLM weight in the grid
     with threadpool_limits(limits=1, user_api="openmp"):  # the trees' OpenMP threads crawl on a busy 2-core CPU
@@ -346,6 +355,51 @@ def test_learned_fusion_cross_fits_the_grid_and_the_trees(
         "trees as a signal",
     ]
     assert all("D_map" in (row.get("cross_fitted") or row["in_sample_thresholds"]) for row in record["results"]["rows"])
+    assert len(trees_predictions) == 16 and any(prediction.candidates for prediction in trees_predictions)
+    for prediction in trees_predictions:
+        decided = {(code.code, code.system) for code in prediction.codes}
+        assert all((code.code, code.system) not in decided and code.score > 0 for code in prediction.candidates)
+
+
+def test_learned_fusion_ranks_the_codes_below_threshold_as_candidates():
+    from icdcoder.data.schema import Document
+    from icdcoder.experiments.learned_fusion import as_predictions
+    from icdcoder.ontology.labels import CODER_SYSTEMS
+
+    by_system = {system: {0: ([], [])} for system in CODER_SYSTEMS}
+    ranking = [(0.9, "R52", False), (0.4, "R05", True), (0.2, "J18.9", False), (0.0, "R50.9", False)]
+    by_system["icd10cm"] = {0: ([(0.9, "R52"), (0.4, "R05")], ranking)}  # R05: above its untrained threshold
+    by_system["icd10pcs"] = {0: ([], [(0.3, "BW03ZZZ", False)])}
+    (prediction,) = as_predictions([Document(id="n1", text="fiebre", language="es")], by_system)
+    assert [(code.code, code.score) for code in prediction.codes] == [("R52", 0.9), ("R05", 0.4)]
+    assert [(code.code, code.system) for code in prediction.candidates] == [
+        ("BW03ZZZ", "icd10pcs"),
+        ("J18.9", "icd10cm"),
+    ]
+    # R50.9: a zero score ranks no code
+    assert [code.code for code in prediction.ranking()] == ["R52", "R05", "BW03ZZZ", "J18.9"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (  # silver_sft's
+            {"threads": 1, "llm": True, "lang": "en", "limit": 60},
+            ["--split", "dev", "--lang", "en", "--cache", "c.jsonl", "--threads", "1", "--llm", "--limit", "60"],
+        ),
+        (  # span_vs_document's
+            {"threads": 2, "llm": True, "limit": 60, "dtype": "float32"},
+            ["--split", "dev", "--cache", "c.jsonl", "--threads", "2", "--llm", "--limit", "60", "--dtype", "float32"],
+        ),
+        ({"threads": 1, "llm": False}, ["--split", "dev", "--cache", "c.jsonl", "--threads", "1", "--no-llm"]),
+        ({"threads": 1}, ["--split", "dev", "--cache", "c.jsonl", "--threads", "1"]),
+    ],
+)
+def test_tune_args_spell_each_option_given(options, expected):
+    from icdcoder.experiments.common import tune_args
+
+    arguments = tune_args(model=Path("coder"), data_dir=Path("codiesp"), cache=Path("c.jsonl"), **options)
+    assert arguments == ["predict", "tune", "--model", "coder", "--data-dir", "codiesp", *expected]
 
 
 def test_translation_embeddings_fuses_the_nearest_titles_as_a_signal(places, corpus, sft_coder, monkeypatch):

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from icdcoder.data.schema import Document, Evidence
 
 #: codes per system in a prediction's ranking (decisions and candidates together)
@@ -74,6 +76,16 @@ def ranking_candidates(
             candidates.append(CodePrediction(code, system, score))
             room[system] -= 1
     return candidates
+
+
+def top_scored(
+    scores: np.ndarray, labels: Sequence[tuple[str, str]], floor: float = 0.0
+) -> list[tuple[str, str, float]]:
+    """``(code, system, score)`` of the best-scored ``labels`` (``scores[i]`` is label ``i``'s) at or above
+    ``floor``, best first, ties in label order: enough for :func:`ranking_candidates` to fill the rankings of both
+    CodiEsp sub-tasks (diagnoses, procedures)."""
+    best = np.argsort(-scores, kind="stable")[: 2 * RANKING_DEPTH]
+    return [(*labels[label], float(scores[label])) for label in best.tolist() if scores[label] >= floor]
 
 
 @dataclass

@@ -32,12 +32,12 @@ from icdcoder.errors import InputError
 from icdcoder.evaluate.thresholds import best_threshold
 from icdcoder.io import atomic_write, progress_bar
 from icdcoder.predictor import (
-    RANKING_DEPTH,
     CodePrediction,
     DocumentPrediction,
     FitReport,
     peak_rss_mb,
     ranking_candidates,
+    top_scored,
 )
 
 WORD_PATTERN = re.compile(r"\w+", re.UNICODE)
@@ -530,8 +530,7 @@ def decode_predictions(
                 )
                 for j in chosen
             ]
-            top = np.argsort(-probabilities[row], kind="stable")[: 2 * RANKING_DEPTH].tolist()
-            ranked = [(labels.labels[j][0], labels.labels[j][1], float(probabilities[row, j])) for j in top]
+            ranked = top_scored(probabilities[row], labels.labels)
             predictions[index] = DocumentPrediction(
                 doc_id=doc.id, codes=codes, candidates=ranking_candidates(codes, ranked)
             )

@@ -35,12 +35,12 @@ from icdcoder.evaluate.thresholds import THRESHOLDS
 from icdcoder.io import atomic_write
 from icdcoder.ontology.labels import code_key, split_key
 from icdcoder.predictor import (
-    RANKING_DEPTH,
     CodePrediction,
     DocumentPrediction,
     FitReport,
     Predictor,
     ranking_candidates,
+    top_scored,
 )
 from icdcoder.spans.lexicon import Token, tokenize
 
@@ -176,7 +176,8 @@ class TfidfPredictor(Predictor):
             return []
         features, probabilities = self._probabilities([doc.text for doc in documents])
         weights = self._trained()[1]
-        group_of_label = np.array([code_group(split_key(key)[1]) for key in self.labels])
+        label_pairs = [split_key(key) for key in self.labels]
+        group_of_label = np.array([code_group(system) for _, system in label_pairs])
         cutoffs = np.array([max(self.thresholds[group], SCORE_FLOOR) for group in group_of_label], dtype=np.float32)
         predictions = []
         for row, doc in enumerate(documents):
@@ -186,21 +187,16 @@ class TfidfPredictor(Predictor):
             tokens = [token for token in tokenize(doc.text) if len(token.norm) > 1]
             codes = []
             for label in chosen.tolist():
-                code, system = split_key(self.labels[label])
+                code, system = label_pairs[label]
                 evidence = self._top_ngram_evidence(weights[label], features[row], tokens)
                 codes.append(CodePrediction(code, system, round(float(probabilities[row, label]), 6), evidence))
-            candidates = ranking_candidates(codes, self._ranked_labels(probabilities[row]))
+            ranked = [
+                (code, system, round(p, 6))
+                for code, system, p in top_scored(probabilities[row], label_pairs, SCORE_FLOOR)
+            ]
+            candidates = ranking_candidates(codes, ranked)
             predictions.append(DocumentPrediction(doc_id=doc.id, codes=codes, candidates=candidates))
         return predictions
-
-    def _ranked_labels(self, probabilities: np.ndarray) -> list[tuple[str, str, float]]:
-        """The note's best-scored codes above the score floor, enough to fill every system's ranking."""
-        top = np.argsort(-probabilities, kind="stable")[: len(CODE_GROUPS) * RANKING_DEPTH]
-        return [
-            (*split_key(self.labels[label]), round(float(probabilities[label]), 6))
-            for label in top.tolist()
-            if probabilities[label] >= SCORE_FLOOR
-        ]
 
     def _top_ngram_evidence(
         self, label_weights: csr_matrix, feature_row: csr_matrix, tokens: list[Token]

@@ -80,6 +80,28 @@ def run_cli(arguments: list[str], log: Path, cwd: Path | None = None) -> dict[st
     return summary
 
 
+def tune_args(
+    *,
+    model: Path,
+    data_dir: Path,
+    cache: Path,
+    threads: int,
+    llm: bool | None = None,
+    lang: str | None = None,
+    limit: int | None = None,
+    dtype: str | None = None,
+) -> list[str]:
+    """``predict tune`` arguments: tune ``model`` on the CodiEsp dev notes of ``data_dir``, caching stage-1 outputs in
+    ``cache``. ``None``: the command's default (``llm``: the coder's saved ``use_llm``)."""
+    arguments = ["predict", "tune", "--model", str(model), "--data-dir", str(data_dir), "--split", "dev"]
+    arguments += ["--lang", lang] if lang is not None else []
+    arguments += ["--cache", str(cache), "--threads", str(threads)]
+    arguments += [] if llm is None else ["--llm" if llm else "--no-llm"]
+    arguments += ["--limit", str(limit)] if limit is not None else []
+    arguments += ["--dtype", dtype] if dtype is not None else []
+    return arguments
+
+
 def sets(overrides: dict[str, Any]) -> list[str]:
     """``--set key=value`` arguments for the overrides that have a value."""
     return [part for key, value in overrides.items() if value is not None for part in ("--set", f"{key}={value}")]

@@ -174,9 +174,10 @@ def tuned_thresholds(ranking: dict[int, list], gold: list[set[str]], own_untrain
 
 def held_out_codes(
     model_for, candidates: list, gold: list[set[str]], folds: list[list[int]], own_untrained: bool
-) -> dict:
-    """Each dev fold's kept ``(probability, code)``: ``model_for(notes)`` is the classifier that may read ``notes``'
-    labels; thresholds are tuned on out-of-fold probabilities of the other folds."""
+) -> dict[int, tuple[list[tuple[float, str]], list[tuple[float, str, bool]]]]:
+    """Each dev note's kept ``(probability, code)`` and its ranking (:func:`ranked`), by its fold's classifier:
+    ``model_for(notes)`` is the classifier that may read ``notes``' labels; thresholds are tuned on out-of-fold
+    probabilities of the other folds."""
     result = {}
     for fold in folds:
         notes = [i for other in folds if other is not fold for i in other]
@@ -185,7 +186,9 @@ def held_out_codes(
             if inner is not fold:
                 out_of_fold.update(ranked(model_for([i for i in notes if i not in set(inner)]), candidates, inner))
         thresholds = tuned_thresholds(out_of_fold, gold, own_untrained)
-        result.update(kept(ranked(model_for(notes), candidates, fold), *thresholds))
+        ranking = ranked(model_for(notes), candidates, fold)
+        decided = kept(ranking, *thresholds)
+        result.update({i: (decided[i], ranking[i]) for i in fold})
     return result
 
 
@@ -211,16 +214,19 @@ def out_of_fold_outputs(coder, lang: str, data_dir: Path, folds: int) -> tuple[l
     return train, features
 
 
-def as_predictions(dev, by_system: dict[str, dict[int, list]]) -> list:
-    from icdcoder.predictor import CodePrediction, DocumentPrediction
+def as_predictions(dev, by_system: dict[str, dict[int, tuple[list, list]]]) -> list:
+    """A prediction per dev note from :func:`held_out_codes` of each system: the kept codes its decisions, the rest of
+    its ranking its candidates (as the coder's fusion ranks a note)."""
+    from icdcoder.predictor import CodePrediction, DocumentPrediction, ranking_candidates
 
-    return [
-        DocumentPrediction(
-            doc_id=document.id,
-            codes=[CodePrediction(code, system, p) for system in CODER_SYSTEMS for p, code in by_system[system][i]],
+    predictions = []
+    for i, document in enumerate(dev):
+        codes = [CodePrediction(code, system, p) for system in CODER_SYSTEMS for p, code in by_system[system][i][0]]
+        scored = [(code, system, p) for system in CODER_SYSTEMS for p, code, _ in by_system[system][i][1]]
+        predictions.append(
+            DocumentPrediction(doc_id=document.id, codes=codes, candidates=ranking_candidates(codes, scored))
         )
-        for i, document in enumerate(dev)
-    ]
+    return predictions
 
 
 def with_probability_signal(outputs: list, features: list, models: dict) -> list:

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, sets, training_cost
+from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, sets, training_cost, tune_args
 from icdcoder.io import read_text
 
 Variant = Literal["gold", "silver"]
@@ -93,28 +93,10 @@ def variant_row(variant: str, config: SilverSftConfig) -> dict[str, Any]:
         train(variant, config)
     set_llm_gate(folder, config.llm_gate)
     cache = folder / f"stage1_gate{config.llm_gate:g}.jsonl"  # outputs under another gate are not these
-    tuned = run_cli(
-        [
-            "predict",
-            "tune",
-            "--model",
-            str(folder),
-            "--data-dir",
-            str(config.data_dir),
-            "--split",
-            "dev",
-            "--lang",
-            "en",
-            "--cache",
-            str(cache),
-            "--threads",
-            "1",
-            "--llm",
-            "--limit",
-            str(config.dev_notes),
-        ],
-        folder / "tune.log",
+    arguments = tune_args(
+        model=folder, data_dir=config.data_dir, cache=cache, threads=1, llm=True, lang="en", limit=config.dev_notes
     )
+    tuned = run_cli(arguments, folder / "tune.log")
     meta = json.loads(read_text(folder / "run_meta.json"))
     tuning = json.loads(read_text(folder / "coder.json"))["tuning"]
     return {

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, training_cost
+from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, training_cost, tune_args
 from icdcoder.io import read_text
 
 
@@ -36,7 +36,7 @@ class SupervisionConfig(StrictModel):
     #: a trained coder folder to score instead of training the variant (empty: every variant is trained here)
     reuse: dict[str, Path] = Field(default_factory=dict)
     #: tune and score on the first N dev notes (None: all)
-    dev_notes: int | None = 60
+    dev_notes: int | None = Field(60, ge=1)
     #: the LLM's precision when scoring (None: each coder's saved dtype)
     dtype: Literal["auto", "float32", "bfloat16"] | None = None
     runs_dir: Path = Path("runs/experiments/span_vs_document")
@@ -96,28 +96,16 @@ def llm_alone_details(folder: Path, cache: Path, config: SupervisionConfig) -> d
 def score_variant(variant: str, config: SupervisionConfig) -> dict[str, Any]:
     folder = coder_folder(variant, config)
     cache = folder / (f"stage1_{config.dtype}.jsonl" if config.dtype else "stage1.jsonl")
-    limit = ["--limit", str(config.dev_notes)] if config.dev_notes else []
-    precision = ["--dtype", config.dtype] if config.dtype else []
-    tuned = run_cli(
-        [
-            "predict",
-            "tune",
-            "--model",
-            str(folder),
-            "--data-dir",
-            str(config.data_dir),
-            "--split",
-            "dev",
-            "--cache",
-            str(cache),
-            "--threads",
-            str(config.threads),
-            "--llm",
-            *limit,
-            *precision,
-        ],
-        folder / "tune.log",
+    arguments = tune_args(
+        model=folder,
+        data_dir=config.data_dir,
+        cache=cache,
+        threads=config.threads,
+        llm=True,
+        limit=config.dev_notes,
+        dtype=config.dtype,
     )
+    tuned = run_cli(arguments, folder / "tune.log")
     row = {
         "variant": variant,
         "reused": str(config.reuse[variant]) if variant in config.reuse else None,
