@@ -2,7 +2,8 @@
 server (uvicorn on a loopback port, the shipped default coder, a SQLite file).
 
 It pastes a note and codes it, checks that every code's evidence is highlighted at exactly its characters, rejects a
-code, adds a missed one by selecting words and searching in Spanish, exports the note's FHIR bundle from the page and
+code, adds a missed one by selecting words and searching in Spanish, lists the codes below the threshold and accepts
+the best one from the keyboard (it becomes a code), exports the note's FHIR bundle from the page and
 validates it, checks that a non-billable code is flagged with its replacement (taken with one click) and that an
 Excludes1 pair is flagged on both codes, and saves a screenshot of the page to ``docs/images/review.png``. ``make test`` installs chromium when it
 is missing; without it (or its driver) the test is skipped with the reason.
@@ -71,10 +72,10 @@ def _highlighted(driver) -> dict[str, list[tuple[int, int]]]:
 
 
 def _expected(note: dict) -> dict[str, list[tuple[int, int]]]:
-    """Per code id, the union of its evidence spans (those the page shows) as sorted disjoint ranges."""
+    """Per code id with evidence, the union of its evidence spans (those the page shows) as sorted disjoint ranges."""
     expected = {}
     for code in note["codes"]:
-        if code["decision"] == "rejected":
+        if code["decision"] == "rejected" or not (code["evidence"] or code["sentence_evidence"]):
             continue
         spans = sorted((s["start"], s["end"]) for s in (code["evidence"] or code["sentence_evidence"]))
         merged: list[tuple[int, int]] = []
@@ -120,6 +121,12 @@ def _add(base: str, note_id: str, code: str, words: str) -> dict:
     return response.json()
 
 
+def _candidates_listed(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#candidates-table tbody tr')].map(row => row.dataset.code);"
+    )
+
+
 def _flags(driver, code_id: int) -> dict:
     """The validity flags the page shows on a code's row: the problem's text, the replacement buttons, the Excludes1
     flag's text (only those present)."""
@@ -140,6 +147,7 @@ def _flags(driver, code_id: int) -> dict:
 
 def test_review_page_highlights_rejects_adds_and_exports(browser, tmp_path):
     from fhir.resources.R4B.bundle import Bundle
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -215,6 +223,43 @@ def test_review_page_highlights_rejects_adds_and_exports(browser, tmp_path):
         wait_for(lambda: str(added["id"]) in _highlighted(browser))
         assert _highlighted(browser) == _expected(note)
 
+        # the codes below the threshold, best first: ten under the codes, all of them on "show all"
+        candidates = [c["code"] for c in note["candidates"]]
+        assert len(candidates) > 10 and _candidates_listed(browser) == candidates[:10]
+        more = browser.find_element(By.ID, "candidates-more")
+        more.click()
+        assert _candidates_listed(browser) == candidates
+        more.click()
+        assert _candidates_listed(browser) == candidates[:10]
+        # accept the best from the keyboard, no words selected: it becomes a code without evidence, audited, leaves
+        # the list, and the focus moves on to the next one's accept
+        browser.execute_script("window.getSelection().removeAllRanges();")
+        accept = browser.find_element(By.CSS_SELECTOR, "#candidates-table tbody tr:first-child .accept-candidate")
+        browser.execute_script("arguments[0].focus();", accept)
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        row = f'#codes tr[data-code="{candidates[0]}"] .decision'
+        wait_for(lambda: [e.text for e in browser.find_elements(By.CSS_SELECTOR, row)] == ["added"])
+        assert _candidates_listed(browser) == candidates[1:11]
+        assert browser.execute_script(
+            "return document.activeElement === document.querySelector('#candidates-table tbody tr:first-child .accept-candidate');"
+        )
+        note = httpx.get(f"{base}/v1/notes/{note_id}").json()
+        taken = note["codes"][-1]
+        assert (taken["code"], taken["origin"], taken["decision"], taken["evidence"]) == (
+            candidates[0],
+            "added",
+            "accepted",
+            [],
+        )
+        last = httpx.get(f"{base}/v1/notes/{note_id}/audit").json()[-1]
+        assert (last["user"], last["action"], last["code_id"], last["after"]["code"]) == (
+            "ana",
+            "add",
+            taken["id"],
+            candidates[0],
+        )
+        assert _highlighted(browser) == _expected(note)
+
         # export this note's FHIR bundle from the page: valid, the rejected code refuted, the added one confirmed
         browser.find_element(By.ID, "export-fhir-note").click()
         preview = wait_for(
@@ -229,7 +274,8 @@ def test_review_page_highlights_rejects_adds_and_exports(browser, tmp_path):
             .get("code", e["resource"].get("status"))
             for e in bundle["entry"]
         }
-        assert verdicts["I21.19"] == "confirmed"
+        assert verdicts["I21.19"] == verdicts[candidates[0]] == "confirmed"
+        assert not set(verdicts) & set(candidates[1:])  # a candidate not accepted is not exported
         assert verdicts[first["code"]] in ("refuted", "not-done")
 
         # validity: a category (I21) and cystitis beside the note's urinary infection (N39.0 excludes N30), added

@@ -10,7 +10,15 @@ import sqlite3
 import pytest
 from catalogue import assert_one_line_error, run_main
 from fastapi.testclient import TestClient
-from test_serve_support import SAMPLE_NOTE, ControlledCoder, default_coder, wait_for
+from test_serve_support import (
+    BEFORE_CANDIDATES,
+    HEAD,
+    SAMPLE_NOTE,
+    ControlledCoder,
+    default_coder,
+    migrate,
+    wait_for,
+)
 
 from icdcoder.errors import InputError
 from icdcoder.serve.app import ServeSettings, create_app
@@ -119,6 +127,8 @@ def test_jobs_code_every_note_once_in_order(client):
     job = _job(client, response.json()["id"])
     assert job["status"] == "done" and job["total"] == job["done"] == 12
     assert [record["id"] for record in job["records"]] == [note["id"] for note in notes]
+    first = client.get(f"/v1/notes/{job['records'][0]['note_id']}").json()
+    assert [c["code"] for c in first["candidates"]] == [c["code"] for c in job["records"][0]["candidates"]] != []
     assert client.get("/v1/jobs/nope").status_code == 404
 
 
@@ -183,6 +193,97 @@ def test_review_decisions_are_audited_append_only(client, settings):
     assert all(row["model_version"] == default_coder().model_version and row["at"].endswith("+00:00") for row in audit)
     with sqlite3.connect(settings.db) as db, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.execute("update audit set user = 'mallory'")
+
+
+def test_candidates_are_stored_listed_and_exported_only_once_accepted(client, settings):
+    record = client.post("/v1/code", json={"text": SAMPLE_NOTE, "id": "sample"}).json()
+    note = _coded_note(client)
+    candidates = note["candidates"]
+    assert len(candidates) > 3
+    assert [(c["code"], c["system"], c["score"]) for c in candidates] == [
+        (c["code"], c["system"], c["score"]) for c in record["candidates"]
+    ]
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    assert all(c["description"] for c in candidates)
+    with sqlite3.connect(settings.db) as db:
+        stored = db.execute("select code from candidates where note_id = ? order by rank", (note["id"],)).fetchall()
+    assert [code for (code,) in stored] == [c["code"] for c in candidates]
+
+    # accepting a candidate is adding it as a code: without a selection it has no evidence, with one that is its
+    # evidence; a lone start or end is refused
+    user, codes = {"X-User": "ana"}, f"/v1/notes/{note['id']}/codes"
+    top, second, left = candidates[0], candidates[1], candidates[2:]
+    accepted = client.post(codes, json={"code": top["code"], "system": top["system"]}, headers=user)
+    assert accepted.status_code == 201, accepted.text
+    assert (accepted.json()["origin"], accepted.json()["decision"], accepted.json()["evidence"]) == (
+        "added",
+        "accepted",
+        [],
+    )
+    start = SAMPLE_NOTE.index("dolor torácico")
+    half = client.post(codes, json={"code": second["code"], "system": second["system"], "start": start})
+    assert half.status_code == 400 and "give both" in half.json()["detail"]
+    with_text = client.post(
+        codes, json={"code": second["code"], "system": second["system"], "start": start, "end": start + 14}
+    ).json()
+    assert with_text["evidence"][0]["quote"] == "dolor torácico"
+    shown = client.get(f"/v1/notes/{note['id']}").json()
+    assert shown["candidates"] == left
+    assert [c["code"] for c in shown["codes"][-2:]] == [top["code"], second["code"]]
+    audit = client.get(f"/v1/notes/{note['id']}/audit").json()[-2]
+    assert (audit["user"], audit["action"], audit["code_id"], audit["before"]) == (
+        "ana",
+        "add",
+        accepted.json()["id"],
+        None,
+    )
+    assert (audit["after"]["code"], audit["after"]["evidence"], audit["model_version"]) == (
+        top["code"],
+        [],
+        default_coder().model_version,
+    )
+
+    # the exports hold the accepted candidates as codes and none of the others, not even as refuted
+    client.post(f"/v1/notes/{note['id']}/review", json={})
+    bundle = client.get("/v1/export/fhir").json()
+    fhir_codes = {entry["resource"]["code"]["coding"][0]["code"] for entry in bundle["entry"]}
+    tsv_codes = {
+        line.split("\t")[1].upper()
+        for name in ("D.tsv", "P.tsv")
+        for line in client.get(f"/v1/export/codiesp/{name}").text.splitlines()
+    }
+    (line,) = [json.loads(line) for line in client.get("/v1/export/jsonl").text.splitlines()]
+    jsonl_codes = {code["code"] for code in line["codes"]}
+    for exported in (fhir_codes, tsv_codes, jsonl_codes):
+        assert {top["code"], second["code"]} <= exported
+        assert not exported & {c["code"] for c in left}
+
+
+def test_an_older_database_upgrades_keeping_its_data_and_its_notes_get_their_candidates(tmp_path):
+    from sqlalchemy import inspect
+
+    from icdcoder.serve.db import open_database
+
+    url = str(tmp_path / "old.sqlite")
+    with TestClient(create_app(ServeSettings(db=url), default_coder())) as client:
+        note = _coded_note(client)
+        older = _coded_note(client, "Paciente con neumonía adquirida en la comunidad y fiebre.")
+        client.post(f"/v1/notes/{note['id']}/codes/{note['codes'][0]['id']}", json={"action": "reject"})
+    assert older["candidates"]
+    # the schema before candidates had a table; the older note's record was written before records had candidates
+    engine, _ = open_database(url)
+    migrate(engine, "downgrade", BEFORE_CANDIDATES)
+    assert "candidates" not in inspect(engine).get_table_names()
+    engine.dispose()
+    with sqlite3.connect(url) as db:
+        db.execute("update notes set record = json_remove(record, '$.candidates') where id = ?", (older["id"],))
+    with TestClient(create_app(ServeSettings(db=url), default_coder())) as client:
+        again = client.get(f"/v1/notes/{note['id']}").json()
+        again_older = client.get(f"/v1/notes/{older['id']}").json()
+        audit = client.get(f"/v1/notes/{note['id']}/audit").json()
+    assert again["candidates"] == note["candidates"] and again_older["candidates"] == []
+    assert [c["decision"] for c in again["codes"]] == ["rejected"] + [None] * (len(note["codes"]) - 1)
+    assert [row["action"] for row in audit] == ["code", "reject"]
 
 
 def test_codes_carry_their_validity_as_the_review_stands(client):
@@ -345,7 +446,7 @@ def test_the_schema_is_migrated_at_start_and_data_survives_a_reopen(tmp_path):
 
     url = str(tmp_path / "m.sqlite")
     engine, _ = open_database(url)
-    assert upgrade(engine) == "0002_postgres_append_only"
+    assert upgrade(engine) == HEAD
     with engine.connect() as connection:  # the migrations build exactly the schema the models describe
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     with TestClient(create_app(ServeSettings(db=url), default_coder())) as client:

@@ -17,13 +17,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from test_serve_support import SAMPLE_NOTE, ControlledCoder, default_coder, wait_for
+from test_serve_support import BEFORE_CANDIDATES, HEAD, SAMPLE_NOTE, ControlledCoder, default_coder, migrate, wait_for
 
 from icdcoder.errors import InputError
 from icdcoder.serve.app import ServeSettings, create_app
 
 POSTGRES_URL = os.environ.get("ICDCODER_TEST_POSTGRES_URL", "")
-HEAD = "0002_postgres_append_only"
 
 pytestmark = pytest.mark.skipif(
     not POSTGRES_URL,
@@ -50,19 +49,6 @@ def database() -> Iterator[str]:
         admin.dispose()
 
 
-def _alembic(engine, verb: str, target: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from icdcoder.serve.db import MIGRATIONS_DIR
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        getattr(command, verb)(config, target)
-
-
 def _tables(engine) -> set[str]:
     from sqlalchemy import inspect
 
@@ -82,7 +68,7 @@ def test_the_migrations_build_the_models_schema_and_go_down_and_up_again(databas
         with engine.connect() as connection:  # the migrations build exactly the schema the models describe
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         assert {"jobs", "notes", "codes", "audit"} <= _tables(engine)
-        _alembic(engine, "downgrade", "base")
+        migrate(engine, "downgrade", "base")
         assert _tables(engine) == {"alembic_version"}
         assert upgrade(engine) == HEAD
         assert {"jobs", "notes", "codes", "audit"} <= _tables(engine)
@@ -160,6 +146,32 @@ def test_review_decisions_audit_and_exports_on_postgres(database):
     with TestClient(create_app(ServeSettings(db=database), default_coder())) as client:
         again = client.get(f"/v1/notes/{note['id']}").json()
     assert again["status"] == "reviewed" and [c["code"] for c in again["codes"]][-1] == "R94.31"
+
+
+def test_candidates_are_kept_and_an_older_database_gets_them_from_its_records_on_postgres(database):
+    from sqlalchemy import inspect
+
+    from icdcoder.serve.db import open_database
+
+    with TestClient(create_app(ServeSettings(db=database), default_coder())) as client:
+        note = _coded_note(client)
+        top = note["candidates"][0]
+        added = client.post(
+            f"/v1/notes/{note['id']}/codes",
+            json={"code": top["code"], "system": top["system"]},
+            headers={"X-User": "ana"},
+        )
+        assert added.status_code == 201 and added.json()["evidence"] == []
+    engine, _ = open_database(database)
+    try:
+        migrate(engine, "downgrade", BEFORE_CANDIDATES)
+        assert "candidates" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with TestClient(create_app(ServeSettings(db=database), default_coder())) as client:  # upgraded at start
+        again = client.get(f"/v1/notes/{note['id']}").json()
+    assert again["candidates"] == note["candidates"][1:] and again["codes"][-1]["code"] == top["code"]
+    assert _raw(database, "select count(*) from candidates") == [(len(note["candidates"]),)]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the crash, on purpose

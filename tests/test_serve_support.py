@@ -1,5 +1,5 @@
 """Helpers for the workstation tests (no tests here): the shipped default coder loaded once, a coder that can be held
-or crash on demand, a live server on a free loopback port."""
+or crash on demand, a live server on a free loopback port, the shipped migrations run to a given revision."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_NOTE = (REPO / "examples" / "sample_note.txt").read_text(encoding="utf-8")
+#: the newest schema revision, and the one before candidates had a table
+HEAD = "0003_candidates"
+BEFORE_CANDIDATES = "0002_postgres_append_only"
 
 
 @functools.cache
@@ -65,6 +68,20 @@ def wait_for(condition, timeout: float = 60.0, step: float = 0.05):
             return value
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def migrate(engine, verb: str, target: str) -> None:
+    """Run Alembic's ``upgrade`` or ``downgrade`` of the shipped migrations to ``target`` on ``engine``."""
+    from alembic import command
+    from alembic.config import Config
+
+    from icdcoder.serve.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, verb)(config, target)
 
 
 @contextlib.contextmanager

@@ -101,8 +101,8 @@ class DecisionIn(BaseModel):
 class AddCodeIn(BaseModel):
     code: str
     system: Literal["icd10cm", "icd10pcs"] = "icd10cm"
-    start: int = Field(ge=0)
-    end: int = Field(ge=0)
+    start: int | None = Field(None, ge=0, description="The selected text's start: the code's evidence (with end).")
+    end: int | None = Field(None, ge=0, description="The selected text's end; without start and end, no evidence.")
 
 
 class ReviewedIn(BaseModel):
@@ -482,6 +482,8 @@ def _add_review_routes(app: FastAPI, station: Workstation) -> None:
 
     @app.get("/v1/notes/{note_id}", tags=["review"])
     def get_note(note_id: str, session: SessionDep) -> dict:
+        """The note, its codes under review and its ``candidates`` (the codes the coder scored below its threshold,
+        not among the codes, best first)."""
         return review.note_view(_get_note(session, note_id))
 
     @app.post("/v1/notes/{note_id}/codes/{code_id}", tags=["review"])
@@ -497,7 +499,8 @@ def _add_review_routes(app: FastAPI, station: Workstation) -> None:
 
     @app.post("/v1/notes/{note_id}/codes", status_code=201, tags=["review"])
     def add_code(note_id: str, body: AddCodeIn, session: SessionDep, who: User) -> dict:
-        """Add a code the coder missed, the selected text as its evidence; audited."""
+        """Add a code the coder missed (one of the note's ``candidates``, or any other), the selected text as its
+        evidence (none without ``start`` and ``end``); audited."""
         note = _get_note(session, note_id)
         row = review.add_code(session, note, body.code, body.system, body.start, body.end, who)
         session.commit()

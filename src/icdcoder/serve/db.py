@@ -5,6 +5,9 @@
 - ``codes``: the codes of a note as the review sees them: where each came from (``origin``: ``coded``, ``excluded``
   by the profile, or ``added`` by a reviewer), the reviewer's ``decision`` (none yet, ``accepted`` or ``rejected``),
   and for a changed code the ``original_code`` the coder suggested.
+- ``candidates``: the codes the coder scored below its threshold for a note (its record's ``candidates``), ``rank`` 0
+  the best. They are not codes of the note: a reviewer who takes one adds it to ``codes`` (origin ``added``), so
+  nothing that reads ``codes`` (review, exports) ever sees a candidate that was not taken.
 - ``jobs``: batches submitted to ``POST /v1/jobs``; their notes are ``notes`` rows with ``job_id`` and ``position``
   (unique together: a note is never coded into a job twice), so a restart resumes at the first uncoded note.
 - ``audit``: append-only, one row per change (user, time, action, before, after, model version). The ORM refuses to
@@ -114,6 +117,9 @@ class Note(Base):
     codes: Mapped[list[NoteCode]] = relationship(
         back_populates="note", order_by="NoteCode.id", cascade="all, delete-orphan"
     )
+    candidates: Mapped[list[Candidate]] = relationship(
+        back_populates="note", order_by="Candidate.rank", cascade="all, delete-orphan"
+    )
 
 
 class NoteCode(Base):
@@ -136,6 +142,19 @@ class NoteCode(Base):
     sentence_evidence: Mapped[list] = mapped_column(JSON, default=list)
 
     note: Mapped[Note] = relationship(back_populates="codes")
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+
+    note_id: Mapped[str] = mapped_column(ForeignKey("notes.id"), primary_key=True)
+    #: the place in the coder's ranking below its threshold, 0 the best
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(16))
+    system: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+
+    note: Mapped[Note] = relationship(back_populates="candidates")
 
 
 class AuditRow(Base):

@@ -8,6 +8,10 @@ under ``excluded`` with their ``reason`` (``rejected`` for a reviewer's rejectio
 
 A code as the API shows it (:func:`code_view`) carries its ``validity`` as the review stands (:func:`code_validity`);
 what an audit row records of it (:func:`code_state`) is a part of that view.
+
+A note's *candidates* (the codes its coder scored below the threshold) are shown beside its codes
+(:func:`candidate_views`) but are not codes of it: a reviewer takes one by adding it (:func:`add_code`), and an export
+holds only what is in ``codes``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from icdcoder.errors import InputError
-from icdcoder.serve.db import AuditRow, Note, NoteCode, as_utc
+from icdcoder.serve.db import AuditRow, Candidate, Note, NoteCode, as_utc
 
 REVIEW_ACTIONS = ("accept", "reject", "change", "undo")
 #: the columns of a code row the API shows, in order
@@ -102,7 +106,8 @@ def audit(
 
 
 def store_record(session: Session, note: Note, record: dict, model_version: str) -> None:
-    """Save the coder's ``record`` on ``note`` and its codes (kept and excluded) as review rows; audited."""
+    """Save the coder's ``record`` on ``note``, its codes (kept and excluded) as review rows and its candidates (best
+    first) as candidate rows; audited."""
     note.record = record
     note.model_version = model_version
     note.status = "coded"
@@ -121,6 +126,10 @@ def store_record(session: Session, note: Note, record: dict, model_version: str)
                     sentence_evidence=code.get("sentence_evidence", []),
                 )
             )
+    note.candidates.extend(
+        Candidate(rank=rank, code=c["code"], system=c["system"], score=c["score"])
+        for rank, c in enumerate(record.get("candidates", []))
+    )
     audit(
         session,
         note,
@@ -191,20 +200,33 @@ def checked_code(code: str | None, system: str) -> tuple[str, str]:
     return found[0], system
 
 
-def add_code(session: Session, note: Note, code: str, system: str, start: int, end: int, user: str) -> NoteCode:
-    """A code the coder missed, with the selected text ``start``-``end`` as its evidence; audited."""
+def evidence_of(note: Note, start: int | None, end: int | None) -> list[dict]:
+    """The selected text ``start``-``end`` as a code's evidence; none when neither is given."""
+    if start is None and end is None:
+        return []
+    if start is None or end is None:
+        raise InputError("field 'start'/'end': give both (the selected text) or neither (no evidence)")
+    if not 0 <= start < end <= len(note.text):
+        raise InputError(f"field 'start'/'end': {start}-{end} is not a span of the note ({len(note.text)} characters)")
+    return [{"start": start, "end": end, "quote": note.text[start:end], "traits": []}]
+
+
+def add_code(
+    session: Session, note: Note, code: str, system: str, start: int | None, end: int | None, user: str
+) -> NoteCode:
+    """A code the coder missed (one of its candidates, or any other), with the selected text ``start``-``end`` as its
+    evidence, or none; audited."""
     from icdcoder.serve.coding import describe
 
     canonical, system = checked_code(code, system)
-    if not 0 <= start < end <= len(note.text):
-        raise InputError(f"field 'start'/'end': {start}-{end} is not a span of the note ({len(note.text)} characters)")
+    evidence = evidence_of(note, start, end)
     row = NoteCode(
         code=canonical,
         system=system,
         description=describe(canonical, system),
         origin="added",
         decision="accepted",
-        evidence=[{"start": start, "end": end, "quote": note.text[start:end], "traits": []}],
+        evidence=evidence,
         sentence_evidence=[],
     )
     note.codes.append(row)
@@ -240,6 +262,25 @@ def note_summary(note: Note) -> dict:
     }
 
 
+def candidate_views(note: Note) -> list[dict]:
+    """The note's candidates that are not among its codes (a taken one is a code now), best first, each with its
+    title."""
+    from icdcoder.serve.coding import describe
+
+    taken = {(row.code, row.system) for row in note.codes}
+    return [
+        {
+            "rank": c.rank,
+            "code": c.code,
+            "system": c.system,
+            "score": c.score,
+            "description": describe(c.code, c.system),
+        }
+        for c in note.candidates
+        if (c.code, c.system) not in taken
+    ]
+
+
 def note_view(note: Note) -> dict:
     """Everything the review page shows of a note."""
     validities = code_validity(note)
@@ -249,6 +290,7 @@ def note_view(note: Note) -> dict:
         "model_version": note.model_version,
         "error": note.error,
         "codes": [code_view(row, validities[row.id]) for row in note.codes],
+        "candidates": candidate_views(note),
     }
 
 

@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { note: null, selected: 0, picker: null, queue: [], searchTimer: null, searchSeq: 0 };
+const state = { note: null, selected: 0, picker: null, queue: [], searchTimer: null, searchSeq: 0, allCandidates: false };
+/** Candidates listed before "show all". */
+const CANDIDATES_SHOWN = 10;
 
 // ------------------------------------------------------------------------------------------------ API
 function headers(json) {
@@ -192,6 +194,45 @@ function renderCodes(note) {
   });
 }
 
+// ------------------------------------------------------------------------------------------------ candidates
+/** The codes the coder scored below its threshold (not codes of the note), best first: the first few, or all. */
+function renderCandidates(note) {
+  const candidates = note.candidates || [];
+  $("#candidates").hidden = !candidates.length;
+  $("#candidates-count").textContent = `(${candidates.length})`;
+  const shown = state.allCandidates ? candidates : candidates.slice(0, CANDIDATES_SHOWN);
+  $("#candidates-table tbody").replaceChildren(...shown.map(candidateRow));
+  const more = $("#candidates-more");
+  more.hidden = candidates.length <= CANDIDATES_SHOWN;
+  more.textContent = state.allCandidates ? "Show fewer" : `Show all ${candidates.length}`;
+  more.setAttribute("aria-expanded", String(state.allCandidates));
+}
+
+function candidateRow(candidate, index) {
+  const accept = el("button", { type: "button", className: "accept-candidate", title: "accept: add it as a code (the selected words as its evidence)" }, "✓ accept");
+  accept.setAttribute("aria-label", `accept ${candidate.code} ${candidate.description}`);
+  accept.addEventListener("mousedown", (event) => event.preventDefault()); // keep the selection in the note
+  accept.addEventListener("click", () => guarded(() => acceptCandidate(candidate, index)));
+  return el("tr", { dataset: { code: candidate.code, system: candidate.system } },
+    el("td", { className: "code" }, candidate.code),
+    el("td", { className: "description" }, candidate.description, el("br"), el("small", {}, candidate.system)),
+    el("td", { className: "score" }, candidate.score.toFixed(3)),
+    el("td", { className: "actions" }, accept));
+}
+
+/** Add a candidate as a code, as "add a code" does (audited), the selected words of the note as its evidence if any;
+ * focus moves on to the next candidate's accept when this one had it (keyboard use). */
+async function acceptCandidate(candidate, index) {
+  const fromKeyboard = document.activeElement && document.activeElement.classList.contains("accept-candidate");
+  const span = selectionOffsets();
+  const added = await sendJSON("POST", `/v1/notes/${state.note.id}/codes`, { code: candidate.code, system: candidate.system, ...(span || {}) });
+  await reloadNote();
+  selectCode(state.note.codes.length - 1);
+  say(`accepted ${added.code}` + (span ? ` with the evidence “${state.note.text.slice(span.start, span.end)}”` : " (no evidence: select words of the note first to give it some)"));
+  const buttons = document.querySelectorAll("#candidates-table .accept-candidate");
+  if (fromKeyboard && buttons.length) buttons[Math.min(index, buttons.length - 1)].focus();
+}
+
 function render() {
   const note = state.note;
   $("#empty").hidden = Boolean(note);
@@ -203,6 +244,7 @@ function render() {
   state.selected = Math.min(state.selected, Math.max(note.codes.length - 1, 0));
   renderText(note);
   renderCodes(note);
+  renderCandidates(note);
   renderQueue();
 }
 
@@ -218,6 +260,7 @@ function selectCode(index) {
 async function openNote(id) {
   state.note = await getJSON(`/v1/notes/${id}`);
   state.selected = 0;
+  state.allCandidates = false;
   closePicker();
   render();
   say(`note ${state.note.external_id}: ${state.note.codes.length} codes`);
@@ -239,6 +282,7 @@ async function codeNote() {
   const note = await sendJSON("POST", "/v1/notes", body);
   state.note = note;
   state.selected = 0;
+  state.allCandidates = false;
   await loadQueue();
   render();
   say(`coded: ${note.codes.length} codes`);
@@ -456,6 +500,7 @@ function start() {
   $("#add-from-selection").addEventListener("click", addFromSelection);
   $("#picker-input").addEventListener("input", (e) => search(e.target.value));
   $("#picker-cancel").addEventListener("click", closePicker);
+  $("#candidates-more").addEventListener("click", () => { state.allCandidates = !state.allCandidates; renderCandidates(state.note); });
   $("#help-toggle").addEventListener("click", () => $("#help").showModal());
   document.querySelectorAll("[data-export]").forEach((b) => b.addEventListener("click", () => guarded(() => runExport(b.dataset.export))));
   document.addEventListener("keydown", onKey);
