@@ -316,6 +316,15 @@ def test_unseen_threshold_scores_each_system_at_each_threshold(places, corpus, s
     assert all(0.0 <= row["micro_f1"] <= 1.0 for row in rows)
 
 
+def test_ranking_depth_only_raises_map_and_recall_as_the_ranking_deepens(places, corpus, sft_coder):
+    record = run("ranking_depth", places, f"data_dir={corpus}", f"model={sft_coder}", "langs=[es]", "depths=[1, 40]")
+    shallow, deep = record["results"]["rows"]
+    assert (shallow["depth"], deep["depth"]) == (1, 40)
+    assert shallow["D_mean_length"] <= 1 < deep["D_mean_length"]
+    for key in ("D_map", "D_recall", "P_map", "P_recall"):
+        assert 0.0 <= shallow[key] <= deep[key] <= 1.0
+
+
 def test_learned_fusion_cross_fits_the_grid_and_the_trees(
     places, tmp_path, corpus_of_eight, sft_coder, fold_coders_with_retrieval_only, monkeypatch
 ):

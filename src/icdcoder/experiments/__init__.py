@@ -26,6 +26,7 @@ MODULES = (
     "signal_weights",
     "specificity",
     "unseen_threshold",
+    "ranking_depth",
     "learned_fusion",
     "translation_embeddings",
     "retrieval_recall",
