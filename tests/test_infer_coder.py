@@ -3,6 +3,9 @@ valid codes, fit/predict/save/load round-trips with evidence inside the note, fu
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,6 +180,36 @@ def test_load_rejects_a_folder_without_coder_json(tmp_path):
 
     with pytest.raises(InputError, match="coder.json"):
         SpanPredictor.load(tmp_path)
+
+
+#: codes a Spanish note and an English one as a ``predict jsonl`` worker does, then lists the LLM libraries loaded
+_CODE_WITHOUT_TORCH = """
+import json, sys
+from icdcoder.data.schema import Document
+from icdcoder.infer.cli import DEFAULT_MODEL_DIR
+from icdcoder.infer.records import batch_lines
+from icdcoder.registry import predictor_class
+
+coder = predictor_class("span").load(DEFAULT_MODEL_DIR)
+notes = [
+    Document(id="es", text=open(sys.argv[1], encoding="utf-8").read(), language="es"),
+    Document(id="en", text="Acute inferior myocardial infarction in a patient with type 2 diabetes.", language="en"),
+]
+lines = batch_lines(coder, notes, "clinical").splitlines()
+print(json.dumps({"codes": [len(json.loads(line)["codes"]) for line in lines],
+                  "loaded": sorted({"torch", "transformers"} & set(sys.modules))}))
+"""
+
+
+def test_the_shipped_coder_codes_without_loading_torch():
+    """Its LLM is off and its retriever has no embeddings: torch's libraries would only add to every worker's memory."""
+    sample = Path(__file__).resolve().parent.parent / "examples" / "sample_note.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", _CODE_WITHOUT_TORCH, str(sample)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(codes > 0 for codes in result["codes"]) and result["loaded"] == []
 
 
 def test_document_models_read_whole_windows_without_candidates(tiny_model, retriever, corpus_docs, ontology):

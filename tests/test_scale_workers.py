@@ -61,6 +61,22 @@ def _documents(count: int, text: str = "Paciente con fiebre alta.") -> list[Docu
     return [Document(id=f"note-{i:0{1 + i % 3}d}", text=text, language="es") for i in range(count)]
 
 
+class _TorchProbe(_EchoCoder):
+    """Codes nothing; reports in each note's ``dropped`` counts the threads torch runs on in its process (0: torch is
+    not loaded)."""
+
+    def predict(self, documents):
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else 0
+        return [DocumentPrediction(d.id, dropped={"torch_threads": threads}) for d in documents]
+
+
+def _load_probe(on_torch: bool) -> _TorchProbe:
+    if on_torch:
+        import torch  # noqa: F401  (a coder that runs on torch imports it as it loads)
+    return _TorchProbe()
+
+
 def test_the_pool_returns_each_batch_in_input_order_as_one_process_writes_it(tmp_path):
     from icdcoder.infer.parallel import WorkerPool
     from icdcoder.infer.records import predict_to_jsonl
@@ -110,6 +126,19 @@ def test_a_coder_that_cannot_load_fails_the_run_and_leaves_nothing(tmp_path):
             engine=WorkerPool(partial(_load_echo, True), 2),
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("on_torch", [False, True])
+def test_a_worker_loads_torch_only_for_a_coder_that_runs_on_it_and_then_on_its_share_of_the_cores(tmp_path, on_torch):
+    from icdcoder.infer.parallel import WorkerPool, threads_per_worker
+    from icdcoder.infer.records import predict_to_jsonl
+
+    documents = _documents(4)
+    pool = WorkerPool(partial(_load_probe, on_torch), workers=2)
+    predict_to_jsonl(None, documents, [d.id for d in documents], tmp_path / "out.jsonl", chunk=1, engine=pool)
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    threads = {json.loads(line)["dropped"]["torch_threads"] for line in lines}
+    assert threads == ({threads_per_worker(2)} if on_torch else {0})
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,11 @@ Each engine runs as the real command in its own process. What is measured:
 * ``notes_per_s``: notes written after the first batch (or shard) appeared, over the seconds since: the steady rate,
   start-up (interpreter, coder load in every worker) left out; ``startup_s``: seconds to the first batch;
 * ``peak_rss_mb_per_worker``: the largest peak resident memory (``VmHWM``) of a process that codes (the command
-  itself with one worker; each pool worker; each Ray actor), sampled from ``/proc`` (Linux);
+  itself with one worker; each pool worker; each Ray actor), sampled from ``/proc`` (Linux). RSS counts every resident
+  page of the process, its libraries' and those it shares with other processes included, so N workers take less than
+  N times it; ``peak_pss_mb_per_worker`` (each shared page split among the processes that map it) and
+  ``peak_uss_mb_per_worker`` (the pages only that process holds: what ending it frees) tell how much less. Those two
+  have no kernel high-water mark: they are the largest values sampled, every ``SAMPLE_SECONDS``;
 * ``hours_330k``: ``startup_s`` + 330,000 / ``notes_per_s``, in hours;
 * ``cpu_s``: CPU seconds of the whole run, all its processes (Ray's own included), sampled from ``/proc``;
   ``steady_cpu_s_per_note``: CPU seconds per note after the first batch (start-up left out), which other work on
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,17 +79,44 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def peak_rss_mb(pid: int) -> tuple[str, float] | None:
-    """A process's command line and peak resident memory (MiB), None once it is gone."""
+@dataclass
+class Memory:
+    """One process's memory in MiB: its peak RSS (the kernel's high-water mark) and the largest PSS and USS sampled."""
+
+    command: str
+    rss: float
+    pss: float
+    uss: float
+
+    def merged(self, earlier: Memory | None) -> Memory:
+        """This sample, keeping the larger values of an ``earlier`` one."""
+        if earlier is None:
+            return self
+        return Memory(self.command, max(self.rss, earlier.rss), max(self.pss, earlier.pss), max(self.uss, earlier.uss))
+
+
+def kib_fields(text: str, names: tuple[str, ...]) -> dict[str, int]:
+    """The ``Name:   123 kB`` lines of a ``/proc`` file, for ``names``."""
+    fields = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in names:
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def memory_mb(pid: int) -> Memory | None:
+    """A process's command line and memory (MiB), None once it is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = kib_fields(Path(f"/proc/{pid}/status").read_text(), ("VmHWM",))
+        rollup = kib_fields(Path(f"/proc/{pid}/smaps_rollup").read_text(), ("Pss", "Private_Clean", "Private_Dirty"))
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return command, int(line.split()[1]) / 1024
-    return None
+    if "VmHWM" not in status or "Pss" not in rollup:  # a zombie: its memory is gone
+        return None
+    uss = rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
+    return Memory(command, status["VmHWM"] / 1024, rollup["Pss"] / 1024, uss / 1024)
 
 
 def is_coding_worker(command: str, engine: str) -> bool:
@@ -119,13 +151,13 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
     process = subprocess.Popen(
         [sys.executable, "-m", "icdcoder.cli", *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    peaks: dict[int, tuple[str, float]] = {}
+    peaks: dict[int, Memory] = {}
     cpu: dict[int, float] = {}
     first: tuple[float, int] | None = None
     while process.poll() is None:
         for pid in {process.pid} | descendants(process.pid):
-            if (sample := peak_rss_mb(pid)) is not None:
-                peaks[pid] = sample
+            if (sample := memory_mb(pid)) is not None:
+                peaks[pid] = sample.merged(peaks.get(pid))
             if (used := process_cpu_seconds(pid)) is not None:
                 cpu[pid] = max(used, cpu.get(pid, 0.0))
         done = written(out, engine, shard_notes)
@@ -145,9 +177,9 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
     steady_cpu = (
         (sum(cpu.values()) - cpu_at_first) / (notes - at_first) if notes > at_first else sum(cpu.values()) / notes
     )
-    coding = [mb for command, mb in peaks.values() if is_coding_worker(command, engine)]
+    coding = [memory for memory in peaks.values() if is_coding_worker(memory.command, engine)]
     if engine == "jsonl" and workers == 1:
-        coding = [peaks[process.pid][1]]
+        coding = [peaks[process.pid]]
     return {
         "engine": "predict ray" if engine == "ray" else f"predict jsonl --workers {workers}",
         "workers": workers,
@@ -155,7 +187,9 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
         "wall_s": round(wall, 1),
         "startup_s": round(startup, 1),
         "notes_per_s": round(steady, 3),
-        "peak_rss_mb_per_worker": round(max(coding), 1) if coding else None,
+        "peak_rss_mb_per_worker": round(max(memory.rss for memory in coding), 1) if coding else None,
+        "peak_pss_mb_per_worker": round(max(memory.pss for memory in coding), 1) if coding else None,
+        "peak_uss_mb_per_worker": round(max(memory.uss for memory in coding), 1) if coding else None,
         "hours_330k": round((startup + MIMIC_IV_NOTES / steady) / 3600, 2),
         "cpu_s": round(sum(cpu.values()), 1),
         "steady_cpu_s_per_note": round(steady_cpu, 3),
@@ -169,13 +203,15 @@ def run_engine(engine: str, workers: int, archive: Path, out: Path, notes: int, 
 def table(rows: list[dict]) -> str:
     base = rows[0]["notes_per_s"]
     lines = [
-        "| engine | notes/s (steady) | vs 1 worker | start-up s | peak RAM/worker MB | hours for 330k | steady CPU s/note | load before |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | notes/s (steady) | vs 1 worker | start-up s | peak RSS/worker MB | PSS | USS | hours for 330k | "
+        "steady CPU s/note | load before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['engine']} | {row['notes_per_s']} | {row['notes_per_s'] / base:.2f}x | {row['startup_s']} | "
-            f"{row['peak_rss_mb_per_worker']} | {row['hours_330k']} | {row['steady_cpu_s_per_note']} | {row['load_avg_before']} |"
+            f"{row['peak_rss_mb_per_worker']} | {row['peak_pss_mb_per_worker']} | {row['peak_uss_mb_per_worker']} | "
+            f"{row['hours_330k']} | {row['steady_cpu_s_per_note']} | {row['load_avg_before']} |"
         )
     return "\n".join(lines)
 

@@ -6,8 +6,10 @@ to ``N`` worker processes, each of which loads the coder once and turns a batch 
 the notes, writes the batches back in input order, and owns the lock, the ``.partial`` file and the fingerprint, so
 the output, and the way an interrupted run resumes, are those of one process, byte for byte.
 
-Each worker runs torch on its share of the cores (``cores // N`` threads): left at torch's default, every worker
-would start a thread per core and ``N`` workers would fight over them (Ray does the same for its actors).
+A worker whose coder runs on torch runs it on its share of the cores (``cores // N`` threads): left at torch's
+default, every worker would start a thread per core and ``N`` workers would fight over them (Ray does the same for its
+actors). A worker never imports torch itself: the default coder, its LLM off, does not use it, and torch's libraries
+would add to every worker's memory.
 
 Workers are started with ``spawn`` (a fresh interpreter: no threads or locks inherited from the parent) and ignore
 Ctrl-C, which the parent handles; they end when the parent ends, however it ends (``kill -9`` included). At most
@@ -21,6 +23,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -158,6 +161,14 @@ def threads_per_worker(workers: int) -> int:
     return max(1, usable_cores() // workers)
 
 
+def share_torch_threads(threads: int) -> bool:
+    """Run torch on ``threads`` threads if the coder has imported it; whether it has."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return torch is not None
+
+
 def _work(
     load: Callable[[], Predictor],
     profile: str,
@@ -167,11 +178,7 @@ def _work(
     threads: int,
 ) -> None:
     """A worker: load the coder once, then code batches until told to stop; finally report its peak memory."""
-    import torch
-
     from icdcoder.infer.records import batch_lines
-
-    torch.set_num_threads(threads)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
@@ -180,8 +187,10 @@ def _work(
     except Exception as err:
         results.put((NOT_A_BATCH, _portable(err)))
         return
+    threads_shared = False
     while (task := tasks.get()) is not None:
         index, batch = task
+        threads_shared = threads_shared or share_torch_threads(threads)  # torch comes with the coder's load or a batch
         try:
             results.put((index, batch_lines(predictor, batch, profile)))
         except Exception as err:

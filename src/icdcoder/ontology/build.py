@@ -102,8 +102,13 @@ class Tables:
     system_ids: array = field(default_factory=lambda: array("b"))
     descriptions: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
-    parents: list[int] = field(default_factory=list)
+    #: row -> its parent's row, -1 for a root
+    parents: array = field(default_factory=lambda: array("i"))
+    #: row -> its children's rows, in tabular order, while rows are added; :meth:`pack_children` then moves them into
+    #: ``child_starts`` and ``child_rows``, which hold them without an object per row
     children: dict[int, list[int]] = field(default_factory=dict)
+    child_starts: array = field(default_factory=lambda: array("i"))
+    child_rows: array = field(default_factory=lambda: array("i"))
     #: row -> (inclusion terms, excludes1, excludes2)
     notes: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
     index: dict[str, dict[str, int]] = field(default_factory=lambda: {system: {} for system in SYSTEMS})
@@ -127,6 +132,26 @@ class Tables:
             self.children.setdefault(parent, []).append(row)
         self.index[system][code] = row
         return row
+
+    def pack_children(self) -> None:
+        """Move the children lists into the packed columns, those of rows added since the last packing included."""
+        packed = max(len(self.child_starts) - 1, 0)
+        if packed == len(self.codes) and not self.children:
+            return
+        starts, rows = array("i", [0]), array("i")
+        for row in range(len(self.codes)):
+            if row < packed:
+                rows.extend(self.children_of(row))
+            rows.extend(self.children.get(row, ()))
+            starts.append(len(rows))
+        self.child_starts, self.child_rows, self.children = starts, rows, {}
+
+    def children_of(self, row: int) -> array:
+        """The rows of ``row``'s children, in tabular order (the tables are packed)."""
+        return self.child_rows[self.child_starts[row] : self.child_starts[row + 1]]
+
+    def has_children(self, row: int) -> bool:
+        return self.child_starts[row + 1] > self.child_starts[row]
 
 
 # --------------------------------------------------------------------------- ICD-10-CM
@@ -385,4 +410,5 @@ def build_tables(files: dict[str, Path] | None = None) -> Tables:
     tables.gem_9_to_10 = _read_gem(files["gem_9_to_10"], "icd9cm", "icd10cm")
     tables.gem_10_to_9 = _read_gem(files["gem_10_to_9"], "icd10cm", "icd9cm")
     _build_search_index(tables)
+    tables.pack_children()
     return tables

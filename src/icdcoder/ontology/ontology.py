@@ -27,7 +27,7 @@ DEFAULT_CHILD_MARKS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
 )
 
 #: bump when the table layout or the build rules change, so old caches are ignored
-CACHE_VERSION = "ontology-v6"
+CACHE_VERSION = "ontology-v7"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,7 @@ class Ontology:
     """
 
     def __init__(self, tables: Tables):
+        tables.pack_children()
         self._t = tables
         self._idf_cache: dict[str, float] = {}
         self._codes_cache: dict[tuple[str, bool], tuple[str, ...]] = {}
@@ -117,7 +118,7 @@ class Ontology:
 
     def _info(self, row: int) -> CodeInfo:
         t = self._t
-        children = tuple(t.codes[child] for child in t.children.get(row, ()))
+        children = tuple(t.codes[child] for child in t.children_of(row))
         inclusion, excludes1, excludes2 = t.notes.get(row, ((), (), ()))
         parent = t.parents[row]
         return CodeInfo(
@@ -159,7 +160,7 @@ class Ontology:
 
     def children(self, code: str, system: str) -> list[str]:
         """Direct children, in tabular order."""
-        return [self._t.codes[child] for child in self._t.children.get(self._require_row(code, system), ())]
+        return [self._t.codes[child] for child in self._t.children_of(self._require_row(code, system))]
 
     def siblings(self, code: str, system: str) -> list[str]:
         """The other children of the same parent (empty for a root)."""
@@ -167,7 +168,7 @@ class Ontology:
         parent = self._t.parents[row]
         if parent < 0:
             return []
-        return [self._t.codes[child] for child in self._t.children[parent] if child != row]
+        return [self._t.codes[child] for child in self._t.children_of(parent) if child != row]
 
     def default_specific_code(self, code: str, system: str) -> str:
         """The specific ICD-10-CM code a non-specific node stands for when nothing more is said.
@@ -217,7 +218,7 @@ class Ontology:
             self._codes_cache[key] = tuple(
                 t.codes[row]
                 for row in t.index[system].values()
-                if t.kinds[row] not in GROUP_KINDS and (not leaves_only or row not in t.children)
+                if t.kinds[row] not in GROUP_KINDS and (not leaves_only or not t.has_children(row))
             )
         return list(self._codes_cache[key])
 

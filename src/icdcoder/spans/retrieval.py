@@ -55,6 +55,9 @@ CodeKey = tuple[str, str]  # (code, system)
 _FORMAT_VERSION = 2
 _ROW_POOL = 8
 _STRONG_SHARE = 0.3
+#: texts scored against the TF-IDF rows at a time: a text scores a large share of the rows, so a few dozen texts'
+#: scores at once keep a long note's peak memory low; each text's scores are the same in any batch
+_SCORED_TEXTS = 32
 
 
 class RetrieverConfig(StrictModel):
@@ -142,8 +145,8 @@ class CandidateRetriever:
         self.display: dict[str, str] = {}
         self.vectorizer: CountVectorizer | None = None  # character n-grams
         self.weighting = None  # TfidfTransformer (sublinear tf, idf, L2 rows)
-        self.counts = None  # rows x n-grams raw counts (what is saved: small, compresses well)
-        self.matrix = None  # the weighted rows, rebuilt from counts
+        self.counts = None  # rows x n-grams raw counts (what is saved: small, compresses well; loaded as saved)
+        self.matrix_t = None  # n-grams x rows: the weighted rows, transposed (what a text's n-grams multiply)
         self.row_codes: np.ndarray | None = None
         self.row_forms: list[str] = []  # the surface form of a row, "" for ontology rows
         self.embeddings: np.ndarray | None = None  # codes x dim, unit rows (only with use_embeddings)
@@ -265,8 +268,7 @@ class CandidateRetriever:
         for child, parent in enumerate(self.parents):
             if parent >= 0:
                 self.children[parent].append(child)
-        self.matrix = self._weigh(self.counts) if self.counts is not None else None
-        self.matrix_t = self.matrix.T.tocsr() if self.matrix is not None else None
+        self.matrix_t = self._weigh(self.counts).T.tocsr() if self.counts is not None else None
 
     # ------------------------------------------------------------------ sources
 
@@ -327,8 +329,8 @@ class CandidateRetriever:
         import numpy as np
 
         rankings: list[list[int]] = []
-        for start in range(0, len(texts), self.config.batch_size):
-            batch = texts[start : start + self.config.batch_size]
+        for start in range(0, len(texts), _SCORED_TEXTS):
+            batch = texts[start : start + _SCORED_TEXTS]
             scores = (self._weigh(self._fitted_vectorizer().transform(batch)) @ self.matrix_t).tocsr()
             for offset, document_id in enumerate(exclude_doc_ids[start : start + len(batch)]):
                 rows = scores.indices[scores.indptr[offset] : scores.indptr[offset + 1]]
@@ -399,7 +401,7 @@ class CandidateRetriever:
         exclude_doc_ids: Sequence[str | None] | None = None,
     ) -> list[Retrieved]:
         """Top-``k`` candidates for many spans at once (vectorised TF-IDF and embeddings)."""
-        if self.matrix is None:
+        if self.matrix_t is None:
             raise InputError("the retriever is not fitted (call fit or load first)")
         texts = list(texts)
         exclude = list(exclude_doc_ids) if exclude_doc_ids is not None else [None] * len(texts)
@@ -546,7 +548,7 @@ class CandidateRetriever:
             retriever.translator = WordTranslator(state["glossary"])
         tfidf = joblib.load(tfidf_path)
         retriever.vectorizer, retriever.weighting = tfidf["vectorizer"], tfidf["weighting"]
-        retriever.counts = tfidf["counts"].astype(np.int32)
+        retriever.counts = tfidf["counts"]  # as saved (uint8 when every count fits): weighed as float64 all the same
         retriever.row_codes, retriever.row_forms = tfidf["row_codes"], tfidf["row_forms"]
         retriever.parents = tfidf["parents"].tolist()
         embeddings_path = directory / "embeddings.npy"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -25,7 +26,7 @@ from icdcoder.infer.signals.base import (
 )
 from icdcoder.io import atomic_write
 from icdcoder.ontology.labels import CODER_SYSTEMS
-from icdcoder.spans.lexicon import CodeHit, LexiconConfig, SurfaceFormIndex
+from icdcoder.spans.lexicon import CodeHit, FormEntry, LexiconConfig, SurfaceFormIndex
 
 if TYPE_CHECKING:
     from icdcoder.infer.coder import SpanPredictor
@@ -69,7 +70,28 @@ def load_lexicon(directory: Path) -> SurfaceFormIndex | None:
         data = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"unreadable lexicon ({type(err).__name__}: {str(err).splitlines()[0]})", path=path) from None
-    return SurfaceFormIndex.from_json(data, path)
+    forms = data.get("forms") if isinstance(data, dict) else None
+    if not isinstance(forms, list):  # not what save_lexicon writes: from_json reads it, or says what is wrong
+        return SurfaceFormIndex.from_json(data, path)
+    config = SurfaceFormIndex.from_json({**data, "forms": []}, path).config
+    return SurfaceFormIndex(config, shared_word_entries(forms, path))
+
+
+def shared_word_entries(forms: list, path: Path) -> dict[tuple[str, ...], FormEntry]:
+    """The index's entries from the ``forms`` records of its file (``[form, matched notes, hits]``), as
+    :meth:`SurfaceFormIndex.from_json` reads them, but with each word one string however many forms hold it (the
+    English lexicon's ontology terms repeat the same words over and over), and each record let go once read, so that
+    the parsed file and the index are never held whole together."""
+    entries: dict[tuple[str, ...], FormEntry] = {}
+    for position, record in enumerate(forms):
+        forms[position] = None
+        try:
+            form, matched, hits = record
+            hits = hits if isinstance(hits, dict) else dict(hits)  # the parsed object itself: no copy
+            entries[tuple(map(sys.intern, form.split(" ")))] = FormEntry(hits, int(matched))
+        except (AttributeError, TypeError, ValueError) as err:
+            raise InputError(f"not a surface-form index ({type(err).__name__}: {err})", path=path) from None
+    return entries
 
 
 def hit_items(hit: CodeHit, signal: str) -> list[ScoredCode]:
