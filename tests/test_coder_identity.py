@@ -2,8 +2,8 @@
 
 The digest covers every prediction the default coder (``icdcoder/models/default``) makes on the 250 dev notes, in
 Spanish (with their English translations) and in English: codes, systems, scores, evidence and sentence evidence,
-and the dropped-output counts. It is taken on :meth:`SpanPredictor.predict` itself, so the assertion traits and
-profiles that the CLI adds on top do not move it.
+the candidates below the threshold, and the dropped-output counts. It is taken on :meth:`SpanPredictor.predict`
+itself, so the assertion traits and profiles that the CLI adds on top do not move it.
 
 When the coder is *meant* to change (new model files, a new signal, a retuned fusion), rerun with
 ``ICDCODER_UPDATE_CODER_DIGEST=1`` to record the new digests, and say in the commit why they changed::
@@ -41,6 +41,7 @@ def predictions_digest(predictions) -> str:
                 ]
                 for code in prediction.codes
             ],
+            "candidates": [[c.code, c.system, c.score] for c in prediction.candidates],
             "dropped": dict(sorted(prediction.dropped.items())),
         }
         digest.update((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))

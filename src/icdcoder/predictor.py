@@ -27,7 +27,7 @@ import numpy as np
 from icdcoder.data.schema import Document, Evidence
 
 #: codes per system in a prediction's ranking (decisions and candidates together)
-RANKING_DEPTH = 40
+RANKING_DEPTH = 100
 
 
 @dataclass

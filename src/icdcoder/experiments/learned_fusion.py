@@ -47,9 +47,10 @@ from icdcoder.experiments.common import (
     weight_rows,
 )
 from icdcoder.ontology.labels import CODER_SYSTEMS
+from icdcoder.predictor import RANKING_DEPTH
 
-#: codes kept per note and system, as ``max_codes_per_system``
-KEPT = 40
+#: codes kept per note and system, as the coder's ``max_codes_per_system``
+KEPT = RANKING_DEPTH
 #: the features of a candidate code, after its best value of each signal (``SIGNALS``)
 EXTRA_FEATURES = (
     "untrained",

@@ -119,7 +119,7 @@ Workers = Annotated[
     int,
     typer.Option(
         "--workers",
-        help="Worker processes, each with its own copy of the coder (about 0.8 GB): up to the CPU cores. The output is "
+        help="Worker processes, each with its own copy of the coder (about 0.7 GB): up to the CPU cores. The output is "
         "the same as with one, and a run resumes under any number.",
     ),
 ]
