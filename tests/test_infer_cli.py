@@ -445,3 +445,25 @@ def test_coding_with_the_llm_off_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"  # importing torch costs seconds that a coder without an LLM does not need
+
+
+def test_the_readme_sample_output_is_what_make_run_prints():
+    """Each row of the README's sample table (code, score, assertion, first evidence span) is the shipped coder's."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```text\n", 1)[1].split("```", 1)[0]
+    rows = re.findall(r"^ (\S+) .*? (\d\.\d\d)\s+(\w+)\s+(\d+)-(\d+) \"", block, flags=re.MULTILINE)
+    assert len(rows) == 3
+    sample = Path(__file__).resolve().parent.parent / "examples" / "sample_note.txt"
+    result = _in_process("code", str(sample), "--json")
+    coded = {row["code"]: row for row in json.loads(result.stdout)["codes"]}
+    for code, score, assertion, start, end in rows:
+        found = coded[code]
+        first = found["evidence"][0]
+        assert (f"{found['score']:.2f}", found["assertion"], first["start"], first["end"]) == (
+            score,
+            assertion,
+            int(start),
+            int(end),
+        )
