@@ -19,6 +19,10 @@ DEFAULT_MODEL = Path("src/icdcoder/models/default")
 CODIESP = Path("../shared/data/codiesp")
 
 
+#: how a table names the notes of each language
+NOTES = {"es": "Spanish (+ translation)", "en": "English"}
+
+
 def coder_and_notes(model: Path, data_dir: Path, lang: str, limit: int | None = None) -> tuple[Any, list, Counter]:
     """The coder (set to its fusion for ``lang``; its LLM as saved), the dev notes (Spanish with their translations,
     or English), and how often each code occurs in the training notes."""

@@ -38,6 +38,7 @@ from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
     CODIESP,
     DEFAULT_MODEL,
+    NOTES,
     coded,
     coder_and_notes,
     fold_indices,
@@ -303,9 +304,6 @@ def language_rows(config: LearnedFusionConfig, lang: str) -> list[dict[str, Any]
 def run(config: LearnedFusionConfig) -> dict[str, Any]:
     rows = [row for lang in config.langs for row in language_rows(config, lang)]
     return {"split": f"CodiEsp dev, {config.folds} folds", "rows": rows}
-
-
-NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 
 
 def table(results: dict[str, Any]) -> str:

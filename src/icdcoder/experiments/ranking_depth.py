@@ -14,7 +14,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, TASKS, coder_and_notes, number
+from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, NOTES, TASKS, coder_and_notes, number
 
 
 class RankingDepthConfig(StrictModel):
@@ -56,9 +56,6 @@ def language_rows(config: RankingDepthConfig, lang: str) -> list[dict[str, Any]]
 
 def run(config: RankingDepthConfig) -> dict[str, Any]:
     return {"split": "CodiEsp dev", "rows": [row for lang in config.langs for row in language_rows(config, lang)]}
-
-
-NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 
 
 def table(results: dict[str, Any]) -> str:

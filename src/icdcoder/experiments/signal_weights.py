@@ -17,6 +17,7 @@ from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
     CODIESP,
     DEFAULT_MODEL,
+    NOTES,
     coder_and_notes,
     hit_report,
     number,
@@ -76,7 +77,6 @@ def run(config: SignalWeightsConfig) -> dict[str, Any]:
     return {"split": "CodiEsp dev", "rows": rows}
 
 
-NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 TASK = {"icd10cm": "D", "icd10pcs": "P"}
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, coder_and_notes, number, weight_rows
+from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, NOTES, coder_and_notes, number, weight_rows
 
 
 class SpecificityConfig(StrictModel):
@@ -71,9 +71,6 @@ def run(config: SpecificityConfig) -> dict[str, Any]:
         renamed.append(found)
         rows += scored
     return {"split": "CodiEsp dev", "renamed": renamed, "rows": rows}
-
-
-NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 
 
 def table(results: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
     CODIESP,
     DEFAULT_MODEL,
+    NOTES,
     coded,
     coder_and_notes,
     fold_indices,
@@ -94,9 +95,6 @@ def language_rows(config: HoldoutConfig, lang: str) -> list[dict[str, Any]]:
 def run(config: HoldoutConfig) -> dict[str, Any]:
     rows = [row for lang in config.langs for row in language_rows(config, lang)]
     return {"split": f"CodiEsp dev, {config.folds} folds", "rows": rows}
-
-
-NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 
 
 def _scores(scores: dict[str, float], task: str, keys: tuple[str, ...]) -> str:
