@@ -323,6 +323,8 @@ def test_ranking_depth_only_raises_map_and_recall_as_the_ranking_deepens(places,
     assert shallow["D_mean_length"] <= 1 < deep["D_mean_length"]
     for key in ("D_map", "D_recall", "P_map", "P_recall"):
         assert 0.0 <= shallow[key] <= deep[key] <= 1.0
+    assert set(deep["D_bands"]) == {"unseen_recall", "rare_recall", "frequent_recall"}
+    assert "unseen / rare / frequent" in (places["docs_dir"] / "ranking_depth.md").read_text(encoding="utf-8")
 
 
 def test_learned_fusion_cross_fits_the_grid_and_the_trees(
