@@ -101,6 +101,18 @@ def test_pages_without_results_say_how_to_make_them(places):
     assert "not run yet" in (places["docs_dir"] / "index.md").read_text(encoding="utf-8")
 
 
+def test_a_results_file_that_does_not_fit_its_table_is_named_in_one_line(places):
+    stale = {
+        "experiment": "ranking_depth",
+        "command": "icdcoder experiment run ranking_depth",
+        "results": {"rows": [{}]},
+    }
+    places["results_dir"].mkdir(parents=True, exist_ok=True)
+    (places["results_dir"] / "ranking_depth.json").write_text(json.dumps(stale), encoding="utf-8")
+    with pytest.raises(InputError, match="experiment 'ranking_depth' do not fit its table .*rerun"):
+        write_docs(places["results_dir"], places["docs_dir"], places["readme"])
+
+
 def test_codiesp_dev_tabulates_every_system_and_fills_the_readme(places, corpus):
     systems = "[{name: dictionary, system: dictionary}, {name: broken, system: no-such-system}]"
     record = run(

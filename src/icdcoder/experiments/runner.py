@@ -117,8 +117,15 @@ def read_results(results_dir: Path, name: str) -> dict[str, Any] | None:
 
 def table_block(found: Experiment, record: dict[str, Any]) -> str:
     """The table and the line that says where it comes from (used on the page and in the README)."""
+    try:
+        table = found.table(record["results"])
+    except (KeyError, TypeError, IndexError) as err:  # a results file written by an older version of the experiment
+        raise InputError(
+            f"the results of experiment '{found.name}' do not fit its table ({type(err).__name__}: {err}); "
+            f"rerun `icdcoder experiment run {found.name}`"
+        ) from None
     return (
-        found.table(record["results"]).rstrip()
+        table.rstrip()
         + f"\n\nSplit scored: {record.get('split')}. Regenerate: `{record['command']}`"
         + (f" (commit `{short_commit(record['commit'])}`)." if record.get("commit") else ".")
     )
