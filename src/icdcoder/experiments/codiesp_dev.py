@@ -93,5 +93,8 @@ EXPERIMENT = Experiment(
     run=lambda config: run_systems("codiesp_dev", config),
     table=table,
     caveats=CAVEATS,
-    cost="minutes for the shipped coder and the simple baselines; about an hour for laat, plm and prompt on 2 CPU cores",
+    cost=(
+        "minutes for the shipped coder and the simple baselines; 15-30 minutes each for laat and plm, and about "
+        "100 minutes for prompt, on 2 CPU cores"
+    ),
 )
