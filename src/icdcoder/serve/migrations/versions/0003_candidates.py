@@ -3,7 +3,7 @@ revision gets the candidates its stored record holds (records written before can
 
 Revision ID: 0003_candidates
 Revises: 0002_postgres_append_only
-Create Date: 2026-12-07
+Create Date: 2026-12-06
 """
 
 from __future__ import annotations
