@@ -176,6 +176,16 @@ def number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def f1_and_map(scores: dict[str, float], task: str) -> str:
+    """``micro-F1 / MAP`` of ``task`` (``D`` or ``P``) from a row of :func:`prediction_scores`, for a table cell."""
+    return f"{scores[f'{task}_f1']:.3f} / {scores[f'{task}_map']:.3f}"
+
+
+def minutes(seconds: float | None) -> str:
+    """A training time for a table cell."""
+    return "not recorded" if seconds is None else f"{seconds / 60:.0f} min"
+
+
 def tuned_settings(settings, notes: list, outputs: list) -> tuple[Any, dict[str, Any]]:
     """The settings that ``predict tune``'s grid picks on ``notes``, and the weights and thresholds it picked."""
     from icdcoder.infer.tuning import GRID_WEIGHTS, tune_fusion

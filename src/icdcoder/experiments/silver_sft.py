@@ -22,7 +22,16 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, sets, training_cost, tune_args
+from icdcoder.experiments.common import (
+    CODIESP,
+    f1_and_map,
+    fusion_scores,
+    minutes,
+    run_cli,
+    sets,
+    training_cost,
+    tune_args,
+)
 from icdcoder.io import read_text
 
 Variant = Literal["gold", "silver"]
@@ -116,10 +125,6 @@ def run(config: SilverSftConfig) -> dict[str, Any]:
     return {"split": f"CodiEsp dev, first {config.dev_notes} English notes", "rows": rows}
 
 
-def _pair(scores: dict[str, float], task: str) -> str:
-    return f"{scores[f'{task}_f1']:.3f} / {scores[f'{task}_map']:.3f}"
-
-
 def table(results: dict[str, Any]) -> str:
     lines = [
         (
@@ -130,11 +135,10 @@ def table(results: dict[str, Any]) -> str:
     ]
     for row in results["rows"]:
         alone, fused = row["llm_alone"], row["fused"]
-        minutes = "not recorded" if row["wall_seconds"] is None else f"{row['wall_seconds'] / 60:.0f} min"
         lines.append(
-            f"| {row['variant']} | {row['examples']:,} | {row['train_tokens'] or 0:,} | {minutes} "
-            f"| {row['llm_segments']:,} | {_pair(alone, 'D')} | {_pair(alone, 'P')} | {_pair(fused, 'D')} "
-            f"| {_pair(fused, 'P')} | {fused['llm_weight']:g} | {_pair(row['without_llm'], 'D')} |"
+            f"| {row['variant']} | {row['examples']:,} | {row['train_tokens'] or 0:,} | {minutes(row['wall_seconds'])} "
+            f"| {row['llm_segments']:,} | {f1_and_map(alone, 'D')} | {f1_and_map(alone, 'P')} | {f1_and_map(fused, 'D')} "
+            f"| {f1_and_map(fused, 'P')} | {fused['llm_weight']:g} | {f1_and_map(row['without_llm'], 'D')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -20,7 +20,16 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, fusion_scores, run_cli, training_cost, tune_args
+from icdcoder.experiments.common import (
+    CODIESP,
+    f1_and_map,
+    fusion_scores,
+    minutes,
+    number,
+    run_cli,
+    training_cost,
+    tune_args,
+)
 from icdcoder.io import read_text
 
 
@@ -130,14 +139,6 @@ def _count(value: int | None) -> str:
     return "not recorded" if value is None else f"{value:,}"
 
 
-def _minutes(seconds: float | None) -> str:
-    return "not recorded" if seconds is None else f"{seconds / 60:.0f} min"
-
-
-def _recall(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def table(results: dict[str, Any]) -> str:
     lines = [
         (
@@ -149,16 +150,15 @@ def table(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         alone, fused = row["llm_alone"], row["fused"]
         lines.append(
-            f"| {row['variant']} | {_count(row['train_tokens'])} | {_minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
-            f"| {alone['D_f1']:.3f} / {alone['D_map']:.3f} | {_recall(alone.get('D_unseen_recall'))} / {_recall(alone.get('D_rare_recall'))} "
-            f"| {alone['P_f1']:.3f} / {alone['P_map']:.3f} | {fused['D_f1']:.3f} / {fused['D_map']:.3f} "
-            f"| {fused['P_f1']:.3f} / {fused['P_map']:.3f} | {fused['llm_weight']:g} |"
+            f"| {row['variant']} | {_count(row['train_tokens'])} | {minutes(row['wall_seconds'])} | {row['dropped_lines']:,} "
+            f"| {f1_and_map(alone, 'D')} | {number(alone.get('D_unseen_recall'))} / {number(alone.get('D_rare_recall'))} "
+            f"| {f1_and_map(alone, 'P')} | {f1_and_map(fused, 'D')} "
+            f"| {f1_and_map(fused, 'P')} | {fused['llm_weight']:g} |"
         )
     if results["rows"]:
         without = results["rows"][0]["without_llm"]
         lines.append(
-            f"\nWithout the LLM (retrieval + lexicons): D {without['D_f1']:.3f} / {without['D_map']:.3f}, "
-            f"P {without['P_f1']:.3f} / {without['P_map']:.3f}."
+            f"\nWithout the LLM (retrieval + lexicons): D {f1_and_map(without, 'D')}, P {f1_and_map(without, 'P')}."
         )
     return "\n".join(lines) + "\n"
 
