@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from icdcoder.errors import InputError
-from icdcoder.reports import render_perf, replace_block
+from icdcoder.reports import publish_perf, render_perf, replace_block
 
 MACHINE = {"cpu_model": "Test CPU 3000", "cores": 2, "memory_gb": 23.4}
 PHASE = {
@@ -179,3 +179,15 @@ def test_a_missing_marker_or_end_marker_is_named(tmp_path):
     assert "old" in (root / "README.md").read_text(encoding="utf-8")  # a missing block: nothing written
     with pytest.raises(InputError, match=r"page\.md: marker '<!-- x:start -->' without '<!-- x:end -->'"):
         replace_block("a <!-- x:start --> b", "x", "body", path="page.md")
+
+
+def test_publish_writes_the_result_and_renders_only_what_the_docs_show(tmp_path, capsys):
+    root = write_tree(tmp_path / "repo", {})
+    (root / "docs" / "scale.md").write_text("", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    publish_perf("serve_load", SERVE_LOAD, elsewhere, root)
+    assert json.loads((elsewhere / "serve_load.json").read_text(encoding="utf-8")) == SERVE_LOAD
+    assert "old" in (root / "README.md").read_text(encoding="utf-8")  # the docs show results/perf, left alone
+    assert "docs not rendered" in capsys.readouterr().err
+    publish_perf("serve_load", SERVE_LOAD, root / "results" / "perf", root)
+    assert "old" not in (root / "README.md").read_text(encoding="utf-8")

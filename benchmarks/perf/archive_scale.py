@@ -46,9 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 from icdcoder.data.synthetic import write_synthetic_archive  # noqa: E402
-from icdcoder.errors import InputError  # noqa: E402
 from icdcoder.experiments.runner import git_commit  # noqa: E402
-from icdcoder.io import atomic_write  # noqa: E402
 from icdcoder.reports import (  # noqa: E402
     PERF_RESULTS,
     busy_cpu_seconds,
@@ -56,7 +54,7 @@ from icdcoder.reports import (  # noqa: E402
     other_cpu_share,
     own_cpu_seconds,
     process_cpu_seconds,
-    render_perf,
+    publish_perf,
 )
 
 MIMIC_IV_NOTES = 330_000
@@ -279,19 +277,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="archive and predictions (default: a temporary folder)")
     parser.add_argument("--render", action="store_true", help="only render the docs' blocks from archive_scale.json")
     args = parser.parse_args()
-    if not args.render:
-        result = measure(args)
-        with atomic_write(args.out / "archive_scale.json") as handle:
-            json.dump(result, handle, indent=2)
+    result = None if args.render else measure(args)
+    if result is not None:
         print(table(result["runs"]))
         print(json.dumps({key: value for key, value in result.items() if key not in ("runs", "command")}))
-    if args.out.resolve() != (REPO / PERF_RESULTS).resolve():
-        print(f"docs not rendered: they show {PERF_RESULTS}, not {args.out}", file=sys.stderr)
-        return
-    try:
-        render_perf("archive_scale", root=REPO)
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+    publish_perf("archive_scale", result, args.out, REPO)
 
 
 if __name__ == "__main__":

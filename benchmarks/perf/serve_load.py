@@ -43,9 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
-from icdcoder.errors import InputError  # noqa: E402
 from icdcoder.experiments.runner import git_commit  # noqa: E402
-from icdcoder.io import atomic_write  # noqa: E402
 from icdcoder.reports import (  # noqa: E402
     PERF_RESULTS,
     busy_cpu_seconds,
@@ -53,7 +51,7 @@ from icdcoder.reports import (  # noqa: E402
     other_cpu_share,
     own_cpu_seconds,
     process_cpu_seconds,
-    render_perf,
+    publish_perf,
 )
 
 SAMPLE = REPO / "examples" / "sample_note.txt"
@@ -271,17 +269,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / PERF_RESULTS, help="where serve_load.json goes")
     parser.add_argument("--render", action="store_true", help="only render the docs' blocks from serve_load.json")
     args = parser.parse_args()
-    if not args.render:
-        result = measure(args)
-        with atomic_write(args.out / "serve_load.json") as handle:
-            json.dump(result, handle, indent=2)
-    if args.out.resolve() != (REPO / PERF_RESULTS).resolve():
-        print(f"docs not rendered: they show {PERF_RESULTS}, not {args.out}", file=sys.stderr)
-        return
-    try:
-        render_perf("serve_load", root=REPO)
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+    publish_perf("serve_load", None if args.render else measure(args), args.out, REPO)
 
 
 if __name__ == "__main__":

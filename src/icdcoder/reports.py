@@ -2,7 +2,7 @@
 
 A generated block is the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``. It is rewritten from a
 results file and from nothing else, so every figure in the README and the docs can be traced to the command that
-printed it. The perf scripts write ``results/perf/NAME.json`` and then :func:`render_perf`, which fills the
+printed it. The perf scripts end in :func:`publish_perf`: ``results/perf/NAME.json``, then :func:`render_perf`, which fills the
 ``perf:NAME`` block (a short summary, in the README) and the ``perf:NAME_table`` block (the full table, in the docs).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -322,3 +323,19 @@ def render_perf(name: str, root: Path = Path("."), targets: Iterable[Path] = PER
             with atomic_write(path) as handle:
                 handle.write(text)
     return list(filled)
+
+
+def publish_perf(name: str, result: dict[str, Any] | None, out: Path, root: Path) -> None:
+    """A perf benchmark's last step: write ``result`` (when measured) to ``out/NAME.json``, then fill the docs' blocks
+    from it if ``out`` is the repository's ``results/perf`` (a result written elsewhere is not what the docs show).
+    A docs problem ends the script with a one-line error."""
+    if result is not None:
+        with atomic_write(out / f"{name}.json") as handle:
+            json.dump(result, handle, indent=2)
+    if out.resolve() != (root / PERF_RESULTS).resolve():
+        print(f"docs not rendered: they show {PERF_RESULTS}, not {out}", file=sys.stderr)
+        return
+    try:
+        render_perf(name, root=root)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
