@@ -2,8 +2,9 @@
 
 A generated block is the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``. It is rewritten from a
 results file and from nothing else, so every figure in the README and the docs can be traced to the command that
-printed it. The perf scripts end in :func:`publish_perf`: ``results/perf/NAME.json``, then :func:`render_perf`, which fills the
-``perf:NAME`` block (a short summary, in the README) and the ``perf:NAME_table`` block (the full table, in the docs).
+printed it. The perf scripts end in :func:`publish_perf`: ``results/perf/NAME.json``, then :func:`render_perf`,
+which fills the ``perf:NAME`` block (a short summary, in the README) and the ``perf:NAME_table`` block (the full
+table, in the docs).
 """
 
 from __future__ import annotations
