@@ -52,13 +52,18 @@ class DocumentPrediction:
 
     def ranked(self, systems: set[str] | frozenset[str] | None = None) -> list[CodePrediction]:
         """The decisions sorted by score (stable), optionally filtered by system."""
-        chosen = [p for p in self.codes if systems is None or p.system in systems]
-        return sorted(chosen, key=lambda p: -p.score)
+        return by_score(self.codes, systems)
 
     def ranking(self, systems: set[str] | frozenset[str] | None = None) -> list[CodePrediction]:
         """Decisions and candidates sorted by score (stable, decisions first among equal scores): what MAP reads."""
-        chosen = [p for p in [*self.codes, *self.candidates] if systems is None or p.system in systems]
-        return sorted(chosen, key=lambda p: -p.score)
+        return by_score([*self.codes, *self.candidates], systems)
+
+
+def by_score(
+    predictions: Iterable[CodePrediction], systems: set[str] | frozenset[str] | None = None
+) -> list[CodePrediction]:
+    """``predictions`` of ``systems`` (all when None), best first; equal scores keep their order."""
+    return sorted((p for p in predictions if systems is None or p.system in systems), key=lambda p: -p.score)
 
 
 def ranking_candidates(

@@ -343,11 +343,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics of predictions against gold documents, as one flat JSON-ready dict.
 
-    Codes are compared as canonical strings. ``systems`` restricts both sides to
-    those code systems. Set metrics (F1, frequency-band recall, evidence) read the
-    decisions (:meth:`DocumentPrediction.ranked`); ranking metrics (MAP, P/R@k, AUC)
-    the whole ranking, candidates included (:meth:`DocumentPrediction.ranking`). Evidence scores use the CodiEsp-X rule over gold codes
-    that carry evidence; frequency bands need ``train_counts`` (see
+    Codes are compared as canonical strings. ``systems`` restricts both sides to those code systems. Set metrics
+    (F1, frequency-band recall, evidence) read the decisions (:meth:`DocumentPrediction.ranked`); ranking metrics
+    (MAP, P/R@k, AUC) the whole ranking, candidates included (:meth:`DocumentPrediction.ranking`). Evidence scores
+    use the CodiEsp-X rule over gold codes that carry evidence; frequency bands need ``train_counts`` (see
     :func:`code_frequencies`).
     """
     chosen = set(systems) if systems is not None else None
