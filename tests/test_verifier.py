@@ -125,6 +125,30 @@ def test_prompts_stay_within_the_token_bound(tiny_scorer, ontology):
     assert build_verifier_prompt("x", "I21.19", "d").endswith("Answer:\n")
 
 
+class WithBos:
+    """A tokenizer that opens every text with its beginning-of-text token, as Gemma's does."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.bos_token_id = tokenizer, tokenizer.bos_token_id
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return [self.bos_token_id, *ids] if add_special_tokens else ids
+
+
+@pytest.mark.parametrize("bound", [32, 48])  # 32: below the shortest prompt, the tail is kept
+def test_a_tokenizer_that_opens_with_bos_keeps_it_first_within_the_bound(tiny_scorer, ontology, bound):
+    config = VerifierConfig(max_prompt_tokens=bound, sentence_words=200, siblings=0)
+    long_sentence = "dolor torácico opresivo " * 40 + "infarto agudo de miocardio"
+    long_code = candidate(code="S52.531A", sentence=long_sentence)  # a long title
+    plain = candidate_prompt_ids(tiny_scorer.tokenizer, long_code, ontology, config)
+    opened = candidate_prompt_ids(WithBos(tiny_scorer.tokenizer), long_code, ontology, config)
+    bos = tiny_scorer.tokenizer.bos_token_id
+    assert plain is not None and opened is not None
+    assert plain[0] != bos and opened[0] == bos
+    assert len(opened) <= bound and opened[-3:] == plain[-3:]
+
+
 def test_scoring_returns_probabilities_and_drops_invented_codes(tiny_scorer, ontology):
     pool = [
         candidate(),

@@ -10,6 +10,8 @@ whether a candidate code of a note is gold, and its probability ranks the note's
 - ``trees on training notes``: the classifier fitted on the training notes, each coded by a coder whose retriever
   and lexicons were built on the other ``folds`` training folds (the signals a note's own evidence did not make);
   it never sees a dev label.
+- ``trees on training notes + dev folds``: the classifier fitted on both, the training notes' candidates and those
+  of the other dev folds.
 - ``trees as a signal``: that classifier's probability as one more signal, in the LLM's slot, beside the shipped
   signals and weights, at each of ``weights``; thresholds re-tuned on all dev, as the per-signal experiments do.
 
@@ -270,7 +272,7 @@ def language_rows(config: LearnedFusionConfig, lang: str) -> list[dict[str, Any]
 
     rows = [cross_fitted("grid", grid_cross_fitted(coder, dev, outputs, folds))]
     train, train_features = out_of_fold_outputs(coder, lang, config.data_dir, config.folds)
-    on_dev, on_train, train_models = {}, {}, {}
+    on_dev, on_train, on_both, train_models = {}, {}, {}, {}
     for system in CODER_SYSTEMS:
         candidates = [by_system[system] for by_system in features]
         gold = [document.code_set(system) for document in dev]
@@ -283,9 +285,9 @@ def language_rows(config: LearnedFusionConfig, lang: str) -> list[dict[str, Any]
             own_untrained,
         )
         train_candidates = [by_system[system] for by_system in train_features]
-        train_models[system] = fitted(
-            train_candidates, [note.code_set(system) for note in train], list(range(len(train)))
-        )
+        train_gold = [note.code_set(system) for note in train]
+        train_notes = list(range(len(dev), len(dev) + len(train)))
+        train_models[system] = fitted(train_candidates, train_gold, list(range(len(train))))
         on_train[system] = held_out_codes(
             lambda notes: train_models[system],  # noqa: B023 (called within this iteration)
             candidates,
@@ -293,8 +295,16 @@ def language_rows(config: LearnedFusionConfig, lang: str) -> list[dict[str, Any]
             folds,
             own_untrained,
         )
+        on_both[system] = held_out_codes(
+            lambda notes: fitted(candidates + train_candidates, gold + train_gold, notes + train_notes),  # noqa: B023
+            candidates,
+            gold,
+            folds,
+            own_untrained,
+        )
     rows.append(cross_fitted("trees on dev folds", as_predictions(dev, on_dev)))
     rows.append(cross_fitted("trees on training notes", as_predictions(dev, on_train)))
+    rows.append(cross_fitted("trees on training notes + dev folds", as_predictions(dev, on_both)))
     signalled = with_probability_signal(outputs, features, train_models)
     for row in weight_rows(coder, dev, signalled, train_counts, config.weights, "llm_weight"):
         rows.append({"lang": lang, "fusion": "trees as a signal", "in_sample_thresholds": row})

