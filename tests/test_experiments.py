@@ -374,11 +374,12 @@ def test_learned_fusion_cross_fits_the_grid_and_the_trees(
         "grid",
         "trees on dev folds",
         "trees on training notes",
+        "trees on training notes + dev folds",
         "trees as a signal",
         "trees as a signal",
     ]
     assert all("D_map" in (row.get("cross_fitted") or row["in_sample_thresholds"]) for row in record["results"]["rows"])
-    assert len(trees_predictions) == 16 and any(prediction.candidates for prediction in trees_predictions)
+    assert len(trees_predictions) == 24 and any(prediction.candidates for prediction in trees_predictions)
     for prediction in trees_predictions:
         decided = {(code.code, code.system) for code in prediction.codes}
         assert all((code.code, code.system) not in decided and code.score > 0 for code in prediction.candidates)
@@ -530,7 +531,7 @@ def test_verifier_study_runs_every_stage(
     )
     results = record["results"]
     assert [row["split"] for row in results["candidates"]] == ["dev", "train"]
-    assert results["oracle"][0]["system"] == "coder alone (shipped thresholds)"
+    assert results["oracle"][0]["system"] == "coder alone"
     for name in ("smollm2", "gemma3"):  # one verifier per default config, each in its own runs folder
         assert results["train"][name]["training"]["steps"] >= 1 and (tmp_path / "runs" / name / "adapter").is_dir()
         assert results["speed"][name]["coder_notes_per_s"] > 0
