@@ -384,43 +384,60 @@ def band_auc(labels: list[bool], values: list[float]) -> float | None:
     return round((rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)), 4)
 
 
-def run_measure(config: VerifierStudyConfig, settings, scores_of: str) -> dict[str, Any]:
-    """LLM off against verifier on (``scores_of``: the name of the verifier whose probabilities are fused, or
-    ``oracle``: the gold labels), weights and thresholds cross-fitted on dev folds."""
+def run_measure(config: VerifierStudyConfig, verifiers: dict[str, Any]) -> dict[str, Any]:
+    """LLM off against verifier on, weights and thresholds cross-fitted on dev folds, for each verifier of
+    ``verifiers`` (its probabilities fused) and the ``oracle`` (the gold labels, on the first verifier's band), as
+    ``scores`` asks. LLM off (weight 0) reads no probability: it is tuned once and heads every entry's rows."""
     from icdcoder.train.verifier import read_candidates
 
     dev, train_counts = dev_and_counts(config)
     candidates = read_candidates(config.runs_dir / "dev_candidates.jsonl")
-    if scores_of == "oracle":  # the bound through this fusion: a verifier that is always right on the band
-        probabilities = {
-            i: float(bool(c.gold)) for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score)
+    first = next(iter(verifiers.values()))
+    probabilities_of: dict[str, tuple[Any, dict[int, float]]] = {}
+    if "verifier" in config.scores:
+        probabilities_of |= {
+            name: (settings, read_scores(scores_path(config, name))) for name, settings in verifiers.items()
         }
-    else:
-        probabilities = read_scores(scores_path(config, scores_of))
-    doc_ids = [d.id for d in dev]
+    if "oracle" in config.scores:  # the bound through this fusion: a verifier that is always right on the band
+        probabilities_of["oracle"] = (
+            first,
+            {i: float(bool(c.gold)) for i, c in enumerate(candidates) if first.band.contains(c.system, c.score)},
+        )
     folds = fold_indices(len(dev), config.folds)
-    rows = []
-    for name, weights in (("LLM off", [0.0]), ("verifier on", WEIGHTS)):
-        scores_out, kept_out, picked = [0.0] * len(candidates), [False] * len(candidates), []
-        for fold in folds:
-            held = {doc_ids[i] for i in fold}
-            rest = [dev[i] for i in range(len(dev)) if i not in set(fold)]
-            weight, thresholds = tuned_fusion(rest, candidates, probabilities, settings.band, weights)
-            picked.append({"weight": weight, **thresholds})
-            scores = scores_with_verdicts(candidates, probabilities, weight, settings.band)
-            kept = thresholded(candidates, scores, thresholds)
-            for i, c in enumerate(candidates):
-                if c.doc_id in held:
-                    scores_out[i], kept_out[i] = scores[i], kept[i]
-        row = report(dev, as_predictions(doc_ids, candidates, scores_out, kept_out), train_counts)
-        rows.append({"system": name, "cross_fitted": row, "fold_settings": picked})
-    band = [i for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score) and i in probabilities]
-    return {
-        "rows": rows,
-        "band_auc": band_auc([bool(candidates[i].gold) for i in band], [probabilities[i] for i in band]),
-        "coder_score_auc": band_auc([bool(candidates[i].gold) for i in band], [candidates[i].score for i in band]),
-        "band_scored": len(band),
-    }
+    off = cross_fitted_row("LLM off", dev, train_counts, candidates, {}, first.band, [0.0], folds)
+    measured = {}
+    for name, (settings, probabilities) in probabilities_of.items():
+        on = cross_fitted_row(
+            "verifier on", dev, train_counts, candidates, probabilities, settings.band, WEIGHTS, folds
+        )
+        band = [i for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score) and i in probabilities]
+        measured[name] = {
+            "rows": [off, on],
+            "band_auc": band_auc([bool(candidates[i].gold) for i in band], [probabilities[i] for i in band]),
+            "coder_score_auc": band_auc([bool(candidates[i].gold) for i in band], [candidates[i].score for i in band]),
+            "band_scored": len(band),
+        }
+    return measured
+
+
+def cross_fitted_row(
+    system: str, dev, train_counts: Counter, candidates, probabilities: dict[int, float], band, weights, folds
+) -> dict[str, Any]:
+    """Each dev fold scored with the verifier weight (among ``weights``) and thresholds tuned on the other folds."""
+    doc_ids = [d.id for d in dev]
+    scores_out, kept_out, picked = [0.0] * len(candidates), [False] * len(candidates), []
+    for fold in folds:
+        held = {doc_ids[i] for i in fold}
+        rest = [dev[i] for i in range(len(dev)) if i not in set(fold)]
+        weight, thresholds = tuned_fusion(rest, candidates, probabilities, band, weights)
+        picked.append({"weight": weight, **thresholds})
+        scores = scores_with_verdicts(candidates, probabilities, weight, band)
+        kept = thresholded(candidates, scores, thresholds)
+        for i, c in enumerate(candidates):
+            if c.doc_id in held:
+                scores_out[i], kept_out[i] = scores[i], kept[i]
+    row = report(dev, as_predictions(doc_ids, candidates, scores_out, kept_out), train_counts)
+    return {"system": system, "cross_fitted": row, "fold_settings": picked}
 
 
 # ---------------------------------------------------------------------------------------------------- speed
@@ -485,12 +502,7 @@ def run(config: VerifierStudyConfig) -> dict[str, Any]:
         elif stage == "score":
             results["score"] = {name: run_score(config, name, settings) for name, settings in verifiers.items()}
         elif stage == "measure":
-            measured: dict[str, Any] = {}
-            if "verifier" in config.scores:
-                measured |= {name: run_measure(config, settings, name) for name, settings in verifiers.items()}
-            if "oracle" in config.scores:
-                measured["oracle"] = run_measure(config, first, "oracle")
-            results["measure"] = measured
+            results["measure"] = run_measure(config, verifiers)
         else:
             results["speed"] = {name: run_speed(config, name, settings) for name, settings in verifiers.items()}
     return results

@@ -35,14 +35,12 @@ def build_verifier_prompt(sentence: str, code: str, description: str, siblings: 
     return "\n".join(parts) + "\n" + ANSWER_MARKER
 
 
-def prompt_token_ids(tokenizer, prompt: str) -> list[int]:
-    """``prompt``'s token ids, after the beginning-of-text token where the tokenizer adds one (Gemma's ``<bos>``,
-    which its models expect; SmolLM2 adds none) and with no end token."""
+def opening_ids(tokenizer) -> list[int]:
+    """What opens every prompt: the beginning-of-text token where the tokenizer adds one (Gemma's ``<bos>``, which
+    its models expect; SmolLM2 adds none). Asked of ``encode`` itself: a saved and reloaded Gemma tokenizer still adds
+    ``<bos>`` but reports ``add_bos_token`` False."""
     bos = tokenizer.bos_token_id
-    # asked of encode itself: a saved and reloaded Gemma tokenizer still adds <bos> but reports add_bos_token False
-    opens_with_bos = bos is not None and tokenizer.encode("x", add_special_tokens=True)[:1] == [bos]
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    return [bos, *ids] if opens_with_bos else ids
+    return [bos] if bos is not None and tokenizer.encode("x", add_special_tokens=True)[:1] == [bos] else []
 
 
 def answer_token_ids(tokenizer) -> tuple[int, int]:
@@ -79,19 +77,20 @@ def candidate_prompt_ids(tokenizer, candidate, ontology, config) -> list[int] | 
     ]
     siblings = siblings[: config.siblings]
     words = min(len(candidate.sentence.split()), config.sentence_words)
+    opening = opening_ids(tokenizer)
+    room = config.max_prompt_tokens - len(opening)
     while True:
         sentence = _shortened(candidate.sentence, candidate.span_start, candidate.span_end, words)
-        ids = prompt_token_ids(tokenizer, build_verifier_prompt(sentence, candidate.code, description, siblings))
-        if len(ids) <= config.max_prompt_tokens:
-            return ids
+        prompt = build_verifier_prompt(sentence, candidate.code, description, siblings)
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+        if len(ids) <= room:
+            return opening + ids
         if siblings:
             siblings = siblings[:-1]
         elif words > 4:
             words = max(4, words - 4)
         else:
-            # the tail keeps the code, its description and the answer marker; a leading <bos> stays
-            bos = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
-            return bos + ids[len(ids) - config.max_prompt_tokens + len(bos) :]
+            return opening + ids[-room:]  # the tail keeps the code, its description and the answer marker
 
 
 @dataclass
