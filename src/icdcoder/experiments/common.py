@@ -24,16 +24,32 @@ NOTES = {"es": "Spanish (+ translation)", "en": "English"}
 
 
 def coder_and_notes(model: Path, data_dir: Path, lang: str, limit: int | None = None) -> tuple[Any, list, Counter]:
-    """The coder (set to its fusion for ``lang``; its LLM as saved), the dev notes (Spanish with their translations,
-    or English), and how often each code occurs in the training notes."""
+    """The coder (set to its fusion for ``lang`` as a weighted mean, whose weights the experiments study: where it
+    fuses by trees, the mean as ``predict tune`` last tuned it, from ``coder.json``; its LLM as saved), the dev notes
+    (Spanish with their translations, or English), and how often each code occurs in the training notes."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
 
     coder = SpanPredictor.load(model)
-    coder.settings = coder.settings.for_language(lang)
+    coder.settings = weighted_mean_settings(model, coder.settings, lang)
     train = load_codiesp(data_dir, "train")
     dev = load_codiesp(data_dir, "dev", language=lang, with_translation=lang == "es")[:limit]
     return coder, dev, Counter(gold.code for document in train for gold in document.codes)
+
+
+def weighted_mean_settings(model: Path, settings, lang: str):
+    """``settings`` for ``lang`` notes fused by their weighted mean: as tuned, or, where they fuse by trees, with the
+    weights and thresholds of the grid's last tuning (``coder.json``'s ``tuning`` record for the training language,
+    ``tuning_<lang>`` for another)."""
+    from icdcoder.infer.store import read_coder_record
+
+    settings = settings.for_language(lang)
+    if settings.fusion == "mean":
+        return settings
+    record = read_coder_record(model)[0].get("tuning" if lang == settings.language else f"tuning_{lang}")
+    if not record:
+        raise InputError(f"the coder fuses {lang} notes by trees and has no tuning of its weighted mean", path=model)
+    return settings.model_copy(update={**record["best_settings"], "fusion": "mean"})
 
 
 def fold_indices(count: int, folds: int) -> list[list[int]]:

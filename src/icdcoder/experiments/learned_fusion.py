@@ -19,15 +19,12 @@ Every classifier's thresholds are tuned on probabilities it did not fit (an inne
 may read), each system's by micro-F1, then the untrained diagnosis codes' own by micro-F1, as ``predict tune``
 tunes the grid's; the held-out predictions of all dev folds are scored together.
 
-Features of a candidate: its best value of every signal, whether no training note carries it, in how many training
-notes the retriever saw its evidence (log), how many signals found it, over how many spans (log), the length of the
-code, its fused score with the shipped weights, the note's number of candidates of that system (log), how many
-candidates share its 3-character category and how far its fused score is below the best of them.
+The features of a candidate are those of the coder's own fusion trees (:mod:`icdcoder.infer.trees`); ``predict
+fit-trees`` fits the shipped trees as the "trees on training notes" row does.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -54,18 +51,6 @@ from icdcoder.predictor import RANKING_DEPTH
 
 #: codes kept per note and system, as the coder's ``max_codes_per_system``
 KEPT = RANKING_DEPTH
-#: the features of a candidate code, after its best value of each signal (``SIGNALS``)
-EXTRA_FEATURES = (
-    "untrained",
-    "training_notes",
-    "signals",
-    "spans",
-    "code_length",
-    "fused",
-    "candidates",
-    "category_candidates",
-    "category_gap",
-)
 
 
 class LearnedFusionConfig(StrictModel):
@@ -80,60 +65,27 @@ class LearnedFusionConfig(StrictModel):
 
 
 def note_features(note, settings, trained_note_counts: dict) -> dict[str, tuple[np.ndarray, list[str], list[bool]]]:
-    """Per system: the feature matrix of the note's candidate codes, the codes, and their untrained flags."""
-    from icdcoder.infer.fusion import collect_signals, fuse, signal_weights
-    from icdcoder.infer.signals import SIGNALS
+    """Per system: the feature matrix of the note's candidate codes (:func:`~icdcoder.infer.trees.candidate_features`
+    under ``settings``' weights), the codes, and their untrained flags."""
+    from icdcoder.infer.fusion import collect_signals
+    from icdcoder.train.fusion_trees import note_candidates
 
     found = collect_signals(note)
-    by_system = {}
-    for system in CODER_SYSTEMS:
-        weights = signal_weights(settings, system)
-        codes = sorted(code for code, sys_ in found if sys_ == system)
-        fused = {code: fuse(found[(code, system)].best, weights) for code in codes}
-        categories: dict[str, list[float]] = {}
-        for code in codes:
-            categories.setdefault(code[:3], []).append(fused[code])
-        rows = []
-        for code in codes:
-            signals = found[(code, system)]
-            values = [signals.best.get(name, 0.0) for name in SIGNALS]
-            spans = sum(map(len, signals.spans.values())) + sum(map(len, signals.sentences.values()))
-            siblings = categories[code[:3]]
-            rows.append(
-                values
-                + [
-                    float(signals.untrained),
-                    math.log1p(trained_note_counts.get((code, system), 0)),
-                    sum(value > 0 for value in values),
-                    math.log1p(spans),
-                    len(code.replace(".", "")),
-                    fused[code],
-                    math.log1p(len(codes)),
-                    len(siblings),
-                    max(siblings) - fused[code],
-                ]
-            )
-        matrix = np.asarray(rows, dtype=np.float64).reshape(len(codes), len(SIGNALS) + len(EXTRA_FEATURES))
-        by_system[system] = (matrix, codes, [found[(code, system)].untrained for code in codes])
-    return by_system
+    return {
+        system: (matrix, codes, [found[(code, system)].untrained for code in codes])
+        for system, (matrix, codes) in note_candidates(found, settings, trained_note_counts).items()
+    }
 
 
 def fitted(candidates: list, gold: list[set[str]], notes: list[int]):
-    """The classifier fitted on the candidates of ``notes`` (deterministic: no early stopping)."""
+    """The classifier fitted on the candidates of ``notes`` (the shipped trees' settings)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from icdcoder.train.fusion_trees import TREE_PARAMETERS
 
     features = np.vstack([candidates[i][0] for i in notes])
     labels = np.asarray([code in gold[i] for i in notes for code in candidates[i][1]])
-    model = HistGradientBoostingClassifier(
-        max_iter=200,
-        learning_rate=0.05,
-        max_leaf_nodes=15,
-        min_samples_leaf=20,
-        l2_regularization=1.0,
-        early_stopping=False,
-        random_state=0,
-    )
-    return model.fit(features, labels)
+    return HistGradientBoostingClassifier(**TREE_PARAMETERS).fit(features, labels)
 
 
 def ranked(model, candidates: list, notes: list[int]) -> dict[int, list[tuple[float, str, bool]]]:
@@ -197,25 +149,16 @@ def held_out_codes(
 
 
 def out_of_fold_outputs(coder, lang: str, data_dir: Path, folds: int) -> tuple[list, list]:
-    """The training notes, each with its stage-1 outputs by a coder fitted on the other folds, and each note's
-    features."""
+    """The training notes and each one's candidates (per system: features and codes) as coded by a coder fitted on
+    the other folds (:func:`~icdcoder.train.fusion_trees.out_of_fold_candidates`, as ``predict fit-trees`` fits)."""
     from icdcoder.data.codiesp import load_codiesp
-    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+    from icdcoder.train.fusion_trees import out_of_fold_candidates
 
     train = load_codiesp(data_dir, "train", language=lang, with_translation=lang == "es")
     data_settings = DataSettings(data_dir=data_dir, split="train", lang=lang)
-    features: list = [None] * len(train)
-    for start in range(folds):
-        fold = list(range(start, len(train), folds))
-        rest = [note for i, note in enumerate(train) if i % folds != start]
-        retriever = fit_retriever(rest, coder.ontology)
-        fold_coder = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
-        fit_coder_lexicons(fold_coder, rest, data_settings)
-        for i, note in zip(fold, fold_coder.segment_outputs([train[i] for i in fold])):
-            features[i] = note_features(note, coder.settings, retriever.trained_note_counts)
-    return train, features
+    candidates = out_of_fold_candidates(coder, train, data_settings, folds)
+    return train, [candidates[note.id] for note in train]
 
 
 def as_predictions(dev, by_system: dict[str, dict[int, tuple[list, list]]]) -> list:

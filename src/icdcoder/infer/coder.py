@@ -45,6 +45,7 @@ from icdcoder.infer.store import (
     with_overrides,
     write_coder_record,
 )
+from icdcoder.infer.trees import TREES_FILE, TreeFusion
 from icdcoder.io import progress_bar
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
@@ -77,6 +78,8 @@ class SpanPredictor(Predictor):
         self.signals: dict[str, Signal] = new_signals()
         self._ontology = None
         self._specific_codes: dict[tuple[str, str], str] = {}
+        #: the gradient-boosted trees of ``settings.fusion: trees`` (:mod:`icdcoder.infer.trees`), once fitted or loaded
+        self.fusion_trees: TreeFusion | None = None
 
     # ------------------------------------------------------------------ assembly
 
@@ -240,9 +243,7 @@ class SpanPredictor(Predictor):
         with progress_bar() as bar:
             task = bar.add_task("coding notes", total=len(documents))
             outputs = self.segment_outputs(documents, progress=lambda n: bar.advance(task, n))
-        predictions = [
-            aggregate(note, self.settings.for_language(doc.language)) for note, doc in zip(outputs, documents)
-        ]
+        predictions = [self.aggregate(note, doc.language) for note, doc in zip(outputs, documents)]
         log.info(
             "coded %d notes (%d segments, %d to the LLM) in %.1f s",
             len(documents),
@@ -251,6 +252,10 @@ class SpanPredictor(Predictor):
             time.time() - started,
         )
         return predictions
+
+    def aggregate(self, note: NoteOutputs, language: str) -> DocumentPrediction:
+        """Stage 2 for a note of ``language``: its codes fused and thresholded as tuned for that language."""
+        return aggregate(note, self.settings.for_language(language), trees=self.fusion_trees)
 
     # ------------------------------------------------------------------ tuning
 
@@ -262,7 +267,7 @@ class SpanPredictor(Predictor):
 
         The result, the objective with it, is kept for the language of the dev notes (see ``CoderSettings.by_language``).
         """
-        from icdcoder.infer.tuning import tune_fusion
+        from icdcoder.infer.tuning import tune_fusion, tune_tree_thresholds
 
         dev = list(dev)
         languages = {doc.language for doc in dev}
@@ -273,14 +278,25 @@ class SpanPredictor(Predictor):
         settings = self.settings.for_language(language)
         if objective is not None:
             settings = settings.model_copy(update={"tuning_objective": objective})
-        result = tune_fusion(outputs, dev, settings)
+        if settings.fusion == "trees":
+            result = tune_tree_thresholds(outputs, dev, settings, self.loaded_trees)
+        else:
+            result = tune_fusion(outputs, dev, settings)
         self.settings = self.settings.with_tuned(language, result["best_settings"])
         return result
+
+    @property
+    def loaded_trees(self) -> TreeFusion:
+        """The fusion trees; a clear error for a coder without them."""
+        if self.fusion_trees is None:
+            raise InputError("the coder has no fusion trees (fit them with icdcoder predict fit-trees)")
+        return self.fusion_trees
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: str | Path, adapter_saver: Callable | None = None) -> None:
-        """Write ``model/`` (adapter + tokenizer), ``retriever/``, every signal's files and ``coder.json``."""
+        """Write ``model/`` (adapter + tokenizer), ``retriever/``, every signal's files, the fusion trees (if any) and
+        ``coder.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.model is not None:
@@ -292,6 +308,10 @@ class SpanPredictor(Predictor):
         if self.retriever is not None:
             self.retriever.save(directory / RETRIEVER_DIR)
         self.save_signals(directory)
+        if self.fusion_trees is not None:
+            self.fusion_trees.save(directory)
+        else:
+            (directory / TREES_FILE).unlink(missing_ok=True)
         self.write_settings(directory)
 
     def save_signals(self, directory: str | Path) -> None:
@@ -334,4 +354,6 @@ class SpanPredictor(Predictor):
         )
         coder = cls(settings).attach(model, tokenizer, CandidateRetriever.load(directory / RETRIEVER_DIR))
         coder.load_signals(directory)
+        if (directory / TREES_FILE).is_file():
+            coder.fusion_trees = TreeFusion.load(directory, coder.fitted_retriever.trained_note_counts)
         return coder

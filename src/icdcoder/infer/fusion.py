@@ -1,5 +1,5 @@
 """Stage 2 of the coder: per code, each signal's best value over the note, combined as a weighted mean in [0, 1]
-and thresholded per system (codes no training note carries by their own threshold, where one is set).
+(or scored by gradient-boosted trees, :mod:`icdcoder.infer.trees`) and thresholded per system (codes no training note carries by their own threshold, where one is set).
 
 Evidence is every span where a counted signal found the code: the LLM's quote, the lexicons' matched words, the
 training surface form found in a segment, a value's phrase; the span of the first signal's best value (in registry
@@ -9,12 +9,17 @@ order) leads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from icdcoder.data.schema import Evidence
+from icdcoder.errors import InputError
 from icdcoder.infer.settings import CoderSettings
 from icdcoder.infer.signals import SIGNAL_SYSTEMS, SIGNAL_WEIGHTS, SIGNALS, NoteOutputs, ScoredCode
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import CodePrediction, DocumentPrediction
+
+if TYPE_CHECKING:
+    from icdcoder.infer.trees import TreeFusion
 
 #: decimals of a fused score (predictions carry it rounded; thresholds compare the rounded score)
 SCORE_DIGITS = 6
@@ -96,24 +101,37 @@ def collect_signals(outputs: NoteOutputs) -> dict[tuple[str, str], CodeSignals]:
     return signals
 
 
+def fused_scores(
+    signals: dict[tuple[str, str], CodeSignals], settings: CoderSettings, system: str, trees: TreeFusion | None
+) -> dict[str, float]:
+    """Each code of ``system`` in a note (its :func:`collect_signals`) with its score under ``settings.fusion``."""
+    if settings.fusion == "trees":
+        if trees is None:
+            raise InputError("the coder's settings say fusion 'trees' but it has no fusion trees (fusion_trees.json)")
+        return trees.scores(signals, system)
+    weights = signal_weights(settings, system)
+    return {code: fuse(found.best, weights) for (code, sys_), found in signals.items() if sys_ == system}
+
+
 def aggregate(
-    outputs: NoteOutputs, settings: CoderSettings, signals: dict[tuple[str, str], CodeSignals] | None = None
+    outputs: NoteOutputs,
+    settings: CoderSettings,
+    signals: dict[tuple[str, str], CodeSignals] | None = None,
+    trees: TreeFusion | None = None,
 ) -> DocumentPrediction:
     """Rank a note's codes by their fused signals: those at or above their system's threshold are its decisions (with
     evidence), the others, down to ``max_codes_per_system`` codes per system, its candidates.
 
-    ``signals``: the note's :func:`collect_signals`, when the caller aggregates it under many settings.
+    ``signals``: the note's :func:`collect_signals`, when the caller aggregates it under many settings; ``trees``: the
+    coder's fusion trees, needed when ``settings.fusion`` is "trees".
     """
     signals = collect_signals(outputs) if signals is None else signals
     codes, candidates = [], []
     for system in CODER_SYSTEMS:
         weights = signal_weights(settings, system)
+        scores = fused_scores(signals, settings, system, trees)
         ranked = sorted(
-            (
-                (round(fuse(found.best, weights), SCORE_DIGITS), code, found)
-                for (code, sys_), found in signals.items()
-                if sys_ == system
-            ),
+            ((round(score, SCORE_DIGITS), code, signals[(code, system)]) for code, score in scores.items()),
             key=lambda x: (-x[0], x[1]),
         )
         for score, code, found in ranked[: settings.max_codes_per_system]:

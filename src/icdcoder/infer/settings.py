@@ -25,6 +25,8 @@ INFERENCE_DTYPES: tuple[str, ...] = get_args(InferenceDtype)
 #: how the LLM's reading of a segment becomes its ``llm`` signal (``CoderSettings.llm_mode``)
 LlmMode = Literal["generate", "score"]
 LLM_MODES: tuple[str, ...] = get_args(LlmMode)
+#: how a code's signals become its score (``CoderSettings.fusion``)
+Fusion = Literal["mean", "trees"]
 #: what ``predict tune`` can maximise (``CoderSettings.tuning_objective``)
 TUNING_OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
@@ -44,6 +46,7 @@ FusionOverride = create_model(
     threshold=(dict[str, float] | None, None),
     untrained_threshold=(dict[str, float] | None, None),
     tuning_objective=(Objective | None, None),
+    fusion=(Fusion | None, None),
     **_OVERRIDE_FIELDS,
 )
 
@@ -96,6 +99,11 @@ class CoderSettings(SignalWeights):
     #: the systems whose untrained codes tuning gives a threshold of their own; on CodiEsp dev, cross-fitted, that
     #: paid for diagnoses and not for procedures
     untrained_threshold_systems: list[CoderSystem] = ["icd10cm"]
+    #: "mean": a code's score is the weighted mean of its signals; "trees": the probability of the coder folder's
+    #: gradient-boosted trees (``fusion_trees.json``, :mod:`icdcoder.infer.trees`; fitted by ``predict fit-trees``),
+    #: whose thresholds ``predict tune`` tunes (the weights then only feed the trees' ``fused`` feature as saved with
+    #: them, and choose which signals' spans are evidence)
+    fusion: Fusion = "mean"
     #: what ``predict tune``'s weight grid maximises (per language, as the weights): "f1+map" micro-F1 of the decisions +
     #: MAP of the ranking (CodiEsp ranks D and P by MAP; the untrained codes' threshold adds macro-F1), or "f1" micro-F1
     #: alone; thresholds always maximise micro-F1. Recorded so that re-tuning keeps it
@@ -125,6 +133,16 @@ class CoderSettings(SignalWeights):
         if language == self.language:
             return self.model_copy(update=tuned)
         return self.model_copy(update={"by_language": {**self.by_language, language: FusionOverride(**tuned)}})
+
+    def fused_by_trees(self) -> CoderSettings:
+        """These settings with notes of the training language fused by trees and every other language's kept at the
+        fusion it was tuned with (its weighted mean unless it names another): the trees learn from training-language
+        notes only."""
+        others = {
+            language: override.model_copy(update={"fusion": getattr(override, "fusion", None) or "mean"})
+            for language, override in self.by_language.items()
+        }
+        return self.model_copy(update={"fusion": "trees", "by_language": others})
 
     def weight(self, spec_name: str) -> float:
         """The weight of a fused value (``SignalSpec.name``)."""

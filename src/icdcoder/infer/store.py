@@ -1,8 +1,9 @@
 """The files of a coder folder and of the stage-1 cache.
 
 A coder folder holds ``coder.json`` (settings, and records such as ``files``), ``model/`` (the LLM adapter, optional),
-``retriever/``, and what each signal saves (``lexicon/``, ``lexicon_en/``, ``concepts.json``, ``quantities.json``;
-see :mod:`icdcoder.infer.signals`).
+``retriever/``, what each signal saves (``lexicon/``, ``lexicon_en/``, ``concepts.json``, ``quantities.json``;
+see :mod:`icdcoder.infer.signals`) and, for a coder that fuses by trees, ``fusion_trees.json``
+(:mod:`icdcoder.infer.trees`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.infer.settings import CoderSettings
 from icdcoder.infer.signals import SIGNAL_FILES, SIGNALS, NoteOutputs, ScoredCode
+from icdcoder.infer.trees import TREES_FILE
 from icdcoder.io import atomic_write, read_text, readable_json
 
 CODER_FILE = "coder.json"
@@ -77,6 +79,8 @@ def check_coder_files(directory: Path, record: dict, settings: CoderSettings) ->
             value = getattr(fusion, weight)
             if value:
                 needed.setdefault(name, f"its settings weigh the signal it feeds ({weight} {value})")
+        if getattr(fusion, "fusion", None) == "trees":
+            needed.setdefault(TREES_FILE, "its settings fuse signals by trees (fusion trees)")
     for name in named:
         needed.setdefault(name, f"{CODER_FILE} lists it under 'files'")
     for name, reason in needed.items():

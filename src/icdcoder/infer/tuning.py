@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from icdcoder.infer.signals import (
     NoteOutputs,
 )
 from icdcoder.ontology.labels import CODER_SYSTEMS
+
+if TYPE_CHECKING:
+    from icdcoder.infer.trees import TreeFusion
 
 #: the settings fields the grid varies, in ``WEIGHT_GRID`` order (the weight columns of the tuning table)
 GRID_WEIGHTS = tuple(SIGNAL_WEIGHTS[signal] for signal in WEIGHT_GRID)
@@ -102,8 +106,35 @@ class FusionTable:
         return ranked
 
 
+class TreeTable:
+    """Stage-1 outputs scored by fusion trees, with :class:`FusionTable`'s rankings (the trees' probabilities do not
+    depend on the settings' weights)."""
+
+    def __init__(self, outputs: Sequence[NoteOutputs], trees: TreeFusion) -> None:
+        self.ranked: dict[str, dict[str, list[tuple[float, str, bool]]]] = {system: {} for system in CODER_SYSTEMS}
+        for note in outputs:
+            found = collect_signals(note)
+            for system in CODER_SYSTEMS:
+                scores = trees.scores(found, system)
+                self.ranked[system][note.doc_id] = sorted(
+                    (
+                        (round(score, SCORE_DIGITS), code, found[(code, system)].untrained)
+                        for code, score in scores.items()
+                    ),
+                    key=lambda item: (-item[0], item[1]),
+                )
+
+    def flagged_rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str, bool]]]:
+        depth = settings.max_codes_per_system
+        return {doc_id: items[:depth] for doc_id, items in self.ranked[system].items()}
+
+    def rankings(self, settings: CoderSettings, system: str) -> dict[str, list[tuple[float, str]]]:
+        flagged = self.flagged_rankings(settings, system)
+        return {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in flagged.items()}
+
+
 def best_untrained_threshold(
-    table: FusionTable, gold: dict[str, set[str]], settings: CoderSettings, system: str
+    table: FusionTable | TreeTable, gold: dict[str, set[str]], settings: CoderSettings, system: str
 ) -> dict:
     """The threshold of ``THRESHOLDS`` for ``system``'s untrained codes that maximises micro-F1 of the decisions, the
     other codes kept at ``settings.threshold``; the shared threshold unless another one scores higher.
@@ -132,7 +163,7 @@ def best_untrained_threshold(
 
 
 def untrained_thresholds(
-    table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings
+    table: FusionTable | TreeTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings
 ) -> dict[str, dict]:
     """:func:`best_untrained_threshold` of each of ``settings.untrained_threshold_systems``, for ``settings``' weights
     and (trained codes') thresholds."""
@@ -154,7 +185,10 @@ def gold_by_system(documents: Sequence[Document]) -> dict[str, dict[str, set[str
 
 
 def tuned_row(
-    table: FusionTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings, memo: dict | None = None
+    table: FusionTable | TreeTable,
+    gold: dict[str, dict[str, set[str]]],
+    settings: CoderSettings,
+    memo: dict | None = None,
 ) -> tuple[dict, dict]:
     """D and P micro-F1 of ``settings``' weights at each system's best threshold, the MAP of their rankings, and those
     thresholds.
@@ -212,11 +246,30 @@ def tune_fusion(outputs: list[NoteOutputs], dev: list[Document], settings: Coder
         **best[1],
         "untrained_threshold": {system: found["threshold"] for system, found in untrained.items()},
         "tuning_objective": settings.tuning_objective,
+        "fusion": "mean",
     }
     result = {"best_settings": best_settings, "table": list(best_by_signals.values()), "untrained_threshold": untrained}
     if has_llm:  # what the LLM's answers alone are worth: the measure of its training
         result["llm_alone"] = tuned_row(table, gold, llm_alone(settings))[0]
     return result
+
+
+def tune_tree_thresholds(
+    outputs: list[NoteOutputs], dev: list[Document], settings: CoderSettings, trees: TreeFusion
+) -> dict:
+    """Each system's threshold on the trees' probabilities (micro-F1 of the decisions), then the untrained codes'
+    thresholds of ``settings.untrained_threshold_systems``, as :func:`tune_fusion` tunes the weighted mean's; no grid
+    (the trees learned how the signals combine). The table has the one row."""
+    table, gold = TreeTable(outputs, trees), gold_by_system(dev)
+    row, thresholds = tuned_row(table, gold, settings)
+    untrained = untrained_thresholds(table, gold, settings.model_copy(update={"threshold": thresholds}))
+    best_settings = {
+        "threshold": thresholds,
+        "untrained_threshold": {system: found["threshold"] for system, found in untrained.items()},
+        "tuning_objective": settings.tuning_objective,
+        "fusion": "trees",
+    }
+    return {"best_settings": best_settings, "table": [{"fusion": "trees", **row}], "untrained_threshold": untrained}
 
 
 def llm_alone(settings: CoderSettings) -> CoderSettings:

@@ -1,0 +1,216 @@
+"""Fusion by gradient-boosted trees: a classifier over each candidate code's signals in place of the weighted mean.
+
+The weighted mean (:mod:`icdcoder.infer.fusion`) scores a code from its own signals, with one weight per signal. The
+trees also read how the signals agree (a lexicon match that retrieval confirms), how often the training notes carry
+the code, and its rivals in the note (candidates of the same 3-character category): on CodiEsp dev, cross-fitted, they
+rank Spanish notes' codes better (``icdcoder experiment run learned_fusion``). They are fitted on the training notes,
+each coded by a coder built without it (:mod:`icdcoder.train.fusion_trees`), and saved as plain JSON node arrays in
+the coder folder (``fusion_trees.json``; no pickle), evaluated here with numpy.
+
+Features of a candidate code (:data:`FEATURES`): its best value of every signal; whether no training note carries it;
+in how many training notes the retriever saw its evidence (log); how many signals found it, over how many spans
+(log); the length of the code; its fused score under the weights the trees were fitted with (kept in the file, so
+that re-tuning the mean does not shift the trees' input); the note's number of candidates of that system (log); how
+many candidates share its category and how far its fused score is below the best of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icdcoder.errors import InputError
+from icdcoder.infer.fusion import fuse
+from icdcoder.infer.signals import SIGNALS
+from icdcoder.io import atomic_write, read_text
+
+if TYPE_CHECKING:
+    from icdcoder.infer.fusion import CodeSignals
+
+#: the file of a coder folder holding the trees
+TREES_FILE = "fusion_trees.json"
+#: the features of a candidate code after its best value of each signal
+EXTRA_FEATURES = (
+    "untrained",
+    "training_notes",
+    "signals",
+    "spans",
+    "code_length",
+    "fused",
+    "candidates",
+    "category_candidates",
+    "category_gap",
+)
+FEATURES = (*SIGNALS, *EXTRA_FEATURES)
+#: the node arrays of a tree, as saved
+NODE_FIELDS = ("feature", "threshold", "left", "right", "is_leaf", "value", "missing_left")
+
+
+def candidate_features(
+    found: dict[tuple[str, str], CodeSignals],
+    system: str,
+    weights: dict[str, float],
+    trained_note_counts: dict[tuple[str, str], int],
+) -> tuple[np.ndarray, list[str]]:
+    """The feature matrix (rows in :data:`FEATURES` order) of a note's candidate codes of ``system`` and those codes,
+    alphabetical; ``found``: the note's :func:`~icdcoder.infer.fusion.collect_signals`, ``weights``: those of the
+    ``fused`` feature."""
+    codes = sorted(code for code, sys_ in found if sys_ == system)
+    fused = {code: fuse(found[(code, system)].best, weights) for code in codes}
+    categories: dict[str, list[float]] = {}
+    for code in codes:
+        categories.setdefault(code[:3], []).append(fused[code])
+    rows = []
+    for code in codes:
+        signals = found[(code, system)]
+        values = [signals.best.get(name, 0.0) for name in SIGNALS]
+        spans = sum(map(len, signals.spans.values())) + sum(map(len, signals.sentences.values()))
+        rivals = categories[code[:3]]
+        rows.append(
+            values
+            + [
+                float(signals.untrained),
+                math.log1p(trained_note_counts.get((code, system), 0)),
+                sum(value > 0 for value in values),
+                math.log1p(spans),
+                len(code.replace(".", "")),
+                fused[code],
+                math.log1p(len(codes)),
+                len(rivals),
+                max(rivals) - fused[code],
+            ]
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(len(codes), len(FEATURES)), codes
+
+
+@dataclass
+class TreeEnsemble:
+    """One system's boosted trees: the probability that a candidate code is right is the logistic of ``baseline``
+    plus the leaf value each tree reaches."""
+
+    baseline: float
+    #: per tree, its node arrays (:data:`NODE_FIELDS`)
+    trees: list[dict[str, np.ndarray]]
+    #: the signal weights of the ``fused`` feature
+    fused_weights: dict[str, float]
+
+    @classmethod
+    def from_sklearn(cls, model: Any, fused_weights: dict[str, float]) -> TreeEnsemble:
+        """The trees of a fitted binary ``HistGradientBoostingClassifier`` (numeric features)."""
+        trees = []
+        for (predictor,) in model._predictors:
+            nodes = predictor.nodes
+            trees.append(
+                {
+                    "feature": nodes["feature_idx"].astype(np.int64),
+                    "threshold": nodes["num_threshold"].astype(np.float64),
+                    "left": nodes["left"].astype(np.int64),
+                    "right": nodes["right"].astype(np.int64),
+                    "is_leaf": nodes["is_leaf"].astype(bool),
+                    "value": nodes["value"].astype(np.float64),
+                    "missing_left": nodes["missing_go_to_left"].astype(bool),
+                }
+            )
+        return cls(float(np.ravel(model._baseline_prediction)[0]), trees, dict(fused_weights))
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Each row's probability (rows in :data:`FEATURES` order)."""
+        raw = np.full(len(features), self.baseline)
+        rows = np.arange(len(features))
+        for tree in self.trees:
+            node = np.zeros(len(features), dtype=np.int64)
+            while not tree["is_leaf"][node].all():
+                inner = ~tree["is_leaf"][node]
+                at = node[inner]
+                values = features[rows[inner], tree["feature"][at]]
+                left = np.where(np.isnan(values), tree["missing_left"][at], values <= tree["threshold"][at])
+                node[inner] = np.where(left, tree["left"][at], tree["right"][at])
+            raw += tree["value"][node]
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "fused_weights": self.fused_weights,
+            "trees": [{name: tree[name].tolist() for name in NODE_FIELDS} for tree in self.trees],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TreeEnsemble:
+        trees = []
+        for tree in data["trees"]:
+            arrays = {
+                "feature": np.asarray(tree["feature"], dtype=np.int64),
+                "threshold": np.asarray(tree["threshold"], dtype=np.float64),
+                "left": np.asarray(tree["left"], dtype=np.int64),
+                "right": np.asarray(tree["right"], dtype=np.int64),
+                "is_leaf": np.asarray(tree["is_leaf"], dtype=bool),
+                "value": np.asarray(tree["value"], dtype=np.float64),
+                "missing_left": np.asarray(tree["missing_left"], dtype=bool),
+            }
+            check_tree(arrays)
+            trees.append(arrays)
+        weights = {name: float(data["fused_weights"].get(name, 0.0)) for name in SIGNALS}
+        return cls(float(data["baseline"]), trees, weights)
+
+
+def check_tree(tree: dict[str, np.ndarray]) -> None:
+    """Raise ValueError unless every array has one entry per node and inner nodes point at later nodes and at
+    features that exist (so that evaluation ends and indexes nothing out of range)."""
+    size = len(tree["feature"])
+    if size == 0 or any(len(array) != size for array in tree.values()):
+        raise ValueError("a tree's node arrays differ in length")
+    inner = ~tree["is_leaf"]
+    nodes = np.arange(size)[inner]
+    for child in (tree["left"][inner], tree["right"][inner]):
+        if ((child <= nodes) | (child >= size)).any():
+            raise ValueError("a tree's node points outside the tree or backwards")
+    if ((tree["feature"][inner] < 0) | (tree["feature"][inner] >= len(FEATURES))).any():
+        raise ValueError("a tree's node reads a feature that does not exist")
+
+
+@dataclass
+class TreeFusion:
+    """Per coded system, its trees; with the training notes' code counts (the retriever's), what scores a note."""
+
+    systems: dict[str, TreeEnsemble]
+    trained_note_counts: dict[tuple[str, str], int]
+
+    def scores(self, found: dict[tuple[str, str], CodeSignals], system: str) -> dict[str, float]:
+        """Each candidate code of ``system`` in a note (its :func:`~icdcoder.infer.fusion.collect_signals`) with its
+        probability."""
+        trees = self.systems.get(system)
+        if trees is None:
+            raise InputError(f"the coder's fusion trees have none for {system}")
+        features, codes = candidate_features(found, system, trees.fused_weights, self.trained_note_counts)
+        return dict(zip(codes, trees.probabilities(features).tolist())) if codes else {}
+
+    def save(self, directory: Path) -> None:
+        record = {
+            "features": list(FEATURES),
+            "systems": {system: trees.as_json() for system, trees in self.systems.items()},
+        }
+        with atomic_write(directory / TREES_FILE) as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, trained_note_counts: dict[tuple[str, str], int]) -> TreeFusion:
+        """The trees of a coder folder; a clear error for a file that is not this version's trees."""
+        path = directory / TREES_FILE
+        try:
+            record = json.loads(read_text(path))
+            features = record["features"]
+            if features != list(FEATURES):
+                raise InputError(
+                    "its trees read other features than this version computes: refit them (icdcoder predict fit-trees)",
+                    path=path,
+                )
+            systems = {system: TreeEnsemble.from_json(data) for system, data in record["systems"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(f"malformed fusion trees ({str(err).splitlines()[0]})", path=path) from None
+        return cls(systems, trained_note_counts)

@@ -1,0 +1,157 @@
+"""Fusion by gradient-boosted trees: the saved node arrays give scikit-learn's probabilities, a bad trees file is a
+one-line error, and ``predict fit-trees`` fits, saves and tunes trees that the loaded coder then codes with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_infer_support import NOTES, write_split
+
+from icdcoder.errors import InputError
+from icdcoder.infer.trees import FEATURES, TREES_FILE, TreeEnsemble, TreeFusion
+
+
+def fitted_sklearn(rows: int = 600, seed: int = 0):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from icdcoder.train.fusion_trees import TREE_PARAMETERS
+
+    rng = np.random.default_rng(seed)
+    features = rng.random((rows, len(FEATURES)))
+    features[:, 3] = rng.integers(0, 2, rows)  # a 0/1 feature: its values sit on the bin edges
+    labels = features[:, 0] + 0.5 * features[:, 3] + 0.3 * rng.random(rows) > 0.9
+    model = HistGradientBoostingClassifier(**{**TREE_PARAMETERS, "max_iter": 30}).fit(features, labels)
+    return model, rng.random((200, len(FEATURES)))
+
+
+def test_saved_trees_give_scikit_learns_probabilities(tmp_path):
+    model, rows = fitted_sklearn()
+    rows[:50, 3] = np.round(rows[:50, 3])
+    ensemble = TreeEnsemble.from_sklearn(model, {"lexical": 1.0})
+    expected = model.predict_proba(rows)[:, 1]
+    assert np.allclose(ensemble.probabilities(rows), expected, atol=1e-12)
+    TreeFusion({"icd10cm": ensemble}, {}).save(tmp_path)
+    loaded = TreeFusion.load(tmp_path, {})
+    assert np.allclose(loaded.systems["icd10cm"].probabilities(rows), expected, atol=1e-12)
+    assert loaded.systems["icd10cm"].fused_weights["lexical"] == 1.0
+
+
+def test_a_malformed_or_foreign_trees_file_is_a_one_line_error(tmp_path):
+    model, _ = fitted_sklearn(rows=100)
+    TreeFusion({"icd10cm": TreeEnsemble.from_sklearn(model, {})}, {}).save(tmp_path)
+    path = tmp_path / TREES_FILE
+    record = json.loads(path.read_text())
+
+    record["features"] = record["features"][:-1]
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="refit them") as found:
+        TreeFusion.load(tmp_path, {})
+    assert TREES_FILE in str(found.value) and "\n" not in str(found.value)
+
+    record["features"] = list(FEATURES)
+    tree = record["systems"]["icd10cm"]["trees"][0]
+    tree["left"][0] = 0  # a loop: evaluation would never end
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="malformed fusion trees"):
+        TreeFusion.load(tmp_path, {})
+
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="malformed fusion trees"):
+        TreeFusion.load(tmp_path, {})
+
+
+def test_fusion_by_trees_without_trees_is_a_clear_error():
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.signals import NoteOutputs, ScoredCode
+
+    note = NoteOutputs(doc_id="n", scored=[ScoredCode("I10", "icd10cm", {"lexical": 1.0})])
+    with pytest.raises(InputError, match="no fusion trees"):
+        aggregate(note, CoderSettings(fusion="trees"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Fifteen notes (the made-up four and one that mentions an X-ray not done, three times over): every fold sees
+    each code elsewhere, and each system has right and wrong candidates."""
+    root = tmp_path_factory.mktemp("codiesp")
+    undone = (
+        "S0005-1",
+        "Hipertensión arterial. No se realiza radiografía de tórax.",
+        [("i10", "D", "Hipertensión arterial")],
+    )
+    notes = [(f"S{copy}{doc_id[1:]}", text, codes) for copy in range(3) for doc_id, text, codes in [*NOTES, undone]]
+    for split in ("train", "dev"):
+        write_split(root, split, notes)
+    return root
+
+
+@pytest.fixture(scope="module")
+def coder_dir(tmp_path_factory, corpus, ontology):
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+
+    train = load_codiesp(corpus, "train")
+    english = {"en": {"threshold": {"icd10cm": 0.4, "icd10pcs": 0.4}}}  # as tuned on English notes
+    coder = SpanPredictor(CoderSettings(use_llm=False, threads=1, by_language=english)).attach(
+        None, None, fit_retriever(train, ontology), ontology=ontology
+    )
+    fit_coder_lexicons(coder, train, DataSettings(data_dir=corpus))
+    folder = tmp_path_factory.mktemp("coder")
+    coder.save(folder)
+    return folder
+
+
+def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_dir):
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanPredictor
+
+    cache = tmp_path / "candidates.jsonl"
+    arguments = ["predict", "fit-trees", "--model", str(coder_dir), "--data-dir", str(corpus), "--folds", "3"]
+    done = CliRunner().invoke(app, [*arguments, "--cache", str(cache)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["best_settings"]["fusion"] == "trees" and summary["documents"] == 15
+    assert len(cache.read_text().splitlines()) == 15  # every training note's out-of-fold candidates, once
+    record = json.loads((coder_dir / "coder.json").read_text())
+    assert record["settings"]["fusion"] == "trees" and "tuning_trees" in record
+    english = record["settings"]["by_language"]["en"]  # English notes keep their weighted mean and thresholds
+    assert english["fusion"] == "mean" and english["threshold"] == {"icd10cm": 0.4, "icd10pcs": 0.4}
+    assert (coder_dir / TREES_FILE).is_file()
+
+    coder = SpanPredictor.load(coder_dir)
+    assert coder.fusion_trees is not None
+    notes = load_codiesp(corpus, "dev")
+    predictions = coder.predict(notes)
+    gold = sum(len(note.code_set("icd10cm")) for note in notes)
+    found = sum(len({c.code for c in p.codes} & note.code_set("icd10cm")) for p, note in zip(predictions, notes))
+    assert found >= gold // 2  # the trees keep most of the diagnoses every other note carries
+    assert all(0 < c.score < 1 for p in predictions for c in p.codes)
+
+    # a rerun reads the cache instead of coding the training notes again, and fits the same trees
+    before = (coder_dir / TREES_FILE).read_text()
+    done = CliRunner().invoke(app, [*arguments, "--cache", str(cache)], catch_exceptions=False)
+    assert done.exit_code == 0 and (coder_dir / TREES_FILE).read_text() == before
+
+
+def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
+    import shutil
+
+    from icdcoder.infer.coder import SpanPredictor
+
+    folder = tmp_path / "coder"
+    shutil.copytree(coder_dir, folder)
+    record = json.loads((folder / "coder.json").read_text())
+    record["settings"]["fusion"] = "trees"
+    (folder / "coder.json").write_text(json.dumps(record))
+    (folder / TREES_FILE).unlink(missing_ok=True)
+    with pytest.raises(InputError, match="fuse signals by trees"):
+        SpanPredictor.load(folder)
