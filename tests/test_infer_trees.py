@@ -155,3 +155,29 @@ def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
     (folder / TREES_FILE).unlink(missing_ok=True)
     with pytest.raises(InputError, match="fuse signals by trees"):
         SpanPredictor.load(folder)
+
+
+def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(tmp_path, corpus, coder_dir):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.data.schema import save_documents
+
+    folder = tmp_path / "coder"
+    shutil.copytree(coder_dir, folder)
+    save_documents(tmp_path / "train.jsonl", load_codiesp(corpus, "train"))
+    save_documents(tmp_path / "dev.jsonl", load_codiesp(corpus, "dev"))
+    arguments = ["predict", "fit-trees", "--model", str(folder), "--folds", "3"]
+    done = CliRunner().invoke(
+        app,
+        [*arguments, "--train-jsonl", str(tmp_path / "train.jsonl"), "--tune-jsonl", str(tmp_path / "dev.jsonl")],
+        catch_exceptions=False,
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout.strip().splitlines()[-1])["best_settings"]["fusion"] == "trees"
+
+    done = CliRunner().invoke(app, [*arguments, "--train-jsonl", str(tmp_path / "train.jsonl")])
+    assert isinstance(done.exception, InputError) and "--tune-jsonl" in str(done.exception)

@@ -281,7 +281,9 @@ CAVEATS = """\
   of the same distribution, not test-set scores. "Trees as a signal" rows re-tune thresholds on all dev and keep the
   shipped weights, themselves tuned on dev: they compare weights, they are optimistic.
 - The trees fitted on the training notes see signals built without each note's own evidence (cross-fitted retriever
-  and lexicons), which is what a dev note's signals look like; they never see a dev label.
+  and lexicons), which is what a dev note's signals look like; they never see a dev label. They are the shipped
+  coder's Spanish fusion (`icdcoder predict fit-trees` fits the same trees), so that row is its cross-fitted score;
+  the shipped thresholds are tuned on all dev (the `codiesp_dev` page).
 """
 
 EXPERIMENT = Experiment(

@@ -416,7 +416,7 @@ def tune(
 
     if threads:
         torch.set_num_threads(threads)
-    documents = tuning_documents(data_dir, split, jsonl, lang)[:limit]
+    documents = labelled_documents(data_dir, split, jsonl, lang)[:limit]
     coder = SpanPredictor.load(
         model, check_files=False, use_llm=llm, dtype=dtype, llm_mode=llm_mode
     )  # tuning may repair it
@@ -448,7 +448,15 @@ def tune(
 @predict_app.command("fit-trees")
 def fit_trees(
     model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder; gets fusion_trees.json.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder (official layout).")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="CodiEsp folder (official layout).")] = None,
+    train_jsonl: Annotated[
+        Path | None,
+        typer.Option("--train-jsonl", help="The coder's training notes as canonical JSONL, instead of --data-dir."),
+    ] = None,
+    tune_jsonl: Annotated[
+        Path | None,
+        typer.Option("--tune-jsonl", help="Tuning notes with gold codes as canonical JSONL, instead of --data-dir."),
+    ] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Training folds (each note coded by the others').")] = 5,
     tune_split: Annotated[
         str, typer.Option("--tune-split", help="Split the thresholds are tuned on (never test).")
@@ -461,31 +469,35 @@ def fit_trees(
     """Fit the coder's fusion trees on its training notes, each coded out of fold, and tune their thresholds on dev;
     the coder then fuses notes of its training language by trees (other languages keep their weighted mean).
 
-    Takes tens of minutes on 2 CPU cores (the training notes are coded once, fold by fold). Prints the tuning as JSON.
+    The training notes must be those the coder was built from (CodiEsp's train split, or --train-jsonl). Takes minutes
+    on 2 CPU cores (the training notes are coded once, fold by fold). Prints the tuning as JSON.
     """
-    from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.store import read_coder_record
     from icdcoder.infer.trees import TREES_FILE
     from icdcoder.train.config import DataSettings
     from icdcoder.train.fusion_trees import TREE_PARAMETERS, fit_tree_fusion, out_of_fold_candidates
 
+    if data_dir is None and (train_jsonl is None or tune_jsonl is None):
+        raise InputError(
+            "give --data-dir (a CodiEsp folder), or --train-jsonl and --tune-jsonl (notes with gold codes)"
+        )
     coder = SpanPredictor.load(model, check_files=False)
     lang = coder.settings.language
-    train = load_codiesp(data_dir, "train", language=lang, with_translation=lang == "es")
+    train = labelled_documents(None if train_jsonl else data_dir, "train", train_jsonl, lang)
+    dev = labelled_documents(None if tune_jsonl else data_dir, tune_split, tune_jsonl, lang)
     with progress_bar() as bar:
         task = bar.add_task(f"coding training notes out of {folds} folds", total=len(train))
         candidates = out_of_fold_candidates(
             coder,
             train,
-            DataSettings(data_dir=data_dir, split="train", lang=lang),
+            DataSettings(data_dir=data_dir, split="train", lang=lang, documents_jsonl=train_jsonl),
             folds,
             cache=cache,
             progress=lambda n: bar.advance(task, n),
         )
     coder.fusion_trees = fit_tree_fusion(candidates, train, coder.settings, coder.fitted_retriever.trained_note_counts)
     coder.settings = coder.settings.fused_by_trees()
-    dev = tuning_documents(data_dir, tune_split, None, lang)
     with progress_bar() as bar:
         task = bar.add_task(f"coding {tune_split}", total=len(dev))
         outputs = coder.segment_outputs(dev, progress=lambda n: bar.advance(task, n))
@@ -517,9 +529,9 @@ def tuning_record(settings, lang: str) -> str:
     return name if lang == settings.language else f"{name}_{lang}"
 
 
-def tuning_documents(data_dir: Path | None, split: str, jsonl: Path | None, lang: str) -> list:
-    """The notes ``predict tune`` tunes on: a JSONL file's, or a CodiEsp split's (Spanish ones with their translation);
-    they must carry gold codes."""
+def labelled_documents(data_dir: Path | None, split: str, jsonl: Path | None, lang: str) -> list:
+    """Notes with gold codes (those ``predict tune`` tunes on, those ``predict fit-trees`` fits on): a JSONL file's, or
+    a CodiEsp split's (Spanish ones with their translation)."""
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.data.schema import load_documents
 
