@@ -62,6 +62,32 @@ def test_a_malformed_or_foreign_trees_file_is_a_one_line_error(tmp_path):
         TreeFusion.load(tmp_path, {})
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_tree_table_ranks_codes_as_aggregation_does(seed):
+    import random
+
+    from test_infer_tuning import random_outputs
+
+    from icdcoder.infer.fusion import aggregate
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.infer.tuning import TreeTable
+
+    model, _ = fitted_sklearn(seed=seed)
+    trees = TreeFusion(
+        {system: TreeEnsemble.from_sklearn(model, {"lexical": 1.0}) for system in ("icd10cm", "icd10pcs")}, {}
+    )
+    outputs, _ = random_outputs(random.Random(seed), notes=6)
+    table = TreeTable(outputs, trees)
+    for depth in (3, 40):
+        settings = CoderSettings(
+            fusion="trees", max_codes_per_system=depth, threshold={"icd10cm": 0.5, "icd10pcs": 0.5}
+        )
+        predictions = [aggregate(note, settings, trees=trees) for note in outputs]
+        for system in ("icd10cm", "icd10pcs"):
+            expected = {p.doc_id: [(c.score, c.code) for c in p.ranking({system})] for p in predictions}
+            assert table.rankings(settings, system) == expected
+
+
 def test_fusion_by_trees_without_trees_is_a_clear_error():
     from icdcoder.infer.fusion import aggregate
     from icdcoder.infer.settings import CoderSettings
@@ -181,3 +207,18 @@ def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(tmp_path, corpus, 
 
     done = CliRunner().invoke(app, [*arguments, "--train-jsonl", str(tmp_path / "train.jsonl")])
     assert isinstance(done.exception, InputError) and "--tune-jsonl" in str(done.exception)
+
+
+def test_a_candidates_cache_from_elsewhere_is_a_one_line_error(tmp_path):
+    from icdcoder.train.fusion_trees import append_candidates, read_candidates
+
+    cache = tmp_path / "candidates.jsonl"
+    append_candidates(cache, {"n1": {"icd10cm": (np.zeros((1, len(FEATURES))), ["I10"])}})
+    with cache.open("a") as handle:
+        handle.write('{"doc_id": "n2"')  # a torn last line: ignored, the note is coded again
+    assert list(read_candidates(cache)) == ["n1"]
+    cache.write_text(
+        json.dumps({"doc_id": "n3", "features": list(FEATURES), "systems": {"icd10cm": {"rows": 3}}}) + "\n"
+    )
+    with pytest.raises(InputError, match="candidates.jsonl:1"):
+        read_candidates(cache)

@@ -1,5 +1,6 @@
-"""Stage 2 of the coder: per code, each signal's best value over the note, combined as a weighted mean in [0, 1]
-(or scored by gradient-boosted trees, :mod:`icdcoder.infer.trees`) and thresholded per system (codes no training note carries by their own threshold, where one is set).
+"""Stage 2 of the coder: per code, each signal's best value over the note, combined as a weighted mean in [0, 1] (or
+scored by gradient-boosted trees, :mod:`icdcoder.infer.trees`) and thresholded per system (codes no training note
+carries by their own threshold, where one is set).
 
 Evidence is every span where a counted signal found the code: the LLM's quote, the lexicons' matched words, the
 training surface form found in a segment, a value's phrase; the span of the first signal's best value (in registry

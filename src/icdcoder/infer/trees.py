@@ -116,7 +116,8 @@ class TreeEnsemble:
                     "missing_left": nodes["missing_go_to_left"].astype(bool),
                 }
             )
-        return cls(float(np.ravel(model._baseline_prediction)[0]), trees, dict(fused_weights))
+        weights = {name: float(fused_weights.get(name, 0.0)) for name in SIGNALS}
+        return cls(float(np.ravel(model._baseline_prediction)[0]), trees, weights)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Each row's probability (rows in :data:`FEATURES` order)."""

@@ -107,8 +107,8 @@ class FusionTable:
 
 
 class TreeTable:
-    """Stage-1 outputs scored by fusion trees, with :class:`FusionTable`'s rankings (the trees' probabilities do not
-    depend on the settings' weights)."""
+    """Stage-1 outputs scored by fusion trees, with :class:`FusionTable`'s rankings, as :func:`aggregate` ranks them
+    under ``fusion: trees`` (the trees' probabilities do not depend on the settings' weights)."""
 
     def __init__(self, outputs: Sequence[NoteOutputs], trees: TreeFusion) -> None:
         self.ranked: dict[str, dict[str, list[tuple[float, str, bool]]]] = {system: {} for system in CODER_SYSTEMS}
@@ -116,11 +116,9 @@ class TreeTable:
             found = collect_signals(note)
             for system in CODER_SYSTEMS:
                 scores = trees.scores(found, system)
+                rounded = ((round(score, SCORE_DIGITS), code) for code, score in scores.items())
                 self.ranked[system][note.doc_id] = sorted(
-                    (
-                        (round(score, SCORE_DIGITS), code, found[(code, system)].untrained)
-                        for code, score in scores.items()
-                    ),
+                    ((score, code, found[(code, system)].untrained) for score, code in rounded if score > 0),
                     key=lambda item: (-item[0], item[1]),
                 )
 

@@ -95,17 +95,20 @@ def read_candidates(path: Path) -> dict[str, NoteCandidates]:
     if not path.is_file():
         return {}
     notes = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if record.get("features") != list(FEATURES):
-            raise InputError("the candidates cache holds other features than this version computes", path=path)
-        notes[record["doc_id"]] = {
-            system: (np.asarray(data["rows"], dtype=np.float64).reshape(-1, len(FEATURES)), data["codes"])
-            for system, data in record["systems"].items()
-        }
+        try:
+            if record.get("features") != list(FEATURES):
+                raise InputError("the candidates cache holds other features than this version computes", path=path)
+            notes[record["doc_id"]] = {
+                system: (np.asarray(data["rows"], dtype=np.float64).reshape(-1, len(FEATURES)), list(data["codes"]))
+                for system, data in record["systems"].items()
+            }
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise InputError(f"not a candidates cache record ({err})", path=path, line=number) from None
     return notes
 
 
