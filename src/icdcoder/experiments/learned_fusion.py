@@ -284,6 +284,9 @@ CAVEATS = """\
   and lexicons), which is what a dev note's signals look like; they never see a dev label. They are the shipped
   coder's Spanish fusion (`icdcoder predict fit-trees` fits the same trees), so that row is its cross-fitted score;
   the shipped thresholds are tuned on all dev (the `codiesp_dev` page).
+- English training notes are coded out of fold by coders whose retriever and lexicons were fitted on English notes,
+  while the shipped coder reads an English note with the retriever it fitted on the Spanish ones: the trees learn
+  signals unlike those they score (the likely reason they lose there); English notes keep their weighted mean.
 """
 
 EXPERIMENT = Experiment(
