@@ -167,6 +167,15 @@ def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_d
     done = CliRunner().invoke(app, [*arguments, "--cache", str(cache)], catch_exceptions=False)
     assert done.exit_code == 0 and (coder_dir / TREES_FILE).read_text() == before
 
+    # predict tune re-tunes the trees' thresholds and leaves the weights and the mean's grid record alone
+    weights = {key: value for key, value in record["settings"].items() if key.endswith("_weight")}
+    tune = ["predict", "tune", "--model", str(coder_dir), "--data-dir", str(corpus), "--split", "dev"]
+    done = CliRunner().invoke(app, tune, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    tuned = json.loads((coder_dir / "coder.json").read_text())
+    assert tuned["settings"]["fusion"] == "trees" and tuned["tuning_trees"]["table"][0]["fusion"] == "trees"
+    assert {key: tuned["settings"][key] for key in weights} == weights and "tuning" not in tuned
+
 
 def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
     import shutil

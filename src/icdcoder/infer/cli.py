@@ -394,7 +394,8 @@ def tune(
     """Tune fusion weights and thresholds of a span coder on a split or a JSONL file; prints the result as JSON.
 
     The LLM runs once per segment (cached); the grid over weights and thresholds
-    re-aggregates the cached outputs. Its table is the fusion ablation.
+    re-aggregates the cached outputs. Its table is the fusion ablation. For notes the coder fuses by trees
+    (``predict fit-trees``), only their thresholds are tuned.
     """
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.settings import INFERENCE_DTYPES, LLM_MODES, TUNING_OBJECTIVES
