@@ -47,8 +47,26 @@ EXTRA_FEATURES = (
     "category_gap",
 )
 FEATURES = (*SIGNALS, *EXTRA_FEATURES)
-#: the node arrays of a tree, as saved
-NODE_FIELDS = ("feature", "threshold", "left", "right", "is_leaf", "value", "missing_left")
+#: the node arrays of a tree, as saved, with their types
+NODE_TYPES = {
+    "feature": np.int64,
+    "threshold": np.float64,
+    "left": np.int64,
+    "right": np.int64,
+    "is_leaf": bool,
+    "value": np.float64,
+    "missing_left": bool,
+}
+#: scikit-learn's name of each node array
+SKLEARN_NODE_FIELDS = {
+    "feature": "feature_idx",
+    "threshold": "num_threshold",
+    "left": "left",
+    "right": "right",
+    "is_leaf": "is_leaf",
+    "value": "value",
+    "missing_left": "missing_go_to_left",
+}
 
 
 def candidate_features(
@@ -94,7 +112,7 @@ class TreeEnsemble:
     plus the leaf value each tree reaches."""
 
     baseline: float
-    #: per tree, its node arrays (:data:`NODE_FIELDS`)
+    #: per tree, its node arrays (:data:`NODE_TYPES`)
     trees: list[dict[str, np.ndarray]]
     #: the signal weights of the ``fused`` feature
     fused_weights: dict[str, float]
@@ -102,20 +120,10 @@ class TreeEnsemble:
     @classmethod
     def from_sklearn(cls, model: Any, fused_weights: dict[str, float]) -> TreeEnsemble:
         """The trees of a fitted binary ``HistGradientBoostingClassifier`` (numeric features)."""
-        trees = []
-        for (predictor,) in model._predictors:
-            nodes = predictor.nodes
-            trees.append(
-                {
-                    "feature": nodes["feature_idx"].astype(np.int64),
-                    "threshold": nodes["num_threshold"].astype(np.float64),
-                    "left": nodes["left"].astype(np.int64),
-                    "right": nodes["right"].astype(np.int64),
-                    "is_leaf": nodes["is_leaf"].astype(bool),
-                    "value": nodes["value"].astype(np.float64),
-                    "missing_left": nodes["missing_go_to_left"].astype(bool),
-                }
-            )
+        trees = [
+            node_arrays({name: predictor.nodes[field] for name, field in SKLEARN_NODE_FIELDS.items()})
+            for (predictor,) in model._predictors
+        ]
         weights = {name: float(fused_weights.get(name, 0.0)) for name in SIGNALS}
         return cls(float(np.ravel(model._baseline_prediction)[0]), trees, weights)
 
@@ -138,26 +146,21 @@ class TreeEnsemble:
         return {
             "baseline": self.baseline,
             "fused_weights": self.fused_weights,
-            "trees": [{name: tree[name].tolist() for name in NODE_FIELDS} for tree in self.trees],
+            "trees": [{name: tree[name].tolist() for name in NODE_TYPES} for tree in self.trees],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TreeEnsemble:
-        trees = []
-        for tree in data["trees"]:
-            arrays = {
-                "feature": np.asarray(tree["feature"], dtype=np.int64),
-                "threshold": np.asarray(tree["threshold"], dtype=np.float64),
-                "left": np.asarray(tree["left"], dtype=np.int64),
-                "right": np.asarray(tree["right"], dtype=np.int64),
-                "is_leaf": np.asarray(tree["is_leaf"], dtype=bool),
-                "value": np.asarray(tree["value"], dtype=np.float64),
-                "missing_left": np.asarray(tree["missing_left"], dtype=bool),
-            }
-            check_tree(arrays)
-            trees.append(arrays)
+        trees = [node_arrays(tree) for tree in data["trees"]]
+        for tree in trees:
+            check_tree(tree)
         weights = {name: float(data["fused_weights"].get(name, 0.0)) for name in SIGNALS}
         return cls(float(data["baseline"]), trees, weights)
+
+
+def node_arrays(tree: Any) -> dict[str, np.ndarray]:
+    """A tree's node arrays, each of its :data:`NODE_TYPES` type, from a mapping of array-likes."""
+    return {name: np.asarray(tree[name], dtype=kind) for name, kind in NODE_TYPES.items()}
 
 
 def check_tree(tree: dict[str, np.ndarray]) -> None:
