@@ -160,6 +160,25 @@ def test_dictionary_save_load_round_trip(dictionary, corpus, tmp_path):
     assert loaded.predict(dev) == dictionary.predict(dev)
 
 
+def test_dictionary_grows_its_evidence_to_the_phrase_when_asked_and_keeps_the_words_it_learned(corpus, tmp_path):
+    # the training references "tos seca" end on "seca": a match of "tos" alone grows by it (not by "desde")
+    train, _ = corpus
+    note = _note("Presenta tos seca desde hace días.")
+    plain = DictionaryPredictor(DictionaryConfig(threshold=0.0))
+    plain.fit(train)
+    grown = DictionaryPredictor(DictionaryConfig(threshold=0.0, phrase_context_chars=10))
+    grown.fit(train)
+    only_tos = SurfaceFormIndex(plain.index.config, {("tos",): FormEntry({"icd10cm:R05": 3}, 4)})
+    grown.index = plain.index = only_tos
+    quotes = [[e.text_in(note.text) for c in p.predict([note])[0].codes for e in c.evidence] for p in (plain, grown)]
+    assert quotes == [["tos"], ["tos seca"]]
+    grown.save(tmp_path / "grown")
+    assert DictionaryPredictor.load(tmp_path / "grown").phrases == grown.phrases
+    (tmp_path / "grown" / "phrases.json").unlink()
+    with pytest.raises(InputError, match="no phrase words"):
+        DictionaryPredictor.load(tmp_path / "grown")
+
+
 def test_threshold_tuning_picks_the_lowest_best_grid_value():
     scored = [{"a": 0.9, "b": 0.4}, {"c": 0.7}]
     gold = [{"a"}, {"c"}]

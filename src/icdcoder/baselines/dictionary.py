@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from icdcoder.baselines.base import (
     CODE_GROUPS,
     code_group,
@@ -28,13 +30,16 @@ from icdcoder.baselines.base import (
     tune_threshold,
     write_meta,
 )
-from icdcoder.data.schema import Document
+from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor, ranking_candidates
 from icdcoder.spans.lexicon import LexiconConfig, SurfaceFormIndex, tokenize
+from icdcoder.spans.phrases import PhraseCompleter
 
 INDEX_FILE = "surface_forms.json"
+#: the words evidence spans grow by (``phrase_context_chars``)
+PHRASES_FILE = "phrases.json"
 
 
 class DictionaryConfig(LexiconConfig):
@@ -44,6 +49,9 @@ class DictionaryConfig(LexiconConfig):
     ontology_terms: Literal["auto", "always", "never"] = "auto"
     #: a fixed decision threshold; ``None`` tunes one per sub-task on dev (0.5 without dev)
     threshold: float | None = None
+    #: grow each evidence span by the words annotators keep with a mention, learned from the training evidence, at most
+    #: this many characters on each side (:mod:`icdcoder.spans.phrases`, as the span coder does); 0: the matched words
+    phrase_context_chars: int = Field(0, ge=0, le=40)
 
 
 class DictionaryPredictor(Predictor):
@@ -58,6 +66,7 @@ class DictionaryPredictor(Predictor):
         fixed = 0.5 if self.config.threshold is None else self.config.threshold
         self.thresholds: dict[str, float] = dict.fromkeys(CODE_GROUPS, fixed)
         self.fit_report = FitReport()
+        self.phrases: PhraseCompleter | None = None
 
     def fit(self, train: Sequence[Document], dev: Sequence[Document] | None = None) -> FitReport:
         if not train:
@@ -67,6 +76,7 @@ class DictionaryPredictor(Predictor):
             ontology = self._ontology_for(train)
             self.index = SurfaceFormIndex.build(train, ontology=ontology, config=self.config)
             report.extra["surface_forms"] = len(self.index)
+            self.phrases = PhraseCompleter.fit(train) if self.config.phrase_context_chars else None
             report.train_tokens = sum(len(tokenize(doc.text)) for doc in train)  # words read in training
             if dev and self.config.threshold is None:
                 for group, (threshold, f1) in self._tune_thresholds(dev).items():
@@ -99,17 +109,27 @@ class DictionaryPredictor(Predictor):
     def _predict_one(self, doc: Document) -> DocumentPrediction:
         hits = self.index.code_hits(doc.text)
         asserted = [
-            CodePrediction(hit.code, hit.system, hit.score, hit.evidence)
+            CodePrediction(hit.code, hit.system, hit.score, self._completed(hit.evidence, doc.text))
             for hit in hits
             if hit.score >= self.thresholds[code_group(hit.system)]
         ]
         candidates = ranking_candidates(asserted, [(hit.code, hit.system, hit.score) for hit in hits])
         return DocumentPrediction(doc_id=doc.id, codes=asserted, candidates=candidates)
 
+    def _completed(self, evidence: list[Evidence], text: str) -> list[Evidence]:
+        """The matched words, each grown to its phrase when the config asks for it."""
+        phrases, chars = self.phrases, self.config.phrase_context_chars
+        if phrases is None or not chars:
+            return evidence
+        grown = (phrases.complete(text, e.start, e.end, chars) for e in evidence)
+        return [Evidence(pieces=(span,)) for span in dict.fromkeys(grown)]
+
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         with atomic_write(directory / INDEX_FILE) as handle:
             json.dump(self.index.to_json(), handle, ensure_ascii=False)
+        if self.phrases is not None:
+            self.phrases.save(directory / PHRASES_FILE)
         write_meta(directory, self.name, self.config, self.fit_report, thresholds=self.thresholds)
 
     @classmethod
@@ -123,6 +143,13 @@ class DictionaryPredictor(Predictor):
         except json.JSONDecodeError as err:
             raise InputError(f"malformed JSON ({err.msg})", path=path, line=err.lineno) from None
         predictor.index = SurfaceFormIndex.from_json(data, path)
+        if predictor.config.phrase_context_chars:
+            if not (directory / PHRASES_FILE).is_file():
+                raise InputError(
+                    "its config grows evidence to phrases but the folder has no phrase words",
+                    path=directory / PHRASES_FILE,
+                )
+            predictor.phrases = PhraseCompleter.load(directory / PHRASES_FILE)
         predictor.thresholds.update({group: float(value) for group, value in meta.get("thresholds", {}).items()})
         predictor.fit_report = fit_report_from_meta(meta)
         return predictor

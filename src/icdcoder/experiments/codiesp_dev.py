@@ -21,6 +21,9 @@ from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL
 SYSTEMS = [
     SystemSpec(name="span", system="span", model=DEFAULT_MODEL),
     SystemSpec(name="dictionary", system="dictionary", config=Path("configs/baselines/dictionary.yaml")),
+    SystemSpec(
+        name="dictionary_phrases", system="dictionary", config=Path("configs/baselines/dictionary_phrases.yaml")
+    ),
     SystemSpec(name="tfidf", system="tfidf", config=Path("configs/baselines/tfidf.yaml")),
     SystemSpec(name="laat", system="laat", config=Path("configs/baselines/laat.yaml")),
     SystemSpec(name="plm", system="plm", config=Path("configs/baselines/plm.yaml")),

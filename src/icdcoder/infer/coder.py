@@ -31,6 +31,7 @@ from icdcoder.infer.signals import (
     NoteOutputs,
     Signal,
     TrainingNotes,
+    complete_phrases,
     new_signals,
 )
 from icdcoder.infer.signals.llm import load_for_inference
@@ -49,6 +50,8 @@ from icdcoder.infer.trees import TREES_FILE, TreeFusion
 from icdcoder.io import progress_bar
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
+from icdcoder.spans.phrases import PhraseCompleter
+from icdcoder.spans.translate import WordTranslator, sentence_pairs
 
 if TYPE_CHECKING:
     from icdcoder.spans.retrieval import CandidateRetriever
@@ -57,8 +60,26 @@ SignalT = TypeVar("SignalT", bound=Signal)
 
 log = logging.getLogger(__name__)
 
+#: the coder folder's Spanish -> English glossary (:class:`~icdcoder.spans.translate.WordTranslator`)
+GLOSSARY_FILE = "glossary.json"
+#: the coder folder's words that may join an evidence span (:class:`~icdcoder.spans.phrases.PhraseCompleter`)
+PHRASES_FILE = "phrases.json"
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
+
+
+def fit_glossary(training: TrainingNotes) -> WordTranslator | None:
+    """The glossary of the training notes that have an English version (none for English notes, or without any)."""
+    if training.language == "en":
+        return None
+    english = {doc.id: doc.text for doc in training.english}
+    pairs = [
+        pair
+        for doc in training.documents
+        if doc.id in english
+        for pair in sentence_pairs(doc.text, english[doc.id].split("\n"))
+    ]
+    return WordTranslator().fit(pairs) if pairs else None
 
 
 class SpanPredictor(Predictor):
@@ -80,6 +101,11 @@ class SpanPredictor(Predictor):
         self._specific_codes: dict[tuple[str, str], str] = {}
         #: the gradient-boosted trees of ``settings.fusion: trees`` (:mod:`icdcoder.infer.trees`), once fitted or loaded
         self.fusion_trees: TreeFusion | None = None
+        #: Spanish -> English words learned from the training notes and their translations (``glossary.json``): narrows a
+        #: code found in a note's translation to the words of the note that the match translates
+        self.translator: WordTranslator | None = None
+        #: the words that may join an evidence span, learned from the training notes' references (``phrases.json``)
+        self.phrases: PhraseCompleter | None = None
 
     # ------------------------------------------------------------------ assembly
 
@@ -99,9 +125,12 @@ class SpanPredictor(Predictor):
         return self
 
     def fit_signals(self, training: TrainingNotes) -> None:
-        """Fit every signal on the training notes (the retriever is attached)."""
+        """Fit every signal on the training notes (the retriever is attached), the glossary on those notes that have an
+        English version, and the phrase words on their evidence."""
         for signal in self.signals.values():
             signal.fit(self, training)
+        self.translator = fit_glossary(training)
+        self.phrases = PhraseCompleter.fit(training.documents)
 
     def signal_of(self, kind: type[SignalT]) -> SignalT:
         """The coder's instance of the signal class ``kind``."""
@@ -199,12 +228,19 @@ class SpanPredictor(Predictor):
         settings = self.settings
         k = max(settings.retrieval_k, settings.candidates_k)
         notes = [
-            NoteContext(d, retrieve_segments(self.fitted_retriever, d.text, settings.segment_max_words, k))
+            NoteContext(
+                d,
+                retrieve_segments(self.fitted_retriever, d.text, settings.segment_max_words, k),
+                self.translator,
+            )
             for d in documents
         ]
         outputs = [NoteOutputs(doc_id=note.document.id, segments=len(note.retrieved)) for note in notes]
         for signal in self.signals.values():
             signal.score(self, notes, outputs)
+        if self.phrases is not None:
+            for note, output in zip(notes, outputs):
+                complete_phrases(output.scored, note.document.text, self.phrases, settings.phrase_context_chars)
         return outputs
 
     def finished(self, note: NoteOutputs) -> NoteOutputs:
@@ -315,15 +351,29 @@ class SpanPredictor(Predictor):
         self.write_settings(directory)
 
     def save_signals(self, directory: str | Path) -> None:
-        """Write what each signal learned (``lexicon/``, ``lexicon_en/``, ``concepts.json``, ``quantities.json``); what
-        a signal lacks is removed from the folder."""
+        """Write what each signal learned (``lexicon/``, ``lexicon_en/``, ``concepts.json``, ``quantities.json``), the
+        glossary (``glossary.json``) and the phrase words (``phrases.json``); what the coder lacks is removed from the
+        folder."""
         for signal in self.signals.values():
             signal.save(Path(directory))
+        glossary, phrases = Path(directory) / GLOSSARY_FILE, Path(directory) / PHRASES_FILE
+        if self.translator is not None and self.translator.glossary:
+            self.translator.save(glossary)
+        else:
+            glossary.unlink(missing_ok=True)
+        if self.phrases is not None:
+            self.phrases.save(phrases)
+        else:
+            phrases.unlink(missing_ok=True)
 
     def load_signals(self, directory: str | Path) -> None:
-        """Read what each signal saved in a coder folder."""
+        """Read what each signal saved in a coder folder, its glossary and phrase words (a folder without them narrows
+        and grows no span)."""
         for signal in self.signals.values():
             signal.load(Path(directory))
+        glossary, phrases = Path(directory) / GLOSSARY_FILE, Path(directory) / PHRASES_FILE
+        self.translator = WordTranslator.load(glossary) if glossary.is_file() else None
+        self.phrases = PhraseCompleter.load(phrases) if phrases.is_file() else None
 
     def write_settings(self, directory: str | Path, extra: dict | None = None) -> None:
         """Write ``coder.json``: the settings, keeping the file's other records; ``extra`` adds or replaces some."""

@@ -50,31 +50,49 @@ class CodeSignals:
     spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     #: sentences of the note whose translation a signal found the code in (``ScoredCode.projected``)
     sentences: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: the words of those sentences that translate the matches, where the glossary found them (``ScoredCode.word_start``)
+    translated_words: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     untrained: bool = False
 
     def add(self, item: ScoredCode) -> None:
         self.untrained = self.untrained or item.untrained
         span = (item.start, item.end) if item.end > item.start >= 0 else None
+        words = (item.word_start, item.word_end) if item.projected and item.word_end > item.word_start >= 0 else None
         for name in SIGNALS:
             value = float(item.signals.get(name, 0.0))
             if value <= 0:
                 continue
-            spans = (self.sentences if item.projected else self.spans).setdefault(name, [])
-            if value > self.best.get(name, 0.0):
+            leads = value > self.best.get(name, 0.0)
+            if leads:
                 self.best[name] = value
-                if span is not None:  # the span of a signal's best value leads its list
-                    spans[:] = [span] + [s for s in spans if s != span]
-            elif span is not None and span not in spans:
-                spans.append(span)
+            _note_span((self.sentences if item.projected else self.spans).setdefault(name, []), span, leads)
+            if words is not None:
+                _note_span(self.translated_words.setdefault(name, []), words, leads)
 
     def evidence(self, weights: dict[str, float]) -> list[Evidence]:
         """Every span of the note's words where a signal that counts found the code (any signal's, when none
         that counts has one); the span of the first signal's best value (in ``SIGNALS`` order) leads."""
         return _signal_evidence(self.spans, weights)
 
+    def translated_evidence(self, weights: dict[str, float]) -> list[Evidence]:
+        """The words of the note that translate the matches the signals found in its translation (as :meth:`evidence`
+        chooses)."""
+        return _signal_evidence(self.translated_words, weights)
+
     def sentence_evidence(self, weights: dict[str, float]) -> list[Evidence]:
         """The note's sentences whose translation the signals found the code in (as :meth:`evidence` chooses)."""
         return _signal_evidence(self.sentences, weights)
+
+
+def _note_span(spans: list[tuple[int, int]], span: tuple[int, int] | None, leads: bool) -> None:
+    """Add ``span`` to a signal's spans: first when it holds the signal's best value so far (the evidence leads with
+    it), else last."""
+    if span is None:
+        return
+    if leads:
+        spans[:] = [span] + [s for s in spans if s != span]
+    elif span not in spans:
+        spans.append(span)
 
 
 def _signal_evidence(spans_by_signal: dict[str, list[tuple[int, int]]], weights: dict[str, float]) -> list[Evidence]:
@@ -141,7 +159,7 @@ def aggregate(
             if score < code_threshold(settings, system, found.untrained):
                 candidates.append(CodePrediction(code, system, score))
                 continue
-            evidence = found.evidence(weights)
+            evidence = found.evidence(weights) or found.translated_evidence(weights)
             sentences = [] if evidence else found.sentence_evidence(weights)
             codes.append(CodePrediction(code, system, score, evidence=evidence, sentence_evidence=sentences))
     return DocumentPrediction(doc_id=outputs.doc_id, codes=codes, dropped=dict(outputs.dropped), candidates=candidates)

@@ -18,6 +18,7 @@ from icdcoder.infer.signals import SIGNAL_WEIGHTS, SPECS
 from icdcoder.models.generation import Backend
 from icdcoder.ontology.labels import CoderSystem
 from icdcoder.predictor import RANKING_DEPTH
+from icdcoder.spans.phrases import PHRASE_CONTEXT_CHARS
 
 #: the inference precisions a coder accepts ("auto": see :func:`icdcoder.models.loading.cpu_inference_dtype`)
 InferenceDtype = Literal["auto", "float32", "bfloat16"]
@@ -92,6 +93,9 @@ class CoderSettings(SignalWeights):
     max_prompt_tokens: int = Field(384, ge=32)
     #: also retrieve candidates for the segments of a note's English translation (when it has one)
     retrieve_on_translation: bool = True
+    #: evidence spans grow by whole words of their phrase, at most this many characters on each side (0: the matched
+    #: words only; :func:`icdcoder.spans.phrases.complete_phrase`)
+    phrase_context_chars: int = Field(PHRASE_CONTEXT_CHARS, ge=0, le=40)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     #: per system, the threshold of the codes no training note carries (their scores come only from the ontology,
     #: concept and value signals and sit lower); a system not named here uses ``threshold`` for every code

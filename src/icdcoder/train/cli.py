@@ -76,8 +76,8 @@ def train_lexicons(
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Language of the training notes: es or en.")] = "es",
 ) -> None:
-    """Build a coder's lexicons, concept reliabilities and value templates from training notes (no LLM training);
-    then re-tune with 'predict tune'."""
+    """Build a coder's lexicons, concept reliabilities, value templates, glossary and phrase words from training notes
+    (no LLM training); then re-tune with 'predict tune'."""
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals import (
         ConceptSignal,

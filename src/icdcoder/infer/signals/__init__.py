@@ -15,6 +15,7 @@ from icdcoder.infer.signals.base import (
     Signal,
     SignalSpec,
     TrainingNotes,
+    complete_phrases,
 )
 from icdcoder.infer.signals.concepts import ConceptSignal
 from icdcoder.infer.signals.english_lexicon import EnglishLexiconSignal
@@ -76,5 +77,6 @@ __all__ = [
     "Signal",
     "SignalSpec",
     "TrainingNotes",
+    "complete_phrases",
     "new_signals",
 ]

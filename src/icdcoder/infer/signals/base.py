@@ -22,6 +22,8 @@ from icdcoder.ontology.labels import CODER_SYSTEMS
 
 if TYPE_CHECKING:
     from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.spans.phrases import PhraseCompleter
+    from icdcoder.spans.translate import WordTranslator
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class SignalSpec:
     description: str = ""
 
 
+#: the systems whose codes found in a translation are narrowed to the words of the sentence that translate the match;
+#: procedures keep the sentence: on CodiEsp dev their narrowed words seldom met the references (a procedure's reference
+#: runs from the act to its site, words apart) and lowered X F1, while narrowed diagnoses raised it
+NARROWED_SYSTEMS = ("icd10cm",)
+
+
 @dataclass
 class ScoredCode:
     """One code as one signal saw it in one place of a note: its values and evidence span."""
@@ -54,8 +62,24 @@ class ScoredCode:
     end: int = -1
     #: the span is the note's sentence(s) whose translation the code was found in, not the matched words
     projected: bool = False
+    #: of a projected item, the words of its sentence that translate the match (-1: none found; see
+    #: :meth:`~icdcoder.spans.translate.WordTranslator.localize`)
+    word_start: int = -1
+    word_end: int = -1
     #: no training note carries the code (set when a note's outputs are finished: ``SpanPredictor.finished``)
     untrained: bool = False
+
+
+def complete_phrases(items: Sequence[ScoredCode], text: str, phrases: PhraseCompleter, max_chars: int) -> None:
+    """Grow each item's span of the note's words (its translated words, for a projected item) to its phrase, in place
+    (:meth:`~icdcoder.spans.phrases.PhraseCompleter.complete`); a projected item's sentence stays as it is."""
+    if max_chars <= 0:
+        return
+    for item in items:
+        if item.projected and item.word_end > item.word_start >= 0:
+            item.word_start, item.word_end = phrases.complete(text, item.word_start, item.word_end, max_chars)
+        elif not item.projected and item.end > item.start >= 0:
+            item.start, item.end = phrases.complete(text, item.start, item.end, max_chars)
 
 
 @dataclass
@@ -76,6 +100,8 @@ class NoteContext:
     document: Document
     #: ``(segment, segment text, candidates of the coded systems)`` per segment (``signals.retrieval``)
     retrieved: list[tuple[Any, str, list[Any]]]
+    #: the retriever's Spanish -> English glossary: narrows a projected item's sentence to the words it translates
+    translator: WordTranslator | None = None
 
     @property
     def english(self) -> str | None:
@@ -96,14 +122,25 @@ class NoteContext:
         return items if english is self.document.text else self.projected(items)
 
     def projected(self, items: list[ScoredCode]) -> list[ScoredCode]:
-        """Items found in the translation, their spans carried over to the note's sentences they translate; an item on
-        an unaligned line keeps no span."""
+        """Items found in the translation, their spans carried over to the note's sentences they translate (and, with
+        a ``translator``, to the words there that translate the match); an item on an unaligned line keeps no span."""
         result = []
         for item in items:
             span = self.alignment.source_span_of_target(item.start, item.end) if item.end > item.start >= 0 else None
             start, end = span if span is not None else (-1, -1)
-            result.append(replace(item, start=start, end=end, projected=span is not None))
+            words = self._words(item, span) if span is not None else None
+            word_start, word_end = words if words is not None else (-1, -1)
+            result.append(
+                replace(
+                    item, start=start, end=end, projected=span is not None, word_start=word_start, word_end=word_end
+                )
+            )
         return result
+
+    def _words(self, item: ScoredCode, sentence: tuple[int, int]) -> tuple[int, int] | None:
+        if self.translator is None or self.document.translation is None or item.system not in NARROWED_SYSTEMS:
+            return None
+        return self.translator.localize(self.document.translation[item.start : item.end], self.document.text, *sentence)
 
 
 @dataclass
