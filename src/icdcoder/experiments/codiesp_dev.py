@@ -82,6 +82,9 @@ CAVEATS = """\
   shipped coder's score is that tuning: the `tuning_holdout` experiment (cross-fitted on dev folds).
 - `span` is the shipped default coder (`src/icdcoder/models/default`), whose LLM is switched off: its numbers come from
   retrieval and lexicons; its `train s` and `train tokens` are those of its unused LoRA adapter (see the model card).
+- X F1 reads each decision's evidence spans. `span` grows its spans by the words the training annotators keep with a
+  mention and narrows a diagnosis found in the translation to the note's words that translate it (model card);
+  `dictionary` keeps its matched words, `dictionary_phrases` grows them as `span` does: the same X step on both sides.
 - `laat` and `plm` stop at the wall-clock caps of their configs on a CPU: far below what these architectures reach with
   GPU-length training on MIMIC. `prompt` is 2-shot SmolLM2-135M-Instruct with no training.
 - `notes/s` and `peak RAM MB` depend on the machine and on what else ran on it; compare them only roughly.
