@@ -205,7 +205,7 @@ def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(tmp_path, corpus, 
     shutil.copytree(coder_dir, folder)
     save_documents(tmp_path / "train.jsonl", load_codiesp(corpus, "train"))
     save_documents(tmp_path / "dev.jsonl", load_codiesp(corpus, "dev"))
-    arguments = ["predict", "fit-trees", "--model", str(folder), "--folds", "3"]
+    arguments = ["predict", "fit-trees", "--model", str(folder), "--folds", "2"]
     done = CliRunner().invoke(
         app,
         [*arguments, "--train-jsonl", str(tmp_path / "train.jsonl"), "--tune-jsonl", str(tmp_path / "dev.jsonl")],
@@ -231,3 +231,51 @@ def test_a_candidates_cache_from_elsewhere_is_a_one_line_error(tmp_path):
     )
     with pytest.raises(InputError, match="candidates.jsonl:1"):
         read_candidates(cache)
+
+
+def test_fit_trees_for_english_notes_fits_their_own_trees_and_leaves_the_spanish_fusion_alone(
+    tmp_path, corpus, coder_dir
+):
+    import shutil
+
+    from test_infer_support import TRANSLATIONS
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.infer.trees import trees_file
+
+    data, folder = tmp_path / "codiesp", tmp_path / "coder"
+    shutil.copytree(corpus, data)
+    shutil.copytree(coder_dir, folder)
+    english = {**TRANSLATIONS, "S0005-1": "Arterial hypertension.\nNo chest X-ray is performed."}
+    for split in ("train", "dev"):
+        (data / split / "text_files_en").mkdir()
+        for path in (data / split / "text_files").glob("*.txt"):
+            translation = english[f"S{path.stem[2:]}"]
+            (data / split / "text_files_en" / path.name).write_text(translation + "\n", encoding="utf-8")
+    spanish_settings = json.loads((folder / "coder.json").read_text())["settings"]
+    spanish_trees = (folder / TREES_FILE).read_bytes() if (folder / TREES_FILE).is_file() else None
+
+    arguments = ["predict", "fit-trees", "--model", str(folder), "--data-dir", str(data), "--folds", "2"]
+    done = CliRunner().invoke(app, [*arguments, "--lang", "en"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    record = json.loads((folder / "coder.json").read_text())
+    assert record["settings"]["by_language"]["en"]["fusion"] == "trees" and "tuning_trees_en" in record
+    assert (folder / trees_file("en")).is_file()
+    unchanged = {key: value for key, value in record["settings"].items() if key != "by_language"}
+    assert unchanged == {key: value for key, value in spanish_settings.items() if key != "by_language"}
+
+    coder = SpanPredictor.load(folder)
+    assert set(coder.language_trees) == {"en"} and coder.trees_for("es") is coder.fusion_trees
+    assert ((folder / TREES_FILE).read_bytes() if (folder / TREES_FILE).is_file() else None) == spanish_trees
+    english_notes = load_codiesp(data, "dev", language="en")
+    scores = [c.score for p in coder.predict(english_notes) for c in p.codes]
+    assert scores and all(0 < score < 1 for score in scores)  # the English trees' probabilities
+
+    (folder / trees_file("en")).unlink()
+    with pytest.raises(InputError, match="'en' notes by trees"):
+        SpanPredictor.load(folder)
+    done = CliRunner().invoke(app, [*arguments, "--lang", "en", "--train-jsonl", str(tmp_path / "x.jsonl")])
+    assert isinstance(done.exception, InputError) and "give --data-dir" in str(done.exception)

@@ -448,7 +448,9 @@ def tune(
 
 @predict_app.command("fit-trees")
 def fit_trees(
-    model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder; gets fusion_trees.json.")],
+    model: Annotated[
+        Path, typer.Option("--model", help="Saved span-coder folder; gets fusion_trees.json (or _LANG.json).")
+    ],
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="CodiEsp folder (official layout).")] = None,
     train_jsonl: Annotated[
         Path | None,
@@ -464,18 +466,28 @@ def fit_trees(
     ] = "dev",
     cache: Annotated[
         Path | None,
-        typer.Option("--cache", help="JSONL cache of the training notes' out-of-fold candidates (resumable)."),
+        typer.Option(
+            "--cache", help="JSONL cache of the training notes' out-of-fold candidates (resumable; one per --lang)."
+        ),
+    ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            help="Notes the trees fuse: the coder's training language (default), or 'en' for a Spanish coder's "
+            "English notes (CodiEsp's English versions of the training notes are coded; needs --data-dir).",
+        ),
     ] = None,
 ) -> None:
     """Fit the coder's fusion trees on its training notes, each coded out of fold, and tune their thresholds on dev;
-    the coder then fuses notes of its training language by trees (other languages keep their weighted mean).
+    the coder then fuses notes of that language by trees (other languages keep their fusion).
 
     The training notes must be those the coder was built from (CodiEsp's train split, or --train-jsonl). Takes minutes
     on 2 CPU cores (the training notes are coded once, fold by fold). Prints the tuning as JSON.
     """
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.store import read_coder_record
-    from icdcoder.infer.trees import TREES_FILE
+    from icdcoder.infer.trees import trees_file
     from icdcoder.train.config import DataSettings
     from icdcoder.train.fusion_trees import TREE_PARAMETERS, fit_tree_fusion, out_of_fold_candidates
 
@@ -484,21 +496,35 @@ def fit_trees(
             "give --data-dir (a CodiEsp folder), or --train-jsonl and --tune-jsonl (notes with gold codes)"
         )
     coder = SpanPredictor.load(model, check_files=False)
-    lang = coder.settings.language
-    train = labelled_documents(None if train_jsonl else data_dir, "train", train_jsonl, lang)
+    training_lang = coder.settings.language
+    lang = lang or training_lang
+    if lang != training_lang and (data_dir is None or train_jsonl is not None):
+        raise InputError(f"--lang {lang} codes the training notes' {lang} versions: give --data-dir (a CodiEsp folder)")
+    train = labelled_documents(None if train_jsonl else data_dir, "train", train_jsonl, training_lang)
+    versions = (
+        {doc.id: doc for doc in labelled_documents(data_dir, "train", None, lang)} if lang != training_lang else None
+    )
     dev = labelled_documents(None if tune_jsonl else data_dir, tune_split, tune_jsonl, lang)
     with progress_bar() as bar:
         task = bar.add_task(f"coding training notes out of {folds} folds", total=len(train))
         candidates = out_of_fold_candidates(
             coder,
             train,
-            DataSettings(data_dir=data_dir, split="train", lang=lang, documents_jsonl=train_jsonl),
+            DataSettings(data_dir=data_dir, split="train", lang=training_lang, documents_jsonl=train_jsonl),
             folds,
             cache=cache,
             progress=lambda n: bar.advance(task, n),
+            versions=versions,
         )
-    coder.fusion_trees = fit_tree_fusion(candidates, train, coder.settings, coder.fitted_retriever.trained_note_counts)
-    coder.settings = coder.settings.fused_by_trees()
+    labelled = [versions[doc.id] for doc in train] if versions is not None else train
+    trees = fit_tree_fusion(
+        candidates, labelled, coder.settings.for_language(lang), coder.fitted_retriever.trained_note_counts
+    )
+    if versions is None:
+        coder.fusion_trees = trees
+    else:
+        coder.language_trees[lang] = trees
+    coder.settings = coder.settings.fused_by_trees(lang)
     with progress_bar() as bar:
         task = bar.add_task(f"coding {tune_split}", total=len(dev))
         outputs = coder.segment_outputs(dev, progress=lambda n: bar.advance(task, n))
@@ -509,15 +535,15 @@ def fit_trees(
         "best_settings": result["best_settings"],
         "untrained_threshold": result["untrained_threshold"],
     }
-    trees = {"training_notes": len(train), "folds": folds, "parameters": TREE_PARAMETERS}
-    coder.fusion_trees.save(model)
+    name = trees_file(None if versions is None else lang)
+    trees.save(model, name)
     extra: dict[str, object] = {
         tuning_record(coder.settings, lang): {**summary, "table": result["table"]},
-        "fusion_trees": trees,
+        name.removesuffix(".json"): {"training_notes": len(train), "folds": folds, "parameters": TREE_PARAMETERS},
     }
     listed = read_coder_record(model)[0].get("files")
-    if isinstance(listed, list) and TREES_FILE not in listed:  # the files a complete folder holds
-        extra["files"] = [*listed, TREES_FILE]
+    if isinstance(listed, list) and name not in listed:  # the files a complete folder holds
+        extra["files"] = [*listed, name]
     coder.write_settings(model, extra=extra)
     typer.echo(json.dumps(summary))
 

@@ -46,7 +46,7 @@ from icdcoder.infer.store import (
     with_overrides,
     write_coder_record,
 )
-from icdcoder.infer.trees import TREES_FILE, TreeFusion
+from icdcoder.infer.trees import TREES_FILE, TreeFusion, trees_file
 from icdcoder.io import progress_bar
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
@@ -101,6 +101,8 @@ class SpanPredictor(Predictor):
         self._specific_codes: dict[tuple[str, str], str] = {}
         #: the gradient-boosted trees of ``settings.fusion: trees`` (:mod:`icdcoder.infer.trees`), once fitted or loaded
         self.fusion_trees: TreeFusion | None = None
+        #: the trees of notes in another language than the training notes' (``fusion_trees_<language>.json``)
+        self.language_trees: dict[str, TreeFusion] = {}
         #: Spanish -> English words learned from the training notes and their translations (``glossary.json``): narrows a
         #: code found in a note's translation to the words of the note that the match translates
         self.translator: WordTranslator | None = None
@@ -291,7 +293,7 @@ class SpanPredictor(Predictor):
 
     def aggregate(self, note: NoteOutputs, language: str) -> DocumentPrediction:
         """Stage 2 for a note of ``language``: its codes fused and thresholded as tuned for that language."""
-        return aggregate(note, self.settings.for_language(language), trees=self.fusion_trees)
+        return aggregate(note, self.settings.for_language(language), trees=self.trees_for(language))
 
     # ------------------------------------------------------------------ tuning
 
@@ -315,18 +317,24 @@ class SpanPredictor(Predictor):
         if objective is not None:
             settings = settings.model_copy(update={"tuning_objective": objective})
         if settings.fusion == "trees":
-            result = tune_tree_thresholds(outputs, dev, settings, self.loaded_trees)
+            result = tune_tree_thresholds(outputs, dev, settings, self.loaded_trees(language))
         else:
             result = tune_fusion(outputs, dev, settings)
         self.settings = self.settings.with_tuned(language, result["best_settings"])
         return result
 
-    @property
-    def loaded_trees(self) -> TreeFusion:
-        """The fusion trees; a clear error for a coder without them."""
-        if self.fusion_trees is None:
-            raise InputError("the coder has no fusion trees (fit them with icdcoder predict fit-trees)")
-        return self.fusion_trees
+    def trees_for(self, language: str) -> TreeFusion | None:
+        """The fusion trees of notes in ``language`` (the training language's, or another's), if fitted."""
+        return self.fusion_trees if language == self.settings.language else self.language_trees.get(language)
+
+    def loaded_trees(self, language: str) -> TreeFusion:
+        """The fusion trees of ``language`` notes; a clear error for a coder without them."""
+        trees = self.trees_for(language)
+        if trees is None:
+            raise InputError(
+                f"the coder has no fusion trees for '{language}' notes (fit them with icdcoder predict fit-trees)"
+            )
+        return trees
 
     # ------------------------------------------------------------------ persistence
 
@@ -348,6 +356,10 @@ class SpanPredictor(Predictor):
             self.fusion_trees.save(directory)
         else:
             (directory / TREES_FILE).unlink(missing_ok=True)
+        for stale in directory.glob(trees_file("*")):
+            stale.unlink()
+        for language, trees in self.language_trees.items():
+            trees.save(directory, trees_file(language))
         self.write_settings(directory)
 
     def save_signals(self, directory: str | Path) -> None:
@@ -404,6 +416,10 @@ class SpanPredictor(Predictor):
         )
         coder = cls(settings).attach(model, tokenizer, CandidateRetriever.load(directory / RETRIEVER_DIR))
         coder.load_signals(directory)
+        counts = coder.fitted_retriever.trained_note_counts
         if (directory / TREES_FILE).is_file():
-            coder.fusion_trees = TreeFusion.load(directory, coder.fitted_retriever.trained_note_counts)
+            coder.fusion_trees = TreeFusion.load(directory, counts)
+        for language in settings.by_language:
+            if (directory / trees_file(language)).is_file():
+                coder.language_trees[language] = TreeFusion.load(directory, counts, trees_file(language))
         return coder

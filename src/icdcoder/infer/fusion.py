@@ -126,7 +126,7 @@ def fused_scores(
     """Each code of ``system`` in a note (its :func:`collect_signals`) with its score under ``settings.fusion``."""
     if settings.fusion == "trees":
         if trees is None:
-            raise InputError("the coder's settings say fusion 'trees' but it has no fusion trees (fusion_trees.json)")
+            raise InputError("the coder's settings say fusion 'trees' but it has no fusion trees for these notes")
         return trees.scores(signals, system)
     weights = signal_weights(settings, system)
     return {code: fuse(found.best, weights) for (code, sys_), found in signals.items() if sys_ == system}

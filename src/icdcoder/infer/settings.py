@@ -133,15 +133,21 @@ class CoderSettings(SignalWeights):
         return self.model_copy(update=override.model_dump(exclude_none=True)) if override else self
 
     def with_tuned(self, language: str, tuned: dict) -> CoderSettings:
-        """These settings with ``tuned`` fusion values recorded for ``language`` notes."""
+        """These settings with ``tuned`` fusion values recorded for ``language`` notes (another language's values that
+        ``tuned`` leaves out are kept: tuning the trees' thresholds keeps its weights)."""
         if language == self.language:
             return self.model_copy(update=tuned)
-        return self.model_copy(update={"by_language": {**self.by_language, language: FusionOverride(**tuned)}})
+        kept = self.by_language[language].model_dump(exclude_none=True) if language in self.by_language else {}
+        return self.model_copy(
+            update={"by_language": {**self.by_language, language: FusionOverride(**{**kept, **tuned})}}
+        )
 
-    def fused_by_trees(self) -> CoderSettings:
-        """These settings with notes of the training language fused by trees and every other language's kept at the
-        fusion it was tuned with (its weighted mean unless it names another): the trees learn from training-language
-        notes only."""
+    def fused_by_trees(self, language: str | None = None) -> CoderSettings:
+        """These settings with notes of ``language`` (default: the training language) fused by trees and every other
+        language's kept at the fusion it was tuned with (its weighted mean unless it names another): each language's
+        trees are fitted apart (``predict fit-trees --lang``)."""
+        if language is not None and language != self.language:
+            return self.with_tuned(language, {"fusion": "trees"})
         others = {
             language: override.model_copy(update={"fusion": getattr(override, "fusion", None) or "mean"})
             for language, override in self.by_language.items()

@@ -32,8 +32,15 @@ from icdcoder.io import atomic_write, read_text
 if TYPE_CHECKING:
     from icdcoder.infer.fusion import CodeSignals
 
-#: the file of a coder folder holding the trees
+#: the file of a coder folder holding the trees of its training language's notes
 TREES_FILE = "fusion_trees.json"
+
+
+def trees_file(language: str | None = None) -> str:
+    """The file of the trees of another language's notes (``fusion_trees_en.json``); ``None``: the training language's."""
+    return TREES_FILE if language is None else f"fusion_trees_{language}.json"
+
+
 #: the features of a candidate code after its best value of each signal
 EXTRA_FEATURES = (
     "untrained",
@@ -194,18 +201,21 @@ class TreeFusion:
         features, codes = candidate_features(found, system, trees.fused_weights, self.trained_note_counts)
         return dict(zip(codes, trees.probabilities(features).tolist())) if codes else {}
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, name: str = TREES_FILE) -> None:
         record = {
             "features": list(FEATURES),
             "systems": {system: trees.as_json() for system, trees in self.systems.items()},
         }
-        with atomic_write(directory / TREES_FILE) as handle:
+        with atomic_write(directory / name) as handle:
             handle.write(json.dumps(record) + "\n")
 
     @classmethod
-    def load(cls, directory: Path, trained_note_counts: dict[tuple[str, str], int]) -> TreeFusion:
-        """The trees of a coder folder; a clear error for a file that is not this version's trees."""
-        path = directory / TREES_FILE
+    def load(
+        cls, directory: Path, trained_note_counts: dict[tuple[str, str], int], name: str = TREES_FILE
+    ) -> TreeFusion:
+        """The trees of a coder folder (``name``: a language's file); a clear error for a file that is not this
+        version's trees."""
+        path = directory / name
         try:
             record = json.loads(read_text(path))
             features = record["features"]

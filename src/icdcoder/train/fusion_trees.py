@@ -53,9 +53,12 @@ def out_of_fold_candidates(
     folds: int,
     cache: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    versions: dict[str, Document] | None = None,
 ) -> dict[str, NoteCandidates]:
     """Each training note's candidates, as coded by a coder fitted on the other folds (its retriever and every signal
-    but the LLM; ``coder``'s settings and ontology). ``cache`` (JSONL) keeps each finished fold: a rerun resumes."""
+    but the LLM; ``coder``'s settings and ontology). ``versions``: the notes' versions in another language (their
+    English translations), coded in their place by the same fold coders, under ``coder``'s settings for that language,
+    as the coder reads notes of that language. ``cache`` (JSONL) keeps each finished fold: a rerun resumes."""
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever
 
@@ -72,10 +75,13 @@ def out_of_fold_candidates(
         retriever = fit_retriever(rest, coder.ontology)
         fold_coder = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
         fit_coder_lexicons(fold_coder, rest, data_settings)
-        outputs = fold_coder.segment_outputs(held, progress=progress)
+        coded = [versions[d.id] for d in held] if versions is not None else held
+        outputs = fold_coder.segment_outputs(coded, progress=progress)
         fresh = {
-            note.doc_id: note_candidates(collect_signals(note), coder.settings, retriever.trained_note_counts)
-            for note in outputs
+            note.doc_id: note_candidates(
+                collect_signals(note), coder.settings.for_language(doc.language), retriever.trained_note_counts
+            )
+            for note, doc in zip(outputs, coded)
         }
         done.update(fresh)
         if cache:
