@@ -100,7 +100,7 @@ class NoteContext:
     document: Document
     #: ``(segment, segment text, candidates of the coded systems)`` per segment (``signals.retrieval``)
     retrieved: list[tuple[Any, str, list[Any]]]
-    #: the retriever's Spanish -> English glossary: narrows a projected item's sentence to the words it translates
+    #: the coder's Spanish -> English glossary: narrows a projected item's sentence to the words that translate it
     translator: WordTranslator | None = None
 
     @property
