@@ -118,10 +118,9 @@ class DictionaryPredictor(Predictor):
 
     def _completed(self, evidence: list[Evidence], text: str) -> list[Evidence]:
         """The matched words, each grown to its phrase when the config asks for it."""
-        phrases, chars = self.phrases, self.config.phrase_context_chars
-        if phrases is None or not chars:
+        if self.phrases is None:  # fitted and loaded only when phrase_context_chars asks for it
             return evidence
-        grown = (phrases.complete(text, e.start, e.end, chars) for e in evidence)
+        grown = (self.phrases.complete(text, e.start, e.end, self.config.phrase_context_chars) for e in evidence)
         return [Evidence(pieces=(span,)) for span in dict.fromkeys(grown)]
 
     def save(self, directory: str | Path) -> None:

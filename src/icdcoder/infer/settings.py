@@ -94,7 +94,7 @@ class CoderSettings(SignalWeights):
     #: also retrieve candidates for the segments of a note's English translation (when it has one)
     retrieve_on_translation: bool = True
     #: evidence spans grow by whole words of their phrase, at most this many characters on each side (0: the matched
-    #: words only; :func:`icdcoder.spans.phrases.complete_phrase`)
+    #: words only; :meth:`icdcoder.spans.phrases.PhraseCompleter.complete`)
     phrase_context_chars: int = Field(PHRASE_CONTEXT_CHARS, ge=0, le=40)
     threshold: dict[str, float] = {"icd10cm": 0.3, "icd10pcs": 0.3}
     #: per system, the threshold of the codes no training note carries (their scores come only from the ontology,
