@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -232,24 +233,34 @@ def test_candidates_scores_a_variant_in_the_precision_asked(tmp_path, corpus, sf
     assert row["dtype"] == "float32" and row["dev_notes"] == 2 and row["reused"] == str(sft_coder)
 
 
-def test_tuning_holdout_cross_fits_each_variant(places, corpus, sft_coder):
-    record = run(
-        "tuning_holdout",
-        places,
-        f"data_dir={corpus}",
-        f"model={sft_coder}",
-        "langs=[es]",
-        "folds=2",
-        "variants=[shipped, without_concept]",
-    )
+def test_tuning_holdout_cross_fits_each_variant(places, tmp_path, corpus, sft_coder):
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+
+    arguments = ["tuning_holdout", places, f"data_dir={corpus}", "langs=[es]", "folds=2"]
+    with pytest.raises(InputError, match="no fusion trees for 'es' notes"):
+        run(*arguments, f"model={sft_coder}", "variants=[trees]")
+    model = tmp_path / "coder"
+    shutil.copytree(sft_coder, model)
+    record = json.loads((model / "coder.json").read_text(encoding="utf-8"))
+    record["settings"]["use_llm"] = False  # fusion trees are fitted for a coder without its LLM
+    (model / "coder.json").write_text(json.dumps(record), encoding="utf-8")
+    fitted = ["predict", "fit-trees", "--model", str(model), "--data-dir", str(corpus), "--folds", "2"]
+    assert CliRunner().invoke(app, fitted, catch_exceptions=False).exit_code == 0
+    record = run(*arguments, f"model={model}", "variants=[trees, shipped, without_concept]")
     rows = record["results"]["rows"]
     assert [(row["variant"], row["one_threshold"]) for row in rows] == [
+        ("trees", False),
+        ("trees", True),
         ("shipped", False),
         ("shipped", True),
         ("without_concept", False),
         ("without_concept", True),
     ]
     assert all(len(row["fold_weights"]) == 2 and "D_f1" in row["cross_fitted"] for row in rows)
+    # the trees' rows tune only their thresholds
+    assert all(set(picked) == {"threshold", "untrained_threshold"} for picked in rows[0]["fold_weights"])
 
 
 def test_ladder_trains_rl_from_the_sft_coder_with_the_experiments_data(places, tmp_path, corpus, sft_coder):

@@ -33,6 +33,45 @@ def test_a_phrase_is_narrowed_to_the_shortest_run_of_words_that_translates_all_o
     assert GLOSSARY.localize("of the", text, 0, len(text)) is None
 
 
+def test_spanish_evidence_is_projected_onto_the_english_words_that_translate_it():
+    english = "She was diagnosed with iron deficiency anemia and acute renal failure."
+    assert _span(english, GLOSSARY.project("anemia por deficiencia de hierro", english, 0, len(english))) == (
+        "iron deficiency anemia"
+    )
+    assert _span(english, GLOSSARY.project("fallo renal agudo", english, 0, len(english))) == "acute renal failure"
+    assert GLOSSARY.project("fallo hepático", english, 0, len(english)) is None  # "hepático" has no English word here
+
+
+def test_english_versions_learn_from_the_narrowed_evidence_where_the_glossary_finds_its_words():
+    from icdcoder.data.align import align_document
+    from icdcoder.data.codiesp import to_english
+    from icdcoder.infer.coder import with_narrowed_english
+    from icdcoder.infer.signals import TrainingNotes
+
+    text = "Ingresa por fallo renal agudo. Se realiza ecografía."
+    lines = ["He is admitted for acute renal failure.", "An ultrasound is performed."]
+    spanish = Document(
+        id="n",
+        text=text,
+        language="es",
+        codes=(
+            GoldCode(code="N17.9", system="icd10cm", evidence=(Evidence(pieces=((12, 29),)),)),
+            GoldCode(code="BW40ZZZ", system="icd10pcs", evidence=(Evidence(pieces=((34, 51),)),)),
+        ),
+    )
+    english = to_english(spanish, align_document(text, lines))
+    assert [e.text_in(english.text) for gold in english.codes for e in gold.evidence] == lines
+
+    training = with_narrowed_english(TrainingNotes([spanish], [english], "es"), GLOSSARY)
+    (narrowed,) = training.english
+    assert narrowed.text == english.text and narrowed.id == "n"
+    # "realiza" has no English word: that evidence keeps its whole line
+    assert [e.text_in(narrowed.text) for gold in narrowed.codes for e in gold.evidence] == [
+        "acute renal failure",
+        lines[1],
+    ]
+
+
 def test_a_diagnosis_found_in_the_translation_gets_the_translated_words_as_evidence_a_procedure_its_sentence():
     text = "Ingresa por fallo renal agudo. Se realiza ecografía renal."
     translation = "Admitted for acute renal failure.\nA renal ultrasound is performed.\n"

@@ -270,7 +270,15 @@ class AlignedDocument:
 
 
 def align_document(source_text: str, target_lines: Sequence[str]) -> AlignedDocument:
-    """Segment the source into sentences and align them with the non-filler target lines."""
+    """Segment the source into sentences and align them with the non-filler target lines.
+
+    Memoized (the result is frozen): fitting a coder reads each training note's alignment twice, once to project its
+    evidence onto the English version and once for the glossary's sentence pairs."""
+    return _aligned_document(source_text, tuple(target_lines))
+
+
+@functools.lru_cache(maxsize=1024)
+def _aligned_document(source_text: str, target_lines: tuple[str, ...]) -> AlignedDocument:
     source_spans = segment_sentences(source_text)
     units = tuple(index for index, line in enumerate(target_lines) if not is_filler_line(line))
     beads = align_sentences(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 LANGUAGES = ("es", "en")
 LABEL_SYSTEMS = {"DIAGNOSTICO": "icd10cm", "PROCEDIMIENTO": "icd10pcs"}
 Pieces = tuple[tuple[int, int], ...]
+#: (Spanish evidence, English text, start, end) -> the English words translating it in [start, end), if found
+Narrowing = Callable[[str, str, int, int], tuple[int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,13 @@ def english_lines(path: Path) -> list[str]:
     return read_text(path).splitlines()
 
 
-def to_english(document: Document, aligned: AlignedDocument) -> Document:
-    """The English twin of a Spanish document: MT text with sentence-level projected evidence."""
+def to_english(document: Document, aligned: AlignedDocument, narrow: Narrowing | None = None) -> Document:
+    """The English twin of a Spanish document: MT text with sentence-level projected evidence.
+
+    ``narrow(spanish evidence, English text, start, end)``: the words of the projected lines ``[start, end)`` that
+    translate the evidence, when it finds them (a glossary's :meth:`~icdcoder.spans.translate.WordTranslator.project`);
+    without it, or where it finds none, the evidence is the whole lines.
+    """
     codes = []
     projected = total = 0
     for gold in document.codes:
@@ -241,7 +248,12 @@ def to_english(document: Document, aligned: AlignedDocument) -> Document:
             pieces = project_pieces(aligned, item.pieces)
             if pieces:
                 projected += 1
-                evidence.append(Evidence(pieces=pieces))
+                words = (
+                    narrow(item.text_in(document.text), aligned.target_text, pieces[0][0], pieces[-1][1])
+                    if narrow
+                    else None
+                )
+                evidence.append(Evidence(pieces=(words,) if words else pieces))
         codes.append(GoldCode(code=gold.code, system=gold.system, evidence=tuple(evidence)))
     meta = {**aligned.quality(), "evidence_projected": f"{projected}/{total}"}
     return document.model_copy(

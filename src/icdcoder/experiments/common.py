@@ -214,12 +214,13 @@ def tuned_settings(settings, notes: list, outputs: list) -> tuple[Any, dict[str,
     }
 
 
-def coded(outputs: list, settings, one_threshold: bool) -> list:
-    """``outputs`` aggregated with ``settings``; ``one_threshold``: without the untrained codes' own thresholds."""
+def coded(outputs: list, settings, one_threshold: bool, trees=None) -> list:
+    """``outputs`` aggregated with ``settings``; ``one_threshold``: without the untrained codes' own thresholds;
+    ``trees``: the fusion trees of settings that fuse by trees."""
     from icdcoder.infer.fusion import aggregate, collect_signals
 
     settings = settings.model_copy(update={"untrained_threshold": {}}) if one_threshold else settings
-    return [aggregate(note, settings, collect_signals(note)) for note in outputs]
+    return [aggregate(note, settings, collect_signals(note), trees) for note in outputs]
 
 
 #: the D/P scores a ``predict tune`` record holds for each row

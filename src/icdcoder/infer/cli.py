@@ -520,10 +520,7 @@ def fit_trees(
     trees = fit_tree_fusion(
         candidates, labelled, coder.settings.for_language(lang), coder.fitted_retriever.trained_note_counts
     )
-    if versions is None:
-        coder.fusion_trees = trees
-    else:
-        coder.language_trees[lang] = trees
+    coder.trees[lang] = trees
     coder.settings = coder.settings.fused_by_trees(lang)
     with progress_bar() as bar:
         task = bar.add_task(f"coding {tune_split}", total=len(dev))

@@ -82,6 +82,23 @@ def fit_glossary(training: TrainingNotes) -> WordTranslator | None:
     return WordTranslator().fit(pairs) if pairs else None
 
 
+def with_narrowed_english(training: TrainingNotes, translator: WordTranslator) -> TrainingNotes:
+    """``training`` with its English versions' evidence narrowed from the whole lines that translate it to the words
+    that do (:meth:`~icdcoder.spans.translate.WordTranslator.project`), where the glossary finds them: the English
+    lexicon then learns "iron deficiency anemia", not the sentence around it."""
+    from icdcoder.data.align import align_document
+    from icdcoder.data.codiesp import to_english
+
+    spanish = {doc.id: doc for doc in training.documents}
+    english = [
+        to_english(spanish[doc.id], align_document(spanish[doc.id].text, doc.text.split("\n")), translator.project)
+        if doc.id in spanish
+        else doc
+        for doc in training.english
+    ]
+    return replace(training, english=english)
+
+
 class SpanPredictor(Predictor):
     """Span-centric coder: signals over the note's segments, fused per code (registry name ``span``).
 
@@ -99,10 +116,10 @@ class SpanPredictor(Predictor):
         self.signals: dict[str, Signal] = new_signals()
         self._ontology = None
         self._specific_codes: dict[tuple[str, str], str] = {}
-        #: the gradient-boosted trees of ``settings.fusion: trees`` (:mod:`icdcoder.infer.trees`), once fitted or loaded
-        self.fusion_trees: TreeFusion | None = None
-        #: the trees of notes in another language than the training notes' (``fusion_trees_<language>.json``)
-        self.language_trees: dict[str, TreeFusion] = {}
+        #: note language -> the gradient-boosted trees of ``settings.fusion: trees`` (:mod:`icdcoder.infer.trees`) for
+        #: its notes, once fitted or loaded (saved as ``fusion_trees.json`` for the training language's notes,
+        #: ``fusion_trees_<language>.json`` for another language's: :meth:`trees_file_of`)
+        self.trees: dict[str, TreeFusion] = {}
         #: Spanish -> English words learned from the training notes and their translations (``glossary.json``): narrows a
         #: code found in a note's translation to the words of the note that the match translates
         self.translator: WordTranslator | None = None
@@ -128,10 +145,13 @@ class SpanPredictor(Predictor):
 
     def fit_signals(self, training: TrainingNotes) -> None:
         """Fit every signal on the training notes (the retriever is attached), the glossary on those notes that have an
-        English version, and the phrase words on their evidence."""
+        English version (before the signals: it narrows the English versions' evidence), and the phrase words on their
+        evidence."""
+        self.translator = fit_glossary(training)
+        if self.translator is not None:
+            training = with_narrowed_english(training, self.translator)
         for signal in self.signals.values():
             signal.fit(self, training)
-        self.translator = fit_glossary(training)
         self.phrases = PhraseCompleter.fit(training.documents)
 
     def signal_of(self, kind: type[SignalT]) -> SignalT:
@@ -293,7 +313,7 @@ class SpanPredictor(Predictor):
 
     def aggregate(self, note: NoteOutputs, language: str) -> DocumentPrediction:
         """Stage 2 for a note of ``language``: its codes fused and thresholded as tuned for that language."""
-        return aggregate(note, self.settings.for_language(language), trees=self.trees_for(language))
+        return aggregate(note, self.settings.for_language(language), trees=self.trees.get(language))
 
     # ------------------------------------------------------------------ tuning
 
@@ -323,13 +343,13 @@ class SpanPredictor(Predictor):
         self.settings = self.settings.with_tuned(language, result["best_settings"])
         return result
 
-    def trees_for(self, language: str) -> TreeFusion | None:
-        """The fusion trees of notes in ``language`` (the training language's, or another's), if fitted."""
-        return self.fusion_trees if language == self.settings.language else self.language_trees.get(language)
+    def trees_file_of(self, language: str) -> str:
+        """The coder folder's file of the trees of ``language`` notes."""
+        return trees_file(None if language == self.settings.language else language)
 
     def loaded_trees(self, language: str) -> TreeFusion:
         """The fusion trees of ``language`` notes; a clear error for a coder without them."""
-        trees = self.trees_for(language)
+        trees = self.trees.get(language)
         if trees is None:
             raise InputError(
                 f"the coder has no fusion trees for '{language}' notes (fit them with icdcoder predict fit-trees)"
@@ -352,14 +372,10 @@ class SpanPredictor(Predictor):
         if self.retriever is not None:
             self.retriever.save(directory / RETRIEVER_DIR)
         self.save_signals(directory)
-        if self.fusion_trees is not None:
-            self.fusion_trees.save(directory)
-        else:
-            (directory / TREES_FILE).unlink(missing_ok=True)
-        for stale in directory.glob(trees_file("*")):
-            stale.unlink()
-        for language, trees in self.language_trees.items():
-            trees.save(directory, trees_file(language))
+        for stale in (directory / TREES_FILE, *directory.glob(trees_file("*"))):
+            stale.unlink(missing_ok=True)
+        for language, trees in self.trees.items():
+            trees.save(directory, self.trees_file_of(language))
         self.write_settings(directory)
 
     def save_signals(self, directory: str | Path) -> None:
@@ -417,9 +433,7 @@ class SpanPredictor(Predictor):
         coder = cls(settings).attach(model, tokenizer, CandidateRetriever.load(directory / RETRIEVER_DIR))
         coder.load_signals(directory)
         counts = coder.fitted_retriever.trained_note_counts
-        if (directory / TREES_FILE).is_file():
-            coder.fusion_trees = TreeFusion.load(directory, counts)
-        for language in settings.by_language:
-            if (directory / trees_file(language)).is_file():
-                coder.language_trees[language] = TreeFusion.load(directory, counts, trees_file(language))
+        for language in (settings.language, *settings.by_language):
+            if (directory / coder.trees_file_of(language)).is_file():
+                coder.trees[language] = TreeFusion.load(directory, counts, coder.trees_file_of(language))
         return coder

@@ -22,6 +22,7 @@ of the distinct forms that point to it::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -159,7 +160,7 @@ class SurfaceFormIndex:
         if ontology is not None:
             config = index.config
             index._add_forms(
-                _ontology_forms(ontology, config.ontology_systems, config.fold_plurals, config.ontology_variants)
+                _ontology_forms(ontology, tuple(config.ontology_systems), config.fold_plurals, config.ontology_variants)
             )
         index._count_on(documents)
         index._prune(phrases)
@@ -262,7 +263,10 @@ class SurfaceFormIndex:
 
     # ----------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
-        forms = [[" ".join(form), entry.matched_docs, entry.hits] for form, entry in sorted(self.entries.items())]
+        forms = [
+            [" ".join(form), entry.matched_docs, dict(sorted(entry.hits.items()))]
+            for form, entry in sorted(self.entries.items())
+        ]  # sorted throughout: the same training notes give the same file
         return {"config": self.config.model_dump(mode="json", include=set(LexiconConfig.model_fields)), "forms": forms}
 
     @classmethod
@@ -317,8 +321,17 @@ def description_variants(description: str) -> set[str]:
     return {variant for variant in variants if variant and variant != bare}
 
 
+@functools.lru_cache(maxsize=2)
 def _ontology_forms(
-    ontology: Any, systems: Sequence[str], fold_plurals: bool, variants: bool = False
+    ontology: Any, systems: tuple[str, ...], fold_plurals: bool, variants: bool
+) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """:func:`_ontology_form_pairs`, memoized per ontology: a process that fits several coders (the fold coders of
+    ``predict fit-trees``, the test suite) reads the ~360,000 ontology terms once, not once per English lexicon."""
+    return tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
+
+
+def _ontology_form_pairs(
+    ontology: Any, systems: Sequence[str], fold_plurals: bool, variants: bool
 ) -> Iterable[tuple[tuple[str, ...], str]]:
     """``(form, code key)`` from ontology descriptions and inclusion terms, with and without qualifiers.
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text, readable_json
 from icdcoder.ontology.build import STOPWORDS
+from icdcoder.ontology.search import SPANISH_STOPWORDS
 from icdcoder.text import normalize_text
 
 _WORD = re.compile(r"\w+")
@@ -92,7 +93,9 @@ class WordTranslator:
                 dice = 2 * count / (source_counts[source] + target_counts[target])
                 if dice >= min_dice:
                     scored[source].append((dice, target))
-        self.glossary = {word: [t for _, t in sorted(found, reverse=True)[:per_word]] for word, found in scored.items()}
+        self.glossary = {
+            word: [t for _, t in sorted(found, reverse=True)[:per_word]] for word, found in sorted(scored.items())
+        }  # sorted: the same training notes give the same file (set order varies from run to run)
         return self
 
     def save(self, path: Path) -> None:
@@ -127,18 +130,48 @@ class WordTranslator:
         the words the match translates ("iron deficiency anemia" in "... diagnosticado de anemia por deficiencia de
         hierro y reflujo ..." -> "anemia por deficiencia de hierro").
         """
-        wanted = [w for w in dict.fromkeys(normalize_text(english).split()) if len(w) > 1 and w not in STOPWORDS]
+        return self._narrow(english, STOPWORDS, text, start, end, self._translates)
+
+    def project(self, spanish: str, english: str, start: int, end: int) -> tuple[int, int] | None:
+        """The shortest run of ``english[start:end]``'s words that translates every word of the ``spanish`` phrase:
+        :meth:`localize` the other way round.
+
+        CodiEsp's evidence reaches an English version only as the whole lines translating its sentence; this narrows it
+        to the words translating the evidence ("anemia por deficiencia de hierro" in "She was diagnosed with iron
+        deficiency anemia and reflux." -> "iron deficiency anemia").
+        """
+        return self._narrow(
+            spanish,
+            SPANISH_STOPWORDS,
+            english,
+            start,
+            end,
+            lambda word, phrase_word: self._translates(phrase_word, word),
+        )
+
+    def _narrow(
+        self,
+        phrase: str,
+        stopwords: frozenset[str],
+        text: str,
+        start: int,
+        end: int,
+        translates: Callable[[str, str], bool],
+    ) -> tuple[int, int] | None:
+        """The shortest run of ``text[start:end]``'s words covering every word of ``phrase`` but its ``stopwords``, a
+        text word covering a phrase word when ``translates(text word, phrase word)``."""
+        wanted = [w for w in dict.fromkeys(normalize_text(phrase).split()) if len(w) > 1 and w not in stopwords]
         if not wanted or len(wanted) > LOCALIZE_MAX_WORDS:
             return None
         words = [
             (m.start() + start, m.end() + start, normalize_text(m.group())) for m in _WORD.finditer(text[start:end])
         ]
-        translated = [{i for i, target in enumerate(wanted) if self._translates(word, target)} for _, _, word in words]
-        run = _shortest_cover(translated, len(wanted), LOCALIZE_SPREAD * len(wanted) + 1)
+        covered = [{i for i, target in enumerate(wanted) if translates(word, target)} for _, _, word in words]
+        run = _shortest_cover(covered, len(wanted), LOCALIZE_SPREAD * len(wanted) + 1)
         return (words[run[0]][0], words[run[1]][1]) if run is not None else None
 
-    def _translates(self, word: str, english: str) -> bool:
-        return word == english or english in self.glossary.get(word, ()) or _cognates(word, english)
+    def _translates(self, spanish: str, english: str) -> bool:
+        return spanish == english or english in self.glossary.get(spanish, ()) or _cognates(spanish, english)
 
 
 def _shortest_cover(translated: list[set[int]], wanted: int, longest: int) -> tuple[int, int] | None:
