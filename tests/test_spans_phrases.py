@@ -45,7 +45,7 @@ def test_spanish_evidence_is_projected_onto_the_english_words_that_translate_it(
 def test_english_versions_learn_from_the_narrowed_evidence_where_the_glossary_finds_its_words():
     from icdcoder.data.align import align_document
     from icdcoder.data.codiesp import to_english
-    from icdcoder.infer.coder import with_narrowed_english
+    from icdcoder.infer.coder import changed_references, with_narrowed_english
     from icdcoder.infer.signals import TrainingNotes
 
     text = "Ingresa por fallo renal agudo. Se realiza ecografía."
@@ -70,6 +70,7 @@ def test_english_versions_learn_from_the_narrowed_evidence_where_the_glossary_fi
         "acute renal failure",
         lines[1],
     ]
+    assert changed_references([english], [narrowed]) == "1/2"
 
 
 def test_a_diagnosis_found_in_the_translation_gets_the_translated_words_as_evidence_a_procedure_its_sentence():

@@ -99,6 +99,17 @@ def with_narrowed_english(training: TrainingNotes, translator: WordTranslator) -
     return replace(training, english=english)
 
 
+def changed_references(before: Sequence[Document], after: Sequence[Document]) -> str:
+    """``"changed/all"``: how many evidence references of ``after`` differ from those of ``before`` (the same notes)."""
+    pairs = [
+        (old.pieces, new.pieces)
+        for old_doc, new_doc in zip(before, after)
+        for old_gold, new_gold in zip(old_doc.codes, new_doc.codes)
+        for old, new in zip(old_gold.evidence, new_gold.evidence)
+    ]
+    return f"{sum(old != new for old, new in pairs)}/{len(pairs)}"
+
+
 class SpanPredictor(Predictor):
     """Span-centric coder: signals over the note's segments, fused per code (registry name ``span``).
 
@@ -143,16 +154,20 @@ class SpanPredictor(Predictor):
         self.fit_signals(training)
         return self
 
-    def fit_signals(self, training: TrainingNotes) -> None:
+    def fit_signals(self, training: TrainingNotes) -> dict[str, str]:
         """Fit every signal on the training notes (the retriever is attached), the glossary on those notes that have an
         English version (before the signals: it narrows the English versions' evidence), and the phrase words on their
-        evidence."""
+        evidence; returns how many English references the glossary narrowed (``english_evidence_narrowed``)."""
+        report = {}
         self.translator = fit_glossary(training)
         if self.translator is not None:
-            training = with_narrowed_english(training, self.translator)
+            narrowed = with_narrowed_english(training, self.translator)
+            report["english_evidence_narrowed"] = changed_references(training.english, narrowed.english)
+            training = narrowed
         for signal in self.signals.values():
             signal.fit(self, training)
         self.phrases = PhraseCompleter.fit(training.documents)
+        return report
 
     def signal_of(self, kind: type[SignalT]) -> SignalT:
         """The coder's instance of the signal class ``kind``."""

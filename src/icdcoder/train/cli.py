@@ -92,7 +92,7 @@ def train_lexicons(
         raise InputError(f"--lang must be es or en (got '{lang}')")
     coder = SpanPredictor.load(model, check_files=False)  # its lexicons are about to be rebuilt
     settings = DataSettings(data_dir=data_dir, split=split, documents_jsonl=jsonl, lang=lang)
-    fit_coder_lexicons(coder, load_training_documents(settings), settings)
+    report = fit_coder_lexicons(coder, load_training_documents(settings), settings)
     coder.save_signals(model)
     lexicons = {
         "lexicon": coder.signal_of(LexiconSignal).index,
@@ -101,4 +101,4 @@ def train_lexicons(
     sizes = {name: len(lexicon) for name, lexicon in lexicons.items() if lexicon}
     templates = {language: len(found) for language, found in coder.signal_of(QuantitySignal).templates.items()}
     counted = {"concepts_counted": len(coder.signal_of(ConceptSignal).counts), "value_templates": templates}
-    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, **counted}))
+    typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, **counted, **report}))

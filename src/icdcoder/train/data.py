@@ -78,10 +78,11 @@ def training_notes(documents: Sequence[Document], settings: DataSettings) -> Tra
     return TrainingNotes(list(documents), english, settings.lang, settings.lexicons)
 
 
-def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSettings) -> None:
+def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSettings) -> dict[str, str]:
     """Give ``coder`` what it learns from the training notes besides retrieval and the LLM: every signal fitted
-    (lexicons, concept reliabilities, value templates; see :mod:`icdcoder.infer.signals`)."""
-    coder.fit_signals(training_notes(documents, settings))
+    (lexicons, concept reliabilities, value templates; see :mod:`icdcoder.infer.signals`); returns the fit's report
+    (:meth:`~icdcoder.infer.coder.SpanPredictor.fit_signals`)."""
+    return coder.fit_signals(training_notes(documents, settings))
 
 
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
