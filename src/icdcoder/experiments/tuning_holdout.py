@@ -170,5 +170,8 @@ EXPERIMENT = Experiment(
     run=run,
     table=table,
     caveats=CAVEATS,
-    cost="about 20 minutes per language and weighted-mean variant on a busy 2-core CPU (the defaults run 2 x 4), 3 per language for the trees",
+    cost=(
+        "about 20 minutes per language and weighted-mean variant on a busy 2-core CPU, 3 for the trees variant (the"
+        " defaults run both languages, the trees and 4 weighted-mean variants)"
+    ),
 )
