@@ -35,11 +35,9 @@ from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text
 from icdcoder.predictor import CodePrediction, DocumentPrediction, FitReport, Predictor, ranking_candidates
 from icdcoder.spans.lexicon import LexiconConfig, SurfaceFormIndex, tokenize
-from icdcoder.spans.phrases import PhraseCompleter
+from icdcoder.spans.phrases import PHRASES_FILE, PhraseCompleter
 
 INDEX_FILE = "surface_forms.json"
-#: the words evidence spans grow by (``phrase_context_chars``)
-PHRASES_FILE = "phrases.json"
 
 
 class DictionaryConfig(LexiconConfig):

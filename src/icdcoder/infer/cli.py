@@ -487,7 +487,6 @@ def fit_trees(
     """
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.store import read_coder_record
-    from icdcoder.infer.trees import trees_file
     from icdcoder.train.config import DataSettings
     from icdcoder.train.fusion_trees import TREE_PARAMETERS, fit_tree_fusion, out_of_fold_candidates
 
@@ -532,7 +531,7 @@ def fit_trees(
         "best_settings": result["best_settings"],
         "untrained_threshold": result["untrained_threshold"],
     }
-    name = trees_file(None if versions is None else lang)
+    name = coder.trees_file_of(lang)
     trees.save(model, name)
     extra: dict[str, object] = {
         tuning_record(coder.settings, lang): {**summary, "table": result["table"]},

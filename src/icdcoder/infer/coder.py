@@ -50,7 +50,7 @@ from icdcoder.infer.trees import TREES_FILE, TreeFusion, trees_file
 from icdcoder.io import progress_bar
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
-from icdcoder.spans.phrases import PhraseCompleter
+from icdcoder.spans.phrases import PHRASES_FILE, PhraseCompleter
 from icdcoder.spans.translate import WordTranslator, sentence_pairs
 
 if TYPE_CHECKING:
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 
 #: the coder folder's Spanish -> English glossary (:class:`~icdcoder.spans.translate.WordTranslator`)
 GLOSSARY_FILE = "glossary.json"
-#: the coder folder's words that may join an evidence span (:class:`~icdcoder.spans.phrases.PhraseCompleter`)
-PHRASES_FILE = "phrases.json"
 #: notes coded together: enough segments for full generation batches, frequent progress updates
 NOTES_PER_CHUNK = 8
 

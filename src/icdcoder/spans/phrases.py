@@ -23,6 +23,8 @@ from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.io import atomic_write, read_text, readable_json
 
+#: the file of a coder or baseline folder holding its phrase words
+PHRASES_FILE = "phrases.json"
 #: the characters a span may grow by on each side (the CodiEsp-X scorer accepts a prediction up to 10 characters wider
 #: than the reference on each side; the dictionary with and without: ``icdcoder experiment run codiesp_dev``)
 PHRASE_CONTEXT_CHARS = 10
