@@ -10,7 +10,15 @@ import pytest
 from test_infer_support import NOTES, write_split
 
 from icdcoder.errors import InputError
-from icdcoder.infer.trees import FEATURES, TREES_FILE, TreeEnsemble, TreeFusion
+from icdcoder.infer.trees import (
+    FEATURES,
+    NO_COUNTS,
+    TREES_FILE,
+    TrainingCounts,
+    TreeEnsemble,
+    TreeFusion,
+    candidate_features,
+)
 
 
 def fitted_sklearn(rows: int = 600, seed: int = 0):
@@ -32,22 +40,22 @@ def test_saved_trees_give_scikit_learns_probabilities(tmp_path):
     ensemble = TreeEnsemble.from_sklearn(model, {"lexical": 1.0})
     expected = model.predict_proba(rows)[:, 1]
     assert np.allclose(ensemble.probabilities(rows), expected, atol=1e-12)
-    TreeFusion({"icd10cm": ensemble}, {}).save(tmp_path)
-    loaded = TreeFusion.load(tmp_path, {})
+    TreeFusion({"icd10cm": ensemble}, NO_COUNTS).save(tmp_path)
+    loaded = TreeFusion.load(tmp_path, NO_COUNTS)
     assert np.allclose(loaded.systems["icd10cm"].probabilities(rows), expected, atol=1e-12)
     assert loaded.systems["icd10cm"].fused_weights["lexical"] == 1.0
 
 
 def test_a_malformed_or_foreign_trees_file_is_a_one_line_error(tmp_path):
     model, _ = fitted_sklearn(rows=100)
-    TreeFusion({"icd10cm": TreeEnsemble.from_sklearn(model, {})}, {}).save(tmp_path)
+    TreeFusion({"icd10cm": TreeEnsemble.from_sklearn(model, {})}, NO_COUNTS).save(tmp_path)
     path = tmp_path / TREES_FILE
     record = json.loads(path.read_text())
 
     record["features"] = record["features"][:-1]
     path.write_text(json.dumps(record))
     with pytest.raises(InputError, match="refit them") as found:
-        TreeFusion.load(tmp_path, {})
+        TreeFusion.load(tmp_path, NO_COUNTS)
     assert TREES_FILE in str(found.value) and "\n" not in str(found.value)
 
     record["features"] = list(FEATURES)
@@ -55,11 +63,11 @@ def test_a_malformed_or_foreign_trees_file_is_a_one_line_error(tmp_path):
     tree["left"][0] = 0  # a loop: evaluation would never end
     path.write_text(json.dumps(record))
     with pytest.raises(InputError, match="malformed fusion trees"):
-        TreeFusion.load(tmp_path, {})
+        TreeFusion.load(tmp_path, NO_COUNTS)
 
     path.write_text("{not json")
     with pytest.raises(InputError, match="malformed fusion trees"):
-        TreeFusion.load(tmp_path, {})
+        TreeFusion.load(tmp_path, NO_COUNTS)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -74,7 +82,7 @@ def test_the_tree_table_ranks_codes_as_aggregation_does(seed):
 
     model, _ = fitted_sklearn(seed=seed)
     trees = TreeFusion(
-        {system: TreeEnsemble.from_sklearn(model, {"lexical": 1.0}) for system in ("icd10cm", "icd10pcs")}, {}
+        {system: TreeEnsemble.from_sklearn(model, {"lexical": 1.0}) for system in ("icd10cm", "icd10pcs")}, NO_COUNTS
     )
     outputs, _ = random_outputs(random.Random(seed), notes=6)
     table = TreeTable(outputs, trees)
@@ -86,6 +94,51 @@ def test_the_tree_table_ranks_codes_as_aggregation_does(seed):
         for system in ("icd10cm", "icd10pcs"):
             expected = {p.doc_id: [(c.score, c.code) for c in p.ranking({system})] for p in predictions}
             assert table.rankings(settings, system) == expected
+
+
+def test_codes_read_in_the_same_words_are_each_others_rivals():
+    from icdcoder.infer.fusion import CodeSignals
+    from icdcoder.infer.signals import SIGNALS
+
+    def found_at(start: int, end: int, lexical: float) -> CodeSignals:
+        return CodeSignals(best={"lexical": lexical}, spans={"lexical": [(start, end)]})
+
+    found = {
+        ("N28.89", "icd10cm"): found_at(10, 23, 0.4),  # "renal derecha" inside "ecografía renal derecha"
+        ("N28.1", "icd10cm"): found_at(0, 23, 0.9),
+        ("BT41ZZZ", "icd10pcs"): found_at(0, 23, 0.8),
+        ("R51", "icd10cm"): found_at(40, 47, 0.7),  # words of its own
+    }
+    weights = {name: float(name == "lexical") for name in SIGNALS}
+    rows, codes = candidate_features(found, "icd10cm", weights, NO_COUNTS)
+    column = {name: rows[:, FEATURES.index(name)] for name in ("span_rivals", "span_gap", "other_system_rival")}
+    by_code = {code: {name: values[i] for name, values in column.items()} for i, code in enumerate(codes)}
+    assert by_code["N28.89"]["span_rivals"] == pytest.approx(np.log1p(1))
+    assert by_code["N28.89"]["span_gap"] == pytest.approx(0.5)
+    assert by_code["N28.1"]["span_gap"] == pytest.approx(-0.5)  # it leads its rival
+    assert by_code["N28.89"]["other_system_rival"] == pytest.approx(0.8)
+    assert by_code["R51"] == {"span_rivals": 0.0, "span_gap": 0.0, "other_system_rival": 0.0}
+    assert rows[codes.index("R51"), FEATURES.index("span_length")] == pytest.approx(np.log1p(7))
+
+
+def test_a_code_the_training_notes_carry_with_a_leading_candidate_reads_that_share():
+    from icdcoder.infer.fusion import CodeSignals
+    from icdcoder.infer.signals import SIGNALS
+    from icdcoder.spans.retrieval import pair_counts
+
+    diabetes, insulin, headache = ("E11.9", "icd10cm"), ("Z79.4", "icd10cm"), ("R51", "icd10cm")
+    training = [{diabetes, insulin}, {diabetes, insulin}, {diabetes}, {headache}]
+    counts = TrainingCounts({diabetes: 3, insulin: 2, headache: 1}, pair_counts(training))
+    assert counts.pairs[(insulin, diabetes)] == counts.pairs[(diabetes, insulin)] == 2
+    found = {
+        key: CodeSignals(best={"lexical": value}) for key, value in [(diabetes, 0.9), (insulin, 0.2), (headache, 0.5)]
+    }
+    weights = {name: float(name == "lexical") for name in SIGNALS}
+    rows, codes = candidate_features(found, "icd10cm", weights, counts)
+    share = dict(zip(codes, rows[:, FEATURES.index("cooccurrence")]))
+    assert share[insulin[0]] == pytest.approx(2 / 4)  # 2 of diabetes's 3 notes, add-one smoothed
+    assert share[diabetes[0]] == pytest.approx(2 / 3)
+    assert share[headache[0]] == 0.0
 
 
 def test_fusion_by_trees_without_trees_is_a_clear_error():
@@ -175,6 +228,27 @@ def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_d
     tuned = json.loads((coder_dir / "coder.json").read_text())
     assert tuned["settings"]["fusion"] == "trees" and tuned["tuning_trees"]["table"][0]["fusion"] == "trees"
     assert {key: tuned["settings"][key] for key in weights} == weights and "tuning" not in tuned
+
+
+def test_fit_trees_refits_one_language_while_the_others_trees_are_stale(tmp_path, corpus, coder_dir):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.infer.trees import trees_file
+
+    folder = tmp_path / "coder"
+    shutil.copytree(coder_dir, folder)
+    stale = json.dumps({"features": ["an_older_feature"], "systems": {}}) + "\n"
+    (folder / trees_file("en")).write_text(stale)  # English trees of an older version's features
+    arguments = ["predict", "fit-trees", "--model", str(folder), "--data-dir", str(corpus), "--folds", "2"]
+    done = CliRunner().invoke(app, arguments, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert (folder / TREES_FILE).is_file() and (folder / trees_file("en")).read_text() == stale
+    with pytest.raises(InputError, match="refit them"):  # coding still refuses the stale trees
+        SpanPredictor.load(folder)
 
 
 def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):

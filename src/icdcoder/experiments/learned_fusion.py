@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -52,6 +52,9 @@ from icdcoder.predictor import RANKING_DEPTH
 #: codes kept per note and system, as the coder's ``max_codes_per_system``
 KEPT = RANKING_DEPTH
 
+if TYPE_CHECKING:
+    from icdcoder.infer.trees import TrainingCounts
+
 
 class LearnedFusionConfig(StrictModel):
     data_dir: Path = CODIESP
@@ -64,7 +67,7 @@ class LearnedFusionConfig(StrictModel):
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0], min_length=1)
 
 
-def note_features(note, settings, trained_note_counts: dict) -> dict[str, tuple[np.ndarray, list[str], list[bool]]]:
+def note_features(note, settings, counts: TrainingCounts) -> dict[str, tuple[np.ndarray, list[str], list[bool]]]:
     """Per system: the feature matrix of the note's candidate codes (:func:`~icdcoder.infer.trees.candidate_features`
     under ``settings``' weights), the codes, and their untrained flags."""
     from icdcoder.infer.fusion import collect_signals
@@ -73,7 +76,7 @@ def note_features(note, settings, trained_note_counts: dict) -> dict[str, tuple[
     found = collect_signals(note)
     return {
         system: (matrix, codes, [found[(code, system)].untrained for code in codes])
-        for system, (matrix, codes) in note_candidates(found, settings, trained_note_counts).items()
+        for system, (matrix, codes) in note_candidates(found, settings, counts).items()
     }
 
 
@@ -205,9 +208,11 @@ def grid_cross_fitted(coder, dev: list, outputs: list, folds: list[list[int]]) -
 
 
 def language_rows(config: LearnedFusionConfig, lang: str) -> list[dict[str, Any]]:
+    from icdcoder.infer.trees import TrainingCounts
+
     coder, dev, train_counts = coder_and_notes(config.model, config.data_dir, lang)
     outputs = coder.segment_outputs(dev)
-    features = [note_features(note, coder.settings, coder.retriever.trained_note_counts) for note in outputs]
+    features = [note_features(note, coder.settings, TrainingCounts.of(coder.retriever)) for note in outputs]
     folds = fold_indices(len(dev), config.folds)
 
     def cross_fitted(fusion: str, predictions: list) -> dict[str, Any]:

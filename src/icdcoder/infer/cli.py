@@ -487,6 +487,7 @@ def fit_trees(
     """
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.store import read_coder_record
+    from icdcoder.infer.trees import TrainingCounts
     from icdcoder.train.config import DataSettings
     from icdcoder.train.fusion_trees import TREE_PARAMETERS, fit_tree_fusion, out_of_fold_candidates
 
@@ -517,7 +518,7 @@ def fit_trees(
         )
     labelled = [versions[doc.id] for doc in train] if versions is not None else train
     trees = fit_tree_fusion(
-        candidates, labelled, coder.settings.for_language(lang), coder.fitted_retriever.trained_note_counts
+        candidates, labelled, coder.settings.for_language(lang), TrainingCounts.of(coder.fitted_retriever)
     )
     coder.trees[lang] = trees
     coder.settings = coder.settings.fused_by_trees(lang)

@@ -46,7 +46,7 @@ from icdcoder.infer.store import (
     with_overrides,
     write_coder_record,
 )
-from icdcoder.infer.trees import TREES_FILE, TreeFusion, trees_file
+from icdcoder.infer.trees import TREES_FILE, TrainingCounts, TreeFusion, trees_file
 from icdcoder.io import progress_bar
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
@@ -445,8 +445,25 @@ class SpanPredictor(Predictor):
         )
         coder = cls(settings).attach(model, tokenizer, CandidateRetriever.load(directory / RETRIEVER_DIR))
         coder.load_signals(directory)
-        counts = coder.fitted_retriever.trained_note_counts
+        counts = TrainingCounts.of(coder.fitted_retriever)
         for language in (settings.language, *settings.by_language):
-            if (directory / coder.trees_file_of(language)).is_file():
-                coder.trees[language] = TreeFusion.load(directory, counts, coder.trees_file_of(language))
+            trees = coder.saved_trees(directory, language, counts, check_files)
+            if trees is not None:
+                coder.trees[language] = trees
         return coder
+
+    def saved_trees(
+        self, directory: Path, language: str, counts: TrainingCounts, check_files: bool
+    ) -> TreeFusion | None:
+        """The trees of ``language`` notes saved in ``directory``, if any; with ``check_files`` off (rebuilding files),
+        trees this version cannot read are left out with a warning rather than refused, so that ``predict fit-trees``
+        can refit one language's trees while the other's are stale too."""
+        if not (directory / self.trees_file_of(language)).is_file():
+            return None
+        try:
+            return TreeFusion.load(directory, counts, self.trees_file_of(language))
+        except InputError as err:
+            if check_files:
+                raise
+            log.warning("%s; left out", err)
+            return None

@@ -11,13 +11,20 @@ Features of a candidate code (:data:`FEATURES`): its best value of every signal;
 in how many training notes the retriever saw its evidence (log); how many signals found it, over how many spans
 (log); the length of the code; its fused score under the weights the trees were fitted with (kept in the file, so
 that re-tuning the mean does not shift the trees' input); the note's number of candidates of that system (log); how
-many candidates share its category and how far its fused score is below the best of them.
+many candidates share its category and how far its fused score is below the best of them; how many other candidates
+of its system claim some of the same words of the note (log: two codes read in one phrase are seldom both right),
+how far its fused score is below the best of those (negative where it leads them; 0 without rivals), and the best
+fused score of another system's codes claiming them (a procedure read in the words of a diagnosis); the length of its
+longest note span (log of characters); how often the training notes that carry one of the note's leading candidates
+(:data:`CONTEXT_CODES`, any system) also carry it (the highest such share: comorbidities and the procedures that go
+with a diagnosis).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,8 +59,15 @@ EXTRA_FEATURES = (
     "candidates",
     "category_candidates",
     "category_gap",
+    "span_rivals",
+    "span_gap",
+    "other_system_rival",
+    "span_length",
+    "cooccurrence",
 )
 FEATURES = (*SIGNALS, *EXTRA_FEATURES)
+#: how many of the note's leading candidates (by fused score) the ``cooccurrence`` feature reads
+CONTEXT_CODES = 8
 #: the node arrays of a tree, as saved, with their types
 NODE_TYPES = {
     "feature": np.int64,
@@ -76,31 +90,63 @@ SKLEARN_NODE_FIELDS = {
 }
 
 
+@dataclass(frozen=True)
+class TrainingCounts:
+    """What the trees read of the training notes, as the coder's retriever counts them (notes that give evidence)."""
+
+    #: (code, system) -> how many training notes carry it
+    notes: Mapping[tuple[str, str], int]
+    #: ((code, system), (other code, system)) -> how many carry both
+    pairs: Mapping[tuple[tuple[str, str], tuple[str, str]], int]
+
+    @classmethod
+    def of(cls, retriever: Any) -> TrainingCounts:
+        """The counts of a fitted :class:`~icdcoder.spans.retrieval.CandidateRetriever`."""
+        return cls(retriever.trained_note_counts, retriever.trained_pair_counts)
+
+    def cooccurrence(self, key: tuple[str, str], context: Iterable[tuple[str, str]]) -> float:
+        """The highest share, over the codes of ``context`` other than ``key``, of training notes carrying that code
+        that also carry ``key`` (add-one smoothed: a code of one note is weak context)."""
+        return max(
+            (self.pairs.get((key, other), 0) / (self.notes.get(other, 0) + 1) for other in context if other != key),
+            default=0.0,
+        )
+
+
+NO_COUNTS = TrainingCounts({}, {})
+
+
 def candidate_features(
     found: dict[tuple[str, str], CodeSignals],
     system: str,
     weights: dict[str, float],
-    trained_note_counts: dict[tuple[str, str], int],
+    counts: TrainingCounts,
 ) -> tuple[np.ndarray, list[str]]:
     """The feature matrix (rows in :data:`FEATURES` order) of a note's candidate codes of ``system`` and those codes,
     alphabetical; ``found``: the note's :func:`~icdcoder.infer.fusion.collect_signals`, ``weights``: those of the
-    ``fused`` feature."""
+    ``fused`` feature (the leading candidates of other systems are ranked under them too)."""
     codes = sorted(code for code, sys_ in found if sys_ == system)
-    fused = {code: fuse(found[(code, system)].best, weights) for code in codes}
+    strength = {key: fuse(signals.best, weights) for key, signals in found.items()}
+    fused = {code: strength[(code, system)] for code in codes}
+    context = sorted(found, key=lambda key: (-strength[key], key))[:CONTEXT_CODES]
     categories: dict[str, list[float]] = {}
     for code in codes:
         categories.setdefault(code[:3], []).append(fused[code])
+    span_rivals = overlapping_codes({key: signals.spans for key, signals in found.items()})
     rows = []
     for code in codes:
         signals = found[(code, system)]
         values = [signals.best.get(name, 0.0) for name in SIGNALS]
         spans = sum(map(len, signals.spans.values())) + sum(map(len, signals.sentences.values()))
         rivals = categories[code[:3]]
+        same_system = [fused[other] for other, other_system in span_rivals[(code, system)] if other_system == system]
+        other_systems = [strength[key] for key in span_rivals[(code, system)] if key[1] != system]
+        longest = max((end - start for spans_ in signals.spans.values() for start, end in spans_), default=0)
         rows.append(
             values
             + [
                 float(signals.untrained),
-                math.log1p(trained_note_counts.get((code, system), 0)),
+                math.log1p(counts.notes.get((code, system), 0)),
                 sum(value > 0 for value in values),
                 math.log1p(spans),
                 len(code.replace(".", "")),
@@ -108,9 +154,34 @@ def candidate_features(
                 math.log1p(len(codes)),
                 len(rivals),
                 max(rivals) - fused[code],
+                math.log1p(len(same_system)),
+                max((rival - fused[code] for rival in same_system), default=0.0),
+                max(other_systems, default=0.0),
+                math.log1p(longest),
+                counts.cooccurrence((code, system), context),
             ]
         )
     return np.asarray(rows, dtype=np.float64).reshape(len(codes), len(FEATURES)), codes
+
+
+def overlapping_codes(
+    spans: dict[tuple[str, str], dict[str, list[tuple[int, int]]]],
+) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """Per (code, system), the other codes with a note span (any signal's) overlapping one of its own."""
+    owners = sorted((start, end, key) for key, by_signal in spans.items() for start, end in _unique_spans(by_signal))
+    rivals: dict[tuple[str, str], set[tuple[str, str]]] = {key: set() for key in spans}
+    for position, (_start, end, code) in enumerate(owners):
+        for later_start, _later_end, other in owners[position + 1 :]:
+            if later_start >= end:
+                break
+            if other != code:
+                rivals[code].add(other)
+                rivals[other].add(code)
+    return rivals
+
+
+def _unique_spans(by_signal: dict[str, list[tuple[int, int]]]) -> set[tuple[int, int]]:
+    return {span for spans in by_signal.values() for span in spans}
 
 
 @dataclass
@@ -190,7 +261,7 @@ class TreeFusion:
     """Per coded system, its trees; with the training notes' code counts (the retriever's), what scores a note."""
 
     systems: dict[str, TreeEnsemble]
-    trained_note_counts: dict[tuple[str, str], int]
+    counts: TrainingCounts
 
     def scores(self, found: dict[tuple[str, str], CodeSignals], system: str) -> dict[str, float]:
         """Each candidate code of ``system`` in a note (its :func:`~icdcoder.infer.fusion.collect_signals`) with its
@@ -198,7 +269,7 @@ class TreeFusion:
         trees = self.systems.get(system)
         if trees is None:
             raise InputError(f"the coder's fusion trees have none for {system}")
-        features, codes = candidate_features(found, system, trees.fused_weights, self.trained_note_counts)
+        features, codes = candidate_features(found, system, trees.fused_weights, self.counts)
         return dict(zip(codes, trees.probabilities(features).tolist())) if codes else {}
 
     def save(self, directory: Path, name: str = TREES_FILE) -> None:
@@ -210,9 +281,7 @@ class TreeFusion:
             handle.write(json.dumps(record) + "\n")
 
     @classmethod
-    def load(
-        cls, directory: Path, trained_note_counts: dict[tuple[str, str], int], name: str = TREES_FILE
-    ) -> TreeFusion:
+    def load(cls, directory: Path, counts: TrainingCounts, name: str = TREES_FILE) -> TreeFusion:
         """The trees of a coder folder (``name``: a language's file); a clear error for a file that is not this
         version's trees."""
         path = directory / name
@@ -227,4 +296,4 @@ class TreeFusion:
             systems = {system: TreeEnsemble.from_json(data) for system, data in record["systems"].items()}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise InputError(f"malformed fusion trees ({str(err).splitlines()[0]})", path=path) from None
-        return cls(systems, trained_note_counts)
+        return cls(systems, counts)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +264,10 @@ class CandidateRetriever:
         self.trained_note_counts = {self.codes[code_index]: len(notes) for code_index, notes in notes_by_code.items()}
         #: the codes some training note gives evidence for
         self.trained_codes = frozenset(self.trained_note_counts)
+        #: (code, other code) -> how many training notes give evidence for both
+        self.trained_pair_counts = pair_counts(
+            [{self.codes[code_index] for _form, code_index in forms} for forms in self.doc_forms.values()]
+        )
         self.children: dict[int, list[int]] = defaultdict(list)
         for child, parent in enumerate(self.parents):
             if parent >= 0:
@@ -648,3 +652,11 @@ def _embed(texts: Sequence[str], model_dir: str, batch_size: int) -> np.ndarray:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 384), dtype=np.float32)
+
+
+def pair_counts(notes_codes: Iterable[set[CodeKey]]) -> dict[tuple[CodeKey, CodeKey], int]:
+    """(code, other code) -> in how many of the notes' code sets both appear (both orders counted)."""
+    counts: Counter[tuple[CodeKey, CodeKey]] = Counter()
+    for codes in notes_codes:
+        counts.update((code, other) for code in codes for other in codes if code != other)
+    return dict(counts)

@@ -21,7 +21,7 @@ import numpy as np
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.infer.fusion import collect_signals, signal_weights
-from icdcoder.infer.trees import FEATURES, TreeEnsemble, TreeFusion, candidate_features
+from icdcoder.infer.trees import FEATURES, TrainingCounts, TreeEnsemble, TreeFusion, candidate_features
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.train.config import DataSettings
 
@@ -79,7 +79,7 @@ def out_of_fold_candidates(
         outputs = fold_coder.segment_outputs(coded, progress=progress)
         fresh = {
             note.doc_id: note_candidates(
-                collect_signals(note), coder.settings.for_language(doc.language), retriever.trained_note_counts
+                collect_signals(note), coder.settings.for_language(doc.language), TrainingCounts.of(retriever)
             )
             for note, doc in zip(outputs, coded)
         }
@@ -89,10 +89,9 @@ def out_of_fold_candidates(
     return {d.id: done[d.id] for d in documents}
 
 
-def note_candidates(found: dict, settings, trained_note_counts: dict) -> NoteCandidates:
+def note_candidates(found: dict, settings, counts: TrainingCounts) -> NoteCandidates:
     return {
-        system: candidate_features(found, system, signal_weights(settings, system), trained_note_counts)
-        for system in CODER_SYSTEMS
+        system: candidate_features(found, system, signal_weights(settings, system), counts) for system in CODER_SYSTEMS
     }
 
 
@@ -149,13 +148,13 @@ def fitted_ensemble(
 
 
 def fit_tree_fusion(
-    candidates: dict[str, NoteCandidates], documents: Sequence[Document], settings, trained_note_counts: dict
+    candidates: dict[str, NoteCandidates], documents: Sequence[Document], settings, counts: TrainingCounts
 ) -> TreeFusion:
     """Per coded system, trees fitted on the training notes' out-of-fold candidates; scored at inference with the
-    coder's own retriever counts (``trained_note_counts``)."""
+    coder's own retriever counts (``counts``)."""
     systems = {}
     for system in CODER_SYSTEMS:
         examples = [candidates[d.id][system] for d in documents]
         gold = [d.code_set(system) for d in documents]
         systems[system] = fitted_ensemble(system, examples, gold, signal_weights(settings, system))
-    return TreeFusion(systems, trained_note_counts)
+    return TreeFusion(systems, counts)
