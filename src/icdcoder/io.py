@@ -234,3 +234,12 @@ def output_lock(output: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def write_json_or_remove(path: Path, record: dict) -> None:
+    """``record`` as readable JSON at ``path``; an empty record removes the file (nothing to save)."""
+    if not record:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_write(path) as handle:
+        handle.write(readable_json(record) + "\n")

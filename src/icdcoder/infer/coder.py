@@ -47,7 +47,7 @@ from icdcoder.infer.store import (
     write_coder_record,
 )
 from icdcoder.infer.trees import TREES_FILE, TrainingCounts, TreeFusion, trees_file
-from icdcoder.io import progress_bar
+from icdcoder.io import progress_bar, write_json_or_remove
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
 from icdcoder.spans.phrases import PHRASES_FILE, PhraseCompleter
@@ -397,15 +397,8 @@ class SpanPredictor(Predictor):
         folder."""
         for signal in self.signals.values():
             signal.save(Path(directory))
-        glossary, phrases = Path(directory) / GLOSSARY_FILE, Path(directory) / PHRASES_FILE
-        if self.translator is not None and self.translator.glossary:
-            self.translator.save(glossary)
-        else:
-            glossary.unlink(missing_ok=True)
-        if self.phrases is not None:
-            self.phrases.save(phrases)
-        else:
-            phrases.unlink(missing_ok=True)
+        write_json_or_remove(Path(directory) / GLOSSARY_FILE, self.translator.glossary if self.translator else {})
+        write_json_or_remove(Path(directory) / PHRASES_FILE, self.phrases.record() if self.phrases else {})
 
     def load_signals(self, directory: str | Path) -> None:
         """Read what each signal saved in a coder folder, its glossary and phrase words (a folder without them narrows

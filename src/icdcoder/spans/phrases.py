@@ -21,7 +21,7 @@ from pathlib import Path
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write, read_text, readable_json
+from icdcoder.io import read_text, write_json_or_remove
 
 #: the file of a coder or baseline folder holding its phrase words
 PHRASES_FILE = "phrases.json"
@@ -73,9 +73,12 @@ class PhraseCompleter:
         before = _words_before(text, start, max_chars)
         return _edge(before, self.left, start, left=True), _edge(after, self.right, end, left=False)
 
+    def record(self) -> dict[str, list[str]]:
+        """The words, as :meth:`save` writes them."""
+        return {"right": sorted(self.right), "left": sorted(self.left)}
+
     def save(self, path: Path) -> None:
-        with atomic_write(path) as handle:
-            handle.write(readable_json({"right": sorted(self.right), "left": sorted(self.left)}) + "\n")
+        write_json_or_remove(path, self.record())
 
     @classmethod
     def load(cls, path: Path) -> PhraseCompleter:

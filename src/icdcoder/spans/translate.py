@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from icdcoder.errors import InputError
-from icdcoder.io import atomic_write, read_text, readable_json
+from icdcoder.io import read_text, write_json_or_remove
 from icdcoder.ontology.build import STOPWORDS
 from icdcoder.ontology.search import SPANISH_STOPWORDS
 from icdcoder.text import normalize_text
@@ -99,9 +99,8 @@ class WordTranslator:
         return self
 
     def save(self, path: Path) -> None:
-        """The glossary as readable JSON (Spanish word -> its English words)."""
-        with atomic_write(path) as handle:
-            handle.write(readable_json(self.glossary) + "\n")
+        """The glossary as readable JSON (Spanish word -> its English words); an empty glossary removes the file."""
+        write_json_or_remove(path, self.glossary)
 
     @classmethod
     def load(cls, path: Path) -> WordTranslator:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from icdcoder.data.align import AlignedDocument, align_document
 from icdcoder.data.schema import Document
-from icdcoder.io import atomic_write, readable_json
 from icdcoder.ontology.labels import CODER_SYSTEMS
 
 if TYPE_CHECKING:
@@ -195,12 +194,3 @@ class NoteSignal:
 
     def load(self, directory: Path) -> None:
         return None
-
-
-def write_json_or_remove(path: Path, record: dict) -> None:
-    """``record`` as readable JSON at ``path``; an empty record removes the file (the signal has nothing to save)."""
-    if not record:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_write(path) as handle:
-        handle.write(readable_json(record) + "\n")

@@ -21,9 +21,8 @@ from icdcoder.infer.signals.base import (
     ScoredCode,
     SignalSpec,
     TrainingNotes,
-    write_json_or_remove,
 )
-from icdcoder.io import read_text
+from icdcoder.io import read_text, write_json_or_remove
 from icdcoder.spans.concepts import ConceptIndex
 from icdcoder.spans.lexicon import smoothed_reliability
 

@@ -15,9 +15,8 @@ from icdcoder.infer.signals.base import (
     ScoredCode,
     SignalSpec,
     TrainingNotes,
-    write_json_or_remove,
 )
-from icdcoder.io import read_text
+from icdcoder.io import read_text, write_json_or_remove
 from icdcoder.spans.quantities import QuantityTemplates, ontology_value_families
 
 if TYPE_CHECKING:
