@@ -49,11 +49,11 @@ from icdcoder.experiments.common import (
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import RANKING_DEPTH
 
-#: codes kept per note and system, as the coder's ``max_codes_per_system``
-KEPT = RANKING_DEPTH
-
 if TYPE_CHECKING:
     from icdcoder.infer.trees import TrainingCounts
+
+#: codes kept per note and system, as the coder's ``max_codes_per_system``
+KEPT = RANKING_DEPTH
 
 
 class LearnedFusionConfig(StrictModel):
