@@ -144,6 +144,21 @@ def test_settings_that_weigh_a_signal_need_its_file_in_any_language(tmp_path):
         SpanPredictor.load(_coder_folder(tmp_path / "q", {"settings": {"use_llm": False, "quantity_weight": 2.0}}))
 
 
+def test_trees_named_for_the_training_language_are_its_own_file(tmp_path):
+    """A Spanish coder whose ``by_language`` also tunes Spanish notes needs ``fusion_trees.json``, the file it loads."""
+    from icdcoder.infer.coder import SpanPredictor
+
+    settings = {
+        "use_llm": False,
+        "language": "es",
+        "by_language": {"es": {"fusion": "trees"}, "en": {"fusion": "trees"}},
+    }
+    with pytest.raises(InputError, match=r"fusion_trees\.json: coder file missing: its settings fuse signals by trees"):
+        SpanPredictor.load(_coder_folder(tmp_path, {"settings": settings}))
+    with pytest.raises(InputError, match=r"fusion_trees_en\.json: .*of 'en' notes"):
+        SpanPredictor.load(_coder_folder(tmp_path / "with", {"settings": settings}, ("fusion_trees.json",)))
+
+
 def test_a_malformed_files_record_is_named(tmp_path):
     from icdcoder.infer.coder import SpanPredictor
 

@@ -46,7 +46,7 @@ from icdcoder.infer.store import (
     with_overrides,
     write_coder_record,
 )
-from icdcoder.infer.trees import TREES_FILE, TrainingCounts, TreeFusion, trees_file
+from icdcoder.infer.trees import TREES_FILE, TrainingCounts, TreeFusion, language_trees_file, trees_file
 from icdcoder.io import progress_bar, write_json_or_remove
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.predictor import DocumentPrediction, FitReport, Predictor
@@ -358,7 +358,7 @@ class SpanPredictor(Predictor):
 
     def trees_file_of(self, language: str) -> str:
         """The coder folder's file of the trees of ``language`` notes."""
-        return trees_file(None if language == self.settings.language else language)
+        return language_trees_file(language, self.settings.language)
 
     def loaded_trees(self, language: str) -> TreeFusion:
         """The fusion trees of ``language`` notes; a clear error for a coder without them."""

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from icdcoder.errors import InputError, first_invalid_field
 from icdcoder.infer.settings import CoderSettings
 from icdcoder.infer.signals import SIGNAL_FILES, SIGNALS, NoteOutputs, ScoredCode
-from icdcoder.infer.trees import trees_file
+from icdcoder.infer.trees import language_trees_file
 from icdcoder.io import atomic_write, read_text, readable_json
 
 CODER_FILE = "coder.json"
@@ -74,14 +74,17 @@ def check_coder_files(directory: Path, record: dict, settings: CoderSettings) ->
     if not isinstance(named, list) or not all(isinstance(name, str) and name for name in named):
         raise InputError("field 'files': expected a list of paths inside the coder folder", path=settings_path)
     needed: dict[str, str] = {}
-    for language, fusion in ((None, settings), *settings.by_language.items()):
+    for language, fusion in ((settings.language, settings), *settings.by_language.items()):
         for weight, name in SIGNAL_FILES.items():
             value = getattr(fusion, weight)
             if value:
                 needed.setdefault(name, f"its settings weigh the signal it feeds ({weight} {value})")
         if getattr(fusion, "fusion", None) == "trees":
-            which = "" if language is None else f" of '{language}' notes"
-            needed.setdefault(trees_file(language), f"its settings fuse signals{which} by trees (fusion trees)")
+            which = "" if language == settings.language else f" of '{language}' notes"
+            needed.setdefault(
+                language_trees_file(language, settings.language),
+                f"its settings fuse signals{which} by trees (fusion trees)",
+            )
     for name in named:
         needed.setdefault(name, f"{CODER_FILE} lists it under 'files'")
     for name, reason in needed.items():

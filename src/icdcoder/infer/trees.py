@@ -48,6 +48,11 @@ def trees_file(language: str | None = None) -> str:
     return TREES_FILE if language is None else f"fusion_trees_{language}.json"
 
 
+def language_trees_file(language: str, training_language: str) -> str:
+    """The coder folder's file of the trees of ``language`` notes, for a coder trained on ``training_language`` notes."""
+    return trees_file(None if language == training_language else language)
+
+
 #: the features of a candidate code after its best value of each signal
 EXTRA_FEATURES = (
     "untrained",
