@@ -451,10 +451,11 @@ class SpanPredictor(Predictor):
         """The trees of ``language`` notes saved in ``directory``, if any; with ``check_files`` off (rebuilding files),
         trees this version cannot read are left out with a warning rather than refused, so that ``predict fit-trees``
         can refit one language's trees while the other's are stale too."""
-        if not (directory / self.trees_file_of(language)).is_file():
+        name = self.trees_file_of(language)
+        if not (directory / name).is_file():
             return None
         try:
-            return TreeFusion.load(directory, counts, self.trees_file_of(language))
+            return TreeFusion.load(directory, counts, name)
         except InputError as err:
             if check_files:
                 raise
