@@ -33,3 +33,13 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     from icdcoder.models.loading import make_tiny_causal_lm
 
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture()
+def fold_coders_with_retrieval_only(monkeypatch):
+    """Coders fitted on training folds keep only their retriever: fitting the other signals reads every ontology
+    title (seconds a fold whatever the notes), and the tests that use this one check what surrounds the fold coders
+    (experiments, fit-trees' languages and inputs); test_fit_trees_saves_trees_the_coder_then_fuses_by fits them whole."""
+    import icdcoder.train.data as train_data
+
+    monkeypatch.setattr(train_data, "fit_coder_lexicons", lambda coder, documents, settings: None)

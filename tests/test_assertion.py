@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -232,18 +231,6 @@ def test_bad_spans_are_input_errors(spans):
 def test_an_unknown_language_is_an_input_error():
     with pytest.raises(InputError, match="unsupported language"):
         assert_spans("texte", [(0, 5)], "fr")
-
-
-def test_fast_enough_to_add_little_to_coding():
-    sentence = "Niega disnea, palpitaciones ni síncope; antecedentes de hipertensión arterial y posible neumonía. "
-    text = sentence * 30  # ~400 words
-    spans = [(m, m + 6) for m in range(6, len(text) - 10, len(text) // 20)][:20]
-    assert_spans(text, spans, "es")
-    start = time.perf_counter()
-    for _ in range(50):
-        assert_spans(text, spans, "es")
-    per_note_ms = (time.perf_counter() - start) * 1000 / 50
-    assert per_note_ms < 20, per_note_ms  # measured ~1 ms; the budget is 4 ms (benchmarks/perf/assertion_speed.py)
 
 
 # ------------------------------------------------------------------------------------------------------- rule files

@@ -233,7 +233,7 @@ def test_candidates_scores_a_variant_in_the_precision_asked(tmp_path, corpus, sf
     assert row["dtype"] == "float32" and row["dev_notes"] == 2 and row["reused"] == str(sft_coder)
 
 
-def test_tuning_holdout_cross_fits_each_variant(places, tmp_path, corpus, sft_coder):
+def test_tuning_holdout_cross_fits_each_variant(places, tmp_path, corpus, sft_coder, fold_coders_with_retrieval_only):
     from typer.testing import CliRunner
 
     from icdcoder.cli import app
@@ -280,15 +280,6 @@ def test_ladder_trains_rl_from_the_sft_coder_with_the_experiments_data(places, t
     assert set(rungs) == {"sft", "grpo"} and "span_plain_f1" in rungs["grpo"][0]
     meta = json.loads((tmp_path / "runs" / "grpo" / "seed0" / "run_meta.json").read_text(encoding="utf-8"))
     assert meta["config"]["data"]["data_dir"] == str(corpus)  # data_dir reaches the RL data config
-
-
-@pytest.fixture()
-def fold_coders_with_retrieval_only(monkeypatch):
-    """Coders fitted on training folds keep only their retriever: fitting the other signals reads every ontology
-    title (~30 s a fold whatever the notes; the test_infer_* files cover it), and these experiments fit one per fold."""
-    import icdcoder.train.data as train_data
-
-    monkeypatch.setattr(train_data, "fit_coder_lexicons", lambda coder, documents, settings: None)
 
 
 @pytest.fixture(scope="module")

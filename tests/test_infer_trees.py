@@ -230,7 +230,9 @@ def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_d
     assert {key: tuned["settings"][key] for key in weights} == weights and "tuning" not in tuned
 
 
-def test_fit_trees_refits_one_language_while_the_others_trees_are_stale(tmp_path, corpus, coder_dir):
+def test_fit_trees_refits_one_language_while_the_others_trees_are_stale(
+    tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
+):
     import shutil
 
     from typer.testing import CliRunner
@@ -266,7 +268,9 @@ def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
         SpanPredictor.load(folder)
 
 
-def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(tmp_path, corpus, coder_dir):
+def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(
+    tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
+):
     import shutil
 
     from typer.testing import CliRunner
@@ -308,7 +312,7 @@ def test_a_candidates_cache_from_elsewhere_is_a_one_line_error(tmp_path):
 
 
 def test_fit_trees_for_english_notes_fits_their_own_trees_and_leaves_the_spanish_fusion_alone(
-    tmp_path, corpus, coder_dir
+    tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
 ):
     import shutil
 
