@@ -357,3 +357,56 @@ def test_fit_trees_for_english_notes_fits_their_own_trees_and_leaves_the_spanish
         SpanPredictor.load(folder)
     done = CliRunner().invoke(app, [*arguments, "--lang", "en", "--train-jsonl", str(tmp_path / "x.jsonl")])
     assert isinstance(done.exception, InputError) and "give --data-dir" in str(done.exception)
+
+
+def load_tree_feature_trials():
+    """``benchmarks/tree_feature_trials.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tree_feature_trials.py"
+    spec = importlib.util.spec_from_file_location("tree_feature_trials", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
+    tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only, monkeypatch
+):
+    from icdcoder.train import fusion_trees
+
+    monkeypatch.setitem(fusion_trees.TREE_PARAMETERS, "max_iter", 5)  # a few trees: the trials, not the fit, are tested
+    trials = load_tree_feature_trials()
+    coded = trials.coded_notes(coder_dir, corpus, 3, tmp_path)
+    assert len(coded["train"]) == 15 and len(coded["dev"]) == 15 and set(coded["counts"]) == {0, 1, 2, "shipped"}
+    assert trials.coded_notes(coder_dir, corpus, 3, tmp_path)["train"].keys() == coded["train"].keys()  # the cache
+    for name in (
+        "shipped",
+        "category_share",
+        "parent_child",
+        "assertion",
+        "tfidf",
+        "context_words",
+        "feature_subsampling",
+    ):
+        scores = trials.trial_scores(coded, name)
+        assert set(scores) == {"icd10cm", "icd10pcs"}
+        assert all(0 <= found["f1"] <= 1 and 0 <= found["map"] <= 1 for found in scores.values()), name
+
+
+def test_tree_feature_trials_read_siblings_and_parents_among_the_candidates():
+    trials = load_tree_feature_trials()
+    codes = ["C90.0", "C90.3", "C90.30", "I10"]
+    rows = np.zeros((len(codes), len(FEATURES)))
+    rows[:, FEATURES.index("fused")] = [0.9, 0.5, 0.7, 0.2]
+    counts = TrainingCounts({("C90.0", "icd10cm"): 3, ("I10", "icd10cm"): 9}, {})
+    item = trials.NoteSystem({}, "icd10cm", codes, counts, None, rows, {})
+    share = trials.category_share(item)
+    assert share[:, 1].tolist() == [0, 2, 1, 0]  # rank among the note's candidates of its category
+    assert share[0, 0] == pytest.approx(4 / 6) and share[3, 0] == pytest.approx(1.0)
+    family = trials.parent_child(item)
+    assert family.tolist() == [[0, 0], [0, 1], [1, 0], [0, 0]]
