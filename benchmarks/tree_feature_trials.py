@@ -65,7 +65,8 @@ class NoteSystem:
     note: Any
     #: the shipped features of the candidates
     rows: np.ndarray
-    #: the trial's note-level inputs (``tfidf``: note id -> code key -> probability)
+    #: what the trial read of the coded notes as a whole (``Trial.inputs``; ``tfidf``: note id -> code key ->
+    #: probability, ``context_words``: system -> (note id, code) -> probability)
     inputs: dict
 
 
@@ -75,11 +76,16 @@ Extra = Callable[[NoteSystem], np.ndarray]
 
 def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> dict:
     """The training notes coded out of ``folds`` folds and the dev notes coded by the shipped coder: per split, note id
-    -> (counts key, note, its signals); and the retriever counts of each fold coder and of the shipped one."""
+    -> (counts key, note, its signals); and the retriever counts of each fold coder and of the shipped one. ``cache``:
+    a folder keeping them (written whole or not at all; one made for another coder or data folder is refused)."""
+    source = {"model": str(model.resolve()), "data_dir": str(data_dir.resolve())}
     path = cache / f"coded_{folds}_folds.pickle" if cache else None
     if path is not None and path.is_file():
         with path.open("rb") as handle:
-            return pickle.load(handle)  # noqa: S301 - a cache this script wrote
+            cached = pickle.load(handle)  # noqa: S301 - a cache this script wrote
+        if cached.get("source") != source:
+            raise SystemExit(f"{path}: coded with {cached.get('source')}, not {source}: give another --cache folder")
+        return cached
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
@@ -89,7 +95,7 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     coder = SpanPredictor.load(model, check_files=False)
     train = load_codiesp(data_dir, "train", with_translation=True)
     dev = load_codiesp(data_dir, "dev", with_translation=True)
-    coded: dict = {"train": {}, "dev": {}, "counts": {}}
+    coded: dict = {"train": {}, "dev": {}, "counts": {}, "source": source}
     for fold in range(folds):
         held = [note for i, note in enumerate(train) if fold_of(i, folds) == fold]
         rest = [note for i, note in enumerate(train) if fold_of(i, folds) != fold]
@@ -106,8 +112,10 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     coded["settings"] = coder.settings.for_language("es")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
+        partial = path.with_suffix(".partial")
+        with partial.open("wb") as handle:
             pickle.dump(coded, handle)
+        partial.replace(path)
     return coded
 
 

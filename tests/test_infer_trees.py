@@ -384,6 +384,8 @@ def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
     coded = trials.coded_notes(coder_dir, corpus, 3, tmp_path)
     assert len(coded["train"]) == 15 and len(coded["dev"]) == 15 and set(coded["counts"]) == {0, 1, 2, "shipped"}
     assert trials.coded_notes(coder_dir, corpus, 3, tmp_path)["train"].keys() == coded["train"].keys()  # the cache
+    with pytest.raises(SystemExit, match="give another --cache folder"):  # made for another data folder
+        trials.coded_notes(coder_dir, tmp_path, 3, tmp_path)
     for name in (
         "shipped",
         "category_share",
