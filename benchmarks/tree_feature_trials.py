@@ -89,7 +89,7 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+    from icdcoder.train.data import fold_coder
     from icdcoder.train.fusion_trees import fold_of
 
     coder = SpanPredictor.load(model, check_files=False)
@@ -99,11 +99,9 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     for fold in range(folds):
         held = [note for i, note in enumerate(train) if fold_of(i, folds) == fold]
         rest = [note for i, note in enumerate(train) if fold_of(i, folds) != fold]
-        retriever = fit_retriever(rest, coder.ontology)
-        fold_coder = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
-        fit_coder_lexicons(fold_coder, rest, DataSettings(data_dir=data_dir, split="train", lang="es"))
-        coded["counts"][fold] = TrainingCounts.of(retriever)
-        for outputs, note in zip(fold_coder.segment_outputs(held), held):
+        fitted = fold_coder(coder, rest, DataSettings(data_dir=data_dir, split="train", lang="es"))
+        coded["counts"][fold] = TrainingCounts.of(fitted.fitted_retriever)
+        for outputs, note in zip(fitted.segment_outputs(held), held):
             coded["train"][note.id] = (fold, note, collect_signals(outputs))
         print(f"training fold {fold + 1}/{folds} coded", flush=True)
     coded["counts"]["shipped"] = TrainingCounts.of(coder.fitted_retriever)
@@ -117,6 +115,11 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
             pickle.dump(coded, handle)
         partial.replace(path)
     return coded
+
+
+def code_spans(found: dict[tuple[str, str], CodeSignals], code: str, system: str) -> list[tuple[int, int]]:
+    """Every note span where a signal found the code, in text order."""
+    return sorted({span for spans in found[(code, system)].spans.values() for span in spans})
 
 
 def category_share(item: NoteSystem) -> np.ndarray:
@@ -156,10 +159,7 @@ def assertion(item: NoteSystem) -> np.ndarray:
     from icdcoder.assertion import assert_spans
     from icdcoder.infer.profiles import code_assertion
 
-    spans = {
-        code: sorted({span for spans in item.found[(code, item.system)].spans.values() for span in spans})
-        for code in item.codes
-    }
+    spans = {code: code_spans(item.found, code, item.system) for code in item.codes}
     every = sorted({span for code_spans in spans.values() for span in code_spans})
     traits = dict(zip(every, assert_spans(item.note.text, every, item.note.language))) if every else {}
     columns = []
@@ -239,8 +239,7 @@ def context_scores(coded: dict) -> dict[str, dict[tuple[str, str], float]]:
         texts, labels, keys, folds = [], [], [], []
         for note_id, (counts_key, note, found) in coded[split].items():
             for code in sorted(code for code, sys_ in found if sys_ == system):
-                spans = sorted({span for spans in found[(code, system)].spans.values() for span in spans})
-                texts.append(context_of(note.text, spans))
+                texts.append(context_of(note.text, code_spans(found, code, system)))
                 labels.append(code in note.code_set(system))
                 keys.append((note_id, code))
                 folds.append(counts_key)

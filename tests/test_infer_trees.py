@@ -412,7 +412,7 @@ def test_tree_feature_trials_read_siblings_and_parents_among_the_candidates():
     assert share[:, 1].tolist() == [0, 2, 1, 0]  # rank among the note's candidates of its category
     assert share[0, 0] == pytest.approx(4 / 6) and share[3, 0] == pytest.approx(1.0)
     family = trials.parent_child(item)
+    assert family.tolist() == [[0, 0], [0, 1], [1, 0], [0, 0]]
     ranked = {"n1": [(0.9, "C90.0"), (0.6, "C90.30"), (0.5, "I10"), (0.1, "E11.9")]}
     counted = trials.false_positives(ranked, {"n1": {"C90.0", "C90.3"}}, 0.5)
     assert counted == {"false_positives": 2, "sibling_false_positives": 1}  # C90.30 (a sibling) and I10
-    assert family.tolist() == [[0, 0], [0, 1], [1, 0], [0, 0]]

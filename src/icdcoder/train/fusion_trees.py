@@ -59,8 +59,7 @@ def out_of_fold_candidates(
     but the LLM; ``coder``'s settings and ontology). ``versions``: the notes' versions in another language (their
     English translations), coded in their place by the same fold coders, under ``coder``'s settings for that language,
     as the coder reads notes of that language. ``cache`` (JSONL) keeps each finished fold: a rerun resumes."""
-    from icdcoder.infer.coder import SpanPredictor
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+    from icdcoder.train.data import fold_coder
 
     if coder.settings.use_llm:
         raise InputError("fusion trees are fitted for a coder without its LLM (use_llm: false)")
@@ -72,14 +71,14 @@ def out_of_fold_candidates(
                 progress(len(held))
             continue
         rest = [d for i, d in enumerate(documents) if fold_of(i, folds) != fold]
-        retriever = fit_retriever(rest, coder.ontology)
-        fold_coder = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
-        fit_coder_lexicons(fold_coder, rest, data_settings)
+        fitted = fold_coder(coder, rest, data_settings)
         coded = [versions[d.id] for d in held] if versions is not None else held
-        outputs = fold_coder.segment_outputs(coded, progress=progress)
+        outputs = fitted.segment_outputs(coded, progress=progress)
         fresh = {
             note.doc_id: note_candidates(
-                collect_signals(note), coder.settings.for_language(doc.language), TrainingCounts.of(retriever)
+                collect_signals(note),
+                coder.settings.for_language(doc.language),
+                TrainingCounts.of(fitted.fitted_retriever),
             )
             for note, doc in zip(outputs, coded)
         }

@@ -223,7 +223,7 @@ def cross_fitted_candidates(
     """The training notes' candidates, each fold coded by the coder of ``coder_dir`` (its settings) with a retriever and
     lexicons built on the other folds only."""
     from icdcoder.infer.coder import SpanPredictor
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+    from icdcoder.train.data import fold_coder
 
     shipped = SpanPredictor.load(coder_dir)
     candidates: list[VerifierCandidate] = []
@@ -231,10 +231,7 @@ def cross_fitted_candidates(
         started = time.time()
         rest = [note for i, note in enumerate(train) if i % folds != fold]
         held_out = [note for i, note in enumerate(train) if i % folds == fold]
-        coder = SpanPredictor(shipped.settings).attach(
-            None, None, fit_retriever(rest, shipped.ontology), ontology=shipped.ontology
-        )
-        fit_coder_lexicons(coder, rest, data_settings)
+        coder = fold_coder(shipped, rest, data_settings)
         candidates += coder_candidates(coder, held_out, max_words, gold_codes(rest))
         log.info("fold %d: %d notes coded in %.0f s", fold, len(held_out), time.time() - started)
     return candidates
