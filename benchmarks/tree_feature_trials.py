@@ -89,8 +89,7 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
-    from icdcoder.train.data import fold_coder
-    from icdcoder.train.fusion_trees import fold_of
+    from icdcoder.train.fusion_trees import fold_coder, fold_of
 
     coder = SpanPredictor.load(model, check_files=False)
     train = load_codiesp(data_dir, "train", with_translation=True)

@@ -85,18 +85,6 @@ def fit_coder_lexicons(coder, documents: Sequence[Document], settings: DataSetti
     return coder.fit_signals(training_notes(documents, settings))
 
 
-def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
-    """A coder with ``coder``'s settings and ontology whose retriever and other signals (not the LLM) are fitted on
-    ``documents`` only: it codes a training note left out of them as it would code an unseen note."""
-    from icdcoder.infer.coder import SpanPredictor
-
-    fitted = SpanPredictor(coder.settings).attach(
-        None, None, fit_retriever(documents, coder.ontology), ontology=coder.ontology
-    )
-    fit_coder_lexicons(fitted, documents, settings)
-    return fitted
-
-
 def _describe(retriever, code: str, system: str, doc_id: str | None) -> str:
     """The retriever's short description, non-leaky for ``doc_id``; empty for codes it does not know."""
     if (code, system) not in retriever.code_index:

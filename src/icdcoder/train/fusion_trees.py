@@ -46,6 +46,19 @@ def fold_of(index: int, folds: int) -> int:
     return index % folds
 
 
+def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
+    """A coder with ``coder``'s settings and ontology whose retriever and other signals (not the LLM) are fitted on
+    ``documents`` only: it codes a training note left out of them as it would code an unseen note."""
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+
+    fitted = SpanPredictor(coder.settings).attach(
+        None, None, fit_retriever(documents, coder.ontology), ontology=coder.ontology
+    )
+    fit_coder_lexicons(fitted, documents, settings)
+    return fitted
+
+
 def out_of_fold_candidates(
     coder,
     documents: Sequence[Document],
@@ -59,8 +72,6 @@ def out_of_fold_candidates(
     but the LLM; ``coder``'s settings and ontology). ``versions``: the notes' versions in another language (their
     English translations), coded in their place by the same fold coders, under ``coder``'s settings for that language,
     as the coder reads notes of that language. ``cache`` (JSONL) keeps each finished fold: a rerun resumes."""
-    from icdcoder.train.data import fold_coder
-
     if coder.settings.use_llm:
         raise InputError("fusion trees are fitted for a coder without its LLM (use_llm: false)")
     done = read_candidates(cache) if cache else {}

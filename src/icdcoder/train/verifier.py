@@ -223,7 +223,7 @@ def cross_fitted_candidates(
     """The training notes' candidates, each fold coded by the coder of ``coder_dir`` (its settings) with a retriever and
     lexicons built on the other folds only."""
     from icdcoder.infer.coder import SpanPredictor
-    from icdcoder.train.data import fold_coder
+    from icdcoder.train.fusion_trees import fold_coder
 
     shipped = SpanPredictor.load(coder_dir)
     candidates: list[VerifierCandidate] = []
