@@ -203,7 +203,7 @@ def test_tfidf_codes_what_its_tuning_scored_even_at_threshold_zero(corpus):
     train, dev = corpus
     predictor = TfidfPredictor(TfidfConfig(threshold=0.0))
     predictor.fit(train)
-    tuned_scores = predictor._scores([doc.text for doc in dev])
+    tuned_scores = predictor.code_probabilities([doc.text for doc in dev])
     predicted = predictor.predict(dev)
     assert SCORE_FLOOR > 0
     for scores, prediction in zip(tuned_scores, predicted, strict=True):

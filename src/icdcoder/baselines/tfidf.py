@@ -115,7 +115,7 @@ class TfidfPredictor(Predictor):
             report.extra["codes_not_converged"] = not_converged
             report.train_tokens = sum(len(tokenize(doc.text)) for doc in train)  # words read in training
             if dev and self.config.threshold is None:
-                scored = self._scores([doc.text for doc in dev])
+                scored = self.code_probabilities([doc.text for doc in dev])
                 for group, systems in CODE_GROUPS.items():
                     per_doc = [{k: s for k, s in doc.items() if split_key(k)[1] in systems} for doc in scored]
                     threshold, f1 = tune_threshold(per_doc, gold_by_group(dev, group))
@@ -167,7 +167,9 @@ class TfidfPredictor(Predictor):
         logits = (features @ weights.T).toarray() + self.intercepts
         return features, 1.0 / (1.0 + np.exp(-logits))
 
-    def _scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+    def code_probabilities(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Per text, code key -> probability, for every code scored at least ``SCORE_FLOOR`` (threshold-free: what
+        tuning reads, and what another model can take as a feature)."""
         _, probabilities = self._probabilities(texts)
         return [{self.labels[i]: float(row[i]) for i in np.flatnonzero(row >= SCORE_FLOOR)} for row in probabilities]
 
