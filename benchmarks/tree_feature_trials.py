@@ -16,6 +16,9 @@ siblings and its evidence, or fit them differently:
 * ``context_words``: + how likely a mention is coded given the words around it, whatever the code: a logistic
   regression over the 6 words before and after the candidate's first span (hashed, position-marked), fitted on the
   training candidates (out of fold for the training notes' own rows);
+* ``title_similarity``: + how close the candidate's English title is to the translation of the sentence holding its
+  first span (cosine of all-MiniLM-L6-v2 vectors, the retriever's encoder), and its margin over the closest candidate
+  of its category: a CPU stand-in for the verifier's "which sibling does the sentence mean";
 * ``feature_subsampling``: the shipped features, five fits that each split on a random half of the features
   (``max_features=0.5``, seeds 0-4), probabilities averaged;
 * ``ten_folds``: the shipped features, the training notes coded out of 10 folds instead of 5 (fold coders fitted on 90%
@@ -27,7 +30,8 @@ score the dev notes' candidates. Per system: MAP of each note's candidates ranke
 best threshold of the tuning grid (chosen on dev itself: compare rows with one another, not with cross-fitted numbers);
 for diagnoses, the false positives at that threshold and how many share a gold code's category.
 Spanish notes (with their translation). Takes ~15 minutes on 2 CPU cores (coding the notes out of 5 folds ~6, out of
-10 ~8); ``--cache`` keeps the coded notes (a rerun reads them).
+10 ~8; embedding the titles and sentences of ``title_similarity`` ~3); ``--cache`` keeps the coded notes (a rerun reads
+them).
 
 Run: ``python benchmarks/tree_feature_trials.py --data-dir ../shared/data/codiesp [--cache DIR] [--trials a,b]``
 """
@@ -66,7 +70,8 @@ class NoteSystem:
     #: the shipped features of the candidates
     rows: np.ndarray
     #: what the trial read of the coded notes as a whole (``Trial.inputs``; ``tfidf``: note id -> code key ->
-    #: probability, ``context_words``: system -> (note id, code) -> probability)
+    #: probability, ``context_words``: system -> (note id, code) -> probability, ``title_similarity``: (note id, code,
+    #: system) -> similarity)
     inputs: dict
 
 
@@ -200,9 +205,9 @@ def tfidf_scores(coded: dict) -> dict[str, dict[str, float]]:
     for fold in sorted(key for key in coded["counts"] if isinstance(key, int)):
         held = [note for note in training if coded["train"][note.id][0] == fold]
         rest = [note for note in training if coded["train"][note.id][0] != fold]
-        scores.update(zip((note.id for note in held), fitted(rest)._scores([note.text for note in held])))
+        scores.update(zip((note.id for note in held), fitted(rest).code_probabilities([note.text for note in held])))
     dev = [note for _, note, _ in coded["dev"].values()]
-    scores.update(zip((note.id for note in dev), fitted(training)._scores([note.text for note in dev])))
+    scores.update(zip((note.id for note in dev), fitted(training).code_probabilities([note.text for note in dev])))
     return scores
 
 
@@ -260,6 +265,57 @@ def context_scores(coded: dict) -> dict[str, dict[tuple[str, str], float]]:
     return scores
 
 
+#: ``title_similarity``'s value where there is none (no span, no translation, no sibling): below any cosine or margin,
+#: rather than NaN, because scikit-learn's trees refuse a feature column that is NaN throughout
+NO_SIMILARITY = -3.0
+
+
+def title_similarity(item: NoteSystem) -> np.ndarray:
+    """Each candidate's title-to-sentence similarity and its margin over the most similar other candidate of its
+    category (``NO_SIMILARITY`` where either is unknown)."""
+    own = [item.inputs[(item.note.id, code, item.system)] for code in item.codes]
+    columns = []
+    for index, code in enumerate(item.codes):
+        rivals = [
+            own[other]
+            for other, rival in enumerate(item.codes)
+            if other != index and rival[:3] == code[:3] and own[other] is not None
+        ]
+        known = own[index] is not None
+        columns.append(
+            [own[index] if known else NO_SIMILARITY, own[index] - max(rivals) if known and rivals else NO_SIMILARITY]
+        )
+    return np.array(columns, dtype=float)
+
+
+def title_similarities(coded: dict) -> dict[tuple[str, str, str], float | None]:
+    """(note id, code, system) -> cosine between the code's English title and the translation of the sentence(s)
+    holding the candidate's first span; None where the note has no translation or the candidate no span."""
+    from icdcoder.data.align import align_document, project_pieces
+    from icdcoder.ontology import load_ontology
+    from icdcoder.spans.retrieval import CandidateRetriever
+
+    sentences: dict[tuple[str, str, str], str] = {}
+    for split in ("train", "dev"):
+        for note_id, (_, note, found) in coded[split].items():
+            aligned = align_document(note.text, note.translation.split("\n")) if note.translation else None
+            for code, system in found:
+                spans = code_spans(found, code, system)[:1]
+                pieces = project_pieces(aligned, spans) if aligned is not None and spans else ()
+                sentences[(note_id, code, system)] = " ".join(aligned.target_text[a:b] for a, b in pieces)
+    ontology = load_ontology()
+    encoder = CandidateRetriever()
+    texts = sorted({text for text in sentences.values() if text})
+    titles = sorted({(code, system) for _, code, system in sentences})
+    text_vectors = dict(zip(texts, encoder.embed_texts(texts)))
+    title_vectors = dict(
+        zip(titles, encoder.embed_texts([ontology.describe(code, system, code) for code, system in titles]))
+    )
+    return {
+        key: float(text_vectors[text] @ title_vectors[key[1:]]) if text else None for key, text in sentences.items()
+    }
+
+
 @dataclass(frozen=True)
 class Trial:
     #: the extra feature columns (None: the shipped features only)
@@ -281,6 +337,7 @@ TRIALS: dict[str, Trial] = {
     "assertion": Trial(assertion),
     "tfidf": Trial(tfidf_probability, tfidf_scores),
     "context_words": Trial(context_probability, context_scores),
+    "title_similarity": Trial(title_similarity, title_similarities),
     "feature_subsampling": Trial(settings={"max_features": 0.5}, seeds=(0, 1, 2, 3, 4)),
     "ten_folds": Trial(folds=10),
 }

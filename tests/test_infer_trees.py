@@ -4,6 +4,7 @@ one-line error, and ``predict fit-trees`` fits, saves and tunes trees that the l
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -377,9 +378,19 @@ def load_tree_feature_trials():
 def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
     tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only, monkeypatch
 ):
+    from icdcoder.spans.retrieval import CandidateRetriever
     from icdcoder.train import fusion_trees
 
     monkeypatch.setitem(fusion_trees.TREE_PARAMETERS, "max_iter", 5)  # a few trees: the trials, not the fit, are tested
+    embedded: list[str] = []
+
+    def first_letter_vectors(retriever, texts) -> np.ndarray:  # a stand-in encoder: texts sharing a first letter agree
+        embedded.extend(texts)
+        return np.array(
+            [[float(text[:1].lower() == letter) for letter in "abcdefghijklmnopqrstuvwxyz"] for text in texts]
+        )
+
+    monkeypatch.setattr(CandidateRetriever, "embed_texts", first_letter_vectors)
     trials = load_tree_feature_trials()
     coded = trials.coded_notes(coder_dir, corpus, 3, tmp_path)
     assert len(coded["train"]) == 15 and len(coded["dev"]) == 15 and set(coded["counts"]) == {0, 1, 2, "shipped"}
@@ -393,12 +404,29 @@ def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
         "assertion",
         "tfidf",
         "context_words",
+        "title_similarity",
         "feature_subsampling",
     ):
         scores = trials.trial_scores(coded, name)
         assert set(scores) == {"icd10cm", "icd10pcs"}
         assert all(0 <= found["f1"] <= 1 and 0 <= found["map"] <= 1 for found in scores.values()), name
         assert 0 <= scores["icd10cm"]["sibling_false_positives"] <= scores["icd10cm"]["false_positives"]
+    translated = tmp_path / "translated"  # the same notes with an "English" translation: their own text, line by line
+    shutil.copytree(corpus, translated)
+    for split in ("train", "dev"):
+        shutil.copytree(translated / split / "text_files", translated / split / "text_files_en")
+    coded = trials.coded_notes(coder_dir, translated, 3, tmp_path / "translated_cache")
+    embedded.clear()
+    similarities = trials.title_similarities(coded)
+    candidates = {
+        (note_id, *key)
+        for split in ("train", "dev")
+        for note_id, (_, _, found) in coded[split].items()
+        for key in found
+    }
+    assert set(similarities) == candidates  # one value (or None) per candidate of every note
+    assert any(value is not None for value in similarities.values())
+    assert "Hipertensión arterial. No se realiza radiografía de tórax." in embedded  # the line translating its sentence
 
 
 def test_tree_feature_trials_read_siblings_and_parents_among_the_candidates():
@@ -413,6 +441,13 @@ def test_tree_feature_trials_read_siblings_and_parents_among_the_candidates():
     assert share[0, 0] == pytest.approx(4 / 6) and share[3, 0] == pytest.approx(1.0)
     family = trials.parent_child(item)
     assert family.tolist() == [[0, 0], [0, 1], [1, 0], [0, 0]]
+    similarity = {("n1", "C90.0", "icd10cm"): 0.8, ("n1", "C90.3", "icd10cm"): 0.5, ("n1", "C90.30", "icd10cm"): None}
+    similarity[("n1", "I10", "icd10cm")] = 0.4
+    note = type("Note", (), {"id": "n1"})()
+    close = trials.title_similarity(trials.NoteSystem({}, "icd10cm", codes, counts, note, rows, similarity))
+    assert close[:, 0].tolist() == [0.8, 0.5, trials.NO_SIMILARITY, 0.4]  # C90.30: no span, no similarity
+    assert close[0, 1] == pytest.approx(0.3) and close[1, 1] == pytest.approx(-0.3)  # against the closest sibling
+    assert close[2, 1] == close[3, 1] == trials.NO_SIMILARITY  # its own similarity unknown; no sibling
     ranked = {"n1": [(0.9, "C90.0"), (0.6, "C90.30"), (0.5, "I10"), (0.1, "E11.9")]}
     counted = trials.false_positives(ranked, {"n1": {"C90.0", "C90.3"}}, 0.5)
     assert counted == {"false_positives": 2, "sibling_false_positives": 1}  # C90.30 (a sibling) and I10
