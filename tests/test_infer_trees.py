@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 from test_infer_support import NOTES, write_split
 
 from icdcoder.errors import InputError
@@ -360,21 +361,6 @@ def test_fit_trees_for_english_notes_fits_their_own_trees_and_leaves_the_spanish
     assert isinstance(done.exception, InputError) and "give --data-dir" in str(done.exception)
 
 
-def load_tree_feature_trials():
-    """``benchmarks/tree_feature_trials.py`` as a module (benchmarks are scripts, not a package)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tree_feature_trials.py"
-    spec = importlib.util.spec_from_file_location("tree_feature_trials", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
     tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only, monkeypatch
 ):
@@ -391,7 +377,7 @@ def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
         )
 
     monkeypatch.setattr(CandidateRetriever, "embed_texts", first_letter_vectors)
-    trials = load_tree_feature_trials()
+    trials = load_benchmark("tree_feature_trials.py")
     coded = trials.coded_notes(coder_dir, corpus, 3, tmp_path)
     assert len(coded["train"]) == 15 and len(coded["dev"]) == 15 and set(coded["counts"]) == {0, 1, 2, "shipped"}
     assert trials.coded_notes(coder_dir, corpus, 3, tmp_path)["train"].keys() == coded["train"].keys()  # the cache
@@ -430,7 +416,7 @@ def test_tree_feature_trials_score_every_trial_from_notes_coded_once(
 
 
 def test_tree_feature_trials_read_siblings_and_parents_among_the_candidates():
-    trials = load_tree_feature_trials()
+    trials = load_benchmark("tree_feature_trials.py")
     codes = ["C90.0", "C90.3", "C90.30", "I10"]
     rows = np.zeros((len(codes), len(FEATURES)))
     rows[:, FEATURES.index("fused")] = [0.9, 0.5, 0.7, 0.2]

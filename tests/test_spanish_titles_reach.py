@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 from test_infer_support import NOTES, write_split
 
 BALANITIS = ("S0009-1", "Varón de 30 años con balanitis aguda e hipertensión esencial.", [("n48.1", "D", "balanitis")])
@@ -18,16 +17,6 @@ TITLES = (
     "A00-B99,Ciertas enfermedades infecciosas y parasitarias,0\n"
     "Z99.9,Un código que ICD-10-CM no tiene,4\n"
 )
-
-
-def load_benchmark():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "spanish_titles_reach.py"
-    spec = importlib.util.spec_from_file_location("spanish_titles_reach", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()
@@ -46,7 +35,7 @@ def predictions(folder: Path, decided: str, ranked: str) -> Path:
 
 
 def test_titles_are_read_as_a_note_would_word_them():
-    bench = load_benchmark()
+    bench = load_benchmark("spanish_titles_reach.py")
     assert bench.title_wordings("Infección de vías urinarias, sitio no especificado") == (
         "Infección de vías urinarias",
         "Infección de vías urinarias, sitio",
@@ -57,7 +46,7 @@ def test_titles_are_read_as_a_note_would_word_them():
 
 
 def test_reach_counts_the_unseen_codes_the_titles_name_that_the_coder_misses(corpus, tmp_path):
-    bench = load_benchmark()
+    bench = load_benchmark("spanish_titles_reach.py")
     missed = predictions(tmp_path / "missed", "S0009-1\ti10\n", "S0009-1\ti10\nS0009-1\tr07.9\n")
     counts = bench.reach(corpus, corpus / "titles.csv", missed)
     assert counts["titles"] == 3  # the chapter range and the code ICD-10-CM lacks are left out
@@ -72,7 +61,7 @@ def test_reach_counts_the_unseen_codes_the_titles_name_that_the_coder_misses(cor
 
 
 def test_a_titles_file_without_the_columns_is_refused_naming_it(corpus, tmp_path):
-    bench = load_benchmark()
+    bench = load_benchmark("spanish_titles_reach.py")
     (tmp_path / "bad.csv").write_text("codigo;texto\nN481;Balanitis\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"bad\.csv: line 2: needs 'code' and 'description' columns"):
         bench.read_titles(tmp_path / "bad.csv", {"N48.1"})
