@@ -17,9 +17,12 @@ writes ``RUN/stages/NAME.json`` and is skipped by later calls; an interrupted tr
 checkpoint. ``--tiny`` swaps in the smoke configs and a random 2-layer model (``RUN/tiny_lm``): the same code path in
 seconds, which ``tests/test_gpu_method.py`` runs.
 
-The verifier hook: the stage calls ``icdcoder.train.verifier.gpu_stage(run_dir, coder_dir, data_dir, tiny)`` (it
-returns a JSON-ready summary; the rung it trains is scored if it writes a coder folder at ``run_dir/verifier``).
-Until that function exists, the stage records that it did not run, and why.
+The verifier stage: ``icdcoder.experiments.verifier_study.gpu_stage`` trains the span-level verifier of issue 28 (one
+per backbone, ``configs/verifier/*_gpu.yaml``) over the shipped coder's candidates, scores the dev band candidates and
+measures LLM off against verifier on, cross-fitted on dev folds (its rows are in ``RUN/stages/verifier.json`` and
+``RUN/verifier_study/gpu_results.json``; it writes no coder folder, so the table's verifier row has no dev scores of
+its own). Make its candidate dumps on the CPU machine first and carry them (its docstring says how): coding the
+training notes out of fold takes minutes that the lent GPU's time should not pay for.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ sys.path.insert(0, str(REPO / "src"))
 from icdcoder.io import atomic_write  # noqa: E402
 
 STAGES = ("install", "sft", "verifier", "grpo", "phi", "evaluate", "table")
+#: the coder whose candidates the verifier reads
+SHIPPED_CODER = REPO / "src" / "icdcoder" / "models" / "default"
 #: the rungs scored on dev: the coder folder each stage writes
 RUNGS = ("sft", "verifier", "grpo", "phi")
 #: per stage and size: the config and the settings that differ from it
@@ -132,19 +137,10 @@ def stage_sft(run: Run) -> dict:
 
 
 def stage_verifier(run: Run) -> dict:
-    """The hook for the LLM verifier of issue 28 (see the module docstring)."""
-    module = (
-        importlib.import_module("icdcoder.train.verifier")
-        if importlib.util.find_spec("icdcoder.train.verifier")
-        else None
-    )
-    gpu_stage = getattr(module, "gpu_stage", None)
-    if gpu_stage is None:
-        return {
-            "status": "not run",
-            "reason": "icdcoder.train.verifier has no gpu_stage(run_dir, coder_dir, data_dir, tiny) yet",
-        }
-    return gpu_stage(run.dir, run.dir / "sft", run.data_dir, run.tiny)
+    """The LLM verifier of issue 28 over the shipped coder's candidates (see the module docstring)."""
+    from icdcoder.experiments.verifier_study import gpu_stage
+
+    return gpu_stage(run.dir, SHIPPED_CODER, run.data_dir, run.tiny)
 
 
 def stage_grpo(run: Run) -> dict:

@@ -49,9 +49,12 @@ def test_the_tiny_cpu_path_runs_every_stage_then_resumes_with_nothing_left(tmp_p
         assert 0.0 <= rows[rung]["dev"]["D"]["micro_f1"] <= 1.0 and "map" in rows[rung]["dev"]["D"]
         assert (run_dir / rung / "coder.json").is_file()
     assert result["stages"]["phi"]["rounds"] == 2  # the PHI curriculum ran, not a GRPO run under its name
-    verifier = rows["verifier"]
-    if not (run_dir / "verifier" / "coder.json").is_file():  # the hook is there, and says it did not run
-        assert verifier["status"] == "not run" and verifier["dev"] is None
+    verifier = result["stages"]["verifier"]  # one verifier per GPU config, trained and measured, cross-fitted
+    assert verifier["candidates"] == "coded here" and set(verifier["trained"]) == {"gemma3_gpu", "smollm2_gpu"}
+    assert all(trained["steps"] >= 1 and trained["device"] == "cpu" for trained in verifier["trained"].values())
+    for measured in verifier["measured"].values():
+        assert 0.0 <= measured["LLM off"]["D_f1"] <= 1.0 and 0.0 <= measured["verifier on"]["D_f1"] <= 1.0
+    assert (run_dir / "verifier_study" / "gpu_results.json").is_file() and rows["verifier"]["dev"] is None
     table = (run_dir / "gpu_method.md").read_text(encoding="utf-8")
     assert "| sft | done |" in table and "| phi | done |" in table
 

@@ -217,6 +217,17 @@ def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_d
     assert found >= gold // 2  # the trees keep most of the diagnoses every other note carries
     assert all(0 < c.score < 1 for p in predictions for c in p.codes)
 
+    # a coder fitted on some training notes fuses with these trees, reading its own notes' counts (the verifier's
+    # cross-fitted candidates are its predictions)
+    from icdcoder.train.config import DataSettings
+    from icdcoder.train.fusion_trees import fold_coder
+
+    training = load_codiesp(corpus, "train")
+    held = fold_coder(coder, training[:10], DataSettings(data_dir=corpus))
+    assert set(held.trees) == {"es"} and held.trees["es"].systems is coder.trees["es"].systems
+    assert held.trees["es"].counts.notes == held.fitted_retriever.trained_note_counts != coder.trees["es"].counts.notes
+    assert any(p.codes for p in held.predict(training[10:]))
+
     # a rerun reads the cache instead of coding the training notes again, and fits the same trees
     before = (coder_dir / TREES_FILE).read_text()
     done = CliRunner().invoke(app, [*arguments, "--cache", str(cache)], catch_exceptions=False)

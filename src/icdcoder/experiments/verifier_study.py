@@ -9,7 +9,7 @@ The stages run in order, each reading what the one before wrote under ``runs_dir
   positive fused score, its evidence sentence and label, written to ``train_candidates.jsonl`` /
   ``dev_candidates.jsonl`` (``candidate_splits`` picks which).
 - ``oracle``: on dev, what a perfect keep/drop of the candidates in a score band would give (D/P micro-F1, MAP), for
-  the verifier config's band and two wider ones, at fixed thresholds (``SHIPPED_THRESHOLDS``).
+  the verifier config's band and two wider ones, at the coder's own thresholds for Spanish notes (``coder.json``).
 - ``train``: the verifier's LoRA adapter, trained on the training notes' band candidates, saved to
   ``runs_dir/<config name>/adapter``.
 - ``score``: the verifier's probability for every dev band candidate (``dev_scores.jsonl``).
@@ -37,17 +37,17 @@ from pydantic import Field
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, TASKS, fold_indices, number
-from icdcoder.io import read_text
+from icdcoder.io import atomic_write, read_text
+from icdcoder.ontology.labels import CODER_SYSTEMS
 
 Stage = Literal["candidates", "oracle", "train", "score", "measure", "speed"]
-#: the thresholds the oracle rows keep (the shipped coder's when the study was designed; it now ships D 0.175, P 0.25)
-SHIPPED_THRESHOLDS = {"icd10cm": 0.1, "icd10pcs": 0.15, "untrained": 0.05}
 GRID = [round(0.025 * i, 3) for i in range(1, 29)]
 #: the verifier weights ``measure`` tunes among
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
-#: bands the oracle is also computed on, beside the config's: a wider one, and every candidate
+#: bands the oracle is also computed on, beside the config's: a wide one around the fusion trees' thresholds (D 0.35,
+#: P 0.375 in the shipped coder), and every candidate
 ORACLE_BANDS = {
-    "wider": {"low": {"icd10cm": 0.05, "icd10pcs": 0.1}, "high": {"icd10cm": 0.3, "icd10pcs": 0.4}},
+    "wide": {"low": {"icd10cm": 0.05, "icd10pcs": 0.05}, "high": {"icd10cm": 0.8, "icd10pcs": 0.8}},
     "all candidates": {"low": {"icd10cm": 0.0, "icd10pcs": 0.0}, "high": {"icd10cm": 2.0, "icd10pcs": 2.0}},
 }
 SCORES_FILE = "dev_scores.jsonl"
@@ -197,9 +197,18 @@ def objective(docs, candidates, scores: list[float], kept: list[bool], system: s
     return micro_prf(truth, ranked_codes)["micro_f1"] + mean_average_precision(truth, ranked_codes)
 
 
+def coder_thresholds(model: Path) -> dict[str, float]:
+    """The coder's thresholds on Spanish notes: per system, and the untrained diagnoses' own (``untrained``)."""
+    from icdcoder.infer.coder import SpanPredictor
+
+    settings = SpanPredictor.load(model, check_files=False).settings.for_language("es")
+    thresholds = {system: settings.threshold[system] for system in ("icd10cm", "icd10pcs")}
+    return thresholds | {"untrained": settings.untrained_threshold.get("icd10cm", thresholds["icd10cm"])}
+
+
 def tuned_thresholds(docs, candidates, scores: list[float]) -> tuple[dict, float]:
     """Each system's threshold, then the untrained diagnosis codes' own, by micro-F1 + MAP on ``docs``."""
-    thresholds = dict(SHIPPED_THRESHOLDS)
+    thresholds = {"icd10cm": GRID[0], "icd10pcs": GRID[0], "untrained": GRID[0]}
     for system in ("icd10pcs", "icd10cm"):
         best = max(
             GRID,
@@ -268,10 +277,12 @@ def run_oracle(config: VerifierStudyConfig, settings) -> list[dict[str, Any]]:
     candidates = read_candidates(config.runs_dir / "dev_candidates.jsonl")
     doc_ids = [d.id for d in dev]
     scores = [c.score for c in candidates]
-    kept = thresholded(candidates, scores, SHIPPED_THRESHOLDS)
+    thresholds = coder_thresholds(config.model)
+    kept = thresholded(candidates, scores, thresholds)
     rows: list[dict[str, Any]] = [
         {
             "system": "coder alone",
+            "thresholds": thresholds,
             **report(dev, as_predictions(doc_ids, candidates, scores, kept), train_counts),
         }
     ]
@@ -321,7 +332,7 @@ def run_score(config: VerifierStudyConfig, name: str, settings) -> dict[str, Any
     """The verifier's probability for every dev band candidate, keyed by its line in ``dev_candidates.jsonl``."""
     import torch
 
-    from icdcoder.io import atomic_write
+    from icdcoder.models.loading import compute_device
     from icdcoder.models.verifier import load_verifier
     from icdcoder.ontology import load_ontology
     from icdcoder.train.verifier import read_candidates
@@ -329,8 +340,12 @@ def run_score(config: VerifierStudyConfig, name: str, settings) -> dict[str, Any
     torch.set_num_threads(config.threads)
     candidates = read_candidates(config.runs_dir / "dev_candidates.jsonl")
     positions = [i for i, c in enumerate(candidates) if settings.band.contains(c.system, c.score)]
+    device = compute_device(settings.device)
     scorer = load_verifier(
-        adapter_of(config, name, settings), dtype="float32", max_prompt_tokens=settings.max_prompt_tokens
+        adapter_of(config, name, settings),
+        dtype="auto" if device == "cuda" else "float32",
+        max_prompt_tokens=settings.max_prompt_tokens,
+        device=device,
     )
     started = time.time()
     found = scorer.score_candidates([candidates[i] for i in positions], load_ontology(), settings)
@@ -339,6 +354,7 @@ def run_score(config: VerifierStudyConfig, name: str, settings) -> dict[str, Any
         for local, probability in sorted(found.probabilities.items()):
             handle.write(json.dumps({"line": positions[local], "p": round(probability, 5)}) + "\n")
     return {
+        "device": device,
         "scored": len(found.probabilities),
         "dropped": dict(found.dropped),
         "seconds": round(seconds, 1),
@@ -508,6 +524,66 @@ def run(config: VerifierStudyConfig) -> dict[str, Any]:
     return results
 
 
+# ---------------------------------------------------------------------------------------------------- GPU run
+
+#: the verifiers ``benchmarks/gpu_method.py`` trains on a GPU, one per backbone
+GPU_CONFIGS = (Path("configs/verifier/gemma3_gpu.yaml"), Path("configs/verifier/smollm2_gpu.yaml"))
+
+
+def tiny_overrides(tiny_lm: Path) -> list[str]:
+    """The GPU configs shrunk for the CPU test of the GPU run: a random 2-layer model, a few examples, every
+    candidate in the band (a tiny coder's scores rarely fall in a real one)."""
+    return [
+        f"backbone={tiny_lm}",
+        "device=cpu",
+        "lora.layers_to_transform=null",
+        "max_examples=8",
+        "batch_size=4",
+        "max_seconds=60",
+        *(f"band.{side}.{system}={value}" for side, value in (("low", 0), ("high", 2)) for system in CODER_SYSTEMS),
+    ]
+
+
+def gpu_stage(run_dir: Path, coder_dir: Path, data_dir: Path, tiny: bool) -> dict[str, Any]:
+    """The verifier rung of ``benchmarks/gpu_method.py``: each of ``GPU_CONFIGS`` trained, then scoring the dev band
+    candidates, then LLM off against verifier on, cross-fitted (``measure``), in ``run_dir/verifier_study``.
+
+    The candidate dumps take several minutes of CPU coding that a lent GPU's time should not pay for: make them first
+    on the CPU machine (``icdcoder experiment run verifier_study --set 'stages=[candidates, oracle]' --set
+    runs_dir=RUN/verifier_study``) and carry them; without them this stage codes the notes itself. The whole results
+    go to ``gpu_results.json`` there; the summary returned holds the measured rows."""
+    runs = run_dir / "verifier_study"
+    carried = all((runs / f"{split}_candidates.jsonl").is_file() for split in ("train", "dev"))
+    stages: tuple[Stage, ...] = ("train", "score", "measure")
+    config = VerifierStudyConfig(
+        data_dir=data_dir,
+        model=coder_dir,
+        verifier_configs=list(GPU_CONFIGS),
+        verifier_set=tiny_overrides(run_dir / "tiny_lm") if tiny else [],
+        stages=stages if carried else ("candidates", "oracle", *stages),
+        folds=2 if tiny else 5,
+        threads=os.cpu_count() or 1,
+        runs_dir=runs,
+    )
+    results = run(config)
+    with atomic_write(runs / "gpu_results.json") as handle:
+        json.dump(results, handle, indent=2)
+    return {
+        "candidates": "carried" if carried else "coded here",
+        "trained": {name: found["training"] for name, found in results["train"].items()},
+        "measured": {
+            name: {
+                "LLM off": found["rows"][0]["cross_fitted"],
+                "verifier on": found["rows"][1]["cross_fitted"],
+                "band_auc": found["band_auc"],
+                "coder_score_auc": found["coder_score_auc"],
+            }
+            for name, found in results["measure"].items()
+        },
+        "table": table(results),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------- table
 
 COLUMNS = ("D_map", "D_f1", "D_macro_f1", "D_unseen_recall", "P_map", "P_f1", "X_f1")
@@ -517,6 +593,10 @@ BACKBONE_NAMES = {"smollm2": "SmolLM2-135M", "gemma3": "Gemma-3-270M"}
 
 def _row(label: str, scores: dict[str, float]) -> str:
     return f"| {label} | " + " | ".join(number(scores.get(column)) for column in COLUMNS) + " |"
+
+
+#: the thresholds the oracle rows of runs before the fusion trees kept (they did not record them)
+EARLIER_THRESHOLDS = {"icd10cm": 0.1, "icd10pcs": 0.15}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -533,9 +613,11 @@ def table(results: dict[str, Any]) -> str:
             "a perfect verifier on the same band" if name == "oracle" else f"verifier {BACKBONE_NAMES.get(name, name)}"
         )
         lines.append(_row(f"cross-fitted: + {label}", on["cross_fitted"]))
-    for row in results.get("oracle", []):
+    oracle = results.get("oracle", [])
+    kept_at = oracle[0].get("thresholds", EARLIER_THRESHOLDS) if oracle else EARLIER_THRESHOLDS
+    for row in oracle:
         system = row["system"].removesuffix(" (shipped thresholds)")  # the name earlier runs recorded
-        lines.append(_row(f"thresholds D 0.1, P 0.15: {system}", row))
+        lines.append(_row(f"thresholds D {kept_at['icd10cm']:g}, P {kept_at['icd10pcs']:g}: {system}", row))
     notes = []
     for name in dict.fromkeys([*measured, *results.get("train", {}), *results.get("speed", {})]):
         if name != "oracle":
@@ -555,8 +637,8 @@ def verifier_note(label: str, name: str, results: dict[str, Any]) -> str:
     if name in results.get("train", {}):
         trained = results["train"][name]["training"]
         parts.append(
-            f"training {trained['examples']:,} examples, {trained['steps']} of one epoch's {trained['planned_steps']} "
-            f"steps, {trained['wall_seconds']:.0f} s, "
+            f"training {trained['examples']:,} examples, {trained['steps']} of {trained['planned_steps']} planned "
+            f"steps, {trained['wall_seconds']:.0f} s{' on ' + trained['device'] if 'device' in trained else ''}, "
             f"adapter {trained['adapter_mb']:g} MB"
         )
     if name in results.get("score", {}):
@@ -573,8 +655,8 @@ def verifier_note(label: str, name: str, results: dict[str, Any]) -> str:
 
 CAVEATS = """\
 - Cross-fitted rows pick the verifier weight and the thresholds on the other dev folds and score each fold, all
-  folds together: estimates for unseen notes of the same distribution, not test-set scores. The oracle rows keep fixed
-  thresholds (D 0.1, P 0.15: the shipped ones when the study was designed, tuned on dev).
+  folds together: estimates for unseen notes of the same distribution, not test-set scores. The oracle rows keep the
+  coder's own thresholds for Spanish notes (tuned on dev; runs before the fusion trees kept D 0.1, P 0.15).
 - The oracle and "perfect verifier" rows read the gold labels: they bound what a verifier on that band can add, they
   are not a system.
 - CPU scale: SmolLM2-135M and Gemma-3-270M, each with LoRA on its top 8 layers, one seed, at most one epoch: training

@@ -68,6 +68,17 @@ def cpu_inference_dtype(setting: str) -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
+def compute_device(setting: str) -> str:
+    """``"auto"`` -> ``"cuda"`` where torch sees a CUDA device, else ``"cpu"``; ``"cuda"`` without one is an error."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda was asked for, and torch sees no CUDA device here")
+    return setting
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where weights live: a folder or hub id, plus the GGUF file inside it if any."""

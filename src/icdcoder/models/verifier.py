@@ -122,8 +122,13 @@ class VerifierScorer:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        device = next(self.model.parameters()).device
         output = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=1, use_cache=False
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=1,
+            use_cache=False,
         )
         last = output.logits[:, -1, :]
         return torch.stack([last[:, self.yes_id], last[:, self.no_id]], dim=-1).float()
@@ -162,9 +167,10 @@ class VerifierScorer:
 
 
 def load_verifier(
-    adapter_dir: str, dtype: str = "auto", batch_size: int = 32, max_prompt_tokens: int = 128
+    adapter_dir: str, dtype: str = "auto", batch_size: int = 32, max_prompt_tokens: int = 128, device: str = "cpu"
 ) -> VerifierScorer:
-    """A scorer on a saved verifier adapter (base + LoRA merged), cast to ``dtype`` for inference."""
+    """A scorer on a saved verifier adapter (base + LoRA merged), cast to ``dtype`` for inference on ``device``
+    (``"auto"``: bfloat16 on a GPU, on a CPU as :func:`~icdcoder.models.loading.cpu_inference_dtype` says)."""
     import torch
 
     from icdcoder.models.loading import cpu_inference_dtype, load_causal_lm
@@ -172,7 +178,8 @@ def load_verifier(
     model, tokenizer = load_causal_lm(adapter_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model = model.to(getattr(torch, cpu_inference_dtype(dtype))).eval()
+    chosen = "bfloat16" if dtype == "auto" and device == "cuda" else cpu_inference_dtype(dtype)
+    model = model.to(device=device, dtype=getattr(torch, chosen)).eval()
     return VerifierScorer(model, tokenizer, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
 
 

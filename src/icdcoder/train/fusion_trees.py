@@ -48,7 +48,11 @@ def fold_of(index: int, folds: int) -> int:
 
 def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
     """A coder with ``coder``'s settings and ontology whose retriever and other signals (not the LLM) are fitted on
-    ``documents`` only: it codes a training note left out of them as it would code an unseen note."""
+    ``documents`` only: it codes a training note left out of them as it would code an unseen note.
+
+    It fuses with ``coder``'s trees, if any, reading its own training counts. Those trees were fitted on every training
+    note's out-of-fold candidates, the left-out notes' own among them, so their fused scores are somewhat more
+    confident than an unseen note's; the signals (what ``predict fit-trees`` reads) are out of fold either way."""
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.data import fit_coder_lexicons, fit_retriever
 
@@ -56,6 +60,8 @@ def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
         None, None, fit_retriever(documents, coder.ontology), ontology=coder.ontology
     )
     fit_coder_lexicons(fitted, documents, settings)
+    counts = TrainingCounts.of(fitted.fitted_retriever)
+    fitted.trees = {language: TreeFusion(trees.systems, counts) for language, trees in coder.trees.items()}
     return fitted
 
 

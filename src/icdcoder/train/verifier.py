@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import Field
@@ -77,6 +77,8 @@ class VerifierConfig(StrictModel):
     #: stop after this many seconds of training (the adapter is saved either way); null: no limit
     max_seconds: float | None = Field(None, gt=0.0)
     threads: int | None = Field(None, ge=1)
+    #: where training and scoring run ("auto": a CUDA GPU where torch sees one, in bfloat16 autocast; else the CPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     output_dir: Path = Path("/work/verifier_runs/adapter")
 
@@ -289,7 +291,7 @@ def train_verifier(config: VerifierConfig, examples: Sequence[VerifierCandidate]
     import torch
     from peft import get_peft_model
 
-    from icdcoder.models.loading import load_causal_lm
+    from icdcoder.models.loading import compute_device, load_causal_lm
     from icdcoder.models.verifier import VerifierScorer, candidate_prompt_ids
 
     examples = [e for e in examples if e.gold is not None]
@@ -302,7 +304,8 @@ def train_verifier(config: VerifierConfig, examples: Sequence[VerifierCandidate]
     peft_config = config.lora.to_peft()
     if peft_config is None:
         raise InputError("the verifier trains a LoRA adapter: set lora.enabled true")
-    model = get_peft_model(model, peft_config)
+    device = compute_device(config.device)
+    model = get_peft_model(model, peft_config).to(device)
     scorer = VerifierScorer(model, tokenizer, max_prompt_tokens=config.max_prompt_tokens)
     prompts = [(candidate_prompt_ids(tokenizer, e, ontology, config), 1 if e.gold else 0) for e in examples]
     encoded = [(ids, label) for ids, label in prompts if ids is not None]
@@ -319,8 +322,10 @@ def train_verifier(config: VerifierConfig, examples: Sequence[VerifierCandidate]
         if len(order) < config.batch_size:
             order += rng.sample(range(len(encoded)), len(encoded))
         batch, order = [encoded[i] for i in order[: config.batch_size]], order[config.batch_size :]
-        logits = scorer.answer_logits([ids for ids, _ in batch])
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1 - label for _, label in batch]))
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = scorer.answer_logits([ids for ids, _ in batch])
+        answers = torch.tensor([1 - label for _, label in batch], device=logits.device)
+        loss = torch.nn.functional.cross_entropy(logits, answers)
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -346,6 +351,7 @@ def train_verifier(config: VerifierConfig, examples: Sequence[VerifierCandidate]
     tokenizer.save_pretrained(config.output_dir)
     adapter_bytes = sum(p.stat().st_size for p in Path(config.output_dir).glob("adapter_model.*"))
     return {
+        "device": device,
         "examples": len(encoded),
         "steps": step,
         "planned_steps": steps,
