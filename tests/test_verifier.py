@@ -239,3 +239,22 @@ def test_train_verifier_command_names_a_malformed_config_field(tmp_path, capsys)
     assert stopped.value.code == 2
     message = capsys.readouterr().err.strip()
     assert "max_prompt_tokens" in message and "verifier.yaml" in message and len(message.splitlines()) == 1
+
+
+def test_the_device_follows_what_torch_sees(monkeypatch):
+    import torch
+
+    from icdcoder.models.loading import compute_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compute_device("auto") == "cpu" and compute_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="device: cuda was asked for"):
+        compute_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert compute_device("auto") == "cuda"
+
+
+def test_a_gpu_verifier_config_asks_for_cuda_and_trains_every_band_example():
+    gpu = load_verifier_config(REPO / "configs" / "verifier" / "gemma3_gpu.yaml")
+    assert gpu.device == "cuda" and gpu.lora.layers_to_transform is None and gpu.max_examples >= 10_000
+    assert gpu.band.contains("icd10cm", 0.35) and gpu.band.contains("icd10pcs", 0.375)  # the trees' thresholds
