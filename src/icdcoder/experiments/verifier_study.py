@@ -209,9 +209,9 @@ def objective(docs, candidates, scores: list[float], kept: list[bool], system: s
 
 def coder_thresholds(model: Path) -> dict[str, float]:
     """The coder's thresholds on Spanish notes: per system, and the untrained diagnoses' own (``untrained``)."""
-    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.infer.store import read_coder_record
 
-    settings = SpanPredictor.load(model, check_files=False).settings.for_language("es")
+    settings = read_coder_record(model)[1].for_language("es")
     thresholds = {system: settings.threshold[system] for system in ("icd10cm", "icd10pcs")}
     return thresholds | {"untrained": settings.untrained_threshold.get("icd10cm", thresholds["icd10cm"])}
 
