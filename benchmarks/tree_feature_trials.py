@@ -94,15 +94,14 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
     from icdcoder.data.codiesp import load_codiesp
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train.config import DataSettings
-    from icdcoder.train.fusion_trees import fold_coder, fold_of
+    from icdcoder.train.fusion_trees import fold_coder, split_fold
 
     coder = SpanPredictor.load(model, check_files=False)
     train = load_codiesp(data_dir, "train", with_translation=True)
     dev = load_codiesp(data_dir, "dev", with_translation=True)
     coded: dict = {"train": {}, "dev": {}, "counts": {}, "source": source}
     for fold in range(folds):
-        held = [note for i, note in enumerate(train) if fold_of(i, folds) == fold]
-        rest = [note for i, note in enumerate(train) if fold_of(i, folds) != fold]
+        held, rest = split_fold(train, fold, folds)
         fitted = fold_coder(coder, rest, DataSettings(data_dir=data_dir, split="train", lang="es"))
         coded["counts"][fold] = TrainingCounts.of(fitted.fitted_retriever)
         for outputs, note in zip(fitted.segment_outputs(held), held):

@@ -41,9 +41,12 @@ TREE_PARAMETERS = {
 NoteCandidates = dict[str, tuple[np.ndarray, list[str]]]
 
 
-def fold_of(index: int, folds: int) -> int:
-    """The training fold of the ``index``-th note."""
-    return index % folds
+def split_fold(documents: Sequence[Document], fold: int, folds: int) -> tuple[list[Document], list[Document]]:
+    """The notes of training fold ``fold`` (the ``i``-th note is in fold ``i % folds``), and all the others: what a
+    fold coder codes, and what it is fitted on."""
+    held = [document for i, document in enumerate(documents) if i % folds == fold]
+    rest = [document for i, document in enumerate(documents) if i % folds != fold]
+    return held, rest
 
 
 def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
@@ -82,12 +85,11 @@ def out_of_fold_candidates(
         raise InputError("fusion trees are fitted for a coder without its LLM (use_llm: false)")
     done = read_candidates(cache) if cache else {}
     for fold in range(folds):
-        held = [d for i, d in enumerate(documents) if fold_of(i, folds) == fold]
+        held, rest = split_fold(documents, fold, folds)
         if all(d.id in done for d in held):
             if progress:
                 progress(len(held))
             continue
-        rest = [d for i, d in enumerate(documents) if fold_of(i, folds) != fold]
         fitted = fold_coder(coder, rest, data_settings)
         coded = [versions[d.id] for d in held] if versions is not None else held
         outputs = fitted.segment_outputs(coded, progress=progress)

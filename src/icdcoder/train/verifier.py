@@ -225,14 +225,13 @@ def cross_fitted_candidates(
     """The training notes' candidates, each fold coded by the coder of ``coder_dir`` (its settings) with a retriever and
     lexicons built on the other folds only."""
     from icdcoder.infer.coder import SpanPredictor
-    from icdcoder.train.fusion_trees import fold_coder, fold_of
+    from icdcoder.train.fusion_trees import fold_coder, split_fold
 
     shipped = SpanPredictor.load(coder_dir)
     candidates: list[VerifierCandidate] = []
     for fold in range(folds):
         started = time.time()
-        rest = [note for i, note in enumerate(train) if fold_of(i, folds) != fold]
-        held_out = [note for i, note in enumerate(train) if fold_of(i, folds) == fold]
+        held_out, rest = split_fold(train, fold, folds)
         coder = fold_coder(shipped, rest, data_settings)
         candidates += coder_candidates(coder, held_out, max_words, gold_codes(rest))
         log.info("fold %d: %d notes coded in %.0f s", fold, len(held_out), time.time() - started)
