@@ -93,12 +93,9 @@ def out_of_fold_candidates(
         fitted = fold_coder(coder, rest, data_settings)
         coded = [versions[d.id] for d in held] if versions is not None else held
         outputs = fitted.segment_outputs(coded, progress=progress)
+        counts = TrainingCounts.of(fitted.fitted_retriever)
         fresh = {
-            note.doc_id: note_candidates(
-                collect_signals(note),
-                coder.settings.for_language(doc.language),
-                TrainingCounts.of(fitted.fitted_retriever),
-            )
+            note.doc_id: note_candidates(collect_signals(note), coder.settings.for_language(doc.language), counts)
             for note, doc in zip(outputs, coded)
         }
         done.update(fresh)
