@@ -49,6 +49,7 @@ import numpy as np
 
 from icdcoder.infer.fusion import CodeSignals, collect_signals, signal_weights
 from icdcoder.infer.trees import FEATURES, TrainingCounts, candidate_features
+from icdcoder.io import atomic_write
 from icdcoder.ontology.labels import CODER_SYSTEMS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,11 +113,8 @@ def coded_notes(model: Path, data_dir: Path, folds: int, cache: Path | None) -> 
         coded["dev"][note.id] = ("shipped", note, collect_signals(outputs))
     coded["settings"] = coder.settings.for_language("es")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        with partial.open("wb") as handle:
+        with atomic_write(path, mode="wb") as handle:
             pickle.dump(coded, handle)
-        partial.replace(path)
     return coded
 
 
@@ -163,7 +161,7 @@ def assertion(item: NoteSystem) -> np.ndarray:
     from icdcoder.infer.profiles import code_assertion
 
     spans = {code: code_spans(item.found, code, item.system) for code in item.codes}
-    every = sorted({span for code_spans in spans.values() for span in code_spans})
+    every = sorted({span for found_spans in spans.values() for span in found_spans})
     traits = dict(zip(every, assert_spans(item.note.text, every, item.note.language))) if every else {}
     columns = []
     for code in item.codes:
