@@ -246,7 +246,6 @@ def test_fit_trees_saves_trees_the_coder_then_fuses_by(tmp_path, corpus, coder_d
 def test_fit_trees_refits_one_language_while_the_others_trees_are_stale(
     tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
 ):
-    import shutil
 
     from typer.testing import CliRunner
 
@@ -267,7 +266,6 @@ def test_fit_trees_refits_one_language_while_the_others_trees_are_stale(
 
 
 def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
-    import shutil
 
     from icdcoder.infer.coder import SpanPredictor
 
@@ -284,7 +282,6 @@ def test_a_coder_that_fuses_by_trees_needs_its_trees_file(tmp_path, coder_dir):
 def test_fit_trees_reads_training_and_tuning_notes_from_jsonl(
     tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
 ):
-    import shutil
 
     from typer.testing import CliRunner
 
@@ -327,7 +324,6 @@ def test_a_candidates_cache_from_elsewhere_is_a_one_line_error(tmp_path):
 def test_fit_trees_for_english_notes_fits_their_own_trees_and_leaves_the_spanish_fusion_alone(
     tmp_path, corpus, coder_dir, fold_coders_with_retrieval_only
 ):
-    import shutil
 
     from test_infer_support import TRANSLATIONS
     from typer.testing import CliRunner
