@@ -29,6 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from icdcoder.errors import InputError
+
 _QUALIFIERS = re.compile(
     r",?\s*\b(no especificad[oa]s?|no clasificad[oa]s? en otra parte|sin otra especificaci[oó]n)\b", re.IGNORECASE
 )
@@ -84,18 +86,17 @@ class SpanishTitles:
         return TitleInfo(title, title_wordings(title)) if title else None
 
 
-def predicted_codes(path: Path) -> dict[str, set[str]]:
-    """Note id -> the codes of an official-style TSV (``D.tsv``, ``D_ranking.tsv``), upper-cased."""
-    codes: dict[str, set[str]] = defaultdict(set)
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            for line, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-                if len(row) < 2:
-                    raise SystemExit(f"{path}: line {line}: expected note id and code")
-                codes[row[0]].add(row[1].upper())
-    except OSError as err:
-        raise SystemExit(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-    return codes
+def predicted_diagnoses(pred_dir: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Note id -> the diagnosis codes of a prediction folder's ``D.tsv``, and of its ``D_ranking.tsv``, upper-cased
+    (read by the scorer's own reader, which names a malformed file and line)."""
+    from icdcoder.evaluate.codiesp import read_submission
+
+    submission = read_submission(pred_dir)
+
+    def upper(by_note: dict[str, list[str]]) -> dict[str, set[str]]:
+        return defaultdict(set, {note: {code.upper() for code in codes} for note, codes in by_note.items()})
+
+    return upper(submission.ranked["D"]), upper(submission.rankings.get("D", {}))
 
 
 def reach(data_dir: Path, titles_csv: Path, pred_dir: Path) -> dict[str, int]:
@@ -105,8 +106,7 @@ def reach(data_dir: Path, titles_csv: Path, pred_dir: Path) -> dict[str, int]:
     from icdcoder.spans.lexicon import LexiconConfig, SurfaceFormIndex
 
     titles = SpanishTitles(read_titles(titles_csv, set(load_ontology().codes("icd10cm"))))
-    predicted = predicted_codes(pred_dir / "D.tsv")
-    ranked = predicted_codes(pred_dir / "D_ranking.tsv")
+    predicted, ranked = predicted_diagnoses(pred_dir)
     train = load_codiesp(data_dir, "train")
     dev = load_codiesp(data_dir, "dev")
     config = LexiconConfig(ontology_systems=["icd10cm"], ontology_variants=False)
@@ -146,7 +146,10 @@ def main() -> None:
     parser.add_argument("--titles", type=Path, required=True, help="CSV of Spanish titles: code, description")
     parser.add_argument("--pred-dir", type=Path, required=True, help="the shipped coder's dev predictions")
     arguments = parser.parse_args()
-    counts = reach(arguments.data_dir, arguments.titles, arguments.pred_dir)
+    try:
+        counts = reach(arguments.data_dir, arguments.titles, arguments.pred_dir)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"Spanish titles kept for ICD-10-CM codes: {counts['titles']:,}")
     print(
         f"unseen dev diagnoses (note, code): {counts['unseen']}, predicted by the coder: {counts['unseen_predicted']}"
