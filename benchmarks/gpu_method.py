@@ -63,7 +63,7 @@ from icdcoder.io import atomic_write  # noqa: E402
 
 STAGES = ("install", "sft", "verifier", "grpo", "phi", "evaluate", "table")
 #: the coder whose candidates the verifier reads
-SHIPPED_CODER = REPO / "src" / "icdcoder" / "models" / "default"
+BENCHMARK_CODER = REPO / "src" / "icdcoder" / "models" / "benchmark"
 #: the rungs scored on dev: the coder folder each stage writes
 RUNGS = ("sft", "verifier", "grpo", "phi")
 #: per stage and size: the config and the settings that differ from it
@@ -158,7 +158,7 @@ def stage_verifier(run: Run) -> dict:
     """The LLM verifier of issue 28 over the shipped coder's candidates (see the module docstring)."""
     from icdcoder.experiments.verifier_study import gpu_stage
 
-    return gpu_stage(run.dir, SHIPPED_CODER, run.data_dir, run.tiny, configs=run.verifiers)
+    return gpu_stage(run.dir, BENCHMARK_CODER, run.data_dir, run.tiny, configs=run.verifiers)
 
 
 def stage_grpo(run: Run) -> dict:

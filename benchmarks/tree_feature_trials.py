@@ -53,7 +53,7 @@ from icdcoder.io import atomic_write
 from icdcoder.ontology.labels import CODER_SYSTEMS
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "src" / "icdcoder" / "models" / "default"
+BENCHMARK_CODER = REPO / "src" / "icdcoder" / "models" / "benchmark"
 
 
 @dataclass(frozen=True)
@@ -406,7 +406,12 @@ def trial_scores(coded: dict, trial: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="CodiEsp folder (official layout)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="coder folder (default: the shipped one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=BENCHMARK_CODER,
+        help="coder folder (default: the benchmarked one, fitted on train)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="folder keeping the coded notes between runs")
     parser.add_argument("--trials", default=",".join(TRIALS), help=f"comma-separated, of {', '.join(TRIALS)}")
     arguments = parser.parse_args()

@@ -26,7 +26,7 @@ from icdcoder.infer.cli import code, predict_app
 from icdcoder.ontology.cli import app as codes_app
 from icdcoder.rl.cli import train_grpo, train_phi
 from icdcoder.serve.cli import serve
-from icdcoder.train.cli import train_lexicons, train_sft
+from icdcoder.train.cli import train_lexicons, train_refit, train_sft
 from icdcoder.train.verifier import train_verifier_command
 
 #: exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
@@ -69,6 +69,7 @@ app.command("serve")(serve)
 train_app.command("baseline")(train_baseline)
 train_app.command("sft")(train_sft)
 train_app.command("lexicons")(train_lexicons)
+train_app.command("refit")(train_refit)
 train_app.command("verifier")(train_verifier_command)
 train_app.command("grpo")(train_grpo)
 train_app.command("phi")(train_phi)

@@ -10,14 +10,14 @@ from pydantic import Field
 from icdcoder.evaluate.bench import SystemSpec
 from icdcoder.experiments import Experiment
 from icdcoder.experiments.codiesp_dev import SystemsConfig, run_systems, table
-from icdcoder.experiments.common import DEFAULT_MODEL
+from icdcoder.experiments.common import BENCHMARK_CODER
 
 
 class EnglishConfig(SystemsConfig):
     lang: Literal["es", "en"] = "en"
     systems: list[SystemSpec] = Field(
         default_factory=lambda: [
-            SystemSpec(name="span", system="span", model=DEFAULT_MODEL),
+            SystemSpec(name="span", system="span", model=BENCHMARK_CODER),
             SystemSpec(name="dictionary", system="dictionary", config=Path("configs/baselines/dictionary_en.yaml")),
             SystemSpec(name="tfidf", system="tfidf", config=Path("configs/baselines/tfidf.yaml")),
         ]

@@ -15,7 +15,7 @@ from icdcoder.io import read_text
 
 #: the coder's systems and the CodiEsp task each is scored as
 TASKS = (("icd10cm", "D"), ("icd10pcs", "P"))
-DEFAULT_MODEL = Path("src/icdcoder/models/default")
+BENCHMARK_CODER = Path("src/icdcoder/models/benchmark")
 CODIESP = Path("../shared/data/codiesp")
 
 

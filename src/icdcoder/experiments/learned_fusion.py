@@ -35,8 +35,8 @@ from pydantic import Field
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
+    BENCHMARK_CODER,
     CODIESP,
-    DEFAULT_MODEL,
     NOTES,
     coded,
     coder_and_notes,
@@ -58,7 +58,7 @@ KEPT = RANKING_DEPTH
 
 class LearnedFusionConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     #: dev folds (cross-fitting) and training folds (the training notes' out-of-fold signals); a fold's thresholds
     #: are tuned on the other folds cross-fitted again, hence 3 at least

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, coder_and_notes, number, weight_rows
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, coder_and_notes, number, weight_rows
 from icdcoder.infer.settings import LlmMode
 
 
@@ -33,7 +33,7 @@ class LlmRun(StrictModel):
 
 class LlmModesConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     lang: Literal["es", "en"] = "es"
     runs: list[LlmRun] = Field(
         default_factory=lambda: [

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, NOTES, TASKS, coder_and_notes, number
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, NOTES, TASKS, coder_and_notes, number
 
 #: training-frequency bands of the gold codes (:func:`icdcoder.evaluate.metrics.frequency_band`)
 BANDS = ("unseen", "rare", "frequent")
@@ -22,7 +22,7 @@ BANDS = ("unseen", "rare", "frequent")
 
 class RankingDepthConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     #: codes per system kept in the ranking
     depths: list[int] = Field(default_factory=lambda: [20, 40, 100, 250, 1000], min_length=1)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from icdcoder.config import StrictModel
 from icdcoder.errors import InputError
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import DEFAULT_MODEL, TASKS
+from icdcoder.experiments.common import BENCHMARK_CODER, TASKS
 from icdcoder.io import read_text
 
 #: (label, the weights that must be > 0; every other weight must be 0), in the order signals were added
@@ -43,7 +43,7 @@ TABLES = {"tuning": "Spanish (+ translation)", "tuning_en": "English"}
 
 
 class AblationConfig(StrictModel):
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     #: the tuning tables of ``coder.json`` to read: ``tuning`` (Spanish notes), ``tuning_en`` (English notes)
     tables: tuple[Literal["tuning", "tuning_en"], ...] = ("tuning", "tuning_en")
 

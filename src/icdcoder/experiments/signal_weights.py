@@ -15,8 +15,8 @@ from typing import Any, Literal
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
+    BENCHMARK_CODER,
     CODIESP,
-    DEFAULT_MODEL,
     NOTES,
     coder_and_notes,
     hit_report,
@@ -30,7 +30,7 @@ SYSTEM = {"procedure": "icd10pcs", "concept": "icd10cm", "quantity": "icd10cm"}
 
 class SignalWeightsConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     signals: tuple[Signal, ...] = ("procedure", "concept", "quantity")
     #: one threshold per system (the untrained codes' own thresholds left out)

@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, NOTES, coder_and_notes, number, weight_rows
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, NOTES, coder_and_notes, number, weight_rows
 
 
 class SpecificityConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     #: one threshold per system (the untrained codes' own thresholds left out), as the step was first measured
     one_threshold: bool = False

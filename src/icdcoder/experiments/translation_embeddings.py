@@ -16,12 +16,12 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, coder_and_notes, number, weight_rows
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, coder_and_notes, number, weight_rows
 
 
 class TranslationEmbeddingsConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     #: the weights of the embedding signal (in the LLM's slot)
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0], min_length=1)
     #: nearest codes kept per translation segment

@@ -21,8 +21,8 @@ from pydantic import Field
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
 from icdcoder.experiments.common import (
+    BENCHMARK_CODER,
     CODIESP,
-    DEFAULT_MODEL,
     NOTES,
     coded,
     coder_and_notes,
@@ -45,7 +45,7 @@ VARIANTS: dict[str, str | None] = {
 
 class HoldoutConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     folds: int = Field(5, ge=2)
     variants: tuple[Literal["trees", "shipped", "without_quantity", "without_concept", "without_procedure"], ...] = (

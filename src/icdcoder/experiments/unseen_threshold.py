@@ -16,12 +16,12 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, NOTES, TASKS, coder_and_notes, number
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, NOTES, TASKS, coder_and_notes, number
 
 
 class UnseenThresholdConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     langs: tuple[Literal["es", "en"], ...] = ("es", "en")
     #: the untrained codes' thresholds tried
     thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.075, 0.1, 0.125, 0.15, 0.2], min_length=1)

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from icdcoder.config import StrictModel
 from icdcoder.experiments import Experiment
-from icdcoder.experiments.common import CODIESP, DEFAULT_MODEL, TASKS, fold_indices, number
+from icdcoder.experiments.common import BENCHMARK_CODER, CODIESP, TASKS, fold_indices, number
 from icdcoder.io import atomic_write, read_text
 from icdcoder.ontology.labels import CODER_SYSTEMS
 
@@ -56,7 +56,7 @@ SCORES_FILE = "dev_scores.jsonl"
 
 class VerifierStudyConfig(StrictModel):
     data_dir: Path = CODIESP
-    model: Path = DEFAULT_MODEL
+    model: Path = BENCHMARK_CODER
     #: one verifier per config (a backbone each), named by the file's stem
     verifier_configs: list[Path] = Field(
         default_factory=lambda: [Path("configs/verifier/smollm2.yaml"), Path("configs/verifier/gemma3.yaml")],

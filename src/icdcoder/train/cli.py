@@ -102,3 +102,29 @@ def train_lexicons(
     templates = {language: len(found) for language, found in coder.signal_of(QuantitySignal).templates.items()}
     counted = {"concepts_counted": len(coder.signal_of(ConceptSignal).counts), "value_templates": templates}
     typer.echo(json.dumps({"model": str(model), "surface_forms": sizes, **counted, **report}))
+
+
+def train_refit(
+    model: Annotated[Path, typer.Option("--model", help="Saved span-coder folder to refit (its LLM off).")],
+    out: Annotated[Path, typer.Option("--out", help="Where the refitted coder goes (replaced whole if it exists).")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="CodiEsp folder (official layout).")] = Path(
+        "../shared/data/codiesp"
+    ),
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated splits whose notes it learns from (never test).")
+    ] = "train,dev",
+) -> None:
+    """Refit a coder's retriever, lexicons and other signals on the notes of several splits, keeping its settings,
+    fusion trees and thresholds (how the shipped coder is built from the benchmarked one); prints what was refitted
+    as JSON."""
+    from icdcoder.io import check_output_dir, output_lock
+    from icdcoder.train.refit import codiesp_notes, refit_coder
+
+    names = [name.strip() for name in splits.split(",") if name.strip()]
+    if not names:
+        raise InputError("name at least one split", path="--splits")
+    check_output_dir(out, inputs=[model, data_dir])
+    notes, english = codiesp_notes(data_dir, names)
+    with output_lock(out):
+        record = refit_coder(model, out, notes, english, {"splits": names})
+    typer.echo(json.dumps({"out": str(out), **record}))

@@ -1,0 +1,129 @@
+"""``icdcoder train refit``: a saved coder's retriever and signals refitted on the notes of several splits, its
+settings, trees and thresholds kept; the output folder replaced whole; the test split and repeated notes refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_infer_support import NOTES, TRANSLATIONS, write_split
+
+REPO = Path(__file__).resolve().parent.parent
+#: a dev note whose code no training note carries
+DEV_ONLY = ("S0005-1", "Paciente de 70 años con neumonía adquirida en la comunidad.", [("j18.9", "D", "neumonía")])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Training notes NOTES[:3]; dev notes NOTES[3:] and DEV_ONLY (no note in both); each with its translation."""
+    root = tmp_path_factory.mktemp("codiesp")
+    write_split(root, "train", NOTES[:3])
+    write_split(root, "dev", [*NOTES[3:], DEV_ONLY])
+    for split, notes in (("train", NOTES[:3]), ("dev", NOTES[3:])):
+        (root / split / "text_files_en").mkdir()
+        for doc_id, _text, _codes in notes:
+            (root / split / "text_files_en" / f"{doc_id}.txt").write_text(TRANSLATIONS[doc_id], encoding="utf-8")
+    (root / "dev" / "text_files_en" / "S0005-1.txt").write_text(
+        "70-year-old patient with community-acquired pneumonia.", encoding="utf-8"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def coder_dir(corpus, ontology, tmp_path_factory) -> Path:
+    """A retrieval-only coder (no LLM) fitted on the training split."""
+    from icdcoder.data.codiesp import load_codiesp
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.train.data import fit_retriever
+
+    folder = tmp_path_factory.mktemp("coder")
+    retriever = fit_retriever(load_codiesp(corpus, "train"), ontology)
+    settings = CoderSettings(use_llm=False, threshold={"icd10cm": 0.4, "icd10pcs": 0.45})
+    SpanPredictor(settings).attach(None, None, retriever, ontology=ontology).save(folder)
+    return folder
+
+
+def _refit(model: Path, out: Path, corpus: Path, splits: str):
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+
+    args = ["train", "refit", "--model", str(model), "--out", str(out), "--data-dir", str(corpus), "--splits", splits]
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def _trained_codes(folder: Path) -> set:
+    from icdcoder.infer.coder import SpanPredictor
+
+    return set(SpanPredictor.load(folder, check_files=False).fitted_retriever.trained_codes)
+
+
+def test_refit_learns_the_dev_notes_and_keeps_the_settings(tmp_path, corpus, coder_dir):
+    out = tmp_path / "released"
+    result = _refit(coder_dir, out, corpus, "train,dev")
+    assert result.exit_code == 0, result.output[-2000:]
+    report = json.loads(result.stdout)
+    assert (report["splits"], report["notes"], report["english_notes"]) == (["train", "dev"], 5, 5)
+    assert {code for code, _system in _trained_codes(out) - _trained_codes(coder_dir)} == {"J18.9"}
+    record, original = (json.loads((folder / "coder.json").read_text()) for folder in (out, coder_dir))
+    assert record["settings"] == original["settings"]
+    assert record["refit"]["splits"] == ["train", "dev"] and record["refit"]["from"] == coder_dir.name
+    assert (out / "lexicon" / "surface_forms.json.gz").is_file()
+
+
+def test_refit_replaces_the_output_whole(tmp_path, corpus, coder_dir):
+    out = tmp_path / "released"
+    assert _refit(coder_dir, out, corpus, "train,dev").exit_code == 0
+    (out / "stale.txt").write_text("from an older build", encoding="utf-8")
+    assert _refit(coder_dir, out, corpus, "train").exit_code == 0
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "coder.json").read_text())["refit"]["notes"] == 3
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".lock")) == ["released"]
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [("train,test", "the test split is never trained on"), ("train,train", "notes are in more than one of the splits")],
+)
+def test_refit_refuses_the_test_split_and_repeated_notes(tmp_path, corpus, coder_dir, splits, message):
+    out = tmp_path / "released"
+    command = [sys.executable, "-m", "icdcoder.cli", "train", "refit", "--model", str(coder_dir), "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--data-dir", str(corpus), "--splits", splits], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_more_training_notes_codes_each_dev_note_once_without_it(tmp_path, corpus, coder_dir, monkeypatch):
+    from benchmark_scripts import load_benchmark
+
+    from icdcoder.train import fusion_trees
+
+    bench = load_benchmark("more_training_notes.py")
+    merged = bench.merged_corpus(corpus, tmp_path / "merged")
+    assert sorted(path.name for path in (merged / "train" / "text_files").iterdir()) == [
+        f"{doc_id}.txt" for doc_id in ("S0001-1", "S0002-1", "S0003-1", "S0004-1", "S0005-1")
+    ]
+    fitted_on = []
+    real_fold_coder = fusion_trees.fold_coder
+
+    def recording_fold_coder(coder, documents, settings):
+        fitted_on.append({document.id for document in documents})
+        return real_fold_coder(coder, documents, settings)
+
+    monkeypatch.setattr(fusion_trees, "fold_coder", recording_fold_coder)
+    alone = bench.coded_dev(coder_dir, corpus, merged, with_dev=False)
+    assert fitted_on == [{"S0001-1", "S0002-1", "S0003-1"}]
+    pooled = bench.coded_dev(coder_dir, corpus, merged, with_dev=True)
+    for language in ("es", "en"):
+        assert [p.doc_id for p in alone[language]] == ["S0004-1", "S0005-1"]
+        assert sorted(p.doc_id for p in pooled[language]) == ["S0004-1", "S0005-1"]
+    held_out = [{"S0001-1", "S0002-1", "S0003-1", "S0004-1", "S0005-1"} - seen for seen in fitted_on[1:]]
+    assert sorted(map(sorted, held_out)) == [[], [], [], ["S0004-1"], ["S0005-1"]]
+    scores = bench.pooled_scores(corpus, pooled["es"], tmp_path / "submission")
+    assert scores["n_documents"] == 2 and bench.row("x", "en", scores).endswith(" | - |")
