@@ -64,6 +64,8 @@ def _trained_codes(folder: Path) -> set:
 
 def test_refit_learns_the_dev_notes_and_keeps_the_settings(tmp_path, corpus, coder_dir):
     out = tmp_path / "released"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older build", encoding="utf-8")
     result = _refit(coder_dir, out, corpus, "train,dev")
     assert result.exit_code == 0, result.output[-2000:]
     report = json.loads(result.stdout)
@@ -73,16 +75,33 @@ def test_refit_learns_the_dev_notes_and_keeps_the_settings(tmp_path, corpus, cod
     assert record["settings"] == original["settings"]
     assert record["refit"]["splits"] == ["train", "dev"] and record["refit"]["from"] == coder_dir.name
     assert (out / "lexicon" / "surface_forms.json.gz").is_file()
-
-
-def test_refit_replaces_the_output_whole(tmp_path, corpus, coder_dir):
-    out = tmp_path / "released"
-    assert _refit(coder_dir, out, corpus, "train,dev").exit_code == 0
-    (out / "stale.txt").write_text("from an older build", encoding="utf-8")
-    assert _refit(coder_dir, out, corpus, "train").exit_code == 0
-    assert not (out / "stale.txt").exists()
-    assert json.loads((out / "coder.json").read_text())["refit"]["notes"] == 3
+    assert not (out / "stale.txt").exists()  # the output was replaced whole
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".lock")) == ["released"]
+
+
+def test_replace_folder_puts_the_old_one_back_when_the_new_one_cannot_take_its_place(tmp_path, monkeypatch):
+    from icdcoder.train.refit import replace_folder
+
+    old, new = tmp_path / "coder", tmp_path / "staging" / "coder"
+    old.mkdir()
+    (old / "coder.json").write_text("old", encoding="utf-8")
+    new.mkdir(parents=True)
+    (new / "coder.json").write_text("new", encoding="utf-8")
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if self == new:
+            raise OSError("disk gone")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError):
+        replace_folder(new, old)
+    monkeypatch.undo()
+    assert (old / "coder.json").read_text() == "old"
+    replace_folder(new, old)
+    assert (old / "coder.json").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["coder", "staging"]  # nothing set aside is left
 
 
 @pytest.mark.parametrize(
@@ -99,31 +118,44 @@ def test_refit_refuses_the_test_split_and_repeated_notes(tmp_path, corpus, coder
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_more_training_notes_codes_each_dev_note_once_without_it(tmp_path, corpus, coder_dir, monkeypatch):
+def test_more_training_notes_codes_each_dev_note_by_coders_and_trees_fitted_without_it(
+    tmp_path, corpus, coder_dir, monkeypatch
+):
     from benchmark_scripts import load_benchmark
 
+    from icdcoder.infer.coder import SpanPredictor
     from icdcoder.train import fusion_trees
 
     bench = load_benchmark("more_training_notes.py")
+    monkeypatch.setattr(bench, "DEV_FOLDS", 2)
+    monkeypatch.setattr(bench, "TREE_FOLDS", 2)
     merged = bench.merged_corpus(corpus, tmp_path / "merged")
-    assert sorted(path.name for path in (merged / "train" / "text_files").iterdir()) == [
-        f"{doc_id}.txt" for doc_id in ("S0001-1", "S0002-1", "S0003-1", "S0004-1", "S0005-1")
-    ]
-    fitted_on = []
+    notes = ["S0001-1", "S0002-1", "S0003-1", "S0004-1", "S0005-1"]
+    assert sorted(path.name for path in (merged / "train" / "text_files").iterdir()) == [f"{n}.txt" for n in notes]
+    coders, trees = [], []
     real_fold_coder = fusion_trees.fold_coder
 
     def recording_fold_coder(coder, documents, settings):
-        fitted_on.append({document.id for document in documents})
+        coders.append(sorted(document.id for document in documents))
         return real_fold_coder(coder, documents, settings)
 
+    def recording_fit(candidates, documents, settings, counts):
+        """Which notes each fold's trees would learn from (this tiny corpus has no wrong procedure candidate to fit
+        real trees on; the coder fuses by weighted mean, so the stand-in is never read)."""
+        assert set(candidates) == {document.id for document in documents}
+        trees.append(sorted(document.id for document in documents))
+        return object()
+
     monkeypatch.setattr(fusion_trees, "fold_coder", recording_fold_coder)
+    monkeypatch.setattr(fusion_trees, "fit_tree_fusion", recording_fit)
+    assert not SpanPredictor.load(coder_dir, check_files=False).trees
     alone = bench.coded_dev(coder_dir, corpus, merged, with_dev=False)
-    assert fitted_on == [{"S0001-1", "S0002-1", "S0003-1"}]
-    pooled = bench.coded_dev(coder_dir, corpus, merged, with_dev=True)
+    assert coders == [notes[:3]] and not trees
+    pooled = bench.coded_dev(coder_dir, corpus, merged, with_dev=True, refit_trees=True)
+    assert trees == [[*notes[:3], "S0005-1"], [*notes[:3], "S0004-1"]]  # each dev fold's trees learn without it
+    assert [held for held in trees if held in coders] == trees  # and so does its coder
     for language in ("es", "en"):
         assert [p.doc_id for p in alone[language]] == ["S0004-1", "S0005-1"]
         assert sorted(p.doc_id for p in pooled[language]) == ["S0004-1", "S0005-1"]
-    held_out = [{"S0001-1", "S0002-1", "S0003-1", "S0004-1", "S0005-1"} - seen for seen in fitted_on[1:]]
-    assert sorted(map(sorted, held_out)) == [[], [], [], ["S0004-1"], ["S0005-1"]]
     scores = bench.pooled_scores(corpus, pooled["es"], tmp_path / "submission")
     assert scores["n_documents"] == 2 and bench.row("x", "en", scores).endswith(" | - |")

@@ -83,9 +83,16 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
 
 
 def replace_folder(new: Path, old: Path) -> None:
-    """Put ``new`` where ``old`` is: the old folder is moved aside first and removed only once ``new`` is in place."""
-    aside = new.parent / f"{old.name}.old"
+    """Put the folder ``new`` where ``old`` is (``old`` may not exist): ``old`` is moved aside first, put back if
+    ``new`` cannot take its place, and removed only once ``new`` is in place."""
+    aside = old.with_name(f".{old.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)  # left by a run that was killed between the two renames
     if old.exists():
         old.rename(aside)
-    new.rename(old)
+    try:
+        new.rename(old)
+    except OSError:
+        if aside.exists():
+            aside.rename(old)
+        raise
     shutil.rmtree(aside, ignore_errors=True)
