@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARK_CODER = REPO / "src" / "icdcoder" / "models" / "benchmark"
 SPLITS = ("train", "dev")
 DEV_FOLDS = 5
+#: the coder's systems, diagnoses first (their untrained codes have a threshold of their own)
+SYSTEMS = ("icd10cm", "icd10pcs")
 #: training folds of a refit of the trees (as ``predict fit-trees`` fits the shipped ones)
 TREE_FOLDS = 5
 
@@ -57,7 +62,19 @@ def pooled_scores(data_dir: Path, predictions: list, out_dir: Path) -> dict[str,
     return score_submission(data_dir, "dev", out_dir)
 
 
-def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_trees: bool = False) -> dict[str, list]:
+@dataclass
+class CodedDev:
+    """The dev notes as one row of the table coded them."""
+
+    #: note language -> every dev note's predictions
+    predictions: dict[str, list]
+    #: note id -> the dev fold that held it out (every row uses the same folds)
+    fold: dict[str, int]
+    #: note id -> the ranked (code, system) pairs that the training notes of the note's coder carry
+    trained: dict[str, set[tuple[str, str]]]
+
+
+def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_trees: bool = False) -> CodedDev:
     """Per note language (``es``: the Spanish notes with their translation, ``en``: the English versions alone), every
     dev note's predictions by a coder with the settings and trees of ``model`` whose signals were fitted on the
     training notes, plus (``with_dev``) the dev folds other than the note's own (``corpus``: :func:`merged_corpus` of
@@ -76,18 +93,22 @@ def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_t
     dev = [note for note in notes if note.id in dev_ids]
     english = {note.id: note for note in load_codiesp(data_dir, "dev", language="en", labelled=False)}
     settings = DataSettings(data_dir=corpus, split="train", lang="es")
-    folds = [split_fold(dev, fold, DEV_FOLDS) for fold in range(DEV_FOLDS)] if with_dev else [(dev, [])]
-    predictions: dict[str, list] = {"es": [], "en": []}
-    for number, (held, rest) in enumerate(folds, start=1):
+    folds = [split_fold(dev, fold, DEV_FOLDS) for fold in range(DEV_FOLDS)]
+    coded = CodedDev({"es": [], "en": []}, {n.id: k for k, (held, _) in enumerate(folds) for n in held}, {})
+    for held, rest in folds if with_dev else [(dev, [])]:
         fitted = fold_coder(coder, train + rest, settings)
         if refit_trees:
             candidates = out_of_fold_candidates(coder, train + rest, settings, TREE_FOLDS)
             counts = TrainingCounts.of(fitted.fitted_retriever)
             fitted.trees["es"] = fit_tree_fusion(candidates, train + rest, coder.settings.for_language("es"), counts)
-        predictions["es"].extend(fitted.predict(held))
-        predictions["en"].extend(fitted.predict([english[note.id] for note in held]))
-        print(f"dev fold {number}/{len(folds)} coded", flush=True)
-    return predictions
+        for language, versions in (("es", held), ("en", [english[note.id] for note in held])):
+            for prediction in fitted.predict(versions):
+                coded.predictions[language].append(prediction)
+                ranked = {(code.code, code.system) for code in prediction.ranking()}
+                trained = coded.trained.setdefault(prediction.doc_id, set())
+                trained.update(ranked & fitted.fitted_retriever.trained_codes)
+        print(f"{len(held)} dev notes coded", flush=True)
+    return coded
 
 
 def row(name: str, language: str, scores: dict[str, Any]) -> str:
@@ -96,6 +117,54 @@ def row(name: str, language: str, scores: dict[str, Any]) -> str:
     cells = [f"{value:.4f}" for value in (d["map"], d["micro_f1"], d["unseen_recall"], p["map"], p["micro_f1"])]
     cells.append(f"{scores['X']['f1']:.4f}" if language == "es" else "-")
     return f"| {name} | {language} | " + " | ".join(cells) + " |"
+
+
+def threshold_counts(coded: CodedDev, language: str, system: str, gold: dict, fold: int) -> np.ndarray:
+    """For the notes of dev fold ``fold`` (all folds but it, when ``fold`` is negative: ``-1 - fold``): per grid
+    threshold, the right decisions and all decisions among the codes their coder's training notes carry (``[0]``) and
+    among the others (``[1]``); and, at ``[2, 0, 0]``, how many gold codes of ``system`` the notes have."""
+    from icdcoder.evaluate.thresholds import THRESHOLDS
+
+    grid = np.asarray(THRESHOLDS)
+    counts = np.zeros((3, len(grid), 2))
+    for prediction in coded.predictions[language]:
+        held = coded.fold[prediction.doc_id]
+        if (fold >= 0 and held != fold) or (fold < 0 and held == -1 - fold):
+            continue
+        truth = {code.lower() for code, kind in gold.get(prediction.doc_id, ()) if kind == system}
+        counts[2, 0, 0] += len(truth)
+        for code in prediction.ranking({system}):
+            untrained = int((code.code, code.system) not in coded.trained[prediction.doc_id])
+            above = code.score >= grid
+            counts[untrained, above, 0] += code.code.lower() in truth
+            counts[untrained, above, 1] += 1
+    return counts
+
+
+def pair_f1(counts: np.ndarray) -> np.ndarray:
+    """Micro-F1 for every (trained codes' threshold, untrained codes' threshold) pair of the grid."""
+    right = counts[0, :, 0][:, None] + counts[1, :, 0][None, :]
+    decided = counts[0, :, 1][:, None] + counts[1, :, 1][None, :]
+    return np.divide(
+        2 * right, decided + counts[2, 0, 0], out=np.zeros_like(right), where=decided + counts[2, 0, 0] > 0
+    )
+
+
+def cross_fitted_f1(coded: CodedDev, language: str, system: str, gold: dict, separate_untrained: bool) -> float:
+    """Pooled micro-F1 of the dev notes, each fold decided at the thresholds that maximise micro-F1 on the other
+    folds (a threshold for the codes the coder's training notes carry and, with ``separate_untrained``, one for the
+    others, as the coder's ``untrained_threshold`` does for diagnoses)."""
+    right = decided = truth = 0.0
+    for fold in range(DEV_FOLDS):
+        tuned = pair_f1(threshold_counts(coded, language, system, gold, -1 - fold))
+        if not separate_untrained:
+            tuned = np.where(np.eye(len(tuned), dtype=bool), tuned, -1.0)
+        best = np.unravel_index(int(np.argmax(tuned)), tuned.shape)
+        held = threshold_counts(coded, language, system, gold, fold)
+        right += held[0, best[0], 0] + held[1, best[1], 0]
+        decided += held[0, best[0], 1] + held[1, best[1], 1]
+        truth += held[2, 0, 0]
+    return 2 * right / (decided + truth) if decided + truth else 0.0
 
 
 def main() -> None:
@@ -109,6 +178,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="keep the submissions here (default: a temp folder)")
     args = parser.parse_args()
+    from icdcoder.data.codiesp import load_codiesp_labels
+
     with tempfile.TemporaryDirectory() as scratch:
         corpus = merged_corpus(args.data_dir, Path(scratch) / "corpus")
         out = args.out or Path(scratch) / "submissions"
@@ -119,14 +190,25 @@ def main() -> None:
         rows = [("train (500 notes)", False, False), ("train + other dev folds (700 notes)", True, False)]
         if args.refit_trees:
             rows.append(("train + other dev folds, Spanish trees refitted", True, True))
+        crossed = [
+            "| signals fitted on | notes | D micro-F1 | P micro-F1 |",
+            "|---|---|---|---|",
+        ]
+        gold = load_codiesp_labels(args.data_dir, "dev")
         for name, with_dev, refit_trees in rows:
-            for language, predictions in coded_dev(args.model, args.data_dir, corpus, with_dev, refit_trees).items():
+            coded = coded_dev(args.model, args.data_dir, corpus, with_dev, refit_trees)
+            for language, predictions in coded.predictions.items():
                 if refit_trees and language == "en":
                     continue  # its English trees are the second row's
                 folder = out / f"{'with_dev' if with_dev else 'train'}{'_trees' if refit_trees else ''}_{language}"
                 lines.append(row(name, language, pooled_scores(args.data_dir, predictions, folder)))
                 print(lines[-1], flush=True)
+                d, p = (cross_fitted_f1(coded, language, system, gold, system == "icd10cm") for system in SYSTEMS)
+                crossed.append(f"| {name} | {language} | {d:.4f} | {p:.4f} |")
+                print(crossed[-1], flush=True)
     print("\n".join(lines))
+    print("\nThresholds cross-fitted (each dev fold decided at the thresholds best on the other four):\n")
+    print("\n".join(crossed))
 
 
 if __name__ == "__main__":

@@ -155,7 +155,20 @@ def test_more_training_notes_codes_each_dev_note_by_coders_and_trees_fitted_with
     assert trees == [[*notes[:3], "S0005-1"], [*notes[:3], "S0004-1"]]  # each dev fold's trees learn without it
     assert [held for held in trees if held in coders] == trees  # and so does its coder
     for language in ("es", "en"):
-        assert [p.doc_id for p in alone[language]] == ["S0004-1", "S0005-1"]
-        assert sorted(p.doc_id for p in pooled[language]) == ["S0004-1", "S0005-1"]
-    scores = bench.pooled_scores(corpus, pooled["es"], tmp_path / "submission")
+        assert [p.doc_id for p in alone.predictions[language]] == ["S0004-1", "S0005-1"]
+        assert sorted(p.doc_id for p in pooled.predictions[language]) == ["S0004-1", "S0005-1"]
+    assert alone.fold == pooled.fold == {"S0004-1": 0, "S0005-1": 1}
+    assert ("J18.9", "icd10cm") not in alone.trained["S0005-1"]  # no training note carries it
+    scores = bench.pooled_scores(corpus, alone.predictions["es"], tmp_path / "submission")
     assert scores["n_documents"] == 2 and bench.row("x", "en", scores).endswith(" | - |")
+    # the threshold counts reproduce the scorer at the coder's own thresholds (0.4 for diagnoses, no untrained one)
+    from icdcoder.data.codiesp import load_codiesp_labels
+    from icdcoder.evaluate.thresholds import THRESHOLDS
+
+    gold = load_codiesp_labels(corpus, "dev")
+    both = bench.threshold_counts(alone, "es", "icd10cm", gold, 0) + bench.threshold_counts(
+        alone, "es", "icd10cm", gold, 1
+    )
+    at = THRESHOLDS.index(0.4)
+    assert bench.pair_f1(both)[at, at] == pytest.approx(scores["D"]["micro_f1"])
+    assert 0.0 <= bench.cross_fitted_f1(alone, "es", "icd10cm", gold, separate_untrained=True) <= 1.0
