@@ -66,6 +66,8 @@ def test_refit_learns_the_dev_notes_and_keeps_the_settings(tmp_path, corpus, cod
     out = tmp_path / "released"
     out.mkdir()
     (out / "stale.txt").write_text("from an older build", encoding="utf-8")
+    (out / "README.md").write_text("# the shipped coder", encoding="utf-8")
+    (coder_dir / "README.md").write_text("# the benchmarked coder", encoding="utf-8")
     result = _refit(coder_dir, out, corpus, "train,dev")
     assert result.exit_code == 0, result.output[-2000:]
     report = json.loads(result.stdout)
@@ -75,7 +77,8 @@ def test_refit_learns_the_dev_notes_and_keeps_the_settings(tmp_path, corpus, cod
     assert record["settings"] == original["settings"]
     assert record["refit"]["splits"] == ["train", "dev"] and record["refit"]["from"] == coder_dir.name
     assert (out / "lexicon" / "surface_forms.json.gz").is_file()
-    assert not (out / "stale.txt").exists()  # the output was replaced whole
+    assert not (out / "stale.txt").exists()  # the output was replaced whole, but for its own description
+    assert (out / "README.md").read_text(encoding="utf-8") == "# the shipped coder"
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".lock")) == ["released"]
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 
-#: the record ``coder.json`` and ``meta.json`` keep of a refit
+#: the record ``coder.json`` keeps of a refit
 REFIT_RECORD = "refit"
+#: a coder folder's description, which belongs to the folder rather than to the coder it holds
+README = "README.md"
 
 
 def codiesp_notes(data_dir: Path, splits: Sequence[str]) -> tuple[list[Document], list[Document]]:
@@ -47,7 +49,7 @@ def codiesp_notes(data_dir: Path, splits: Sequence[str]) -> tuple[list[Document]
 def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequence[Document], source: dict) -> dict:
     """Write to ``out`` a copy of the coder in ``model`` whose retriever and signals are fitted on ``notes`` (and
     their English versions ``english``); returns what was refitted. ``out`` is replaced whole or not at all: the copy
-    is built beside it and renamed into place."""
+    is built beside it and renamed into place. ``out``'s own ``README.md``, if any, is kept (not ``model``'s)."""
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals.base import TrainingNotes
     from icdcoder.infer.store import RETRIEVER_DIR, write_coder_record
@@ -72,7 +74,9 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         copy = staging / out.name
-        shutil.copytree(model, copy)
+        shutil.copytree(model, copy, ignore=shutil.ignore_patterns(README))
+        if (out / README).is_file():  # it says where this folder is shipped, not what it was refitted from
+            shutil.copy2(out / README, copy / README)
         retriever.save(copy / RETRIEVER_DIR)
         fitted.save_signals(copy)
         write_coder_record(copy, coder.settings, {REFIT_RECORD: record})
