@@ -175,3 +175,21 @@ def test_more_training_notes_codes_each_dev_note_by_coders_and_trees_fitted_with
     at = THRESHOLDS.index(0.4)
     assert bench.pair_f1(both)[at, at] == pytest.approx(scores["D"]["micro_f1"])
     assert 0.0 <= bench.cross_fitted_f1(alone, "es", "icd10cm", gold, separate_untrained=True) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"language": "en"}, "the coder learns from 'en' notes; these are es"), ({"use_llm": True}, "whose LLM is off")],
+)
+def test_refit_refuses_a_coder_it_cannot_refit(tmp_path, corpus, coder_dir, setting, message):
+    import shutil
+
+    from icdcoder.errors import InputError
+
+    model = Path(shutil.copytree(coder_dir, tmp_path / "coder"))
+    record = json.loads((model / "coder.json").read_text())
+    record["settings"].update(setting)
+    (model / "coder.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match=message):
+        _refit(model, tmp_path / "out", corpus, "train,dev")
+    assert not (tmp_path / "out").exists()

@@ -59,6 +59,12 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
     coder = SpanPredictor.load(model, check_files=False)
     if coder.settings.use_llm:
         raise InputError("refitting keeps the LLM adapter as it is: refit a coder whose LLM is off", path=model)
+    languages = {note.language for note in notes}
+    if languages != {coder.settings.language}:
+        raise InputError(
+            f"the coder learns from '{coder.settings.language}' notes; these are {', '.join(sorted(languages))}",
+            path=model,
+        )
     retriever = fit_retriever(notes, coder.ontology)
     fitted = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
     fitted.fit_signals(TrainingNotes(list(notes), list(english), coder.settings.language, True))
