@@ -17,8 +17,8 @@ checkpoint. ``--tiny`` swaps in the smoke configs and a random 2-layer model (``
 seconds, which ``tests/test_gpu_method.py`` runs.
 
 The verifier stage: ``icdcoder.experiments.verifier_study.gpu_stage`` trains the span-level verifier of issue 28 (one
-per backbone, ``configs/verifier/*_gpu.yaml``) over the shipped coder's candidates, scores the dev band candidates and
-measures LLM off against verifier on, cross-fitted on dev folds (its rows are in ``RUN/stages/verifier.json`` and
+per backbone, ``configs/verifier/*_gpu.yaml``) over the benchmarked coder's candidates, scores the dev band candidates
+and measures LLM off against verifier on, cross-fitted on dev folds (its rows are in ``RUN/stages/verifier.json`` and
 ``RUN/verifier_study/gpu_results.json``; it writes no coder folder, so the table's verifier row has no dev scores of
 its own). ``--verifiers`` picks the configs (default both backbones).
 
@@ -155,7 +155,7 @@ def stage_sft(run: Run) -> dict:
 
 
 def stage_verifier(run: Run) -> dict:
-    """The LLM verifier of issue 28 over the shipped coder's candidates (see the module docstring)."""
+    """The LLM verifier of issue 28 over the benchmarked coder's candidates (models/benchmark; module docstring)."""
     from icdcoder.experiments.verifier_study import gpu_stage
 
     return gpu_stage(run.dir, BENCHMARK_CODER, run.data_dir, run.tiny, configs=run.verifiers)
