@@ -21,6 +21,7 @@ import numpy as np
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
 from icdcoder.infer.fusion import collect_signals, signal_weights
+from icdcoder.infer.signals.base import TrainingNotes
 from icdcoder.infer.trees import FEATURES, TrainingCounts, TreeEnsemble, TreeFusion, candidate_features
 from icdcoder.ontology.labels import CODER_SYSTEMS
 from icdcoder.train.config import DataSettings
@@ -56,15 +57,23 @@ def fold_coder(coder, documents: Sequence[Document], settings: DataSettings):
     It fuses with ``coder``'s trees, if any, reading its own training counts. Those trees were fitted on every training
     note's out-of-fold candidates, the left-out notes' own among them, so their fused scores are somewhat more
     confident than an unseen note's; the signals (what ``predict fit-trees`` reads) are out of fold either way."""
-    from icdcoder.infer.coder import SpanPredictor
-    from icdcoder.train.data import fit_coder_lexicons, fit_retriever
+    from icdcoder.train.data import training_notes
 
-    fitted = SpanPredictor(coder.settings).attach(
-        None, None, fit_retriever(documents, coder.ontology), ontology=coder.ontology
-    )
-    fit_coder_lexicons(fitted, documents, settings)
+    fitted = coder_fitted_on(coder, training_notes(documents, settings))
     counts = TrainingCounts.of(fitted.fitted_retriever)
     fitted.trees = {language: TreeFusion(trees.systems, counts) for language, trees in coder.trees.items()}
+    return fitted
+
+
+def coder_fitted_on(coder, training: TrainingNotes):
+    """A coder with ``coder``'s settings and ontology, no LLM and no trees, whose retriever and signals are fitted on
+    ``training`` (a fold coder's, a refitted coder's)."""
+    from icdcoder.infer.coder import SpanPredictor
+    from icdcoder.train.data import fit_retriever
+
+    retriever = fit_retriever(training.documents, coder.ontology)
+    fitted = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
+    fitted.fit_signals(training)
     return fitted
 
 

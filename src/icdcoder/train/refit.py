@@ -53,7 +53,7 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
     from icdcoder.infer.coder import SpanPredictor
     from icdcoder.infer.signals.base import TrainingNotes
     from icdcoder.infer.store import RETRIEVER_DIR, write_coder_record
-    from icdcoder.train.data import fit_retriever
+    from icdcoder.train.fusion_trees import coder_fitted_on
 
     started = time.monotonic()
     coder = SpanPredictor.load(model, check_files=False)
@@ -65,9 +65,7 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
             f"the coder learns from '{coder.settings.language}' notes; these are {', '.join(sorted(languages))}",
             path=model,
         )
-    retriever = fit_retriever(notes, coder.ontology)
-    fitted = SpanPredictor(coder.settings).attach(None, None, retriever, ontology=coder.ontology)
-    fitted.fit_signals(TrainingNotes(list(notes), list(english), coder.settings.language, True))
+    fitted = coder_fitted_on(coder, TrainingNotes(list(notes), list(english), coder.settings.language, True))
     record = {
         **source,
         "from": model.name,
@@ -83,7 +81,7 @@ def refit_coder(model: Path, out: Path, notes: Sequence[Document], english: Sequ
         shutil.copytree(model, copy, ignore=shutil.ignore_patterns(README))
         if (out / README).is_file():  # it says where this folder is shipped, not what it was refitted from
             shutil.copy2(out / README, copy / README)
-        retriever.save(copy / RETRIEVER_DIR)
+        fitted.fitted_retriever.save(copy / RETRIEVER_DIR)
         fitted.save_signals(copy)
         write_coder_record(copy, coder.settings, {REFIT_RECORD: record})
         replace_folder(copy, out)
