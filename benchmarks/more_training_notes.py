@@ -70,7 +70,7 @@ class CodedDev:
     predictions: dict[str, list]
     #: note id -> the dev fold that held it out (every row uses the same folds)
     fold: dict[str, int]
-    #: note id -> the ranked (code, system) pairs that the training notes of the note's coder carry
+    #: note id -> the (code, system) pairs that the training notes of the note's coder carry
     trained: dict[str, set[tuple[str, str]]]
 
 
@@ -102,11 +102,8 @@ def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_t
             counts = TrainingCounts.of(fitted.fitted_retriever)
             fitted.trees["es"] = fit_tree_fusion(candidates, train + rest, coder.settings.for_language("es"), counts)
         for language, versions in (("es", held), ("en", [english[note.id] for note in held])):
-            for prediction in fitted.predict(versions):
-                coded.predictions[language].append(prediction)
-                ranked = {(code.code, code.system) for code in prediction.ranking()}
-                trained = coded.trained.setdefault(prediction.doc_id, set())
-                trained.update(ranked & fitted.fitted_retriever.trained_codes)
+            coded.predictions[language].extend(fitted.predict(versions))
+        coded.trained.update(dict.fromkeys((note.id for note in held), fitted.fitted_retriever.trained_codes))
         print(f"{len(held)} dev notes coded", flush=True)
     return coded
 
