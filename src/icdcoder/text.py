@@ -8,6 +8,7 @@ alignment folds accents under canonical decomposition only (``form="NFD"``: "º"
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Literal
@@ -31,9 +32,12 @@ def strip_accents(text: str, keep_enye: bool = True, form: Literal["NFKD", "NFD"
     return stripped
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def normalize_word(word: str, fold_plurals: bool = False) -> str:
     """Lower case without diacritics, ``ñ`` included: ``"Tórax"`` -> ``"torax"``; ``fold_plurals``: ``"edemas"`` ->
-    ``"edema"``."""
+    ``"edema"``.
+
+    Memoized: building a lexicon normalizes the ~4.6 million words of the ontology's terms, ~50,000 distinct ones."""
     norm = strip_accents(word.lower(), keep_enye=False)
     if fold_plurals and len(norm) > 4 and norm.endswith("es"):
         return norm[:-2]
