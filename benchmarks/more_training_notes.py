@@ -26,13 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARK_CODER = REPO / "src" / "icdcoder" / "models" / "benchmark"
 SPLITS = ("train", "dev")
 DEV_FOLDS = 5
-#: the coder's systems, diagnoses first (their untrained codes have a threshold of their own)
+#: the coder's systems, diagnoses first
 SYSTEMS = ("icd10cm", "icd10pcs")
 #: training folds of a refit of the trees (as ``predict fit-trees`` fits the shipped ones)
 TREE_FOLDS = 5
@@ -72,6 +70,8 @@ class CodedDev:
     fold: dict[str, int]
     #: note id -> the (code, system) pairs that the training notes of the note's coder carry
     trained: dict[str, set[tuple[str, str]]]
+    #: the settings every row's coders share (``model``'s)
+    settings: Any
 
 
 def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_trees: bool = False) -> CodedDev:
@@ -94,7 +94,8 @@ def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_t
     english = {note.id: note for note in load_codiesp(data_dir, "dev", language="en", labelled=False)}
     settings = DataSettings(data_dir=corpus, split="train", lang="es")
     folds = [split_fold(dev, fold, DEV_FOLDS) for fold in range(DEV_FOLDS)]
-    coded = CodedDev({"es": [], "en": []}, {n.id: k for k, (held, _) in enumerate(folds) for n in held}, {})
+    fold_of = {note.id: k for k, (held, _) in enumerate(folds) for note in held}
+    coded = CodedDev({"es": [], "en": []}, fold_of, {}, coder.settings)
     for held, rest in folds if with_dev else [(dev, [])]:
         fitted = fold_coder(coder, train + rest, settings)
         if refit_trees:
@@ -116,52 +117,62 @@ def row(name: str, language: str, scores: dict[str, Any]) -> str:
     return f"| {name} | {language} | " + " | ".join(cells) + " |"
 
 
-def threshold_counts(coded: CodedDev, language: str, system: str, gold: dict, fold: int) -> np.ndarray:
-    """For the notes of dev fold ``fold`` (all folds but it, when ``fold`` is negative: ``-1 - fold``): per grid
-    threshold, the right decisions and all decisions among the codes their coder's training notes carry (``[0]``) and
-    among the others (``[1]``); and, at ``[2, 0, 0]``, how many gold codes of ``system`` the notes have."""
-    from icdcoder.evaluate.thresholds import THRESHOLDS
-
-    grid = np.asarray(THRESHOLDS)
-    counts = np.zeros((3, len(grid), 2))
-    for prediction in coded.predictions[language]:
-        held = coded.fold[prediction.doc_id]
-        if (fold >= 0 and held != fold) or (fold < 0 and held == -1 - fold):
-            continue
-        truth = {code.lower() for code, kind in gold.get(prediction.doc_id, ()) if kind == system}
-        counts[2, 0, 0] += len(truth)
-        for code in prediction.ranking({system}):
-            untrained = int((code.code, code.system) not in coded.trained[prediction.doc_id])
-            above = code.score >= grid
-            counts[untrained, above, 0] += code.code.lower() in truth
-            counts[untrained, above, 1] += 1
-    return counts
+def tuning_rankings(
+    coded: CodedDev, language: str, system: str, folds: set[int]
+) -> dict[str, list[tuple[float, str, bool]]]:
+    """Per note of ``folds``: its ranking of ``system`` as ``(score, code, untrained)``, best first (codes lower-cased;
+    ``untrained``: no training note of the note's own coder carries the code)."""
+    return {
+        prediction.doc_id: [
+            (code.score, code.code.lower(), (code.code, code.system) not in coded.trained[prediction.doc_id])
+            for code in prediction.ranking({system})
+        ]
+        for prediction in coded.predictions[language]
+        if coded.fold[prediction.doc_id] in folds
+    }
 
 
-def pair_f1(counts: np.ndarray) -> np.ndarray:
-    """Micro-F1 for every (trained codes' threshold, untrained codes' threshold) pair of the grid."""
-    right = counts[0, :, 0][:, None] + counts[1, :, 0][None, :]
-    decided = counts[0, :, 1][:, None] + counts[1, :, 1][None, :]
-    return np.divide(
-        2 * right, decided + counts[2, 0, 0], out=np.zeros_like(right), where=decided + counts[2, 0, 0] > 0
+@dataclass
+class FoldRankings:
+    """Some dev folds' rankings in the shape the project's threshold tuners read (``flagged_rankings``)."""
+
+    ranked: dict[str, list[tuple[float, str, bool]]]
+
+    def flagged_rankings(self, settings: Any, system: str) -> dict[str, list[tuple[float, str, bool]]]:
+        return self.ranked
+
+
+def tuned_settings(coded: CodedDev, ranked: FoldRankings, gold: dict[str, set[str]], system: str) -> Any:
+    """The coder's settings with ``system``'s thresholds tuned on ``ranked`` as ``predict tune`` tunes them: the
+    threshold that maximises micro-F1, then (for the systems that have one) the untrained codes' own threshold."""
+    from icdcoder.evaluate.thresholds import best_threshold
+    from icdcoder.infer.tuning import best_untrained_threshold
+
+    rankings = {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in ranked.ranked.items()}
+    shared = best_threshold(rankings, gold)["threshold"]
+    settings = coded.settings.model_copy(
+        update={"threshold": {**coded.settings.threshold, system: shared}, "untrained_threshold": {}}
     )
+    if system not in settings.untrained_threshold_systems:
+        return settings
+    untrained = best_untrained_threshold(ranked, gold, settings, system)["threshold"]  # type: ignore[arg-type]
+    return settings.model_copy(update={"untrained_threshold": {system: untrained}})
 
 
-def cross_fitted_f1(coded: CodedDev, language: str, system: str, gold: dict, separate_untrained: bool) -> float:
-    """Pooled micro-F1 of the dev notes, each fold decided at the thresholds that maximise micro-F1 on the other
-    folds (a threshold for the codes the coder's training notes carry and, with ``separate_untrained``, one for the
-    others, as the coder's ``untrained_threshold`` does for diagnoses)."""
-    right = decided = truth = 0.0
+def cross_fitted_f1(coded: CodedDev, language: str, system: str, gold: dict) -> float:
+    """Pooled micro-F1 of ``system`` over the dev notes, each fold decided at the thresholds tuned on the other folds
+    (:func:`tuned_settings`)."""
+    from icdcoder.evaluate.metrics import micro_prf
+    from icdcoder.infer.fusion import code_threshold
+
+    truth = {doc_id: {code.lower() for code, kind in gold.get(doc_id, ()) if kind == system} for doc_id in coded.fold}
+    kept: dict[str, list[str]] = {}
     for fold in range(DEV_FOLDS):
-        tuned = pair_f1(threshold_counts(coded, language, system, gold, -1 - fold))
-        if not separate_untrained:
-            tuned = np.where(np.eye(len(tuned), dtype=bool), tuned, -1.0)
-        best = np.unravel_index(int(np.argmax(tuned)), tuned.shape)
-        held = threshold_counts(coded, language, system, gold, fold)
-        right += held[0, best[0], 0] + held[1, best[1], 0]
-        decided += held[0, best[0], 1] + held[1, best[1], 1]
-        truth += held[2, 0, 0]
-    return 2 * right / (decided + truth) if decided + truth else 0.0
+        tuning = FoldRankings(tuning_rankings(coded, language, system, set(range(DEV_FOLDS)) - {fold}))
+        settings = tuned_settings(coded, tuning, {doc_id: truth[doc_id] for doc_id in tuning.ranked}, system)
+        for doc_id, items in tuning_rankings(coded, language, system, {fold}).items():
+            kept[doc_id] = [code for score, code, flag in items if score >= code_threshold(settings, system, flag)]
+    return micro_prf(truth, kept)["micro_f1"]
 
 
 def main() -> None:
@@ -200,7 +211,7 @@ def main() -> None:
                 folder = out / f"{'with_dev' if with_dev else 'train'}{'_trees' if refit_trees else ''}_{language}"
                 lines.append(row(name, language, pooled_scores(args.data_dir, predictions, folder)))
                 print(lines[-1], flush=True)
-                d, p = (cross_fitted_f1(coded, language, system, gold, system == "icd10cm") for system in SYSTEMS)
+                d, p = (cross_fitted_f1(coded, language, system, gold) for system in SYSTEMS)
                 crossed.append(f"| {name} | {language} | {d:.4f} | {p:.4f} |")
                 print(crossed[-1], flush=True)
     print("\n".join(lines))

@@ -164,17 +164,33 @@ def test_more_training_notes_codes_each_dev_note_by_coders_and_trees_fitted_with
     assert ("J18.9", "icd10cm") not in alone.trained["S0005-1"]  # no training note carries it
     scores = bench.pooled_scores(corpus, alone.predictions["es"], tmp_path / "submission")
     assert scores["n_documents"] == 2 and bench.row("x", "en", scores).endswith(" | - |")
-    # the threshold counts reproduce the scorer at the coder's own thresholds (0.4 for diagnoses, no untrained one)
-    from icdcoder.data.codiesp import load_codiesp_labels
-    from icdcoder.evaluate.thresholds import THRESHOLDS
 
-    gold = load_codiesp_labels(corpus, "dev")
-    both = bench.threshold_counts(alone, "es", "icd10cm", gold, 0) + bench.threshold_counts(
-        alone, "es", "icd10cm", gold, 1
+
+def test_more_training_notes_decides_each_fold_at_the_thresholds_tuned_on_the_others():
+    """Note A (fold 0) ranks its gold code above a wrong one, note B (fold 1) below it. Tuned on B, the threshold keeps
+    both of A's codes (ties go to the lowest threshold: 0); tuned on A, it lies between A's scores (0.225) and keeps
+    B's wrong code alone. Pooled: one right decision of three, two gold codes: F1 2/5. An untrained code of A scored
+    0.05 is kept only where B's tuning says so: B has no untrained code, so it keeps the shared threshold, 0."""
+    from benchmark_scripts import load_benchmark
+
+    from icdcoder.infer.settings import CoderSettings
+    from icdcoder.predictor import CodePrediction, DocumentPrediction
+
+    bench = load_benchmark("more_training_notes.py")
+
+    def note(doc_id: str, scores: dict[str, float]) -> DocumentPrediction:
+        return DocumentPrediction(doc_id, [CodePrediction(code, "icd10cm", score) for code, score in scores.items()])
+
+    coded = bench.CodedDev(
+        {"es": [note("A", {"R51": 0.3, "R05": 0.2}), note("B", {"R05": 0.25, "R51": 0.15})]},
+        {"A": 0, "B": 1},
+        {"A": {("R51", "icd10cm"), ("R05", "icd10cm")}, "B": {("R51", "icd10cm"), ("R05", "icd10cm")}},
+        CoderSettings(use_llm=False, threshold={"icd10cm": 0.5, "icd10pcs": 0.5}),
     )
-    at = THRESHOLDS.index(0.4)
-    assert bench.pair_f1(both)[at, at] == pytest.approx(scores["D"]["micro_f1"])
-    assert 0.0 <= bench.cross_fitted_f1(alone, "es", "icd10cm", gold, separate_untrained=True) <= 1.0
+    gold = {"A": [("R51", "icd10cm")], "B": [("R51", "icd10cm")]}
+    assert bench.cross_fitted_f1(coded, "es", "icd10cm", gold) == pytest.approx(2 / 5)
+    coded.predictions["es"][0].codes.append(CodePrediction("Z99.9", "icd10cm", 0.05))
+    assert bench.cross_fitted_f1(coded, "es", "icd10cm", gold) == pytest.approx(2 / 6)
 
 
 @pytest.mark.parametrize(
