@@ -335,12 +335,14 @@ def shortened_wordings(bare: str) -> set[str]:
     return {variant for variant in variants if variant and variant != bare}
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)
 def _ontology_forms(
     ontology: Any, systems: tuple[str, ...], fold_plurals: bool, variants: bool
 ) -> tuple[tuple[tuple[str, ...], str], ...]:
     """:func:`_ontology_form_pairs`, memoized per ontology: a process that fits several coders (the fold coders of
-    ``predict fit-trees``, the test suite) reads the ~360,000 ontology terms once, not once per English lexicon."""
+    ``predict fit-trees``, the test suite) reads the ~360,000 ontology terms once, not once per English lexicon. A coder
+    asks for two (its Spanish and English lexicons'); the room for more keeps a small test ontology from pushing out
+    the full one's."""
     return tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
 
 
