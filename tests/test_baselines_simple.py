@@ -323,6 +323,22 @@ def test_ontology_terms_are_surface_forms_for_english_notes():
     assert hits[0].score == pytest.approx(1 - (1 - 0.5) ** 2)  # two unseen forms at the prior, noisy-or
 
 
+@pytest.mark.parametrize(
+    ("term", "bare"),
+    [
+        ("Anemia, unspecified", "Anemia"),
+        ("Disorder of nostril NOS", "Disorder of nostril"),
+        ("Nostril disorder, not elsewhere classified", "Nostril disorder"),
+        ("Fracture of rib (closed) [initial encounter]", "Fracture of rib"),
+        ("Nonspecific abnormal finding", "Nonspecific abnormal finding"),
+    ],
+)
+def test_bare_terms_lose_their_qualifiers_and_keep_words_that_only_contain_them(term, bare):
+    from icdcoder.spans.lexicon import _bare
+
+    assert _bare(term) == bare
+
+
 def test_description_variants_drop_trailing_qualifiers():
     from icdcoder.spans.lexicon import description_variants
 

@@ -309,7 +309,7 @@ def _evidence_phrases(
 def _bare(term: str) -> str:
     """An ontology term without qualifiers notes do not write (unspecified, NOS, parentheses).
 
-    Each pattern runs only on terms holding its words or brackets (most hold none): a lexicon reads ~600,000 terms."""
+    Each pattern runs only on terms holding its words or brackets (most hold none): a lexicon reads ~300,000 terms."""
     lowered = term.lower()
     if any(word in lowered for word in _NOISE_WORDS):
         term = _ONTOLOGY_NOISE.sub("", term)
