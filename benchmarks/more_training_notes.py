@@ -15,7 +15,7 @@ decided at the thresholds ``predict tune``'s tuners choose on the other folds' p
 gold diagnoses absent from the training split, as everywhere else, though the second row's coders saw some of them in
 the other dev folds. ``--refit-trees`` adds a row whose Spanish trees are refitted per fold too.
 
-Takes ~8 minutes on 2 CPU cores (six signal fits and 1,000 codings), ~45 with ``--refit-trees``.
+Takes ~8 minutes on 2 CPU cores (six signal fits and 1,000 codings), ~35 with ``--refit-trees``.
 
 Run: ``python benchmarks/more_training_notes.py --data-dir ../shared/data/codiesp [--refit-trees] [--out DIR]``
 """
