@@ -325,11 +325,7 @@ def description_variants(description: str) -> set[str]:
     ``"Diverticulosis of large intestine"``; ``"Undescended testicle, unspecified, bilateral"``
     -> ``"Undescended testicle"`` (the text before the first comma).
     """
-    return shortened_wordings(_bare(description))
-
-
-def shortened_wordings(bare: str) -> set[str]:
-    """:func:`description_variants` of a description already :func:`_bare`."""
+    bare = _bare(description)
     without = _WITHOUT_CLAUSE.sub("", bare).strip(" ,") if "without" in bare.lower() else bare
     variants = {bare.split(",")[0].strip(), without}
     return {variant for variant in variants if variant and variant != bare}
@@ -340,7 +336,7 @@ def _ontology_forms(
     ontology: Any, systems: tuple[str, ...], fold_plurals: bool, variants: bool
 ) -> tuple[tuple[tuple[str, ...], str], ...]:
     """:func:`_ontology_form_pairs`, memoized per ontology: a process that fits several coders (the fold coders of
-    ``predict fit-trees``, the test suite) reads the ~360,000 ontology terms once, not once per English lexicon. A coder
+    ``predict fit-trees``, the test suite) reads the ~300,000 ontology terms once, not once per English lexicon. A coder
     asks for two (its Spanish and English lexicons'); the room for more keeps a small test ontology from pushing out
     the full one's."""
     return tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
@@ -363,15 +359,13 @@ def _ontology_form_pairs(
             if info is None:
                 continue
             key = code_key(code, system)
-            bare_description = _bare(info.description)
-            terms = [(info.description, bare_description), *((term, _bare(term)) for term in info.inclusion_terms)]
-            for term, bare in terms:
-                for variant in {term, bare}:
+            for term in (info.description, *info.inclusion_terms):
+                for variant in {term, _bare(term)}:
                     form = form_of(variant, fold_plurals)
                     primary.add(form)
                     yield form, key
             if variants:
-                for variant in shortened_wordings(bare_description):
+                for variant in description_variants(info.description):
                     shortened[form_of(variant, fold_plurals)].append((len(info.description), key))
     for form, sources in shortened.items():
         if form in primary:
