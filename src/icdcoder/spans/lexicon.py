@@ -22,8 +22,8 @@ of the distinct forms that point to it::
 
 from __future__ import annotations
 
-import functools
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -331,15 +331,20 @@ def description_variants(description: str) -> set[str]:
     return {variant for variant in variants if variant and variant != bare}
 
 
-@functools.lru_cache(maxsize=8)
+#: ontology -> (systems, fold_plurals, variants) -> its forms, kept as long as the ontology lives
+_FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _ontology_forms(
     ontology: Any, systems: tuple[str, ...], fold_plurals: bool, variants: bool
 ) -> tuple[tuple[tuple[str, ...], str], ...]:
     """:func:`_ontology_form_pairs`, memoized per ontology: a process that fits several coders (the fold coders of
-    ``predict fit-trees``, the test suite) reads the ~300,000 ontology terms once, not once per English lexicon. A coder
-    asks for two (its Spanish and English lexicons'); the room for more keeps a small test ontology from pushing out
-    the full one's."""
-    return tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
+    ``predict fit-trees``, the test suite) reads the ~300,000 ontology terms once, not once per English lexicon."""
+    by_options = _FORMS.setdefault(ontology, {})
+    options = (systems, fold_plurals, variants)
+    if options not in by_options:
+        by_options[options] = tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
+    return by_options[options]
 
 
 def _ontology_form_pairs(
