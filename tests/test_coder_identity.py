@@ -2,8 +2,8 @@
 
 The digest covers every prediction the benchmarked coder (``icdcoder/models/benchmark``, the one every dev score in the
 docs is of; the shipped ``default`` is it refitted by ``icdcoder train refit``) makes on the first
-``PINNED_NOTES`` dev notes (by id; all 250 took a minute of the suite's 15, 100 half of one), in Spanish (with their English
-translations) and in English: codes, systems, scores, evidence and sentence evidence,
+``PINNED_NOTES`` dev notes (by id; all 250 took a minute of the suite's 15, 100 half of one), in Spanish (with their
+English translations) and in English: codes, systems, scores, evidence and sentence evidence,
 the candidates below the threshold, and the dropped-output counts. It is taken on :meth:`SpanPredictor.predict`
 itself, so the assertion traits and profiles that the CLI adds on top do not move it.
 
