@@ -7,9 +7,11 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from icdcoder.errors import InputError
 from icdcoder.io import load_cached, save_cached
@@ -266,6 +268,20 @@ class Ontology:
 
 
 # ---------------------------------------------------------------------- cache
+
+_T = TypeVar("_T")
+#: ontology -> key -> a table computed from it, kept as long as the ontology lives
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def derived_table(ontology: object, key: Hashable, compute: Callable[[], _T]) -> _T:
+    """``compute()``, once per ontology and ``key``: a table read off the ontology's ~300,000 terms (the lexicons'
+    forms, the value families), which a process fitting several coders on one ontology (the fold coders of ``predict
+    fit-trees``, the experiments, the test suite) builds once. Callers only read it; it goes with the ontology."""
+    tables = _DERIVED.setdefault(ontology, {})
+    if key not in tables:
+        tables[key] = compute()
+    return tables[key]
 
 
 def cache_dir() -> Path:

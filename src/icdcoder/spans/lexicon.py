@@ -23,7 +23,6 @@ of the distinct forms that point to it::
 from __future__ import annotations
 
 import re
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -37,6 +36,7 @@ from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
 from icdcoder.ontology.labels import code_key, split_key
+from icdcoder.ontology.ontology import derived_table
 from icdcoder.text import normalize_word
 
 #: fields of the ``dictionary`` baseline's settings that index files written inside it carry; an index ignores them
@@ -331,20 +331,15 @@ def description_variants(description: str) -> set[str]:
     return {variant for variant in variants if variant and variant != bare}
 
 
-#: ontology -> (systems, fold_plurals, variants) -> its forms, kept as long as the ontology lives
-_FORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _ontology_forms(
     ontology: Any, systems: tuple[str, ...], fold_plurals: bool, variants: bool
 ) -> tuple[tuple[tuple[str, ...], str], ...]:
-    """:func:`_ontology_form_pairs`, memoized per ontology: a process that fits several coders (the fold coders of
-    ``predict fit-trees``, the test suite) reads the ~300,000 ontology terms once, not once per English lexicon."""
-    by_options = _FORMS.setdefault(ontology, {})
-    options = (systems, fold_plurals, variants)
-    if options not in by_options:
-        by_options[options] = tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants))
-    return by_options[options]
+    """:func:`_ontology_form_pairs`, computed once per ontology and options (:func:`derived_table`)."""
+    return derived_table(
+        ontology,
+        ("lexicon forms", systems, fold_plurals, variants),
+        lambda: tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants)),
+    )
 
 
 def _ontology_form_pairs(

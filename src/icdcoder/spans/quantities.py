@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from icdcoder.data.schema import Document
 from icdcoder.errors import InputError
+from icdcoder.ontology.ontology import derived_table
 from icdcoder.spans.lexicon import smoothed_reliability
 from icdcoder.text import normalize_word
 
@@ -123,18 +123,14 @@ def value_families(titles: Iterable[tuple[str, str]]) -> dict[str, list[ValueCod
     }
 
 
-#: ontology -> system -> its value families: read off ~100,000 titles once per ontology, not once per fitted coder
-#: (``predict fit-trees`` and the experiments fit a fold coder per fold on one ontology)
-_FAMILIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def ontology_value_families(ontology, system: str = "icd10cm") -> dict[str, list[ValueCode]]:
-    """:func:`value_families` of every title of ``system`` (computed once per ontology; callers only read it)."""
-    families = _FAMILIES.setdefault(ontology, {})
-    if system not in families:
-        titles = ((code, ontology.describe(code, system, default="")) for code in ontology.codes(system))
-        families[system] = value_families(titles)
-    return families[system]
+    """:func:`value_families` of every title of ``system``, read off ~100,000 titles once per ontology
+    (:func:`derived_table`: ``predict fit-trees`` and the experiments fit a fold coder per fold on one ontology)."""
+    return derived_table(
+        ontology,
+        ("value families", system),
+        lambda: value_families((code, ontology.describe(code, system, default="")) for code in ontology.codes(system)),
+    )
 
 
 def code_for_value(family: Sequence[ValueCode], value: float) -> str | None:
