@@ -11,7 +11,9 @@ its signals refitted on the training notes alone by the same function (it reprod
 
 Both rows keep the shipped thresholds and trees (tuned and fitted with the training notes alone; the thresholds on dev
 itself, which favours the reference row if anything). A second table cross-fits the thresholds as well: each dev fold
-decided at the thresholds ``predict tune``'s tuners choose on the other folds' predictions. ``unseen recall`` counts
+decided at the thresholds ``predict tune``'s tuners choose on the other folds' predictions, its X rows the evidence of
+the codes so decided (the fold coders give every ranked code its evidence, :func:`every_code_decided`, and each table
+then decides). ``unseen recall`` counts
 gold diagnoses absent from the training split, as everywhere else, though the second row's coders saw some of them in
 the other dev folds. ``--refit-trees`` adds a row whose Spanish trees are refitted per fold too.
 
@@ -102,6 +104,7 @@ def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_t
     coded = CodedDev({language: [] for language in languages}, fold_of, {}, coder.settings)
     for held, rest in folds if with_dev else [(dev, [])]:
         fitted = fold_coder(coder, train + rest, settings)
+        fitted.settings = every_code_decided(fitted.settings)
         if refit_trees:
             candidates = out_of_fold_candidates(coder, train + rest, settings, TREE_FOLDS)
             counts = TrainingCounts.of(fitted.fitted_retriever)
@@ -112,6 +115,34 @@ def coded_dev(model: Path, data_dir: Path, corpus: Path, with_dev: bool, refit_t
         coded.trained.update(dict.fromkeys((note.id for note in held), fitted.fitted_retriever.trained_codes))
         print(f"{len(held)} dev notes coded", flush=True)
     return coded
+
+
+def every_code_decided(settings: Any) -> Any:
+    """``settings`` at threshold 0 in every language, so that every ranked code comes with its evidence; the tables
+    decide afterwards (:func:`decided`)."""
+    zero = {system: 0.0 for system in SYSTEMS}
+    at_zero = {"threshold": zero, "untrained_threshold": zero}
+    by_language = {language: override.model_copy(update=at_zero) for language, override in settings.by_language.items()}
+    return settings.model_copy(update={**at_zero, "by_language": by_language})
+
+
+def decided(prediction: Any, settings: Any, trained: set[tuple[str, str]]) -> Any:
+    """``prediction`` (every ranked code decided) with the codes under their threshold in ``settings`` moved to its
+    candidates, without evidence, as the coder's own thresholds would have left them (``trained``: the codes the
+    training notes of the note's coder carry)."""
+    from dataclasses import replace
+
+    from icdcoder.infer.fusion import code_threshold
+    from icdcoder.predictor import CodePrediction
+
+    codes, below = [], []
+    for code in prediction.codes:
+        untrained = (code.code, code.system) not in trained
+        if code.score >= code_threshold(settings, code.system, untrained):
+            codes.append(code)
+        else:
+            below.append(CodePrediction(code.code, code.system, code.score))
+    return replace(prediction, codes=codes, candidates=[*below, *prediction.candidates])
 
 
 def row(name: str, language: str, scores: dict[str, Any]) -> str:
@@ -147,37 +178,51 @@ class FoldRankings:
         return self.ranked
 
 
-def tuned_settings(coded: CodedDev, ranked: FoldRankings, gold: dict[str, set[str]], system: str) -> Any:
-    """The coder's settings with ``system``'s thresholds tuned on ``ranked`` as ``predict tune`` tunes them: the
-    threshold that maximises micro-F1, then (for the systems that have one) the untrained codes' own threshold."""
+def fold_settings(coded: CodedDev, language: str, fold: int, truth: dict[str, dict[str, set[str]]]) -> Any:
+    """The coder's settings with each system's thresholds tuned, as ``predict tune`` tunes them, on the notes of the
+    dev folds other than ``fold``: the threshold that maximises micro-F1, then (for the systems that have one) the
+    untrained codes' own threshold. ``truth``: system -> note id -> gold codes, lower-cased."""
     from icdcoder.evaluate.thresholds import best_threshold
     from icdcoder.infer.tuning import best_untrained_threshold
 
-    rankings = {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in ranked.ranked.items()}
-    shared = best_threshold(rankings, gold)["threshold"]
-    settings = coded.settings.model_copy(
-        update={"threshold": {**coded.settings.threshold, system: shared}, "untrained_threshold": {}}
-    )
-    if system not in settings.untrained_threshold_systems:
-        return settings
-    untrained = best_untrained_threshold(ranked, gold, settings, system)["threshold"]  # type: ignore[arg-type]
-    return settings.model_copy(update={"untrained_threshold": {system: untrained}})
+    others = set(range(DEV_FOLDS)) - {fold}
+    settings = coded.settings.model_copy(update={"untrained_threshold": {}, "by_language": {}})
+    for system in SYSTEMS:
+        ranked = FoldRankings(tuning_rankings(coded, language, system, others))
+        gold = {doc_id: truth[system][doc_id] for doc_id in ranked.ranked}
+        rankings = {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in ranked.ranked.items()}
+        shared = best_threshold(rankings, gold)["threshold"]
+        settings = settings.model_copy(update={"threshold": {**settings.threshold, system: shared}})
+        if system in settings.untrained_threshold_systems:
+            untrained = best_untrained_threshold(ranked, gold, settings, system)["threshold"]  # type: ignore[arg-type]
+            settings = settings.model_copy(
+                update={"untrained_threshold": {**settings.untrained_threshold, system: untrained}}
+            )
+    return settings
 
 
-def cross_fitted_f1(coded: CodedDev, language: str, system: str, gold: dict) -> float:
-    """Pooled micro-F1 of ``system`` over the dev notes, each fold decided at the thresholds tuned on the other folds
-    (:func:`tuned_settings`)."""
-    from icdcoder.evaluate.metrics import micro_prf
-    from icdcoder.infer.fusion import code_threshold
+def cross_fitted(coded: CodedDev, language: str, gold: dict) -> list:
+    """The dev notes' predictions, each fold decided at the thresholds tuned on the other folds
+    (:func:`fold_settings`)."""
+    truth = {
+        system: {
+            doc_id: {code.lower() for code, kind in gold.get(doc_id, ()) if kind == system} for doc_id in coded.fold
+        }
+        for system in SYSTEMS
+    }
+    settings = {fold: fold_settings(coded, language, fold, truth) for fold in range(DEV_FOLDS)}
+    return [
+        decided(prediction, settings[coded.fold[prediction.doc_id]], coded.trained[prediction.doc_id])
+        for prediction in coded.predictions[language]
+    ]
 
-    truth = {doc_id: {code.lower() for code, kind in gold.get(doc_id, ()) if kind == system} for doc_id in coded.fold}
-    kept: dict[str, list[str]] = {}
-    for fold in range(DEV_FOLDS):
-        tuning = FoldRankings(tuning_rankings(coded, language, system, set(range(DEV_FOLDS)) - {fold}))
-        settings = tuned_settings(coded, tuning, {doc_id: truth[doc_id] for doc_id in tuning.ranked}, system)
-        for doc_id, items in tuning_rankings(coded, language, system, {fold}).items():
-            kept[doc_id] = [code for score, code, flag in items if score >= code_threshold(settings, system, flag)]
-    return micro_prf(truth, kept)["micro_f1"]
+
+def shipped_decisions(coded: CodedDev, language: str) -> list:
+    """The dev notes' predictions decided at the coder's own thresholds for ``language`` notes."""
+    settings = coded.settings.for_language(language)
+    return [
+        decided(prediction, settings, coded.trained[prediction.doc_id]) for prediction in coded.predictions[language]
+    ]
 
 
 def main() -> None:
@@ -204,18 +249,24 @@ def main() -> None:
         if args.refit_trees:
             rows.append(("train + other dev folds, Spanish trees refitted", True, True))
         crossed = [
-            "| signals fitted on | notes | D micro-F1 | P micro-F1 |",
-            "|---|---|---|---|",
+            "| signals fitted on | notes | D micro-F1 | P micro-F1 | X F1 |",
+            "|---|---|---|---|---|",
         ]
         gold = load_codiesp_labels(args.data_dir, "dev")
         for name, with_dev, refit_trees in rows:
             coded = coded_dev(args.model, args.data_dir, corpus, with_dev, refit_trees)
-            for language, predictions in coded.predictions.items():
+            for language in coded.predictions:
                 folder = out / f"{'with_dev' if with_dev else 'train'}{'_trees' if refit_trees else ''}_{language}"
-                lines.append(row(name, language, pooled_scores(args.data_dir, predictions, folder)))
+                shipped = pooled_scores(args.data_dir, shipped_decisions(coded, language), folder)
+                lines.append(row(name, language, shipped))
                 print(lines[-1], flush=True)
-                d, p = (cross_fitted_f1(coded, language, system, gold) for system in SYSTEMS)
-                crossed.append(f"| {name} | {language} | {d:.4f} | {p:.4f} |")
+                scores = pooled_scores(
+                    args.data_dir, cross_fitted(coded, language, gold), folder.with_name(folder.name + "_crossed")
+                )
+                x = f"{scores['X']['f1']:.4f}" if language == "es" else "-"
+                crossed.append(
+                    f"| {name} | {language} | {scores['D']['micro_f1']:.4f} | {scores['P']['micro_f1']:.4f} | {x} |"
+                )
                 print(crossed[-1], flush=True)
     print("\n".join(lines))
     print("\nThresholds cross-fitted (each dev fold decided at the thresholds best on the other four):\n")

@@ -171,16 +171,24 @@ def test_more_training_notes_decides_each_fold_at_the_thresholds_tuned_on_the_ot
     """Note A (fold 0) ranks its gold code above a wrong one, note B (fold 1) below it. Tuned on B, the threshold keeps
     both of A's codes (ties go to the lowest threshold: 0); tuned on A, it lies between A's scores (0.225) and keeps
     B's wrong code alone. Pooled: one right decision of three, two gold codes: F1 2/5. An untrained code of A scored
-    0.05 is kept only where B's tuning says so: B has no untrained code, so it keeps the shared threshold, 0."""
+    0.05 is kept only where B's tuning says so: B has no untrained code, so it keeps the shared threshold, 0. A code
+    left under its threshold becomes a candidate without its evidence."""
     from benchmark_scripts import load_benchmark
 
+    from icdcoder.data.schema import Evidence
+    from icdcoder.evaluate.metrics import micro_prf
     from icdcoder.infer.settings import CoderSettings
     from icdcoder.predictor import CodePrediction, DocumentPrediction
 
     bench = load_benchmark("more_training_notes.py")
+    quote = [Evidence(pieces=((0, 5),))]
 
     def note(doc_id: str, scores: dict[str, float]) -> DocumentPrediction:
-        return DocumentPrediction(doc_id, [CodePrediction(code, "icd10cm", score) for code, score in scores.items()])
+        codes = [CodePrediction(code, "icd10cm", score, evidence=quote) for code, score in scores.items()]
+        return DocumentPrediction(doc_id, codes)
+
+    def kept(predictions: list[DocumentPrediction]) -> dict[str, list[str]]:
+        return {p.doc_id: [code.code.lower() for code in p.codes] for p in predictions}
 
     coded = bench.CodedDev(
         {"es": [note("A", {"R51": 0.3, "R05": 0.2}), note("B", {"R05": 0.25, "R51": 0.15})]},
@@ -189,9 +197,36 @@ def test_more_training_notes_decides_each_fold_at_the_thresholds_tuned_on_the_ot
         CoderSettings(use_llm=False, threshold={"icd10cm": 0.5, "icd10pcs": 0.5}),
     )
     gold = {"A": [("R51", "icd10cm")], "B": [("R51", "icd10cm")]}
-    assert bench.cross_fitted_f1(coded, "es", "icd10cm", gold) == pytest.approx(2 / 5)
+    truth = {"A": {"r51"}, "B": {"r51"}}
+    crossed = bench.cross_fitted(coded, "es", gold)
+    assert kept(crossed) == {"A": ["r51", "r05"], "B": ["r05"]}
+    assert micro_prf(truth, kept(crossed))["micro_f1"] == pytest.approx(2 / 5)
+    assert [(c.code, c.evidence) for c in crossed[1].candidates] == [("R51", [])]
+    assert [c.evidence for c in crossed[1].codes] == [quote]
     coded.predictions["es"][0].codes.append(CodePrediction("Z99.9", "icd10cm", 0.05))
-    assert bench.cross_fitted_f1(coded, "es", "icd10cm", gold) == pytest.approx(2 / 6)
+    assert micro_prf(truth, kept(bench.cross_fitted(coded, "es", gold)))["micro_f1"] == pytest.approx(2 / 6)
+    assert kept(bench.shipped_decisions(coded, "es")) == {"A": [], "B": []}  # the coder's own 0.5
+
+
+def test_more_training_notes_fold_coders_give_every_ranked_code_its_evidence():
+    from benchmark_scripts import load_benchmark
+
+    from icdcoder.infer.fusion import code_threshold
+    from icdcoder.infer.settings import CoderSettings, FusionOverride
+
+    bench = load_benchmark("more_training_notes.py")
+    settings = CoderSettings(
+        use_llm=False,
+        threshold={"icd10cm": 0.4, "icd10pcs": 0.5},
+        untrained_threshold={"icd10cm": 0.1},
+        by_language={"en": FusionOverride(threshold={"icd10cm": 0.3, "icd10pcs": 0.2})},
+    )
+    zero = bench.every_code_decided(settings)
+    for language in ("es", "en"):
+        for system in bench.SYSTEMS:
+            assert code_threshold(zero.for_language(language), system, False) == 0.0
+            assert code_threshold(zero.for_language(language), system, True) == 0.0
+    assert settings.for_language("en").threshold["icd10cm"] == 0.3  # the coder's own settings are left alone
 
 
 @pytest.mark.parametrize(
