@@ -226,6 +226,47 @@ def test_cache_key_follows_the_source_files_and_bad_caches_are_ignored(tmp_path,
     assert load_cached(tmp_path / "missing.pkl", Tables) is None
 
 
+def test_derived_tables_are_kept_on_disk_by_terms_and_rules(tmp_path, monkeypatch):
+    """A second process (here: a second ontology object, so the in-process memo is empty) loads the table; new terms or
+    new rules compute it again and leave one file per table; an ontology without a fingerprint is never cached."""
+    from icdcoder.ontology.ontology import derived_table
+
+    monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path / "cache"))
+    rules = tmp_path / "rules.py"
+    rules.write_text("v1")
+    computed = []
+
+    class Terms:
+        def __init__(self, titles: str):
+            self.titles = titles
+
+        def fingerprint(self, system: str) -> str:
+            return f"{system}:{self.titles}"
+
+    def table(ontology, key="forms"):
+        def compute():
+            computed.append(key)
+            return (key, len(computed))
+
+        return derived_table(ontology, key, compute, ("icd10cm",), (rules,))
+
+    assert table(Terms("cholera")) == ("forms", 1)
+    assert table(Terms("cholera")) == ("forms", 1) and len(computed) == 1
+    assert table(Terms("cholera"), "values") == ("values", 2)  # another table, its own file
+    assert len(list((tmp_path / "cache").glob("derived-*.pkl"))) == 2
+    assert table(Terms("cholera, typhoid")) == ("forms", 3)
+    rules.write_text("v2")
+    assert table(Terms("cholera, typhoid")) == ("forms", 4)
+    assert len(list((tmp_path / "cache").glob("derived-*.pkl"))) == 2  # the latest of each table
+
+    class StandIn:
+        """Terms without a fingerprint, as the tests' fake ontologies."""
+
+    stand_in = StandIn()
+    assert derived_table(stand_in, "forms", lambda: "fresh", ("icd10cm",), (rules,)) == "fresh"
+    assert len(list((tmp_path / "cache").glob("derived-*.pkl"))) == 2
+
+
 def test_cached_tables_round_trip(tmp_path):
     from icdcoder.io import load_cached, save_cached
     from icdcoder.ontology import Ontology

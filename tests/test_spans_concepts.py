@@ -81,7 +81,7 @@ def test_each_match_carries_its_sentence(concepts):
 def test_the_index_is_cached_by_titles_and_rules(ontology, concepts, tmp_path, monkeypatch):
     monkeypatch.setenv("ICDCODER_CACHE", str(tmp_path))
     built = ConceptIndex.load_or_build(ontology)
-    assert built.by_word == concepts.by_word and len(list(tmp_path.glob("concepts-icd10cm-*.pkl"))) == 1
+    assert built.by_word == concepts.by_word and len(list(tmp_path.glob("derived-*.pkl"))) == 1
 
     def no_building(*args, **kwargs):
         raise AssertionError("the cached index should have been loaded")

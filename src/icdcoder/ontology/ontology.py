@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -274,14 +274,54 @@ _T = TypeVar("_T")
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def derived_table(ontology: object, key: Hashable, compute: Callable[[], _T]) -> _T:
+def derived_table(
+    ontology: object,
+    key: Hashable,
+    compute: Callable[[], _T],
+    systems: Sequence[str] = (),
+    sources: Sequence[str | Path] = (),
+) -> _T:
     """``compute()``, once per ontology and ``key``: a table read off the ontology's ~300,000 terms (the lexicons'
     forms, the value families), which a process fitting several coders on one ontology (the fold coders of ``predict
-    fit-trees``, the experiments, the test suite) builds once. Callers only read it; it goes with the ontology."""
+    fit-trees``, the experiments, the test suite) builds once. Callers only read it; it goes with the ontology.
+    Given the ``systems`` whose terms it reads and the ``sources`` of the rules that read them, it is also kept on disk
+    for the next process (:func:`cached_on_disk`)."""
     tables = _DERIVED.setdefault(ontology, {})
     if key not in tables:
-        tables[key] = compute()
+        tables[key] = cached_on_disk(ontology, repr(key), systems, sources, compute) if sources else compute()
     return tables[key]
+
+
+def cached_on_disk(
+    ontology: object,
+    name: str,
+    systems: Sequence[str],
+    sources: Sequence[str | Path],
+    compute: Callable[[], _T],
+    expected: type = object,
+) -> _T:
+    """``compute()``, or its value from the project cache (:func:`cache_dir`) when a process on this machine derived
+    ``name`` from the same terms of ``systems`` (:meth:`Ontology.fingerprint`) by the same rules (the bytes of the
+    ``sources`` files). Each ``name`` keeps its latest file only. An ontology that cannot fingerprint its terms (the
+    tests' stand-ins) is never cached."""
+    fingerprint = getattr(ontology, "fingerprint", None)
+    if fingerprint is None:
+        return compute()
+    content = hashlib.sha256(CACHE_VERSION.encode())
+    for system in systems:
+        content.update(fingerprint(system).encode())
+    for source in sources:
+        content.update(Path(source).read_bytes())
+    stem = "derived-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    path = cache_dir() / f"{stem}-{content.hexdigest()[:16]}.pkl"
+    value = load_cached(path, expected)
+    if value is None:
+        value = compute()
+        save_cached(path, value)
+        for older in path.parent.glob(f"{stem}-*.pkl"):
+            if older != path:
+                older.unlink(missing_ok=True)
+    return value
 
 
 def cache_dir() -> Path:

@@ -8,11 +8,9 @@ coder's ``concept`` signal, which reaches diagnosis codes no training note carri
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from icdcoder import text as normaliser
 from icdcoder.spans.segment import sentence_spans
@@ -178,14 +176,10 @@ class ConceptIndex:
     def load_or_build(cls, ontology, system: str = "icd10cm") -> ConceptIndex:
         """The index from the cache when it was built from the same titles by the same rules, else built and cached:
         building takes a few seconds, loading a fraction of one."""
-        from icdcoder.io import load_cached, save_cached
+        from icdcoder.ontology.ontology import cached_on_disk
 
-        path = _cache_path(ontology, system)
-        index = load_cached(path, cls)
-        if index is None:
-            index = cls(ontology, system)
-            save_cached(path, index)
-        return index
+        sources = (__file__, normaliser.__file__)
+        return cached_on_disk(ontology, f"concepts {system}", (system,), sources, lambda: cls(ontology, system), cls)
 
     def codes_in_sentence(self, sentence: str) -> set[str]:
         """The codes whose content words all occur in ``sentence``; of nested matches, only the most specific."""
@@ -210,17 +204,6 @@ def alternatives(term: str) -> list[str]:
         return [term]
     head, tail = term[: found.start()], term[found.end() :]
     return [variant for word in found.groups() for variant in alternatives(head + word + tail)]
-
-
-def _cache_path(ontology, system: str) -> Path:
-    """Where the index of ``system`` is cached: keyed by the ontology's titles and by the source of the matching rules
-    (this module and the word normaliser it uses)."""
-    from icdcoder.ontology.ontology import cache_dir
-
-    digest = hashlib.sha256(ontology.fingerprint(system).encode("utf-8"))
-    for source in (__file__, normaliser.__file__):
-        digest.update(Path(source).read_bytes())
-    return cache_dir() / f"concepts-{system}-{digest.hexdigest()[:16]}.pkl"
 
 
 def _precedes(code: str, other: str | None) -> bool:

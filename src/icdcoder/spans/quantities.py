@@ -125,11 +125,14 @@ def value_families(titles: Iterable[tuple[str, str]]) -> dict[str, list[ValueCod
 
 def ontology_value_families(ontology, system: str = "icd10cm") -> dict[str, list[ValueCode]]:
     """:func:`value_families` of every title of ``system``, read off ~100,000 titles once per ontology
-    (:func:`derived_table`: ``predict fit-trees`` and the experiments fit a fold coder per fold on one ontology)."""
+    (:func:`derived_table`: ``predict fit-trees`` and the experiments fit a fold coder per fold on one ontology) and
+    kept on disk."""
     return derived_table(
         ontology,
         ("value families", system),
         lambda: value_families((code, ontology.describe(code, system, default="")) for code in ontology.codes(system)),
+        (system,),
+        (__file__,),
     )
 
 
