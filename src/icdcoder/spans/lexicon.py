@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from icdcoder import text as normalizer
+from icdcoder import text as normaliser
 from icdcoder.config import StrictModel
 from icdcoder.data.schema import Document, Evidence
 from icdcoder.errors import InputError
@@ -343,7 +343,7 @@ def _ontology_forms(
         ("lexicon forms", systems, fold_plurals, variants),
         lambda: tuple(_ontology_form_pairs(ontology, systems, fold_plurals, variants)),
         systems,
-        (__file__, normalizer.__file__, labels.__file__),
+        (__file__, normaliser.__file__, labels.__file__),
     )
 
 
