@@ -170,35 +170,30 @@ def tuning_rankings(
 
 @dataclass
 class FoldRankings:
-    """Some dev folds' rankings in the shape the project's threshold tuners read (``flagged_rankings``)."""
+    """Some dev folds' rankings, per system, in the shape the project's threshold tuners read (``rankings`` and
+    ``flagged_rankings`` of :class:`icdcoder.infer.tuning.FusionTable`)."""
 
-    ranked: dict[str, list[tuple[float, str, bool]]]
+    ranked: dict[str, dict[str, list[tuple[float, str, bool]]]]
 
     def flagged_rankings(self, settings: Any, system: str) -> dict[str, list[tuple[float, str, bool]]]:
-        return self.ranked
+        return self.ranked[system]
+
+    def rankings(self, settings: Any, system: str) -> dict[str, list[tuple[float, str]]]:
+        return {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in self.ranked[system].items()}
 
 
 def fold_settings(coded: CodedDev, language: str, fold: int, truth: dict[str, dict[str, set[str]]]) -> Any:
-    """The coder's settings with each system's thresholds tuned, as ``predict tune`` tunes them, on the notes of the
-    dev folds other than ``fold``: the threshold that maximises micro-F1, then (for the systems that have one) the
-    untrained codes' own threshold. ``truth``: system -> note id -> gold codes, lower-cased."""
-    from icdcoder.evaluate.thresholds import best_threshold
-    from icdcoder.infer.tuning import best_untrained_threshold
+    """The coder's settings with each system's thresholds tuned on the notes of the dev folds other than ``fold``, as
+    ``predict tune`` tunes them (:func:`icdcoder.infer.tuning.tuned_thresholds`): the threshold that maximises
+    micro-F1, then (for the systems that have one) the untrained codes' own threshold. ``truth``: system -> note id ->
+    gold codes, lower-cased."""
+    from icdcoder.infer.tuning import tuned_thresholds
 
     others = set(range(DEV_FOLDS)) - {fold}
-    settings = coded.settings.model_copy(update={"untrained_threshold": {}, "by_language": {}})
-    for system in SYSTEMS:
-        ranked = FoldRankings(tuning_rankings(coded, language, system, others))
-        gold = {doc_id: truth[system][doc_id] for doc_id in ranked.ranked}
-        rankings = {doc_id: [(score, code) for score, code, _ in items] for doc_id, items in ranked.ranked.items()}
-        shared = best_threshold(rankings, gold)["threshold"]
-        settings = settings.model_copy(update={"threshold": {**settings.threshold, system: shared}})
-        if system in settings.untrained_threshold_systems:
-            untrained = best_untrained_threshold(ranked, gold, settings, system)["threshold"]  # type: ignore[arg-type]
-            settings = settings.model_copy(
-                update={"untrained_threshold": {**settings.untrained_threshold, system: untrained}}
-            )
-    return settings
+    table = FoldRankings({system: tuning_rankings(coded, language, system, others) for system in SYSTEMS})
+    gold = {system: {doc_id: truth[system][doc_id] for doc_id in table.ranked[system]} for system in SYSTEMS}
+    settings = coded.settings.model_copy(update={"by_language": {}})
+    return tuned_thresholds(table, gold, settings, untrained=True)  # type: ignore[arg-type]
 
 
 def cross_fitted(coded: CodedDev, language: str, gold: dict) -> list:

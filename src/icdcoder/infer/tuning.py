@@ -283,7 +283,13 @@ def with_tuned_thresholds(
     ``untrained``: the untrained codes' thresholds tuned after, as :func:`tune_fusion` tunes them; otherwise one
     threshold per system (``settings``' untrained thresholds dropped).
     """
-    table, gold = FusionTable(outputs), gold_by_system(dev)
+    return tuned_thresholds(FusionTable(outputs), gold_by_system(dev), settings, untrained)
+
+
+def tuned_thresholds(
+    table: FusionTable | TreeTable, gold: dict[str, dict[str, set[str]]], settings: CoderSettings, untrained: bool
+) -> CoderSettings:
+    """:func:`with_tuned_thresholds` on the notes of ``table`` (gold: system -> note id -> codes)."""
     _, thresholds = tuned_row(table, gold, settings)
     tuned = settings.model_copy(update={"threshold": thresholds, "untrained_threshold": {}})
     if not untrained:
