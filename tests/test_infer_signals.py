@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from icdcoder.data.schema import Document
@@ -18,6 +20,7 @@ from icdcoder.infer.signals import (
     ScoredCode,
     new_signals,
 )
+from icdcoder.infer.signals.retrieval import surface_span
 from icdcoder.infer.store import outputs_from_json, outputs_to_json
 from icdcoder.infer.tuning import GRID_WEIGHTS
 
@@ -73,6 +76,17 @@ def test_items_found_in_a_translation_are_carried_to_the_sentence_they_translate
     english_note = NoteContext(Document(id="e", text="A rectal biopsy.", language="en"), [])
     (same,) = english_note.on_english(lambda _: [ScoredCode("0DBP", "icd10pcs", {"procedure": 1.0}, start=2, end=15)])
     assert not same.projected and (same.start, same.end) == (2, 15)
+
+
+def test_a_training_form_is_evidence_only_as_whole_words_of_the_note():
+    forms = ["febril", "fiebre alta"]
+    retriever = SimpleNamespace(
+        code_index={("R50.9", "icd10cm"): 0}, forms_by_code={0: forms}, display={form: form for form in forms}
+    )
+    note = "Ingresa afebril. Al día siguiente, fiebre alta."
+    assert surface_span(retriever, "R50.9", "icd10cm", note) == (35, 46)
+    assert surface_span(retriever, "R50.9", "icd10cm", "Ingresa afebril.") is None
+    assert surface_span(retriever, "R07.9", "icd10cm", note) is None
 
 
 def test_stage_one_cache_records_round_trip_and_old_flat_records_still_load():

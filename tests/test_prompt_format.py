@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from icdcoder.prompt import Candidate, build_prompt, find_quote, format_answer, parse_answer
+from icdcoder.prompt import Candidate, build_prompt, find_quote, find_words, format_answer, parse_answer
 
 NOTE = "Paciente con fiebre alta y dolor torácico.\nSe realiza Rx  tórax."
 KNOWN = {"R50.9": "icd10cm", "R07.9": "icd10cm", "BW03ZZZ": "icd10pcs"}
@@ -63,3 +63,13 @@ def test_find_quote_prefers_exact_then_case_then_whitespace():
     assert find_quote("a  b", "x a\nb") == (2, 5)
     assert find_quote("", "abc") is None
     assert find_quote("zzz", "abc") is None
+
+
+def test_find_words_never_finds_a_phrase_inside_a_longer_word():
+    text = "Afebril, masa suprarrenal. Pico FEBRIL y masa\nrenal"
+    assert find_quote("febril", text) == (1, 7)  # what quotes are allowed; a training form is not
+    assert find_words("febril", text) == (32, 38)
+    assert find_words("renal", text) == (len(text) - 5, len(text))
+    assert find_words("masa  renal", text) == (41, len(text))
+    assert find_words("debilidad general", "debilidad generalizada") is None
+    assert find_words(" ", text) is None

@@ -16,6 +16,7 @@ more tokens than the spans themselves, and the format is learned by SFT.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -100,6 +101,22 @@ def find_quote(quote: str, source: str) -> tuple[int, int] | None:
     pattern = r"\s+".join(re.escape(word) for word in words)
     match = re.search(pattern, source, flags=re.IGNORECASE)
     return (match.start(), match.end()) if match else None
+
+
+def find_words(phrase: str, source: str) -> tuple[int, int] | None:
+    """Locate ``phrase`` in ``source`` as whole words: case-insensitive, any whitespace between its words, and never
+    inside a longer word, so that a training form "febril" is not found in "afebril" nor "renal" in "suprarrenal"
+    (:func:`find_quote` would find both). The first such occurrence, or None."""
+    pattern = _whole_words_pattern(" ".join(phrase.split()))
+    match = pattern.search(source) if pattern is not None else None
+    return (match.start(), match.end()) if match else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_words_pattern(phrase: str) -> re.Pattern[str] | None:
+    if not phrase:
+        return None
+    return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + r"(?!\w)", re.IGNORECASE)
 
 
 def parse_answer(completion: str, source: str, resolve: CodeResolver) -> ParsedAnswer:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from icdcoder.infer.signals.base import NoteContext, NoteSignal, ScoredCode, SignalSpec
 from icdcoder.ontology.labels import CODER_SYSTEMS
-from icdcoder.prompt import find_quote
+from icdcoder.prompt import find_words
 from icdcoder.spans.segment import segment_note
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def retrieval_scale(retriever) -> float:
 
 
 def surface_span(retriever, code: str, system: str, text: str) -> tuple[int, int] | None:
-    """The longest training surface form (or short description) of ``code`` found in ``text``."""
+    """The longest training surface form (or short description) of ``code`` found in ``text`` as whole words."""
     code_index = retriever.code_index.get((code, system))
     if code_index is None:
         return None
@@ -53,7 +53,7 @@ def surface_span(retriever, code: str, system: str, text: str) -> tuple[int, int
         retriever.display[form] for form in retriever.forms_by_code.get(code_index, ()) if form in retriever.display
     ]
     for form in sorted(forms, key=len, reverse=True):
-        span = find_quote(form, text)
+        span = find_words(form, text)
         if span is not None:
             return span
     return None
