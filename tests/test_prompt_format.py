@@ -63,11 +63,19 @@ def test_find_quote_prefers_exact_then_case_then_whitespace():
     assert find_quote("a  b", "x a\nb") == (2, 5)
     assert find_quote("", "abc") is None
     assert find_quote("zzz", "abc") is None
+    assert find_quote("   ", "a   b") is None
+
+
+def test_find_quote_prefers_whole_words_to_a_longer_word():
+    assert find_quote("renal", "masa suprarrenal e insuficiencia renal") == (33, 38)
+    assert find_quote("Renal", "masa suprarrenal e insuficiencia renal") == (33, 38)
+    assert find_quote("renal", "masa suprarrenal") == (11, 16)  # verbatim, though inside a word: kept
 
 
 def test_find_words_never_finds_a_phrase_inside_a_longer_word():
     text = "Afebril, masa suprarrenal. Pico FEBRIL y masa\nrenal"
-    assert find_quote("febril", text) == (1, 7)  # what quotes are allowed; a training form is not
+    assert find_quote("febril", "Afebril.") == (1, 7)  # a model's verbatim quote may be; a training form may not
+    assert find_words("febril", "Afebril.") is None
     assert find_words("febril", text) == (32, 38)
     assert find_words("renal", text) == (len(text) - 5, len(text))
     assert find_words("masa  renal", text) == (41, len(text))

@@ -86,27 +86,25 @@ def format_answer(items: Sequence[tuple[str, str]]) -> str:
 
 
 def find_quote(quote: str, source: str) -> tuple[int, int] | None:
-    """Locate ``quote`` in ``source``: exact, then case-insensitive, then whitespace-tolerant."""
-    if not quote:
-        return None
-    position = source.find(quote)
-    if position >= 0:
-        return position, position + len(quote)
-    position = source.lower().find(quote.lower())
-    if position >= 0:
-        return position, position + len(quote)
+    """Locate a model's verbatim ``quote`` in ``source``: exact, then case-insensitive, then whitespace-tolerant, all
+    three first as whole words and only then inside longer words. So "renal" quoted from "masa suprarrenal e
+    insuficiencia renal" is the second "renal", and from "masa suprarrenal" alone still the first."""
     words = quote.split()
     if not words:
         return None
-    pattern = r"\s+".join(re.escape(word) for word in words)
-    match = re.search(pattern, source, flags=re.IGNORECASE)
-    return (match.start(), match.end()) if match else None
+    exact, spaced = re.escape(quote), r"\s+".join(map(re.escape, words))
+    for bounded in (True, False):
+        for body, flags in ((exact, 0), (exact, re.IGNORECASE), (spaced, re.IGNORECASE)):
+            match = re.search(rf"(?<!\w){body}(?!\w)" if bounded else body, source, flags)
+            if match:
+                return match.start(), match.end()
+    return None
 
 
 def find_words(phrase: str, source: str) -> tuple[int, int] | None:
     """Locate ``phrase`` in ``source`` as whole words: case-insensitive, any whitespace between its words, and never
     inside a longer word, so that a training form "febril" is not found in "afebril" nor "renal" in "suprarrenal"
-    (:func:`find_quote` would find both). The first such occurrence, or None."""
+    (:func:`find_quote` falls back to those, a model's quote being verbatim). The first such occurrence, or None."""
     pattern = _whole_words_pattern(" ".join(phrase.split()))
     match = pattern.search(source) if pattern is not None else None
     return (match.start(), match.end()) if match else None
