@@ -258,3 +258,30 @@ def test_a_gpu_verifier_config_asks_for_cuda_and_trains_every_band_example():
     gpu = load_verifier_config(REPO / "configs" / "verifier" / "gemma3_gpu.yaml")
     assert gpu.device == "cuda" and gpu.lora.layers_to_transform is None and gpu.max_examples >= 10_000
     assert gpu.band.contains("icd10cm", 0.35) and gpu.band.contains("icd10pcs", 0.375)  # the trees' thresholds
+
+
+def test_the_study_picks_the_verifier_weight_per_system():
+    """A verifier right on diagnoses and backwards on procedures: the diagnoses take it, the procedures leave it."""
+    from icdcoder.experiments.verifier_study import tuned_fusion
+
+    docs, candidates, probabilities = [], [], {}
+    for i in range(10):
+        doc = f"n{i}"
+        docs.append(
+            Document(
+                id=doc,
+                text="nota",
+                language="es",
+                codes=(GoldCode(code="A00", system="icd10cm"), GoldCode(code="0AAA", system="icd10pcs")),
+            )
+        )
+        for code, system, gold in (("A00", "icd10cm", True), ("Z99", "icd10cm", False)):
+            probabilities[len(candidates)] = 0.9 if gold else 0.1
+            candidates.append(VerifierCandidate(doc_id=doc, code=code, system=system, score=0.4, sentence="nota"))
+        for code, system, gold in (("0AAA", "icd10pcs", True), ("0ZZZ", "icd10pcs", False)):
+            probabilities[len(candidates)] = 0.1 if gold else 0.9
+            candidates.append(VerifierCandidate(doc_id=doc, code=code, system=system, score=0.4, sentence="nota"))
+    band = ScoreBand(low={"icd10cm": 0.1, "icd10pcs": 0.1}, high={"icd10cm": 0.7, "icd10pcs": 0.7})
+    weights, thresholds = tuned_fusion(docs, candidates, probabilities, band, [0.0, 0.5, 0.8])
+    assert weights == {"icd10cm": 0.5, "icd10pcs": 0.0}
+    assert 0.25 < thresholds["icd10cm"] <= 0.65 and thresholds["icd10pcs"] <= 0.4  # both procedures kept

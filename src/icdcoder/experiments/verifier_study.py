@@ -14,8 +14,9 @@ The stages run in order, each reading what the one before wrote under ``runs_dir
   ``runs_dir/<config name>/adapter``.
 - ``score``: the verifier's probability for every dev band candidate (``dev_scores.jsonl``).
 - ``measure``: LLM off against verifier on, cross-fitted on ``folds`` dev folds: for a band candidate the fused score
-  becomes ``(1 - w) * score + w * p``; ``w`` and the per-system thresholds are tuned on the other folds (micro-F1 +
-  MAP, as ``predict tune``) and the held-out folds are scored together. LLM off has its thresholds tuned the same way.
+  becomes ``(1 - w) * score + w * p``; per system, ``w`` and the thresholds are tuned on the other folds (micro-F1 +
+  MAP, as ``predict tune``; a verifier may pay on diagnoses and not on procedures) and the held-out folds are scored
+  together. LLM off has its thresholds tuned the same way.
   ``scores``: the probabilities fused, the verifier's (``verifier``) and/or the gold labels (``oracle``: the bound
   through this fusion).
 - ``speed``: notes/s of the coder alone and with the verifier scoring its band candidates, on a 400-word dev note.
@@ -216,8 +217,9 @@ def coder_thresholds(model: Path) -> dict[str, float]:
     return thresholds | {"untrained": settings.untrained_threshold.get("icd10cm", thresholds["icd10cm"])}
 
 
-def tuned_thresholds(docs, candidates, scores: list[float]) -> tuple[dict, float]:
-    """Each system's threshold, then the untrained diagnosis codes' own, by micro-F1 + MAP on ``docs``."""
+def tuned_thresholds(docs, candidates, scores: list[float]) -> tuple[dict, dict[str, float]]:
+    """Each system's threshold, then the untrained diagnosis codes' own, by micro-F1 + MAP on ``docs``; and each
+    system's micro-F1 + MAP at them (a system's objective reads only its own candidates and thresholds)."""
     thresholds = {"icd10cm": GRID[0], "icd10pcs": GRID[0], "untrained": GRID[0]}
     for system in ("icd10pcs", "icd10cm"):
         best = max(
@@ -244,16 +246,20 @@ def tuned_thresholds(docs, candidates, scores: list[float]) -> tuple[dict, float
         ),
     )
     kept = thresholded(candidates, scores, thresholds)
-    total = sum(objective(docs, candidates, scores, kept, system) for system in ("icd10cm", "icd10pcs"))
-    return thresholds, total
+    return thresholds, {system: objective(docs, candidates, scores, kept, system) for system in CODER_SYSTEMS}
 
 
-def scores_with_verdicts(candidates, probabilities: dict[int, float], weight: float, band) -> list[float]:
+def scores_with_verdicts(candidates, probabilities: dict[int, float], weights: dict[str, float], band) -> list[float]:
+    """Each candidate's fused score with the verifier's probability at its system's weight (0 where none is given)."""
     from icdcoder.models.verifier import fused_with_verdict
 
     return [
         fused_with_verdict(
-            c.score, probabilities.get(i), weight, band.low.get(c.system, 0.0), band.high.get(c.system, 1.0)
+            c.score,
+            probabilities.get(i),
+            weights.get(c.system, 0.0),
+            band.low.get(c.system, 0.0),
+            band.high.get(c.system, 1.0),
         )
         for i, c in enumerate(candidates)
     ]
@@ -380,16 +386,23 @@ def read_scores(path: Path) -> dict[int, float]:
 # ---------------------------------------------------------------------------------------------------- measure
 
 
-def tuned_fusion(docs, candidates, probabilities: dict[int, float], band, weights: list[float]) -> tuple[float, dict]:
-    """The verifier weight and thresholds with the best micro-F1 + MAP (D + P) on ``docs``."""
-    best: tuple[float, float, dict] | None = None
+def tuned_fusion(
+    docs, candidates, probabilities: dict[int, float], band, weights: list[float]
+) -> tuple[dict[str, float], dict]:
+    """Per system, the verifier weight (among ``weights``) and thresholds with the best micro-F1 + MAP on ``docs``.
+
+    A system's objective reads only its own candidates, whose scores only its own weight moves, so each system picks
+    its weight apart: a verifier may help diagnoses and not procedures."""
+    best: dict[str, tuple[float, float, dict]] = {}
     for weight in weights:
-        scores = scores_with_verdicts(candidates, probabilities, weight, band)
-        thresholds, total = tuned_thresholds(docs, candidates, scores)
-        if best is None or total > best[0]:
-            best = (total, weight, thresholds)
-    assert best is not None  # weights is never empty
-    return best[1], best[2]
+        scores = scores_with_verdicts(candidates, probabilities, dict.fromkeys(CODER_SYSTEMS, weight), band)
+        thresholds, objectives = tuned_thresholds(docs, candidates, scores)
+        for system in CODER_SYSTEMS:
+            if system not in best or objectives[system] > best[system][0]:
+                best[system] = (objectives[system], weight, thresholds)
+    diagnoses, procedures = best["icd10cm"][2], best["icd10pcs"][2]
+    thresholds = {"icd10cm": diagnoses["icd10cm"], "untrained": diagnoses["untrained"]}
+    return {system: found[1] for system, found in best.items()}, thresholds | {"icd10pcs": procedures["icd10pcs"]}
 
 
 def band_auc(labels: list[bool], values: list[float]) -> float | None:
@@ -449,15 +462,16 @@ def run_measure(config: VerifierStudyConfig, verifiers: dict[str, Any]) -> dict[
 def cross_fitted_row(
     system: str, dev, train_counts: Counter, candidates, probabilities: dict[int, float], band, weights, folds
 ) -> dict[str, Any]:
-    """Each dev fold scored with the verifier weight (among ``weights``) and thresholds tuned on the other folds."""
+    """Each dev fold scored with the verifier weights (per system, among ``weights``) and thresholds tuned on the other
+    folds."""
     doc_ids = [d.id for d in dev]
     scores_out, kept_out, picked = [0.0] * len(candidates), [False] * len(candidates), []
     for fold in folds:
         held = {doc_ids[i] for i in fold}
         rest = [dev[i] for i in range(len(dev)) if i not in set(fold)]
-        weight, thresholds = tuned_fusion(rest, candidates, probabilities, band, weights)
-        picked.append({"weight": weight, **thresholds})
-        scores = scores_with_verdicts(candidates, probabilities, weight, band)
+        chosen, thresholds = tuned_fusion(rest, candidates, probabilities, band, weights)
+        picked.append({"weight": chosen, **thresholds})
+        scores = scores_with_verdicts(candidates, probabilities, chosen, band)
         kept = thresholded(candidates, scores, thresholds)
         for i, c in enumerate(candidates):
             if c.doc_id in held:
@@ -674,9 +688,10 @@ def verifier_note(label: str, name: str, results: dict[str, Any]) -> str:
 
 
 CAVEATS = """\
-- Cross-fitted rows pick the verifier weight and the thresholds on the other dev folds and score each fold, all
-  folds together: estimates for unseen notes of the same distribution, not test-set scores. The oracle rows keep the
-  coder's own thresholds for Spanish notes (tuned on dev; runs before the fusion trees kept D 0.1, P 0.15).
+- Cross-fitted rows pick the verifier weight (per system since 2026-12-08, one for both before) and the thresholds on
+  the other dev folds and score each fold, all folds together: estimates for unseen notes of the same distribution,
+  not test-set scores. The oracle rows keep the coder's own thresholds for Spanish notes (tuned on dev; runs before
+  the fusion trees kept D 0.1, P 0.15).
 - The oracle and "perfect verifier" rows read the gold labels: they bound what a verifier on that band can add, they
   are not a system.
 - CPU scale: SmolLM2-135M and Gemma-3-270M, each with LoRA on its top 8 layers, one seed, at most one epoch: training
