@@ -45,13 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
+from icdcoder.ontology.labels import CODER_SYSTEMS
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "verifier" / "gemma3_trees_cpu.yaml"
 #: the regularisation strengths the cross-validation on the training band chooses among
 CS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 BATCH = 32
-#: the coder's systems, whose dev band candidates a probe scores by default
-SYSTEMS = ("icd10cm", "icd10pcs")
 
 
 def marked_sentence(candidate) -> str:
@@ -96,23 +96,17 @@ def final_states(model, tokenizer, candidates: list, ontology, config) -> np.nda
     import torch
     from rich.progress import track
 
-    from icdcoder.models.verifier import candidate_prompt_ids
+    from icdcoder.models.verifier import VerifierScorer, candidate_prompt_ids, left_padded
 
     found = [candidate_prompt_ids(tokenizer, c, ontology, config) for c in candidates]
     prompts = {i: ids for i, ids in enumerate(found) if ids}
     states = np.zeros((len(candidates), model.config.hidden_size), dtype=np.float32)
     order = sorted(prompts, key=lambda i: len(prompts[i]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = VerifierScorer(model, tokenizer).pad_id
     with torch.inference_mode():
         for start in track(range(0, len(order), BATCH), description="frozen LM states", transient=True):
             chunk = order[start : start + BATCH]
-            width = max(len(prompts[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            attention = torch.zeros_like(ids)
-            for row, i in enumerate(chunk):
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                attention[row, width - len(prompts[i]) :] = 1
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            ids, attention, positions = left_padded([prompts[i] for i in chunk], pad_id)
             output = model.model(input_ids=ids, attention_mask=attention, position_ids=positions)
             states[chunk] = output.last_hidden_state[:, -1, :].float().numpy()
     return states
@@ -161,7 +155,7 @@ def run_probe(
     runs_dir: Path,
     probe: str,
     config_path: Path = DEFAULT_CONFIG,
-    systems: tuple[str, ...] = SYSTEMS,
+    systems: tuple[str, ...] = CODER_SYSTEMS,
     name: str | None = None,
 ) -> dict[str, float | int | None]:
     """Fit ``probe`` on the training band and write, as verifier ``name`` (default: the probe's) for ``measure``, its
@@ -208,13 +202,13 @@ def main() -> None:
     parser.add_argument("--probe", choices=("ngram", "gemma"), required=True)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the verifier config: band and prompt")
     parser.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="comma-separated: the systems whose dev candidates it scores"
+        "--systems", default=",".join(CODER_SYSTEMS), help="comma-separated: the systems whose dev candidates it scores"
     )
     parser.add_argument("--name", help="the verifier name measure reads (default: the probe's)")
     args = parser.parse_args()
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
-    if not systems or not set(systems) <= set(SYSTEMS):
-        raise SystemExit(f"--systems: give some of {', '.join(SYSTEMS)}")
+    if not systems or not set(systems) <= set(CODER_SYSTEMS):
+        raise SystemExit(f"--systems: give some of {', '.join(CODER_SYSTEMS)}")
     found = run_probe(args.runs_dir, args.probe, args.config, systems, args.name)
     print(
         f"{args.name or args.probe}: training band {found['train_band']} candidates, C {found['c']:g} "

@@ -93,6 +93,20 @@ def candidate_prompt_ids(tokenizer, candidate, ontology, config) -> list[int] | 
             return opening + ids[-room:]  # the tail keeps the code, its description and the answer marker
 
 
+def left_padded(prompts: Sequence[list[int]], pad_id: int):
+    """``prompts`` as one batch padded on the left, so that every prompt ends at the last position: input ids,
+    attention mask and position ids (each row counted from its first real token)."""
+    import torch
+
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
+
 @dataclass
 class VerifierScores:
     """Probabilities keyed by candidate position, and what was dropped (``unknown_code``)."""
@@ -115,13 +129,7 @@ class VerifierScorer:
         """``(len(prompts), 2)`` logits of ``yes`` and ``no`` after each prompt (with gradients when training)."""
         import torch
 
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = left_padded(prompts, self.pad_id)
         device = next(self.model.parameters()).device
         output = self.model(
             input_ids=input_ids.to(device),
